@@ -1,0 +1,168 @@
+//! wa-sip-bridge: WhatsApp voice calls (through Wati's calling API) to and
+//! from a SIP PBX. This file only wires the pieces together; see
+//! `design.md` §3 for which module may use which.
+
+pub mod call;
+pub mod config;
+pub mod health;
+pub mod http;
+pub mod ids;
+pub mod metrics;
+pub mod store;
+pub mod wati;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::config::Settings;
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::wati::webhook::{self, WebhookState};
+use crate::wati::{Received, WatiClient};
+
+/// Why the bridge could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("configuration:\n{0}")]
+    Config(#[from] config::ConfigError),
+    #[error("store: {0}")]
+    Store(#[from] store::StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("HTTP client: {0}")]
+    HttpClient(#[from] reqwest::Error),
+    #[error("HTTP server: {0}")]
+    HttpServer(std::io::Error),
+}
+
+/// How many accepted webhooks may wait for the call layer before intake slows down.
+const EVENT_QUEUE: usize = 4096;
+
+/// A running bridge: its parts, for the binary and for tests.
+pub struct Bridge {
+    /// Where the HTTP server (webhooks, health, metrics) actually listens.
+    pub http_addr: SocketAddr,
+    pub store: Store,
+    pub health: Arc<Health>,
+    pub metrics: Arc<Metrics>,
+    pub wati: WatiClient,
+    stop: oneshot::Sender<()>,
+    server: JoinHandle<std::io::Result<()>>,
+    sink: Option<JoinHandle<()>>,
+}
+
+impl Bridge {
+    /// Starts every part; accepted webhooks go to the call layer.
+    pub async fn start(settings: Settings) -> Result<Bridge, Error> {
+        let (mut bridge, events) = Self::start_with_events(settings).await?;
+        bridge.sink = Some(tokio::spawn(call::run_event_sink(
+            events,
+            bridge.store.clone(),
+        )));
+        Ok(bridge)
+    }
+
+    /// Starts every part and hands accepted webhooks to the caller instead of the call layer.
+    pub async fn start_with_events(
+        settings: Settings,
+    ) -> Result<(Bridge, mpsc::Receiver<Received>), Error> {
+        let health = Arc::new(Health::default());
+        let metrics = Arc::new(Metrics::new());
+        let store = Store::open(&settings.storage, health.clone())?;
+        let wati = WatiClient::new(&settings.wati, health.clone(), metrics.clone())?;
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+
+        let app = webhook::routes(WebhookState {
+            webhook_key: settings.wati.webhook_key.as_str().into(),
+            store: store.clone(),
+            events: tx,
+            metrics: metrics.clone(),
+        })
+        .merge(http::routes(http::OpsState {
+            health: health.clone(),
+            metrics: metrics.clone(),
+            store: store.clone(),
+        }));
+        let listener = tokio::net::TcpListener::bind(settings.http.listen)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: settings.http.listen,
+                source,
+            })?;
+        let http_addr = listener.local_addr().map_err(Error::HttpServer)?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        tracing::info!(%http_addr, "HTTP server listening (webhooks, /healthz, /readyz, /metrics)");
+        Ok((
+            Bridge {
+                http_addr,
+                store,
+                health,
+                metrics,
+                wati,
+                stop,
+                server,
+                sink: None,
+            },
+            rx,
+        ))
+    }
+
+    /// Stops taking requests and waits for the server and the call layer to finish.
+    pub async fn shutdown(self) -> Result<(), Error> {
+        let _ = self.stop.send(());
+        let served = match self.server.await {
+            Ok(r) => r.map_err(Error::HttpServer),
+            Err(e) => Err(Error::HttpServer(std::io::Error::other(e))),
+        };
+        // The server held the only event sender; the sink ends once it drained the queue.
+        if let Some(sink) = self.sink {
+            let _ = sink.await;
+        }
+        served
+    }
+}
+
+/// Runs the bridge until SIGTERM or Ctrl-C.
+pub async fn run(settings: Settings) -> Result<(), Error> {
+    let bridge = Bridge::start(settings).await?;
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    bridge.shutdown().await
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

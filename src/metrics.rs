@@ -1,0 +1,101 @@
+//! Prometheus metrics (design.md §4 names), one registry per bridge instance
+//! so that tests can run several bridges in one process.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+/// `wsb_webhooks_total{kind,status}`: every webhook request, by route kind and HTTP status.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    pub kind: &'static str,
+    pub status: u16,
+}
+
+/// `wsb_wati_requests_total{op,status}`: every Wati REST call, by operation and
+/// HTTP status (or `timeout` / `error` when there was none).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatiLabels {
+    pub op: &'static str,
+    pub status: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub webhooks: Family<WebhookLabels, Counter>,
+    pub wati_requests: Family<WatiLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let webhooks = Family::<WebhookLabels, Counter>::default();
+        registry.register(
+            "wsb_webhooks",
+            "Webhook requests received, by kind and HTTP status answered",
+            webhooks.clone(),
+        );
+        let wati_requests = Family::<WatiLabels, Counter>::default();
+        registry.register(
+            "wsb_wati_requests",
+            "Requests made to the Wati API, by operation and HTTP status (or timeout/error)",
+            wati_requests.clone(),
+        );
+        Metrics {
+            registry,
+            webhooks,
+            wati_requests,
+        }
+    }
+
+    pub fn webhook(&self, kind: &'static str, status: u16) {
+        self.webhooks
+            .get_or_create(&WebhookLabels { kind, status })
+            .inc();
+    }
+
+    pub fn wati_request(&self, op: &'static str, status: impl Into<String>) {
+        self.wati_requests
+            .get_or_create(&WatiLabels {
+                op,
+                status: status.into(),
+            })
+            .inc();
+    }
+
+    /// The registry in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_use_the_contract_names() {
+        let m = Metrics::new();
+        m.webhook("inbound_call", 200);
+        m.wati_request("accept", "401");
+        let text = m.encode();
+        assert!(
+            text.contains(r#"wsb_webhooks_total{kind="inbound_call",status="200"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"wsb_wati_requests_total{op="accept",status="401"} 1"#),
+            "{text}"
+        );
+    }
+}

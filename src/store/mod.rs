@@ -1,0 +1,602 @@
+//! Durable state in SQLite: the webhook log, one record per call, and the
+//! call-permission cache.
+//!
+//! SQLite runs in WAL mode with `synchronous = FULL`, so a webhook is on disk
+//! before the bridge answers `200` for it. Calls into the store go through
+//! `spawn_blocking`; the store is never on the per-packet path, so one
+//! connection behind a mutex is plenty.
+
+mod schema;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::config::StorageSettings;
+use crate::health::Health;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database schema version {found} is newer than this build knows ({known})")]
+    SchemaTooNew { found: i64, known: i64 },
+    #[error("the database connection is unusable after an earlier panic")]
+    Poisoned,
+    #[error("the database worker stopped: {0}")]
+    Worker(String),
+}
+
+/// Milliseconds since the Unix epoch, the time unit of every stored timestamp.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Which way a call goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// A WhatsApp user calls the business.
+    Inbound,
+    /// The PBX calls a WhatsApp user.
+    Outbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+    fn parse(s: &str) -> Direction {
+        if s == "outbound" {
+            Direction::Outbound
+        } else {
+            Direction::Inbound
+        }
+    }
+}
+
+/// A webhook request to be logged.
+#[derive(Debug, Clone)]
+pub struct NewWebhook<'a> {
+    pub route: &'a str,
+    pub received_at_ms: i64,
+    pub raw_body: &'a [u8],
+    /// HTTP status answered (200, or 400 for a payload we could not use).
+    pub status: u16,
+    /// Why a 400 was answered.
+    pub error: Option<&'a str>,
+    /// Identity of the event; a second request with the same key is a duplicate delivery.
+    pub dedupe_key: Option<&'a str>,
+}
+
+/// What logging a webhook found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logged {
+    /// First delivery; its row id.
+    New(i64),
+    /// The same event was logged before as `first`; this delivery's own row is `id`.
+    Duplicate { id: i64, first: i64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookRow {
+    pub id: i64,
+    pub route: String,
+    pub received_at_ms: i64,
+    pub raw_body: Vec<u8>,
+    pub status: u16,
+    pub error: Option<String>,
+    pub dedupe_key: Option<String>,
+    pub duplicate_of: Option<i64>,
+}
+
+/// The start of a call record.
+#[derive(Debug, Clone)]
+pub struct NewCall {
+    pub direction: Direction,
+    pub wa_call_id: Option<String>,
+    pub sip_call_id: Option<String>,
+    pub waid: Option<String>,
+    pub business_number: Option<String>,
+    pub offered_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallRow {
+    pub id: i64,
+    pub direction: Direction,
+    pub wa_call_id: Option<String>,
+    pub sip_call_id: Option<String>,
+    pub waid: Option<String>,
+    pub business_number: Option<String>,
+    pub offered_at_ms: i64,
+    pub answered_at_ms: Option<i64>,
+    pub ended_at_ms: Option<i64>,
+    pub end_cause: Option<String>,
+    pub sip_code: Option<u16>,
+}
+
+/// What the cache knows about a user's call permission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PermissionState {
+    Granted,
+    Denied,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PermissionRow {
+    pub waid: String,
+    pub state: Option<PermissionState>,
+    pub updated_at_ms: i64,
+    pub request_pending_since_ms: Option<i64>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+    health: Arc<Health>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database and brings its schema up to date.
+    pub fn open(settings: &StorageSettings, health: Arc<Health>) -> Result<Store, StoreError> {
+        let conn = match settings {
+            StorageSettings::SqliteFile(path) => Self::open_file(path)?,
+            StorageSettings::SqliteMemory => Connection::open_in_memory()?,
+        };
+        schema::migrate(&conn)?;
+        health.set_store_ok(true);
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+            health,
+        })
+    }
+
+    fn open_file(path: &Path) -> Result<Connection, StoreError> {
+        let conn = Connection::open(path)?;
+        // WAL lets readers (admin API, readiness) proceed during writes; FULL
+        // makes a commit durable before we acknowledge what it records.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(conn)
+    }
+
+    /// Runs `f` on the connection in a blocking thread; any failure turns readiness red,
+    /// a success turns it green again.
+    async fn with<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().map_err(|_| StoreError::Poisoned)?;
+            f(&mut guard)
+        })
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Worker(e.to_string())));
+        self.health.set_store_ok(result.is_ok());
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "store operation failed");
+        }
+        result
+    }
+
+    /// A trivial query, for readiness.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.query_row("SELECT 1", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records a webhook request. Returns whether its event was seen before
+    /// (same `dedupe_key`); the request itself is always logged.
+    pub async fn log_webhook(&self, w: NewWebhook<'_>) -> Result<Logged, StoreError> {
+        let route = w.route.to_string();
+        let body = w.raw_body.to_vec();
+        let error = w.error.map(str::to_string);
+        let key = w.dedupe_key.map(str::to_string);
+        let (at, status) = (w.received_at_ms, w.status);
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            let first: Option<i64> = match &key {
+                Some(k) => tx
+                    .query_row(
+                        "SELECT id FROM webhook_log WHERE dedupe_key = ?1",
+                        [k],
+                        |r| r.get(0),
+                    )
+                    .optional()?,
+                None => None,
+            };
+            // The unique index covers only first deliveries: duplicates keep their
+            // key in `duplicate_of` instead.
+            tx.execute(
+                "INSERT INTO webhook_log (route, received_at_ms, raw_body, status, error, dedupe_key, duplicate_of)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    route,
+                    at,
+                    body,
+                    status,
+                    error,
+                    if first.is_some() { None } else { key.as_deref() },
+                    first
+                ],
+            )?;
+            let id = tx.last_insert_rowid();
+            tx.commit()?;
+            Ok(match first {
+                Some(first) => Logged::Duplicate { id, first },
+                None => Logged::New(id),
+            })
+        })
+        .await
+    }
+
+    pub async fn webhook(&self, id: i64) -> Result<Option<WebhookRow>, StoreError> {
+        self.with(move |c| {
+            Ok(c.query_row(
+                &format!("{WEBHOOK_SELECT} WHERE id = ?1"),
+                [id],
+                webhook_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    /// The most recent `limit` webhook log rows, newest first.
+    pub async fn recent_webhooks(&self, limit: u32) -> Result<Vec<WebhookRow>, StoreError> {
+        self.with(move |c| {
+            let mut stmt = c.prepare(&format!("{WEBHOOK_SELECT} ORDER BY id DESC LIMIT ?1"))?;
+            let rows = stmt.query_map([limit], webhook_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Starts a call record; returns its id.
+    pub async fn insert_call(&self, call: NewCall) -> Result<i64, StoreError> {
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO calls (direction, wa_call_id, sip_call_id, waid, business_number, offered_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    call.direction.as_str(),
+                    call.wa_call_id,
+                    call.sip_call_id,
+                    call.waid,
+                    call.business_number,
+                    call.offered_at_ms
+                ],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+        .await
+    }
+
+    /// Fills in ids learnt after the record was started (e.g. the Wati call id of an outbound call).
+    pub async fn set_call_ids(
+        &self,
+        id: i64,
+        wa_call_id: Option<String>,
+        sip_call_id: Option<String>,
+    ) -> Result<(), StoreError> {
+        self.with(move |c| {
+            c.execute(
+                "UPDATE calls SET wa_call_id = COALESCE(?2, wa_call_id),
+                                  sip_call_id = COALESCE(?3, sip_call_id) WHERE id = ?1",
+                params![id, wa_call_id, sip_call_id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn call_answered(&self, id: i64, at_ms: i64) -> Result<(), StoreError> {
+        self.with(move |c| {
+            c.execute(
+                "UPDATE calls SET answered_at_ms = ?2 WHERE id = ?1 AND answered_at_ms IS NULL",
+                params![id, at_ms],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Ends a call record. The first end wins: a call ends once, with one cause.
+    /// Returns false when the call had already ended.
+    pub async fn end_call(
+        &self,
+        id: i64,
+        at_ms: i64,
+        cause: String,
+        sip_code: Option<u16>,
+    ) -> Result<bool, StoreError> {
+        self.with(move |c| {
+            let n = c.execute(
+                "UPDATE calls SET ended_at_ms = ?2, end_cause = ?3, sip_code = ?4
+                 WHERE id = ?1 AND ended_at_ms IS NULL",
+                params![id, at_ms, cause, sip_code],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    pub async fn call(&self, id: i64) -> Result<Option<CallRow>, StoreError> {
+        self.with(move |c| {
+            Ok(
+                c.query_row(&format!("{CALL_SELECT} WHERE id = ?1"), [id], call_row)
+                    .optional()?,
+            )
+        })
+        .await
+    }
+
+    /// Calls that have not ended: after a crash, these are the ones to clean up.
+    pub async fn live_calls(&self) -> Result<Vec<CallRow>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(&format!(
+                "{CALL_SELECT} WHERE ended_at_ms IS NULL ORDER BY id"
+            ))?;
+            let rows = stmt.query_map([], call_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Records the user's answer to a permission request; clears any pending request.
+    pub async fn set_permission(
+        &self,
+        waid: String,
+        state: PermissionState,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let state = match state {
+            PermissionState::Granted => "granted",
+            PermissionState::Denied => "denied",
+        };
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO permissions (waid, state, updated_at_ms, request_pending_since_ms)
+                 VALUES (?1, ?2, ?3, NULL)
+                 ON CONFLICT(waid) DO UPDATE SET state = excluded.state,
+                     updated_at_ms = excluded.updated_at_ms, request_pending_since_ms = NULL",
+                params![waid, state, at_ms],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn permission(&self, waid: String) -> Result<Option<PermissionRow>, StoreError> {
+        self.with(move |c| {
+            Ok(c.query_row(
+                "SELECT waid, state, updated_at_ms, request_pending_since_ms FROM permissions WHERE waid = ?1",
+                [waid],
+                |r| {
+                    let state: Option<String> = r.get(1)?;
+                    Ok(PermissionRow {
+                        waid: r.get(0)?,
+                        state: match state.as_deref() {
+                            Some("granted") => Some(PermissionState::Granted),
+                            Some("denied") => Some(PermissionState::Denied),
+                            _ => None,
+                        },
+                        updated_at_ms: r.get(2)?,
+                        request_pending_since_ms: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    /// Marks a permission request as sent at `at_ms`, unless one is already
+    /// pending and younger than `pending_for_ms`. Returns true when the caller
+    /// should send the request (it won the race to mark it).
+    pub async fn claim_permission_request(
+        &self,
+        waid: String,
+        at_ms: i64,
+        pending_for_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.with(move |c| {
+            let n = c.execute(
+                "INSERT INTO permissions (waid, state, updated_at_ms, request_pending_since_ms)
+                 VALUES (?1, NULL, ?2, ?2)
+                 ON CONFLICT(waid) DO UPDATE SET request_pending_since_ms = ?2, updated_at_ms = ?2
+                 WHERE request_pending_since_ms IS NULL OR request_pending_since_ms <= ?2 - ?3",
+                params![waid, at_ms, pending_for_ms],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+}
+
+const WEBHOOK_SELECT: &str = "SELECT id, route, received_at_ms, raw_body, status, error, dedupe_key, duplicate_of FROM webhook_log";
+
+fn webhook_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WebhookRow> {
+    Ok(WebhookRow {
+        id: r.get(0)?,
+        route: r.get(1)?,
+        received_at_ms: r.get(2)?,
+        raw_body: r.get(3)?,
+        status: r.get(4)?,
+        error: r.get(5)?,
+        dedupe_key: r.get(6)?,
+        duplicate_of: r.get(7)?,
+    })
+}
+
+const CALL_SELECT: &str = "SELECT id, direction, wa_call_id, sip_call_id, waid, business_number, offered_at_ms, answered_at_ms, ended_at_ms, end_cause, sip_code FROM calls";
+
+fn call_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CallRow> {
+    let direction: String = r.get(1)?;
+    Ok(CallRow {
+        id: r.get(0)?,
+        direction: Direction::parse(&direction),
+        wa_call_id: r.get(2)?,
+        sip_call_id: r.get(3)?,
+        waid: r.get(4)?,
+        business_number: r.get(5)?,
+        offered_at_ms: r.get(6)?,
+        answered_at_ms: r.get(7)?,
+        ended_at_ms: r.get(8)?,
+        end_cause: r.get(9)?,
+        sip_code: r.get(10)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> Store {
+        Store::open(&StorageSettings::SqliteMemory, Arc::new(Health::default())).unwrap()
+    }
+
+    fn hook<'a>(key: Option<&'a str>, body: &'a [u8]) -> NewWebhook<'a> {
+        NewWebhook {
+            route: "inbound-call",
+            received_at_ms: 1000,
+            raw_body: body,
+            status: 200,
+            error: None,
+            dedupe_key: key,
+        }
+    }
+
+    #[tokio::test]
+    async fn webhook_round_trip_and_dedupe() {
+        let s = store();
+        let first = s
+            .log_webhook(hook(Some("inbound-call:A"), b"{1}"))
+            .await
+            .unwrap();
+        let Logged::New(id) = first else {
+            panic!("{first:?}")
+        };
+        let again = s
+            .log_webhook(hook(Some("inbound-call:A"), b"{2}"))
+            .await
+            .unwrap();
+        assert!(matches!(again, Logged::Duplicate { first, .. } if first == id));
+        let other = s
+            .log_webhook(hook(Some("inbound-call:B"), b"{3}"))
+            .await
+            .unwrap();
+        assert!(matches!(other, Logged::New(_)));
+        // Requests without an identity are never duplicates.
+        assert!(matches!(
+            s.log_webhook(hook(None, b"x")).await.unwrap(),
+            Logged::New(_)
+        ));
+        assert!(matches!(
+            s.log_webhook(hook(None, b"x")).await.unwrap(),
+            Logged::New(_)
+        ));
+
+        let row = s.webhook(id).await.unwrap().unwrap();
+        assert_eq!(row.raw_body, b"{1}");
+        assert_eq!(row.route, "inbound-call");
+        assert_eq!(s.recent_webhooks(10).await.unwrap().len(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_call_ends_once() {
+        let s = store();
+        let id = s
+            .insert_call(NewCall {
+                direction: Direction::Outbound,
+                wa_call_id: None,
+                sip_call_id: Some("abc@pbx".into()),
+                waid: Some("14085551234".into()),
+                business_number: None,
+                offered_at_ms: 5,
+            })
+            .await
+            .unwrap();
+        s.set_call_ids(id, Some("wacid.1".into()), None)
+            .await
+            .unwrap();
+        assert_eq!(s.live_calls().await.unwrap().len(), 1);
+        s.call_answered(id, 6).await.unwrap();
+        assert!(s
+            .end_call(id, 9, "pbx_bye".into(), Some(200))
+            .await
+            .unwrap());
+        assert!(!s
+            .end_call(id, 10, "terminate_webhook".into(), None)
+            .await
+            .unwrap());
+        let row = s.call(id).await.unwrap().unwrap();
+        assert_eq!(row.wa_call_id.as_deref(), Some("wacid.1"));
+        assert_eq!(row.sip_call_id.as_deref(), Some("abc@pbx"));
+        assert_eq!(row.direction, Direction::Outbound);
+        assert_eq!(row.answered_at_ms, Some(6));
+        assert_eq!(row.end_cause.as_deref(), Some("pbx_bye"));
+        assert_eq!(row.ended_at_ms, Some(9));
+        assert!(s.live_calls().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn permission_requests_are_not_repeated_while_pending() {
+        let s = store();
+        let w = || "14085551234".to_string();
+        assert!(s
+            .claim_permission_request(w(), 1_000, 60_000)
+            .await
+            .unwrap());
+        assert!(!s
+            .claim_permission_request(w(), 2_000, 60_000)
+            .await
+            .unwrap());
+        // After the pending window a new request may go out.
+        assert!(s
+            .claim_permission_request(w(), 62_000, 60_000)
+            .await
+            .unwrap());
+        s.set_permission(w(), PermissionState::Granted, 63_000)
+            .await
+            .unwrap();
+        let row = s.permission(w()).await.unwrap().unwrap();
+        assert_eq!(row.state, Some(PermissionState::Granted));
+        assert_eq!(row.request_pending_since_ms, None);
+        assert!(s.permission("999999".into()).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn file_database_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = StorageSettings::SqliteFile(dir.path().join("t.db"));
+        {
+            let s = Store::open(&settings, Arc::new(Health::default())).unwrap();
+            s.log_webhook(hook(Some("k"), b"body")).await.unwrap();
+        }
+        let s = Store::open(&settings, Arc::new(Health::default())).unwrap();
+        let rows = s.recent_webhooks(5).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].raw_body, b"body");
+    }
+
+    #[test]
+    fn unopenable_file_is_an_error() {
+        let settings = StorageSettings::SqliteFile("/nonexistent-dir/x/y.db".into());
+        assert!(Store::open(&settings, Arc::new(Health::default())).is_err());
+    }
+}

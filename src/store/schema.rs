@@ -1,0 +1,77 @@
+//! Schema migrations, applied in order; `PRAGMA user_version` records how
+//! many have run. Append new steps; never edit a released one.
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: webhook log, call records, permission cache.
+    "CREATE TABLE webhook_log (
+        id             INTEGER PRIMARY KEY,
+        route          TEXT    NOT NULL,
+        received_at_ms INTEGER NOT NULL,
+        raw_body       BLOB    NOT NULL,
+        status         INTEGER NOT NULL,
+        error          TEXT,
+        dedupe_key     TEXT UNIQUE,
+        duplicate_of   INTEGER REFERENCES webhook_log(id)
+    );
+    CREATE TABLE calls (
+        id               INTEGER PRIMARY KEY,
+        direction        TEXT    NOT NULL CHECK (direction IN ('inbound', 'outbound')),
+        wa_call_id       TEXT,
+        sip_call_id      TEXT,
+        waid             TEXT,
+        business_number  TEXT,
+        offered_at_ms    INTEGER NOT NULL,
+        answered_at_ms   INTEGER,
+        ended_at_ms      INTEGER,
+        end_cause        TEXT,
+        sip_code         INTEGER
+    );
+    CREATE INDEX calls_wa_call_id ON calls(wa_call_id);
+    CREATE INDEX calls_live ON calls(ended_at_ms) WHERE ended_at_ms IS NULL;
+    CREATE TABLE permissions (
+        waid                     TEXT PRIMARY KEY,
+        state                    TEXT CHECK (state IN ('granted', 'denied')),
+        updated_at_ms            INTEGER NOT NULL,
+        request_pending_since_ms INTEGER
+    );",
+];
+
+pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let known = MIGRATIONS.len() as i64;
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > known {
+        return Err(StoreError::SchemaTooNew { found, known });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_run_once_and_refuse_newer_schemas() {
+        let c = Connection::open_in_memory().unwrap();
+        migrate(&c).unwrap();
+        migrate(&c).unwrap();
+        let v: i64 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, MIGRATIONS.len() as i64);
+        c.pragma_update(None, "user_version", 99).unwrap();
+        assert!(matches!(
+            migrate(&c),
+            Err(StoreError::SchemaTooNew { found: 99, .. })
+        ));
+    }
+}

@@ -1,0 +1,119 @@
+//! The real binary: `run` serves /healthz, /readyz and /metrics, and stops
+//! cleanly on SIGTERM.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn run_serves_health_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("bridge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[wati]
+api_endpoint = "http://127.0.0.1:9/123456"
+token = "t"
+webhook_key = "k"
+[http]
+listen = "127.0.0.1:{port}"
+[webrtc]
+bind_ip = "127.0.0.1"
+[sip]
+listen = "127.0.0.1:5060"
+[trunk]
+uri = "sip:127.0.0.1:5099"
+[media]
+rtp_ip = "127.0.0.1"
+[storage]
+url = "sqlite://{}"
+"#,
+            dir.path().join("calls.db").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wa-sip-bridge"))
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let health = loop {
+        match http.get(format!("{base}/healthz")).send().await {
+            Ok(r) => break r,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => {
+                let _ = child.kill();
+                panic!("bridge never listened: {e}");
+            }
+        }
+    };
+    assert_eq!(health.status().as_u16(), 200);
+    let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    let unauthorised = http
+        .post(format!("{base}/webhooks/wati/terminate"))
+        .body(r#"{"callId":"x"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthorised.status().as_u16(), 401);
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("# TYPE wsb_webhooks counter"), "{metrics}");
+    assert!(
+        metrics.contains(r#"wsb_webhooks_total{kind="terminate",status="401"} 1"#),
+        "{metrics}"
+    );
+
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("bridge did not stop on SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(exit.success(), "exit {exit:?}\n{log}");
+    assert!(log.contains("shutting down"), "{log}");
+}

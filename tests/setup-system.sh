@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the system packages the build and the tests need, on Debian 12,
+# idempotently: packages already present are left alone, and apt is not
+# touched at all when nothing is missing. Run as root (or with sudo available).
+set -euo pipefail
+
+# libopus-dev + pkg-config: audiopus links the system libopus (no cmake build).
+packages=(libopus-dev pkg-config)
+
+missing=()
+for p in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$p")
+    fi
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    echo "setup-system: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

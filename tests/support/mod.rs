@@ -1,0 +1,54 @@
+//! Shared test support: the fake Wati and a bridge configured against it.
+#![allow(dead_code)]
+
+pub mod fake_wati;
+
+use wa_sip_bridge::config::{settings_from_toml_str, Settings};
+
+pub const WEBHOOK_KEY: &str = "test-webhook-key-0123456789";
+pub const TOKEN: &str = "test-wati-token";
+
+/// Settings for a bridge on loopback, talking to the fake Wati at `api_endpoint`,
+/// with an in-memory store and an OS-chosen HTTP port.
+pub fn settings(api_endpoint: &str) -> Settings {
+    settings_with(api_endpoint, "")
+}
+
+/// As [`settings`], with the keys of `extra` (TOML with sections) replacing or
+/// adding to the base ones.
+pub fn settings_with(api_endpoint: &str, extra: &str) -> Settings {
+    let base = format!(
+        r#"
+[wati]
+api_endpoint = "{api_endpoint}"
+token = "{TOKEN}"
+webhook_key = "{WEBHOOK_KEY}"
+timeout_ms = 1000
+[http]
+listen = "127.0.0.1:0"
+[webrtc]
+bind_ip = "127.0.0.1"
+[sip]
+listen = "127.0.0.1:0"
+[trunk]
+uri = "sip:127.0.0.1:5099"
+allowed_sources = ["127.0.0.1/32"]
+[media]
+rtp_ip = "127.0.0.1"
+[storage]
+url = "sqlite::memory:"
+"#
+    );
+    let mut doc: toml::Table = base.parse().expect("base TOML");
+    let extra: toml::Table = extra.parse().expect("extra TOML");
+    for (section, table) in extra {
+        let target = doc
+            .entry(section)
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+        if let (Some(t), toml::Value::Table(add)) = (target.as_table_mut(), table) {
+            t.extend(add);
+        }
+    }
+    let text = toml::to_string(&doc).expect("TOML");
+    settings_from_toml_str(&text, std::iter::empty()).expect("test settings are valid")
+}
