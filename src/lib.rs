@@ -4,12 +4,14 @@
 
 pub mod call;
 pub mod config;
+pub mod dtmf;
 pub mod health;
 pub mod http;
 pub mod ids;
 pub mod metrics;
 pub mod store;
 pub mod wati;
+pub mod webrtc;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -5,7 +5,8 @@
 set -euo pipefail
 
 # libopus-dev + pkg-config: audiopus links the system libopus (no cmake build).
-packages=(libopus-dev pkg-config)
+# libssl-dev: str0m's OpenSSL backend (DTLS-SRTP toward WhatsApp).
+packages=(libopus-dev pkg-config libssl-dev)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -52,3 +52,6 @@ url = "sqlite::memory:"
     let text = toml::to_string(&doc).expect("TOML");
     settings_from_toml_str(&text, std::iter::empty()).expect("test settings are valid")
 }
+
+pub mod audio;
+pub mod wa_peer;

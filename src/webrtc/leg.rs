@@ -1,0 +1,686 @@
+//! The WhatsApp media leg as a sans-IO state machine around str0m.
+//!
+//! A [`WaLeg`] is fed datagrams ([`WaLeg::handle_receive`]) and time
+//! ([`WaLeg::handle_timeout`]) and is drained with [`WaLeg::poll_output`] until
+//! it returns [`LegOutput::Timeout`], like str0m itself. It never touches a
+//! socket or a clock, so tests run it in memory with simulated time.
+//!
+//! What it adds to str0m, all rules WhatsApp imposes:
+//! * full ICE agent in the controlling role, DTLS client when answering
+//!   (`a=setup:active`), complete SDP (see [`super::sdp`]);
+//! * we send first: from the moment DTLS-SRTP is up, 20 ms Opus silence goes
+//!   out whenever the relay has nothing to send, so WhatsApp never sees a
+//!   silent leg (it hangs up after ~20 s without our media); str0m's RTCP
+//!   reports keep flowing with it;
+//! * RTP mode: the leg owns the outgoing sequence numbers and timestamps, so
+//!   audio from the relay, silence and RFC 4733 events form one continuous
+//!   stream; incoming Opus payloads are handed on untouched;
+//! * exactly one [`LegEvent::Ended`] with its cause: connect timeout (ICE or
+//!   DTLS never completed), consent lost (RFC 7675), DTLS/SRTP failure, or closed.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, Frequency, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{RtpWrite, SeqNo, Ssrc};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+
+use super::sdp::{self, SdpError};
+use crate::dtmf::{self, KeyPress, KeyPressDetector, TelephoneEvent};
+
+/// 20 ms of Opus silence: TOC 0xF8 (CELT, fullband, 20 ms, mono, one frame)
+/// followed by a frame that decodes to silence (the usual DTX comfort frame).
+pub const OPUS_SILENCE: [u8; 3] = [0xf8, 0xff, 0xfe];
+
+/// Samples per 20 ms at Opus' 48 kHz RTP clock.
+const FRAME_48K: u32 = 960;
+const FRAME: Duration = Duration::from_millis(20);
+/// Without audio from the relay for this long, the leg fills in silence itself.
+const IDLE_AFTER: Duration = Duration::from_millis(60);
+/// RFC 4733 §5: a gap between successive events.
+const DTMF_GAP: Duration = Duration::from_millis(50);
+/// RFC 4733 §2.5.1.4: the end packet is sent three times.
+const DTMF_END_REPEATS: u8 = 3;
+const DTMF_VOLUME: u8 = 10;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LegError {
+    #[error("SDP: {0}")]
+    Sdp(#[from] SdpError),
+    #[error("str0m: {0}")]
+    Rtc(String),
+    #[error("no pending offer to apply an answer to")]
+    NoPendingOffer,
+    #[error("the answer has no Opus")]
+    AnswerWithoutOpus,
+}
+
+fn rtc_err(e: impl std::fmt::Display) -> LegError {
+    LegError::Rtc(e.to_string())
+}
+
+/// Why a leg ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndCause {
+    /// ICE and DTLS did not complete within the connect timeout.
+    ConnectTimeout,
+    /// Connectivity checks went unanswered for the consent timeout (RFC 7675).
+    ConsentLost,
+    /// DTLS or SRTP failed, or str0m refused to go on.
+    Failed(String),
+    /// [`WaLeg::close`] was called.
+    Closed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LegEvent {
+    /// ICE and DTLS-SRTP are up; media flows.
+    Connected,
+    /// An Opus packet from WhatsApp, payload untouched.
+    Audio {
+        /// RTP timestamp (48 kHz).
+        timestamp: u32,
+        seq: u16,
+        marker: bool,
+        payload: Arc<[u8]>,
+    },
+    /// A key press (RFC 4733), once per event.
+    Dtmf(KeyPress),
+    /// The leg is over; nothing more will come out of it except its transmits.
+    Ended(EndCause),
+}
+
+#[derive(Debug)]
+pub enum LegOutput {
+    Transmit {
+        from: SocketAddr,
+        to: SocketAddr,
+        data: Vec<u8>,
+    },
+    Event(LegEvent),
+    /// Call [`WaLeg::handle_timeout`] at this instant (or on the next input).
+    Timeout(Instant),
+}
+
+/// Where the leg's socket is and how long it may take to connect.
+#[derive(Debug, Clone)]
+pub struct LegConfig {
+    /// The local address of this call's UDP socket.
+    pub local: SocketAddr,
+    /// The address advertised in our candidate (public IP, same port).
+    pub advertised: SocketAddr,
+    pub connect_timeout: Duration,
+    /// RFC 7675: consent expires 30 s after the last successful check.
+    pub consent_timeout: Duration,
+}
+
+impl LegConfig {
+    pub fn new(local: SocketAddr, advertised: SocketAddr) -> LegConfig {
+        LegConfig {
+            local,
+            advertised,
+            connect_timeout: Duration::from_secs(15),
+            consent_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Counters for the call record and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LegStats {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub silence_packets: u64,
+    /// Datagrams that were not ours or not valid, dropped.
+    pub dropped: u64,
+}
+
+/// One RFC 4733 event being sent.
+#[derive(Debug, Clone, Copy)]
+struct DtmfSend {
+    event: u8,
+    /// RTP timestamp of the event start (in the audio's 48 kHz timeline).
+    timestamp: u32,
+    /// Total length in telephone-event clock units.
+    total: u32,
+    /// Sent so far, in telephone-event clock units.
+    sent: u32,
+    ends_left: u8,
+    first: bool,
+    next_at: Instant,
+}
+
+pub struct WaLeg {
+    rtc: Rtc,
+    cfg: LegConfig,
+    mid: Option<Mid>,
+    pending: Option<SdpPendingOffer>,
+    opus_pt: Pt,
+    /// (payload type, clock rate) of telephone-event, when negotiated.
+    te: Option<(Pt, u32)>,
+    ssrc: Option<Ssrc>,
+    seq: u64,
+    ts: u32,
+    connected: bool,
+    ended: bool,
+    started: Instant,
+    /// The latest instant fed in (events from str0m carry no time of their own).
+    now: Instant,
+    /// Last time any RTP went out (audio, silence or event).
+    last_sent: Option<Instant>,
+    /// Last time the relay gave us audio.
+    last_audio: Option<Instant>,
+    next_silence: Option<Instant>,
+    dtmf_queue: VecDeque<(u8, Duration)>,
+    dtmf: Option<DtmfSend>,
+    dtmf_not_before: Option<Instant>,
+    disconnected_since: Option<Instant>,
+    keys: KeyPressDetector,
+    events: VecDeque<LegEvent>,
+    stats: LegStats,
+}
+
+fn base_config() -> RtcConfig {
+    let mut cfg = RtcConfig::new()
+        .clear_codecs()
+        .set_rtp_mode(true)
+        // The relay paces audio itself; str0m must not hold packets back.
+        .set_send_buffer_audio(50);
+    cfg.codec_config().enable_opus(false, false);
+    cfg
+}
+
+impl WaLeg {
+    fn new(rtc: Rtc, cfg: LegConfig, now: Instant) -> WaLeg {
+        // Random starting points (RFC 3550 §5.1) from the process' random state.
+        let seed = {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(cfg.local.port() as u64);
+            h.finish()
+        };
+        WaLeg {
+            rtc,
+            mid: None,
+            pending: None,
+            opus_pt: 111.into(),
+            te: None,
+            ssrc: None,
+            seq: seed & 0x7fff,
+            ts: (seed >> 16) as u32,
+            connected: false,
+            ended: false,
+            started: now,
+            now,
+            last_sent: None,
+            last_audio: None,
+            next_silence: None,
+            dtmf_queue: VecDeque::new(),
+            dtmf: None,
+            dtmf_not_before: None,
+            disconnected_since: None,
+            keys: KeyPressDetector::default(),
+            events: VecDeque::new(),
+            stats: LegStats::default(),
+            cfg,
+        }
+    }
+
+    fn add_candidate(rtc: &mut Rtc, cfg: &LegConfig) -> Result<(), LegError> {
+        let c = Candidate::host(cfg.advertised, "udp").map_err(rtc_err)?;
+        rtc.add_local_candidate(c);
+        Ok(())
+    }
+
+    /// Answers WhatsApp's offer (an inbound call). Returns the leg and the
+    /// complete SDP answer to send to Wati.
+    pub fn answer(offer: &str, cfg: LegConfig, now: Instant) -> Result<(WaLeg, String), LegError> {
+        let remote = sdp::prepare_remote(offer, cfg.local.ip())?;
+        let mut rc = base_config();
+        // Answer with the offer's own payload type numbers.
+        rc.codec_config().add_config(
+            remote.opus_pt.into(),
+            None,
+            Codec::Opus,
+            Frequency::FORTY_EIGHT_KHZ,
+            Some(2),
+            opus_params(),
+        );
+        if let Some((pt, clock)) = remote.telephone_event {
+            rc.codec_config().add_config(
+                pt.into(),
+                None,
+                Codec::Tele,
+                Frequency::new(clock).unwrap_or(Frequency::EIGHT_KHZ),
+                None,
+                Default::default(),
+            );
+        }
+        let mut rtc = rc.build(now);
+        Self::add_candidate(&mut rtc, &cfg)?;
+        {
+            let mut d = rtc.direct_api();
+            // DTLS client: our answer says a=setup:active, as WhatsApp requires.
+            d.start_dtls(true).map_err(rtc_err)?;
+            // start_dtls pre-inits DTLS, which skips str0m's own "remote is
+            // ice-lite, so we control" decision: make it explicitly.
+            d.set_ice_controlling(true);
+        }
+        let parsed =
+            SdpOffer::from_sdp_string(&remote.text).map_err(|e| SdpError::Parse(e.to_string()))?;
+        let answer = rtc.sdp_api().accept_offer(parsed).map_err(rtc_err)?;
+        let text = sdp::finish_local(&answer.to_sdp_string(), cfg.advertised)?;
+        let mut leg = WaLeg::new(rtc, cfg, now);
+        leg.opus_pt = remote.opus_pt.into();
+        leg.mid = remote.mid.as_deref().map(Mid::from);
+        leg.te = remote.telephone_event.map(|(pt, c)| (pt.into(), c));
+        leg.bind_media();
+        Ok((leg, text))
+    }
+
+    /// Creates a complete offer for an outbound call (`a=setup:actpass`, Opus
+    /// 111, telephone-event/8000 126). Apply WhatsApp's answer with [`WaLeg::apply_answer`].
+    pub fn offer(cfg: LegConfig, now: Instant) -> Result<(WaLeg, String), LegError> {
+        let mut rc = base_config();
+        rc.codec_config().add_config(
+            111.into(),
+            None,
+            Codec::Opus,
+            Frequency::FORTY_EIGHT_KHZ,
+            Some(2),
+            opus_params(),
+        );
+        rc.codec_config().add_config(
+            126.into(),
+            None,
+            Codec::Tele,
+            Frequency::EIGHT_KHZ,
+            None,
+            Default::default(),
+        );
+        let mut rtc = rc.build(now);
+        Self::add_candidate(&mut rtc, &cfg)?;
+        // We are the full agent facing an ICE-lite peer: always controlling.
+        rtc.direct_api().set_ice_controlling(true);
+        let mut api = rtc.sdp_api();
+        let mid = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+        let (offer, pending) = api
+            .apply()
+            .ok_or(LegError::Rtc("no offer produced".into()))?;
+        let text = sdp::finish_local(&offer.to_sdp_string(), cfg.advertised)?;
+        let mut leg = WaLeg::new(rtc, cfg, now);
+        leg.pending = Some(pending);
+        leg.mid = Some(mid);
+        leg.te = Some((126.into(), 8000));
+        Ok((leg, text))
+    }
+
+    /// Applies WhatsApp's SDP answer to our offer. WhatsApp answers ICE-lite;
+    /// its `a=setup` decides our DTLS role (it usually takes `active`, making us the server).
+    pub fn apply_answer(&mut self, answer: &str) -> Result<(), LegError> {
+        let pending = self.pending.take().ok_or(LegError::NoPendingOffer)?;
+        let remote = sdp::prepare_remote(answer, self.cfg.local.ip())?;
+        let parsed =
+            SdpAnswer::from_sdp_string(&remote.text).map_err(|e| SdpError::Parse(e.to_string()))?;
+        self.rtc
+            .sdp_api()
+            .accept_answer(pending, parsed)
+            .map_err(rtc_err)?;
+        self.rtc.direct_api().set_ice_controlling(true);
+        if remote.opus_pt != 111 {
+            return Err(LegError::AnswerWithoutOpus);
+        }
+        // The answer may leave telephone-event out; WhatsApp then still uses 126 at 8 kHz.
+        self.te = Some(
+            remote
+                .telephone_event
+                .map(|(pt, c)| (pt.into(), c))
+                .unwrap_or((126.into(), 8000)),
+        );
+        self.bind_media();
+        Ok(())
+    }
+
+    /// Finds the sending SSRC str0m declared for our audio media.
+    fn bind_media(&mut self) {
+        if let Some(mid) = self.mid {
+            self.ssrc = self
+                .rtc
+                .direct_api()
+                .stream_tx_by_mid(mid, None)
+                .map(|s| s.ssrc());
+        }
+    }
+
+    pub fn stats(&self) -> LegStats {
+        self.stats
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected && !self.ended
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Feeds one datagram received on the leg's socket. Anything that is not
+    /// for this session, or is malformed, is dropped and counted.
+    pub fn handle_receive(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        if self.ended {
+            return;
+        }
+        self.now = self.now.max(now);
+        let Ok(recv) = Receive::new(Protocol::Udp, from, self.cfg.local, data) else {
+            self.stats.dropped += 1;
+            return;
+        };
+        let input = Input::Receive(now, recv);
+        if !self.rtc.accepts(&input) {
+            self.stats.dropped += 1;
+            return;
+        }
+        self.stats.rx_bytes += data.len() as u64;
+        if let Err(e) = self.rtc.handle_input(input) {
+            // A bad packet from the peer's address: drop it, the session goes on.
+            self.stats.dropped += 1;
+            tracing::debug!(error = %e, "WhatsApp leg: input dropped");
+        }
+    }
+
+    /// Advances the leg's clock: str0m's timers, silence, DTMF, deadlines.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.ended {
+            return;
+        }
+        self.now = self.now.max(now);
+        if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
+            self.end(EndCause::Failed(e.to_string()));
+            return;
+        }
+        if !self.connected && now >= self.started + self.cfg.connect_timeout {
+            self.end(EndCause::ConnectTimeout);
+            return;
+        }
+        if let Some(since) = self.disconnected_since {
+            if now >= since + self.cfg.consent_timeout {
+                self.end(EndCause::ConsentLost);
+                return;
+            }
+        }
+        if self.connected {
+            self.drive_dtmf(now);
+            self.drive_silence(now);
+        }
+    }
+
+    /// Sends one Opus packet from the relay; `samples` is its length at 48 kHz.
+    /// Dropped while a DTMF event is being sent (RFC 4733 §2.5.1.1 lets the
+    /// event replace the audio) or before the leg is connected.
+    pub fn send_audio(&mut self, now: Instant, payload: &[u8], samples: u32) {
+        if !self.is_connected() || self.dtmf.is_some() {
+            return;
+        }
+        // After a pause the timeline jumps by the time that passed, so the
+        // receiver's playout stays in step with the sender's clock.
+        if let Some(last) = self.last_sent {
+            let gap = now.saturating_duration_since(last);
+            if gap > IDLE_AFTER {
+                let missing = gap - FRAME;
+                self.ts = self
+                    .ts
+                    .wrapping_add((missing.as_micros() as u64 * 48 / 1000) as u32);
+            }
+        }
+        self.last_audio = Some(now);
+        let pt = self.opus_pt;
+        self.write(now, pt, false, payload);
+        self.ts = self.ts.wrapping_add(samples);
+    }
+
+    /// Queues a key press to send as RFC 4733 events; unknown digits are ignored.
+    pub fn send_dtmf(&mut self, digit: char, duration: Duration) {
+        if let Some(ev) = dtmf::event_of(digit) {
+            let duration = duration.clamp(Duration::from_millis(40), Duration::from_secs(5));
+            self.dtmf_queue.push_back((ev, duration));
+        }
+    }
+
+    /// Ends the leg (the call is over). A final RTCP BYE is not required by
+    /// WhatsApp; the terminate API call tells it.
+    pub fn close(&mut self) {
+        self.end(EndCause::Closed);
+        self.rtc.disconnect();
+    }
+
+    fn end(&mut self, cause: EndCause) {
+        if !self.ended {
+            self.ended = true;
+            self.events.push_back(LegEvent::Ended(cause));
+        }
+    }
+
+    fn write(&mut self, now: Instant, pt: Pt, marker: bool, payload: &[u8]) {
+        let Some(ssrc) = self.ssrc else {
+            return;
+        };
+        let seq: SeqNo = self.seq.into();
+        self.seq += 1;
+        let mut api = self.rtc.direct_api();
+        let Some(tx) = api.stream_tx(&ssrc) else {
+            return;
+        };
+        let write = RtpWrite::new(pt, seq, self.ts, now, payload.to_vec()).marker(marker);
+        tx.write_rtp(write);
+        self.stats.tx_packets += 1;
+        self.last_sent = Some(now);
+    }
+
+    fn drive_silence(&mut self, now: Instant) {
+        if self.dtmf.is_some() {
+            return;
+        }
+        let relay_active = self.last_audio.is_some_and(|t| now < t + IDLE_AFTER);
+        if relay_active {
+            self.next_silence = None;
+            return;
+        }
+        let due = self.next_silence.unwrap_or(now);
+        if now >= due {
+            let pt = self.opus_pt;
+            self.write(now, pt, false, &OPUS_SILENCE);
+            self.ts = self.ts.wrapping_add(FRAME_48K);
+            self.stats.silence_packets += 1;
+            // Stay on a 20 ms grid even when called late.
+            let mut next = due + FRAME;
+            if next <= now {
+                next = now + FRAME;
+            }
+            self.next_silence = Some(next);
+        }
+    }
+
+    fn drive_dtmf(&mut self, now: Instant) {
+        let Some((te_pt, clock)) = self.te else {
+            self.dtmf_queue.clear();
+            return;
+        };
+        if self.dtmf.is_none() {
+            if self.dtmf_not_before.is_some_and(|t| now < t) {
+                return;
+            }
+            let Some((event, duration)) = self.dtmf_queue.pop_front() else {
+                return;
+            };
+            let total =
+                (duration.as_millis() as u64 * clock as u64 / 1000).min(u16::MAX as u64) as u32;
+            self.dtmf = Some(DtmfSend {
+                event,
+                timestamp: self.ts,
+                total,
+                sent: 0,
+                ends_left: DTMF_END_REPEATS,
+                first: true,
+                next_at: now,
+            });
+        }
+        let Some(mut d) = self.dtmf else { return };
+        if now < d.next_at {
+            return;
+        }
+        let step = clock / 50; // 20 ms of the event clock
+        let end = d.sent >= d.total;
+        if !end {
+            d.sent = (d.sent + step).min(d.total);
+        }
+        let payload = TelephoneEvent {
+            event: d.event,
+            end,
+            volume: DTMF_VOLUME,
+            duration: d.sent as u16,
+        }
+        .to_bytes();
+        // Every packet of one event carries the event's start timestamp (RFC 4733 §2.3.4).
+        let saved = self.ts;
+        self.ts = d.timestamp;
+        self.write(now, te_pt, d.first, &payload);
+        self.ts = saved;
+        d.first = false;
+        d.next_at = now + FRAME;
+        if end {
+            d.ends_left -= 1;
+            if d.ends_left == 0 {
+                // Audio resumes after the event, its time accounted for.
+                let elapsed_48k = (d.total as u64 * 48_000 / clock as u64) as u32;
+                self.ts = d.timestamp.wrapping_add(elapsed_48k.max(FRAME_48K));
+                self.dtmf = None;
+                self.dtmf_not_before = Some(now + DTMF_GAP);
+                self.next_silence = Some(now + FRAME);
+                return;
+            }
+            // The repeats of the end packet go out back to back (5 ms apart).
+            d.next_at = now + Duration::from_millis(5);
+        }
+        self.dtmf = Some(d);
+    }
+
+    fn next_own_timeout(&self) -> Option<Instant> {
+        if self.ended {
+            return None;
+        }
+        let mut t: Option<Instant> = None;
+        let mut consider = |x: Option<Instant>| {
+            if let Some(x) = x {
+                t = Some(t.map_or(x, |t| t.min(x)));
+            }
+        };
+        if !self.connected {
+            consider(Some(self.started + self.cfg.connect_timeout));
+        } else {
+            if let Some(d) = &self.dtmf {
+                consider(Some(d.next_at));
+            } else if !self.dtmf_queue.is_empty() {
+                consider(Some(self.dtmf_not_before.unwrap_or(self.now)));
+            }
+            let relay_active_until = self.last_audio.map(|t| t + IDLE_AFTER);
+            match self.next_silence {
+                Some(s) => consider(Some(s)),
+                // Silence starts once the relay has been quiet for a while (or at once).
+                None => consider(Some(relay_active_until.unwrap_or(self.now))),
+            }
+        }
+        if let Some(since) = self.disconnected_since {
+            consider(Some(since + self.cfg.consent_timeout));
+        }
+        t
+    }
+
+    /// Drains what the leg has to say; call until it returns [`LegOutput::Timeout`].
+    pub fn poll_output(&mut self) -> LegOutput {
+        loop {
+            if let Some(e) = self.events.pop_front() {
+                return LegOutput::Event(e);
+            }
+            let out = match self.rtc.poll_output() {
+                Ok(o) => o,
+                Err(e) => {
+                    self.end(EndCause::Failed(e.to_string()));
+                    continue;
+                }
+            };
+            match out {
+                Output::Transmit(t) => {
+                    return LegOutput::Transmit {
+                        from: t.source,
+                        to: t.destination,
+                        data: t.contents.into(),
+                    }
+                }
+                Output::Timeout(rtc_at) => {
+                    let at = match self.next_own_timeout() {
+                        Some(own) => own.min(rtc_at),
+                        None => rtc_at,
+                    };
+                    return LegOutput::Timeout(at);
+                }
+                Output::Event(e) => self.on_rtc_event(e),
+            }
+        }
+    }
+
+    fn on_rtc_event(&mut self, e: Event) {
+        match e {
+            Event::Connected if !self.connected && !self.ended => {
+                self.connected = true;
+                if self.ssrc.is_none() {
+                    self.bind_media();
+                }
+                self.events.push_back(LegEvent::Connected);
+            }
+            Event::IceConnectionStateChange(state) => match state {
+                IceConnectionState::Disconnected
+                    if self.connected && self.disconnected_since.is_none() =>
+                {
+                    self.disconnected_since = Some(self.now);
+                }
+                IceConnectionState::Connected | IceConnectionState::Completed => {
+                    self.disconnected_since = None;
+                }
+                _ => {}
+            },
+            Event::RtpPacket(p) => {
+                self.stats.rx_packets += 1;
+                let pt = p.header.payload_type;
+                if pt == self.opus_pt {
+                    self.events.push_back(LegEvent::Audio {
+                        timestamp: p.header.timestamp,
+                        seq: p.header.sequence_number,
+                        marker: p.header.marker,
+                        payload: p.payload,
+                    });
+                } else if self.te.is_some_and(|(te, _)| te == pt) {
+                    if let Some(k) = self.keys.on_packet(p.header.timestamp, &p.payload) {
+                        self.events.push_back(LegEvent::Dtmf(k));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Opus as WhatsApp wants it: FEC on, 20 ms minimum packet time.
+fn opus_params() -> str0m::format::FormatParams {
+    str0m::format::FormatParams {
+        min_p_time: Some(10),
+        use_inband_fec: Some(true),
+        ..Default::default()
+    }
+}

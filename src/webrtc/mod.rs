@@ -1,0 +1,10 @@
+//! The WhatsApp media leg: WebRTC (ICE, DTLS-SRTP, Opus) on str0m.
+//!
+//! [`sdp`] holds the SDP rules WhatsApp and Wati impose, [`leg`] the sans-IO
+//! session. Nothing here knows SIP, the relay or the call layer.
+
+pub mod leg;
+pub mod sdp;
+
+pub use leg::{EndCause, LegConfig, LegError, LegEvent, LegOutput, LegStats, WaLeg};
+pub use sdp::SdpError;

@@ -1,0 +1,200 @@
+//! A simulated WhatsApp media peer: str0m configured as WhatsApp's media
+//! servers behave (ICE-lite, Opus 111 with WhatsApp's fmtp, telephone-event
+//! 126/8000, complete SDP), speaking str0m's frame API so that it shares no
+//! code with the bridge's RTP-mode leg.
+//!
+//! As offerer (an inbound call) it emits the captured WhatsApp offer text
+//! (whatsapp-wire.md §1.1) with its own credentials, fingerprint, address and
+//! ssrc substituted. As answerer (an outbound call) it answers ICE-lite with
+//! `a=setup:active`, as Meta documents.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::config::DtlsCert;
+use str0m::format::{Codec, FormatParams};
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+
+pub struct WaPeer {
+    pub rtc: Rtc,
+    pub addr: SocketAddr,
+    pub mid: Option<Mid>,
+    pending: Option<SdpPendingOffer>,
+    pub connected: bool,
+    /// Opus payloads received (pt 111).
+    pub audio: Vec<Vec<u8>>,
+    /// telephone-event payloads received (pt 126) with their RTP time.
+    pub events: Vec<(u64, Vec<u8>)>,
+    ts48: u64,
+}
+
+fn config(cert: Option<DtlsCert>) -> RtcConfig {
+    let mut cfg = RtcConfig::new().clear_codecs().set_ice_lite(true);
+    if let Some(c) = cert {
+        cfg = cfg.set_dtls_cert(c);
+    }
+    cfg.codec_config().add_config(
+        111.into(),
+        None,
+        Codec::Opus,
+        Frequency::FORTY_EIGHT_KHZ,
+        Some(2),
+        FormatParams {
+            min_p_time: Some(20),
+            use_inband_fec: Some(true),
+            ..Default::default()
+        },
+    );
+    cfg.codec_config().add_config(
+        126.into(),
+        None,
+        Codec::Tele,
+        Frequency::EIGHT_KHZ,
+        None,
+        FormatParams::default(),
+    );
+    cfg
+}
+
+fn attr<'a>(sdp: &'a str, name: &str) -> &'a str {
+    sdp.lines()
+        .find_map(|l| l.trim_end().strip_prefix(name))
+        .unwrap_or_else(|| panic!("no {name} in\n{sdp}"))
+        .trim()
+}
+
+impl WaPeer {
+    /// WhatsApp calls the business: returns the peer and its offer, WhatsApp-shaped.
+    pub fn offer(addr: SocketAddr, now: Instant, cert: Option<DtlsCert>) -> (WaPeer, String) {
+        let mut rtc = config(cert).build(now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        let mut api = rtc.sdp_api();
+        let mid = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+        let (offer, pending) = api.apply().unwrap();
+        let own = offer.to_sdp_string();
+        let fp = attr(&own, "a=fingerprint:sha-256 ");
+        let ssrc: &str = attr(&own, "a=ssrc:").split(' ').next().unwrap();
+        let ip_kind = if addr.is_ipv4() { "IP4" } else { "IP6" };
+        let text = format!(
+            "v=0\r\no=- 1760681506762 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE {mid}\r\na=msid-semantic: WMS c3867497-e6f7-4408-82b7-80dbd11b94cf\r\na=ice-lite\r\nm=audio {port} UDP/TLS/RTP/SAVPF 111 126\r\nc=IN {ip_kind} {ip}\r\na=rtcp:9 IN IP4 0.0.0.0\r\na=candidate:3935165743 1 udp 2122260223 {ip} {port} typ host generation 0 network-cost 50\r\na=candidate:2617197009 1 udp 2122262783 ::1 {port} typ host generation 0 network-cost 50\r\na=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\na=fingerprint:sha-256 {fp}\r\na=setup:actpass\r\na=mid:{mid}\r\na=sendrecv\r\na=msid:c3867497-e6f7-4408-82b7-80dbd11b94cf WhatsAppTrack1\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\na=rtcp-fb:111 transport-cc\r\na=fmtp:111 maxaveragebitrate=20000;maxplaybackrate=16000;minptime=20;sprop-maxcapturerate=16000;useinbandfec=1\r\na=rtpmap:126 telephone-event/8000\r\na=maxptime:20\r\na=ptime:20\r\na=ssrc:{ssrc} cname:WhatsAppAudioStream1\r\n",
+            port = addr.port(),
+            ip = addr.ip(),
+            ufrag = attr(&own, "a=ice-ufrag:"),
+            pwd = attr(&own, "a=ice-pwd:"),
+        );
+        (
+            WaPeer {
+                rtc,
+                addr,
+                mid: Some(mid),
+                pending: Some(pending),
+                connected: false,
+                audio: vec![],
+                events: vec![],
+                ts48: 0,
+            },
+            text,
+        )
+    }
+
+    pub fn accept_answer(&mut self, answer: &str) {
+        let answer = SdpAnswer::from_sdp_string(answer).unwrap();
+        self.rtc
+            .sdp_api()
+            .accept_answer(self.pending.take().unwrap(), answer)
+            .unwrap();
+    }
+
+    /// The business calls the user: the peer answers our offer (ICE-lite, DTLS active).
+    pub fn answer(
+        offer: &str,
+        addr: SocketAddr,
+        now: Instant,
+        cert: Option<DtlsCert>,
+    ) -> (WaPeer, String) {
+        let mut rtc = config(cert).build(now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        {
+            let mut d = rtc.direct_api();
+            d.start_dtls(true).unwrap();
+            d.set_ice_controlling(false);
+        }
+        let offer = SdpOffer::from_sdp_string(offer).unwrap();
+        let answer = rtc.sdp_api().accept_offer(offer).unwrap().to_sdp_string();
+        (
+            WaPeer {
+                rtc,
+                addr,
+                mid: None,
+                pending: None,
+                connected: false,
+                audio: vec![],
+                events: vec![],
+                ts48: 0,
+            },
+            answer,
+        )
+    }
+
+    pub fn handle_receive(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        if let Ok(r) = Receive::new(Protocol::Udp, from, self.addr, data) {
+            let input = Input::Receive(now, r);
+            if self.rtc.accepts(&input) {
+                let _ = self.rtc.handle_input(input);
+            }
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.rtc.handle_input(Input::Timeout(now)).unwrap();
+    }
+
+    /// Drains str0m; returns transmits (to, data) and the next timeout.
+    pub fn poll(&mut self) -> (Vec<(SocketAddr, Vec<u8>)>, Instant) {
+        let mut out = Vec::new();
+        loop {
+            match self.rtc.poll_output().unwrap() {
+                Output::Timeout(t) => return (out, t),
+                Output::Transmit(t) => out.push((t.destination, t.contents.into())),
+                Output::Event(e) => match e {
+                    Event::Connected => self.connected = true,
+                    Event::MediaAdded(m) => self.mid = Some(m.mid),
+                    Event::MediaData(d) => {
+                        if *d.pt == 111 {
+                            self.audio.push(d.data.to_vec());
+                        } else if *d.pt == 126 {
+                            self.events.push((d.time.numer(), d.data.to_vec()));
+                        }
+                    }
+                    _ => {}
+                },
+            }
+        }
+    }
+
+    /// Sends one 20 ms Opus packet.
+    pub fn send_audio(&mut self, now: Instant, packet: &[u8]) {
+        let mid = self.mid.expect("media");
+        let t = MediaTime::new(self.ts48, Frequency::FORTY_EIGHT_KHZ);
+        self.ts48 += 960;
+        if let Some(w) = self.rtc.writer(mid) {
+            let _ = w.write(111.into(), now, t, packet.to_vec());
+        }
+    }
+
+    /// Sends one RFC 4733 packet at `ts8k` (8 kHz clock).
+    pub fn send_event(&mut self, now: Instant, ts8k: u64, payload: [u8; 4], first: bool) {
+        let mid = self.mid.expect("media");
+        if let Some(w) = self.rtc.writer(mid) {
+            let _ = w.start_of_talkspurt(first).write(
+                126.into(),
+                now,
+                MediaTime::new(ts8k, Frequency::EIGHT_KHZ),
+                payload.to_vec(),
+            );
+        }
+    }
+}

@@ -1,0 +1,404 @@
+//! The WhatsApp leg against a simulated WhatsApp media server (str0m,
+//! ICE-lite, WhatsApp's SDP), in memory with simulated time: both call
+//! directions connect with us as the controlling ICE agent, audio crosses
+//! both ways (tones detected at the right frequency), DTMF crosses both ways,
+//! with ECDSA and RSA certificates, and failures end the leg exactly once.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use str0m::config::DtlsCert;
+use support::audio::{tone_snr_db, Sink, ToneSource};
+use support::wa_peer::WaPeer;
+use wa_sip_bridge::dtmf::TelephoneEvent;
+use wa_sip_bridge::webrtc::{EndCause, LegConfig, LegEvent, LegOutput, WaLeg};
+
+/// SNR a decoded tone must reach (Opus at 32 kb/s delivers far more; a wrong
+/// frequency, silence or noise is far below).
+const MIN_SNR_DB: f64 = 15.0;
+
+fn leg_addr() -> SocketAddr {
+    "127.0.0.1:40002".parse().unwrap()
+}
+fn peer_addr() -> SocketAddr {
+    "127.0.0.1:3484".parse().unwrap()
+}
+
+struct Sim {
+    now: Instant,
+    leg: WaLeg,
+    peer: WaPeer,
+    events: Vec<LegEvent>,
+    /// Datagrams the leg sent, in order (for STUN inspection).
+    leg_sent: Vec<Vec<u8>>,
+    /// When false, nothing from the peer reaches the leg (a dead network).
+    peer_reachable: bool,
+}
+
+impl Sim {
+    fn run_for(&mut self, d: Duration, mut tick: impl FnMut(&mut Sim)) {
+        let until = self.now + d;
+        let mut next_tick = self.now;
+        while self.now < until {
+            if self.now >= next_tick {
+                tick(self);
+                next_tick += Duration::from_millis(20);
+            }
+            let mut leg_timeout;
+            let mut peer_timeout;
+            let mut rounds = 0;
+            loop {
+                let mut delivered = false;
+                loop {
+                    match self.leg.poll_output() {
+                        LegOutput::Transmit { to, data, .. } => {
+                            assert_eq!(to, peer_addr());
+                            self.leg_sent.push(data.clone());
+                            self.peer.handle_receive(self.now, leg_addr(), &data);
+                            delivered = true;
+                        }
+                        LegOutput::Event(e) => self.events.push(e),
+                        LegOutput::Timeout(t) => {
+                            leg_timeout = t;
+                            break;
+                        }
+                    }
+                }
+                let (tx, t) = self.peer.poll();
+                peer_timeout = t;
+                for (to, data) in tx {
+                    if to == leg_addr() && self.peer_reachable {
+                        self.leg.handle_receive(self.now, peer_addr(), &data);
+                        delivered = true;
+                    }
+                }
+                rounds += 1;
+                if !delivered || rounds > 100 {
+                    break;
+                }
+            }
+            let mut next = leg_timeout.min(peer_timeout).min(until).min(next_tick);
+            if next <= self.now {
+                next = self.now + Duration::from_millis(1);
+            }
+            self.now = next;
+            self.leg.handle_timeout(self.now);
+            self.peer.handle_timeout(self.now);
+        }
+    }
+
+    fn connected(&self) -> bool {
+        self.events.contains(&LegEvent::Connected) && self.peer.connected
+    }
+
+    fn ended(&self) -> Vec<EndCause> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                LegEvent::Ended(c) => Some(c.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn inbound(cert: Option<DtlsCert>) -> (Sim, String) {
+    let now = Instant::now();
+    let (mut peer, offer) = WaPeer::offer(peer_addr(), now, cert);
+    let (leg, answer) = WaLeg::answer(&offer, LegConfig::new(leg_addr(), leg_addr()), now).unwrap();
+    peer.accept_answer(&answer);
+    (
+        Sim {
+            now,
+            leg,
+            peer,
+            events: vec![],
+            leg_sent: vec![],
+            peer_reachable: true,
+        },
+        answer,
+    )
+}
+
+fn outbound(cert: Option<DtlsCert>) -> (Sim, String, String) {
+    let now = Instant::now();
+    let (mut leg, offer) = WaLeg::offer(LegConfig::new(leg_addr(), leg_addr()), now).unwrap();
+    let (peer, answer) = WaPeer::answer(&offer, peer_addr(), now, cert);
+    leg.apply_answer(&answer).unwrap();
+    (
+        Sim {
+            now,
+            leg,
+            peer,
+            events: vec![],
+            leg_sent: vec![],
+            peer_reachable: true,
+        },
+        offer,
+        answer,
+    )
+}
+
+/// STUN attribute types present in a binding request, if `data` is one.
+fn stun_request_attrs(data: &[u8]) -> Option<Vec<u16>> {
+    if data.len() < 20 || data[0..2] != [0x00, 0x01] || data[4..8] != [0x21, 0x12, 0xa4, 0x42] {
+        return None;
+    }
+    let mut attrs = vec![];
+    let mut i = 20;
+    while i + 4 <= data.len() {
+        let t = u16::from_be_bytes([data[i], data[i + 1]]);
+        let len = u16::from_be_bytes([data[i + 2], data[i + 3]]) as usize;
+        attrs.push(t);
+        i += 4 + len.div_ceil(4) * 4;
+    }
+    Some(attrs)
+}
+
+const ICE_CONTROLLING: u16 = 0x802a;
+const ICE_CONTROLLED: u16 = 0x8029;
+const USE_CANDIDATE: u16 = 0x0025;
+
+fn assert_controlling(sim: &Sim) {
+    let reqs: Vec<Vec<u16>> = sim
+        .leg_sent
+        .iter()
+        .filter_map(|d| stun_request_attrs(d))
+        .collect();
+    assert!(!reqs.is_empty(), "the leg sent no STUN binding request");
+    assert!(reqs
+        .iter()
+        .all(|a| a.contains(&ICE_CONTROLLING) && !a.contains(&ICE_CONTROLLED)));
+    assert!(
+        reqs.iter().any(|a| a.contains(&USE_CANDIDATE)),
+        "no nomination (USE-CANDIDATE)"
+    );
+}
+
+/// DTLS ClientHello: content type 22 (handshake), handshake type 1.
+fn sent_client_hello(sim: &Sim) -> bool {
+    sim.leg_sent
+        .iter()
+        .any(|d| d.len() > 13 && d[0] == 22 && d[13] == 1)
+}
+
+fn tones_cross(sim: &mut Sim) {
+    let mut ours = ToneSource::new(1000.0);
+    let mut theirs = ToneSource::new(440.0);
+    let start = sim.peer.audio.len();
+    sim.run_for(Duration::from_secs(2), |s| {
+        let now = s.now;
+        s.leg.send_audio(now, &ours.next_packet(), 960);
+        s.peer.send_audio(now, &theirs.next_packet());
+    });
+    // At the peer: our 1 kHz tone.
+    let mut at_peer = Sink::new();
+    for p in &sim.peer.audio[start..] {
+        at_peer.push(p);
+    }
+    let snr = tone_snr_db(&at_peer.pcm, 1000.0, 48_000.0, 9600);
+    assert!(
+        snr > MIN_SNR_DB,
+        "1 kHz at the WhatsApp side: SNR {snr:.1} dB over {} packets",
+        at_peer.packets
+    );
+    assert!(
+        tone_snr_db(&at_peer.pcm, 440.0, 48_000.0, 9600) < 0.0,
+        "wrong tone at the WhatsApp side"
+    );
+    // At the leg: their 440 Hz tone, payloads untouched.
+    let mut at_leg = Sink::new();
+    for e in &sim.events {
+        if let LegEvent::Audio { payload, .. } = e {
+            at_leg.push(payload);
+        }
+    }
+    let snr = tone_snr_db(&at_leg.pcm, 440.0, 48_000.0, 9600);
+    assert!(
+        snr > MIN_SNR_DB,
+        "440 Hz at the bridge: SNR {snr:.1} dB over {} packets",
+        at_leg.packets
+    );
+}
+
+fn dtmf_crosses(sim: &mut Sim) {
+    const DIGITS: &str = "1#9*0";
+    // Bridge → WhatsApp.
+    for d in DIGITS.chars() {
+        sim.leg.send_dtmf(d, Duration::from_millis(100));
+    }
+    // WhatsApp → bridge: each digit as 5 updates and 3 end packets, 8 kHz clock.
+    let mut plan = Vec::new();
+    for (i, d) in DIGITS.chars().enumerate() {
+        let ev = wa_sip_bridge::dtmf::event_of(d).unwrap();
+        let ts = 8000 + i as u64 * 2400;
+        for k in 0..8u16 {
+            let end = k >= 5;
+            let dur = 160 * (k.min(5) + 1);
+            plan.push((
+                ts,
+                TelephoneEvent {
+                    event: ev,
+                    end,
+                    volume: 10,
+                    duration: dur,
+                }
+                .to_bytes(),
+                k == 0,
+            ));
+        }
+    }
+    let mut plan = plan.into_iter();
+    let before = sim.peer.events.len();
+    sim.run_for(Duration::from_secs(3), |s| {
+        if let Some((ts, payload, first)) = plan.next() {
+            let now = s.now;
+            s.peer.send_event(now, ts, payload, first);
+        }
+    });
+    let got: String = sim
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            LegEvent::Dtmf(k) => Some(k.digit),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, DIGITS, "DTMF WhatsApp → bridge");
+
+    // At the peer: group packets by timestamp, one digit per event, in order,
+    // with end packets present for each.
+    let mut seen: Vec<(u64, char, bool)> = Vec::new();
+    for (t, p) in &sim.peer.events[before..] {
+        let ev = TelephoneEvent::parse(p).unwrap();
+        let digit = wa_sip_bridge::dtmf::digit_of(ev.event).unwrap();
+        match seen.last_mut() {
+            Some((lt, ld, ended)) if *lt == *t => {
+                assert_eq!(*ld, digit);
+                *ended |= ev.end;
+            }
+            _ => seen.push((*t, digit, ev.end)),
+        }
+    }
+    let digits: String = seen.iter().map(|(_, d, _)| *d).collect();
+    assert_eq!(digits, DIGITS, "DTMF bridge → WhatsApp");
+    assert!(seen.iter().all(|(_, _, ended)| *ended), "every event ends");
+}
+
+#[test]
+fn inbound_call_answer_connects_and_carries_audio_and_dtmf() {
+    let (mut sim, answer) = inbound(None);
+    // The answer WhatsApp needs.
+    assert!(answer.contains("a=setup:active\r\n"), "{answer}");
+    assert!(!answer.contains("a=ice-lite"));
+    assert!(!answer.contains("trickle"));
+    assert!(
+        answer.contains("m=audio 40002 UDP/TLS/RTP/SAVPF 111 126"),
+        "{answer}"
+    );
+    assert!(answer.contains("c=IN IP4 127.0.0.1\r\n"));
+    assert!(answer.contains("a=candidate:"));
+    assert!(answer.contains("a=rtpmap:126 telephone-event/8000"));
+    assert_eq!(answer.matches("a=fingerprint:").count(), 1);
+
+    sim.run_for(Duration::from_secs(2), |_| {});
+    assert!(sim.connected(), "not connected; events {:?}", sim.events);
+    assert_controlling(&sim);
+    assert!(sent_client_hello(&sim), "we must start DTLS (client)");
+    // We sent first: silence reached the peer before we had any audio to send.
+    assert!(
+        sim.peer.audio.len() >= 50,
+        "silence packets at the peer: {}",
+        sim.peer.audio.len()
+    );
+    assert!(sim.leg.stats().silence_packets >= 50);
+
+    tones_cross(&mut sim);
+    dtmf_crosses(&mut sim);
+    assert!(sim.ended().is_empty());
+    sim.leg.close();
+    sim.run_for(Duration::from_millis(100), |_| {});
+    assert_eq!(sim.ended(), vec![EndCause::Closed]);
+}
+
+#[test]
+fn outbound_call_offer_connects_and_carries_audio_and_dtmf() {
+    let (mut sim, offer, answer) = outbound(None);
+    assert!(offer.contains("a=setup:actpass\r\n"), "{offer}");
+    assert!(offer.contains("a=rtpmap:111 opus/48000/2"));
+    assert!(offer.contains("a=rtpmap:126 telephone-event/8000"));
+    assert!(offer.contains("a=candidate:"));
+    assert!(!offer.contains("trickle"));
+    assert!(!offer.contains("a=ice-lite"));
+    assert!(
+        answer.contains("a=ice-lite") && answer.contains("a=setup:active"),
+        "{answer}"
+    );
+
+    sim.run_for(Duration::from_secs(2), |_| {});
+    assert!(sim.connected(), "not connected; events {:?}", sim.events);
+    assert_controlling(&sim);
+    tones_cross(&mut sim);
+    dtmf_crosses(&mut sim);
+}
+
+fn rsa_cert() -> DtlsCert {
+    use openssl::asn1::Asn1Time;
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::PKey;
+    use openssl::rsa::Rsa;
+    use openssl::x509::{X509NameBuilder, X509};
+    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "WebRTC").unwrap();
+    let name = name.build();
+    let mut b = X509::builder().unwrap();
+    b.set_version(2).unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+        .unwrap();
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    DtlsCert {
+        certificate: b.build().to_der().unwrap(),
+        private_key: key.private_key_to_der().unwrap(),
+    }
+}
+
+#[test]
+fn dtls_works_with_an_rsa_peer_in_both_roles() {
+    // Inbound: we are the DTLS client, the peer the server with an RSA certificate.
+    let (mut sim, _) = inbound(Some(rsa_cert()));
+    sim.run_for(Duration::from_secs(2), |_| {});
+    assert!(sim.connected(), "inbound with RSA peer: {:?}", sim.events);
+    assert!(sim.peer.audio.len() > 10);
+    // Outbound: the peer is the DTLS client with an RSA certificate.
+    let (mut sim, _, _) = outbound(Some(rsa_cert()));
+    sim.run_for(Duration::from_secs(2), |_| {});
+    assert!(sim.connected(), "outbound with RSA peer: {:?}", sim.events);
+    assert!(sim.peer.audio.len() > 10);
+}
+
+#[test]
+fn a_peer_that_never_answers_ends_the_leg_once_with_connect_timeout() {
+    let (mut sim, _) = inbound(None);
+    sim.peer_reachable = false;
+    sim.run_for(Duration::from_secs(20), |_| {});
+    assert_eq!(sim.ended(), vec![EndCause::ConnectTimeout]);
+    assert!(!sim.events.contains(&LegEvent::Connected));
+}
+
+#[test]
+fn losing_the_peer_mid_call_ends_the_leg_once_with_consent_lost() {
+    let (mut sim, _) = inbound(None);
+    sim.run_for(Duration::from_secs(2), |_| {});
+    assert!(sim.connected());
+    sim.peer_reachable = false;
+    sim.run_for(Duration::from_secs(60), |_| {});
+    assert_eq!(sim.ended(), vec![EndCause::ConsentLost]);
+}
