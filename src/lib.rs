@@ -9,6 +9,7 @@ pub mod health;
 pub mod http;
 pub mod ids;
 pub mod metrics;
+pub mod ports;
 pub mod store;
 pub mod wati;
 pub mod webrtc;

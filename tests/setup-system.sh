@@ -23,3 +23,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     $sudo apt-get update -qq
     $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+
+# Python peers for the interop tests (PyPI): aiortc plays the WhatsApp user.
+# numpy is needed by aiortc's frame conversion but is not its dependency.
+python="${WSB_TEST_PYTHON:-python3}"
+if ! "$python" -c "import aiortc, numpy; assert aiortc.__version__ == '1.16.0'" 2>/dev/null; then
+    echo "setup-system: installing aiortc 1.16.0 and numpy (pip)"
+    "$python" -m pip install --quiet --disable-pip-version-check "aiortc==1.16.0" numpy
+fi

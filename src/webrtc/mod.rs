@@ -5,6 +5,7 @@
 
 pub mod leg;
 pub mod sdp;
+pub mod udp;
 
 pub use leg::{EndCause, LegConfig, LegError, LegEvent, LegOutput, LegStats, WaLeg};
 pub use sdp::SdpError;

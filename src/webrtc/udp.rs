@@ -1,0 +1,75 @@
+//! The thin runtime around a [`WaLeg`]: its own UDP socket, the clock, and
+//! nothing else. The call task owns one of these per call and awaits
+//! [`LegSocket::next_event`] alongside its other inputs.
+
+use std::time::Instant;
+
+use tokio::net::UdpSocket;
+
+use super::leg::{LegEvent, LegOutput, WaLeg};
+use crate::ports::PortLease;
+
+/// Largest datagram read (SRTP/DTLS/STUN toward WhatsApp stay under the MTU).
+const RECV_BUF: usize = 2048;
+
+pub struct LegSocket {
+    socket: UdpSocket,
+    leg: WaLeg,
+    buf: Box<[u8; RECV_BUF]>,
+    /// Keeps the port out of the pool while the socket lives.
+    _lease: Option<PortLease>,
+    send_errors: u64,
+}
+
+impl LegSocket {
+    pub fn new(socket: UdpSocket, leg: WaLeg, lease: Option<PortLease>) -> LegSocket {
+        LegSocket {
+            socket,
+            leg,
+            buf: Box::new([0; RECV_BUF]),
+            _lease: lease,
+            send_errors: 0,
+        }
+    }
+
+    pub fn leg(&mut self) -> &mut WaLeg {
+        &mut self.leg
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Datagrams the OS refused to send.
+    pub fn send_errors(&self) -> u64 {
+        self.send_errors
+    }
+
+    /// Runs the leg until it has an event for the caller. Cancel-safe: a
+    /// cancelled call loses at most a datagram being sent, which UDP may lose anyway.
+    pub async fn next_event(&mut self) -> LegEvent {
+        loop {
+            match self.leg.poll_output() {
+                LegOutput::Transmit { to, data, .. } => {
+                    if self.socket.send_to(&data, to).await.is_err() {
+                        self.send_errors += 1;
+                    }
+                }
+                LegOutput::Event(e) => return e,
+                LegOutput::Timeout(at) => {
+                    let deadline = tokio::time::Instant::from_std(at);
+                    tokio::select! {
+                        r = self.socket.recv_from(&mut self.buf[..]) => {
+                            if let Ok((n, from)) = r {
+                                self.leg.handle_receive(Instant::now(), from, &self.buf[..n]);
+                            }
+                        }
+                        _ = tokio::time::sleep_until(deadline) => {
+                            self.leg.handle_timeout(Instant::now());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
