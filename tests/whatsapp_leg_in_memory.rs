@@ -6,140 +6,17 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use str0m::config::DtlsCert;
 use support::audio::{tone_snr_db, Sink, ToneSource};
-use support::wa_peer::WaPeer;
+use support::wa_sim::{inbound, outbound, Sim};
 use wa_sip_bridge::dtmf::TelephoneEvent;
-use wa_sip_bridge::webrtc::{EndCause, LegConfig, LegEvent, LegOutput, WaLeg};
+use wa_sip_bridge::webrtc::{EndCause, LegEvent};
 
 /// SNR a decoded tone must reach (Opus at 32 kb/s delivers far more; a wrong
 /// frequency, silence or noise is far below).
 const MIN_SNR_DB: f64 = 15.0;
-
-fn leg_addr() -> SocketAddr {
-    "127.0.0.1:40002".parse().unwrap()
-}
-fn peer_addr() -> SocketAddr {
-    "127.0.0.1:3484".parse().unwrap()
-}
-
-struct Sim {
-    now: Instant,
-    leg: WaLeg,
-    peer: WaPeer,
-    events: Vec<LegEvent>,
-    /// Datagrams the leg sent, in order (for STUN inspection).
-    leg_sent: Vec<Vec<u8>>,
-    /// When false, nothing from the peer reaches the leg (a dead network).
-    peer_reachable: bool,
-}
-
-impl Sim {
-    fn run_for(&mut self, d: Duration, mut tick: impl FnMut(&mut Sim)) {
-        let until = self.now + d;
-        let mut next_tick = self.now;
-        while self.now < until {
-            if self.now >= next_tick {
-                tick(self);
-                next_tick += Duration::from_millis(20);
-            }
-            let mut leg_timeout;
-            let mut peer_timeout;
-            let mut rounds = 0;
-            loop {
-                let mut delivered = false;
-                loop {
-                    match self.leg.poll_output() {
-                        LegOutput::Transmit { to, data, .. } => {
-                            assert_eq!(to, peer_addr());
-                            self.leg_sent.push(data.clone());
-                            self.peer.handle_receive(self.now, leg_addr(), &data);
-                            delivered = true;
-                        }
-                        LegOutput::Event(e) => self.events.push(e),
-                        LegOutput::Timeout(t) => {
-                            leg_timeout = t;
-                            break;
-                        }
-                    }
-                }
-                let (tx, t) = self.peer.poll();
-                peer_timeout = t;
-                for (to, data) in tx {
-                    if to == leg_addr() && self.peer_reachable {
-                        self.leg.handle_receive(self.now, peer_addr(), &data);
-                        delivered = true;
-                    }
-                }
-                rounds += 1;
-                if !delivered || rounds > 100 {
-                    break;
-                }
-            }
-            let mut next = leg_timeout.min(peer_timeout).min(until).min(next_tick);
-            if next <= self.now {
-                next = self.now + Duration::from_millis(1);
-            }
-            self.now = next;
-            self.leg.handle_timeout(self.now);
-            self.peer.handle_timeout(self.now);
-        }
-    }
-
-    fn connected(&self) -> bool {
-        self.events.contains(&LegEvent::Connected) && self.peer.connected
-    }
-
-    fn ended(&self) -> Vec<EndCause> {
-        self.events
-            .iter()
-            .filter_map(|e| match e {
-                LegEvent::Ended(c) => Some(c.clone()),
-                _ => None,
-            })
-            .collect()
-    }
-}
-
-fn inbound(cert: Option<DtlsCert>) -> (Sim, String) {
-    let now = Instant::now();
-    let (mut peer, offer) = WaPeer::offer(peer_addr(), now, cert);
-    let (leg, answer) = WaLeg::answer(&offer, LegConfig::new(leg_addr(), leg_addr()), now).unwrap();
-    peer.accept_answer(&answer);
-    (
-        Sim {
-            now,
-            leg,
-            peer,
-            events: vec![],
-            leg_sent: vec![],
-            peer_reachable: true,
-        },
-        answer,
-    )
-}
-
-fn outbound(cert: Option<DtlsCert>) -> (Sim, String, String) {
-    let now = Instant::now();
-    let (mut leg, offer) = WaLeg::offer(LegConfig::new(leg_addr(), leg_addr()), now).unwrap();
-    let (peer, answer) = WaPeer::answer(&offer, peer_addr(), now, cert);
-    leg.apply_answer(&answer).unwrap();
-    (
-        Sim {
-            now,
-            leg,
-            peer,
-            events: vec![],
-            leg_sent: vec![],
-            peer_reachable: true,
-        },
-        offer,
-        answer,
-    )
-}
 
 /// STUN attribute types present in a binding request, if `data` is one.
 fn stun_request_attrs(data: &[u8]) -> Option<Vec<u16>> {

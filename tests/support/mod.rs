@@ -55,3 +55,4 @@ url = "sqlite::memory:"
 
 pub mod audio;
 pub mod wa_peer;
+pub mod wa_sim;
