@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/setup-system.sh
-cargo test --locked "$@"
+cargo test --locked --all-targets "$@"

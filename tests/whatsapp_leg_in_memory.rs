@@ -279,3 +279,43 @@ fn losing_the_peer_mid_call_ends_the_leg_once_with_consent_lost() {
     sim.run_for(Duration::from_secs(60), |_| {});
     assert_eq!(sim.ended(), vec![EndCause::ConsentLost]);
 }
+
+#[test]
+fn a_fingerprint_mismatch_fails_dtls_and_ends_the_leg_once() {
+    use support::wa_peer::WaPeer;
+    use support::wa_sim::{leg_addr, peer_addr};
+    use wa_sip_bridge::webrtc::{LegConfig, WaLeg};
+    let now = std::time::Instant::now();
+    let (mut peer, offer) = WaPeer::offer(peer_addr(), now, None);
+    // Someone else's certificate fingerprint (a man in the middle, or a mangled SDP).
+    let fp_line = offer
+        .lines()
+        .find(|l| l.starts_with("a=fingerprint:"))
+        .unwrap();
+    let forged = offer.replace(fp_line, "a=fingerprint:sha-256 A2:EC:E2:C4:E4:FE:75:63:39:0D:77:45:DF:70:64:BC:F9:96:73:DE:F4:92:E5:78:D0:5B:1F:8F:E7:46:D3:C6");
+    let (leg, answer) =
+        WaLeg::answer(&forged, LegConfig::new(leg_addr(), leg_addr()), now).unwrap();
+    peer.accept_answer(&answer);
+    let mut sim = Sim {
+        now,
+        leg,
+        peer,
+        events: vec![],
+        leg_sent: vec![],
+        peer_sent: vec![],
+        peer_reachable: true,
+    };
+    sim.run_for(Duration::from_secs(20), |_| {});
+    assert!(
+        !sim.events.contains(&LegEvent::Connected),
+        "{:?}",
+        sim.events
+    );
+    let ended = sim.ended();
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    assert!(
+        matches!(ended[0], EndCause::Failed(_) | EndCause::ConnectTimeout),
+        "{ended:?}"
+    );
+    eprintln!("fingerprint mismatch ended with {:?}", ended[0]);
+}
