@@ -8,6 +8,7 @@ pub mod dtmf;
 pub mod health;
 pub mod http;
 pub mod ids;
+pub mod media;
 pub mod metrics;
 pub mod ports;
 pub mod store;

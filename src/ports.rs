@@ -143,8 +143,25 @@ pub fn bind_udp(
     pool: &SharedPortPool,
     ip: IpAddr,
 ) -> Result<(std::net::UdpSocket, PortLease), PortError> {
+    let (mut socks, lease) = bind_consecutive(pool, ip, 1)?;
+    match socks.pop() {
+        Some(s) => Ok((s, lease)),
+        None => Err(PortError::Bind {
+            addr: SocketAddr::new(ip, lease.port),
+            reason: "no socket bound".into(),
+        }),
+    }
+}
+
+/// As [`bind_udp`], for `count` consecutive ports starting at the pool's port
+/// (an RTP/RTCP pair: the pool hands out even ports, `count` = 2).
+pub fn bind_consecutive(
+    pool: &SharedPortPool,
+    ip: IpAddr,
+    count: u16,
+) -> Result<(Vec<std::net::UdpSocket>, PortLease), PortError> {
     let mut last_err = None;
-    for _ in 0..16 {
+    'attempt: for _ in 0..16 {
         let port = {
             let mut p = pool.lock().map_err(|_| PortError::Bind {
                 addr: SocketAddr::new(ip, 0),
@@ -156,23 +173,26 @@ pub fn bind_udp(
             pool: pool.clone(),
             port,
         };
-        let addr = SocketAddr::new(ip, port);
-        match std::net::UdpSocket::bind(addr) {
-            Ok(sock) => {
-                sock.set_nonblocking(true).map_err(|e| PortError::Bind {
-                    addr,
-                    reason: e.to_string(),
-                })?;
-                return Ok((sock, lease));
-            }
-            Err(e) => {
-                last_err = Some(PortError::Bind {
-                    addr,
-                    reason: e.to_string(),
-                });
-                // `lease` drops here: the busy port rests in quarantine.
+        let mut socks = Vec::with_capacity(count as usize);
+        for i in 0..count {
+            let addr = SocketAddr::new(ip, port.saturating_add(i));
+            let bound = std::net::UdpSocket::bind(addr).and_then(|s| {
+                s.set_nonblocking(true)?;
+                Ok(s)
+            });
+            match bound {
+                Ok(s) => socks.push(s),
+                Err(e) => {
+                    last_err = Some(PortError::Bind {
+                        addr,
+                        reason: e.to_string(),
+                    });
+                    // `lease` drops: the busy port rests in quarantine.
+                    continue 'attempt;
+                }
             }
         }
+        return Ok((socks, lease));
     }
     Err(last_err.unwrap_or(PortError::Bind {
         addr: SocketAddr::new(ip, 0),

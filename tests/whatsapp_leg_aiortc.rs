@@ -114,7 +114,7 @@ async fn exchange(mut sock: LegSocket) -> (Sink, bool) {
                 LegEvent::Connected => connected = true,
                 LegEvent::Audio { payload, .. } => sink.push(&payload),
                 LegEvent::Ended(c) => panic!("leg ended: {c:?}"),
-                LegEvent::Dtmf(_) => {}
+                LegEvent::Dtmf(_) | LegEvent::TelephoneEvent { .. } => {}
             },
             _ = tick.tick() => {
                 if connected {

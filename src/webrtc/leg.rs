@@ -84,6 +84,7 @@ pub enum LegEvent {
     Connected,
     /// An Opus packet from WhatsApp, payload untouched.
     Audio {
+        ssrc: u32,
         /// RTP timestamp (48 kHz).
         timestamp: u32,
         seq: u16,
@@ -92,6 +93,14 @@ pub enum LegEvent {
     },
     /// A key press (RFC 4733), once per event.
     Dtmf(KeyPress),
+    /// Every RFC 4733 packet as received (updates, repeats, end packets), for
+    /// relaying the event packet by packet.
+    TelephoneEvent {
+        ssrc: u32,
+        seq: u16,
+        timestamp: u32,
+        payload: [u8; 4],
+    },
     /// The leg is over; nothing more will come out of it except its transmits.
     Ended(EndCause),
 }
@@ -445,6 +454,14 @@ impl WaLeg {
         self.ts = self.ts.wrapping_add(samples);
     }
 
+    /// Advances the outgoing timeline over audio that was lost before it
+    /// reached us, so WhatsApp's receiver conceals the gap in place.
+    pub fn skip(&mut self, samples: u32) {
+        if self.dtmf.is_none() {
+            self.ts = self.ts.wrapping_add(samples);
+        }
+    }
+
     /// Queues a key press to send as RFC 4733 events; unknown digits are ignored.
     pub fn send_dtmf(&mut self, digit: char, duration: Duration) {
         if let Some(ev) = dtmf::event_of(digit) {
@@ -660,6 +677,7 @@ impl WaLeg {
                 let pt = p.header.payload_type;
                 if pt == self.opus_pt {
                     self.events.push_back(LegEvent::Audio {
+                        ssrc: *p.header.ssrc,
                         timestamp: p.header.timestamp,
                         seq: p.header.sequence_number,
                         marker: p.header.marker,
@@ -668,6 +686,14 @@ impl WaLeg {
                 } else if self.te.is_some_and(|(te, _)| te == pt) {
                     if let Some(k) = self.keys.on_packet(p.header.timestamp, &p.payload) {
                         self.events.push_back(LegEvent::Dtmf(k));
+                    }
+                    if let Some(b) = p.payload.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok()) {
+                        self.events.push_back(LegEvent::TelephoneEvent {
+                            ssrc: *p.header.ssrc,
+                            seq: p.header.sequence_number,
+                            timestamp: p.header.timestamp,
+                            payload: b,
+                        });
                     }
                 }
             }

@@ -1,0 +1,14 @@
+//! The media relay between the WhatsApp leg and the PBX's RTP: Opus
+//! passthrough, Opus ↔ G.711 transcoding, RFC 4733 DTMF both ways, the SIP
+//! side's RTP socket and media timeout. Knows neither WebRTC nor SIP
+//! signalling: the call layer hands it frames and datagrams.
+
+pub mod dtmf_map;
+pub mod g711;
+pub mod opus;
+pub mod relay;
+pub mod rewrite;
+pub mod rtp;
+pub mod socket;
+pub mod stats;
+pub mod transcode;

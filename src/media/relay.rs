@@ -1,0 +1,451 @@
+//! The per-call media relay, sans-IO: WhatsApp frames in → RTP datagrams to
+//! the PBX out, and PBX datagrams in → frames to the WhatsApp leg out.
+//!
+//! Modes, chosen from the SIP negotiation:
+//! * **Opus passthrough**: payload bytes untouched; payload type, SSRC,
+//!   sequence number and timestamp rewritten so the outgoing stream stays
+//!   continuous across source changes ([`SeqTsRewriter`]); marker bit kept.
+//! * **G.711**: Opus decoded at 8 kHz with FEC/PLC on loss, repacketised to the
+//!   PBX's packet time; G.711 from the PBX encoded to 20 ms Opus.
+//!
+//! RFC 4733 events cross both ways (see [`super::dtmf_map`]). A leg silent
+//! for the RTP timeout is reported once (not the PBX while it holds the call).
+//!
+//! The per-packet functions write into one buffer owned by the relay and call
+//! the caller's `send` closure with a borrowed datagram: no allocation, no
+//! lock, no logging per packet.
+
+use std::time::{Duration, Instant};
+
+use super::dtmf_map::{EventMapper, KeyTracker};
+use super::g711::Law;
+use super::opus::samples_48k;
+use super::rewrite::SeqTsRewriter;
+use super::rtp::{write_header, RtpError, RtpView, HEADER_LEN};
+use super::stats::{LegCounters, ReceiveTracker};
+use super::transcode::{G711ToOpus, OpusEncoderSettings, OpusToG711, TranscodeError};
+
+/// Comfort noise (RFC 3389): accepted from the PBX and ignored.
+const PT_CN: u8 = 13;
+/// Longest G.711 loss (8 kHz samples) filled with silence rather than skipped.
+const MAX_FILL_8K: u32 = 800;
+/// Largest datagram the relay builds.
+const MAX_DATAGRAM: usize = 1500;
+
+/// What the PBX side speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SipCodec {
+    Opus { pt: u8 },
+    G711 { law: Law, pt: u8, ptime_ms: u32 },
+}
+
+impl SipCodec {
+    pub fn clock(self) -> u32 {
+        match self {
+            SipCodec::Opus { .. } => 48_000,
+            SipCodec::G711 { .. } => 8_000,
+        }
+    }
+    fn pt(self) -> u8 {
+        match self {
+            SipCodec::Opus { pt } | SipCodec::G711 { pt, .. } => pt,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub sip_codec: SipCodec,
+    /// The PBX's telephone-event payload type and clock, when negotiated.
+    pub sip_te: Option<(u8, u32)>,
+    /// WhatsApp's telephone-event clock (8000).
+    pub wa_te_clock: u32,
+    pub rtp_timeout: Duration,
+    pub opus: OpusEncoderSettings,
+    /// Our SSRC toward the PBX.
+    pub ssrc: u32,
+    /// Random start of our sequence numbers and timestamps toward the PBX.
+    pub first_seq: u16,
+    pub first_ts: u32,
+}
+
+/// What the relay hands to the WhatsApp leg (the call layer implements it
+/// for the WhatsApp session; tests implement it with recorders).
+pub trait ToWhatsApp {
+    fn audio(&mut self, now: Instant, opus: &[u8], samples_48k: u32);
+    /// Audio the PBX sent was lost: advance the WhatsApp stream's timeline by
+    /// this much, so WhatsApp's receiver conceals the gap instead of hearing
+    /// time squeezed together.
+    fn gap(&mut self, samples_48k: u32);
+    fn key(&mut self, digit: char, duration: Duration);
+}
+
+/// A leg that went silent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaTimeout {
+    WhatsAppSilent,
+    PbxSilent,
+}
+
+enum Direction {
+    Passthrough,
+    Transcode {
+        to_g711: Box<OpusToG711>,
+        to_opus: Box<G711ToOpus>,
+        /// Our own sequence counter toward the PBX.
+        seq: u16,
+    },
+}
+
+pub struct Relay {
+    cfg: RelayConfig,
+    dir: Direction,
+    rewriter: SeqTsRewriter,
+    /// Where our outgoing PBX stream's timeline was at the last audio packet,
+    /// and when (for placing DTMF events between audio packets).
+    sip_ts_now: u32,
+    sip_ts_at: Option<Instant>,
+    /// Start of the previous DTMF event on the PBX stream.
+    last_event_ts: Option<u32>,
+    /// The PBX's next expected RTP timestamp (in its clock), to detect loss.
+    sip_expected_ts: Option<u32>,
+    events_out: EventMapper,
+    keys_in: KeyTracker,
+    wa_rx: ReceiveTracker,
+    sip_rx: ReceiveTracker,
+    sip_source: Option<u32>,
+    pub wa: LegCounters,
+    pub sip: LegCounters,
+    buf: Box<[u8; MAX_DATAGRAM]>,
+    started: Instant,
+    last_wa_rx: Option<Instant>,
+    last_sip_rx: Option<Instant>,
+    pbx_on_hold: bool,
+    timed_out: bool,
+}
+
+impl Relay {
+    pub fn new(cfg: RelayConfig, now: Instant) -> Result<Relay, TranscodeError> {
+        let dir = match cfg.sip_codec {
+            SipCodec::Opus { .. } => Direction::Passthrough,
+            SipCodec::G711 { law, ptime_ms, .. } => Direction::Transcode {
+                to_g711: Box::new(OpusToG711::new(law, ptime_ms)?),
+                to_opus: Box::new(G711ToOpus::new(law, cfg.opus)?),
+                seq: cfg.first_seq,
+            },
+        };
+        let clock = cfg.sip_codec.clock();
+        let te_clock = cfg.sip_te.map(|(_, c)| c).unwrap_or(clock);
+        Ok(Relay {
+            rewriter: SeqTsRewriter::new(clock, cfg.first_seq, cfg.first_ts),
+            sip_ts_now: cfg.first_ts,
+            sip_ts_at: None,
+            last_event_ts: None,
+            sip_expected_ts: None,
+            events_out: EventMapper::new(cfg.wa_te_clock, te_clock),
+            keys_in: KeyTracker::new(te_clock),
+            wa_rx: ReceiveTracker::new(48_000),
+            sip_rx: ReceiveTracker::new(clock),
+            sip_source: None,
+            wa: LegCounters::default(),
+            sip: LegCounters::default(),
+            buf: Box::new([0; MAX_DATAGRAM]),
+            started: now,
+            last_wa_rx: None,
+            last_sip_rx: None,
+            pbx_on_hold: false,
+            timed_out: false,
+            dir,
+            cfg,
+        })
+    }
+
+    /// One Opus packet from WhatsApp; `send` gets each datagram for the PBX.
+    /// (The arguments are the RTP fields the WhatsApp leg hands over.)
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_whatsapp_audio(
+        &mut self,
+        now: Instant,
+        ssrc: u32,
+        seq: u16,
+        ts48: u32,
+        marker: bool,
+        opus: &[u8],
+        send: &mut impl FnMut(&[u8]),
+    ) {
+        self.last_wa_rx = Some(now);
+        self.wa.rx.packets += 1;
+        self.wa.rx.bytes += opus.len() as u64;
+        self.wa.lost += self.wa_rx.on_packet(now, seq, ts48);
+        self.wa.jitter_ms = self.wa_rx.jitter_ms();
+        let ssrc_out = self.cfg.ssrc;
+        match &mut self.dir {
+            Direction::Passthrough => {
+                if opus.len() > MAX_DATAGRAM - HEADER_LEN {
+                    self.wa.dropped += 1;
+                    return;
+                }
+                let (out_seq, out_ts) = self.rewriter.rewrite(ssrc, seq, ts48, now);
+                self.sip_ts_now = out_ts;
+                self.sip_ts_at = Some(now);
+                let pt = self.cfg.sip_codec.pt();
+                write_header(&mut self.buf[..], pt, marker, out_seq, out_ts, ssrc_out);
+                let len = HEADER_LEN + opus.len();
+                self.buf[HEADER_LEN..len].copy_from_slice(opus);
+                self.sip.tx.packets += 1;
+                self.sip.tx.bytes += len as u64;
+                send(&self.buf[..len]);
+            }
+            Direction::Transcode {
+                to_g711,
+                seq: out_seq,
+                ..
+            } => {
+                let pt = self.cfg.sip_codec.pt();
+                let base = self.cfg.first_ts;
+                let buf = &mut self.buf;
+                let tx = &mut self.sip.tx;
+                let ts_now = &mut self.sip_ts_now;
+                self.sip_ts_at = Some(now);
+                to_g711.push(seq, opus, &mut |g711: &[u8], ts8k: u32| {
+                    let ts = base.wrapping_add(ts8k);
+                    write_header(&mut buf[..], pt, false, *out_seq, ts, ssrc_out);
+                    *out_seq = out_seq.wrapping_add(1);
+                    let len = HEADER_LEN + g711.len();
+                    buf[HEADER_LEN..len].copy_from_slice(g711);
+                    tx.packets += 1;
+                    tx.bytes += len as u64;
+                    *ts_now = ts.wrapping_add(g711.len() as u32);
+                    send(&buf[..len]);
+                });
+            }
+        }
+    }
+
+    /// One RFC 4733 packet from WhatsApp (in WhatsApp's sequence space).
+    #[inline]
+    pub fn from_whatsapp_event(
+        &mut self,
+        now: Instant,
+        ssrc: u32,
+        seq: u16,
+        ts: u32,
+        payload: &[u8; 4],
+        send: &mut impl FnMut(&[u8]),
+    ) {
+        self.last_wa_rx = Some(now);
+        self.wa.rx.packets += 1;
+        self.wa.rx.bytes += 4;
+        let Some((te_pt, _)) = self.cfg.sip_te else {
+            // The PBX did not negotiate telephone-event: nothing to send it as RTP.
+            self.wa.dropped += 1;
+            return;
+        };
+        // A new event starts "now" on the PBX stream's timeline: the last audio
+        // timestamp advanced by the time since, and never on a previous event's start.
+        let clock = self.cfg.sip_codec.clock();
+        let elapsed = self
+            .sip_ts_at
+            .map(|at| now.saturating_duration_since(at))
+            .unwrap_or_default();
+        let mut out_now = self
+            .sip_ts_now
+            .wrapping_add((elapsed.as_micros() as u64 * clock as u64 / 1_000_000) as u32);
+        if self.last_event_ts == Some(out_now) {
+            out_now = out_now.wrapping_add(1);
+        }
+        let Some(mapped) = self.events_out.map(ts, payload, out_now) else {
+            self.wa.dropped += 1;
+            return;
+        };
+        let out_seq = match &mut self.dir {
+            // Same sequence space as the audio: map it the same way.
+            Direction::Passthrough => self.rewriter.rewrite(ssrc, seq, self.sip_ts_now, now).0,
+            Direction::Transcode { seq: s, .. } => {
+                let v = *s;
+                *s = s.wrapping_add(1);
+                v
+            }
+        };
+        self.last_event_ts = Some(mapped.timestamp);
+        write_header(
+            &mut self.buf[..],
+            te_pt,
+            mapped.marker,
+            out_seq,
+            mapped.timestamp,
+            self.cfg.ssrc,
+        );
+        self.buf[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&mapped.payload);
+        self.sip.tx.packets += 1;
+        self.sip.tx.bytes += (HEADER_LEN + 4) as u64;
+        send(&self.buf[..HEADER_LEN + 4]);
+    }
+
+    /// One datagram from the PBX's RTP port. Malformed packets, RTCP on the
+    /// RTP port and unknown payload types are dropped and counted.
+    #[inline]
+    pub fn from_sip(
+        &mut self,
+        now: Instant,
+        datagram: &[u8],
+        wa: &mut impl ToWhatsApp,
+    ) -> Result<(), RtpError> {
+        let p = match RtpView::parse(datagram) {
+            Ok(p) => p,
+            Err(e) => {
+                self.sip.dropped += 1;
+                return Err(e);
+            }
+        };
+        self.last_sip_rx = Some(now);
+        self.sip.rx.packets += 1;
+        self.sip.rx.bytes += datagram.len() as u64;
+        if self.sip_source != Some(p.ssrc()) {
+            self.sip_source = Some(p.ssrc());
+            self.sip_rx.reset();
+            self.sip_expected_ts = None;
+            if let Direction::Transcode { to_opus, .. } = &mut self.dir {
+                to_opus.reset_partial();
+            }
+        }
+        let pt = p.payload_type();
+        if Some(pt) == self.cfg.sip_te.map(|(pt, _)| pt) {
+            if let Some((digit, duration)) = self.keys_in.on_packet(now, p.timestamp(), p.payload())
+            {
+                wa.key(digit, duration);
+            }
+            return Ok(());
+        }
+        if pt != self.cfg.sip_codec.pt() {
+            if pt != PT_CN {
+                self.sip.dropped += 1;
+            }
+            return Ok(());
+        }
+        self.sip.lost += self.sip_rx.on_packet(now, p.sequence(), p.timestamp());
+        self.sip.jitter_ms = self.sip_rx.jitter_ms();
+        let clock = self.cfg.sip_codec.clock();
+        if let Some(expected) = self.sip_expected_ts {
+            let gap = p.timestamp().wrapping_sub(expected);
+            if gap >= 0x8000_0000 {
+                // Late or duplicate audio: its time has passed.
+                return Ok(());
+            }
+            // Up to 10 s is loss to bridge over; more is a new timeline.
+            if gap > 0 && gap <= clock * 10 {
+                match &mut self.dir {
+                    // Short losses of G.711 are filled with silence before
+                    // encoding: the Opus encoder then sees the tone resume in
+                    // phase, which conceals far better than squeezing time or
+                    // leaving WhatsApp to conceal a stream whose encoder never
+                    // saw the hole.
+                    Direction::Transcode { to_opus, .. } if gap <= MAX_FILL_8K => {
+                        let tx = &mut self.wa.tx;
+                        to_opus.push_silence(gap as usize, &mut |opus: &[u8], samples: u32| {
+                            tx.packets += 1;
+                            tx.bytes += opus.len() as u64;
+                            wa.audio(now, opus, samples);
+                        });
+                    }
+                    Direction::Transcode { to_opus, .. } => {
+                        let tx = &mut self.wa.tx;
+                        to_opus.flush_partial(&mut |opus: &[u8], samples: u32| {
+                            tx.packets += 1;
+                            tx.bytes += opus.len() as u64;
+                            wa.audio(now, opus, samples);
+                        });
+                        wa.gap((gap as u64 * 48_000 / clock as u64) as u32);
+                    }
+                    Direction::Passthrough => wa.gap((gap as u64 * 48_000 / clock as u64) as u32),
+                }
+            }
+        }
+        let payload_samples = match self.dir {
+            Direction::Passthrough => {
+                samples_48k(p.payload()).map(|s| s as u64 * clock as u64 / 48_000)
+            }
+            Direction::Transcode { .. } => Some(p.payload().len() as u64),
+        };
+        if let Some(n) = payload_samples {
+            self.sip_expected_ts = Some(p.timestamp().wrapping_add(n as u32));
+        }
+        match &mut self.dir {
+            Direction::Passthrough => match samples_48k(p.payload()) {
+                Some(samples) => {
+                    self.wa.tx.packets += 1;
+                    self.wa.tx.bytes += p.payload().len() as u64;
+                    wa.audio(now, p.payload(), samples);
+                }
+                None => self.sip.dropped += 1,
+            },
+            Direction::Transcode { to_opus, .. } => {
+                let tx = &mut self.wa.tx;
+                to_opus.push(p.payload(), &mut |opus: &[u8], samples: u32| {
+                    tx.packets += 1;
+                    tx.bytes += opus.len() as u64;
+                    wa.audio(now, opus, samples);
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A key press the PBX sent as SIP INFO: it reaches WhatsApp as RFC 4733.
+    pub fn sip_info_dtmf(&mut self, digit: char, duration: Duration, wa: &mut impl ToWhatsApp) {
+        if crate::dtmf::event_of(digit).is_some() {
+            wa.key(digit, duration);
+        }
+    }
+
+    /// The PBX put the call on hold (sendonly/inactive) or took it off.
+    pub fn set_pbx_on_hold(&mut self, on_hold: bool, now: Instant) {
+        self.pbx_on_hold = on_hold;
+        if !on_hold {
+            // The clock starts again when the hold ends.
+            self.last_sip_rx = Some(now);
+        }
+    }
+
+    /// Timers: key presses whose end never came, and media timeouts (reported once).
+    pub fn handle_timeout(
+        &mut self,
+        now: Instant,
+        wa: &mut impl ToWhatsApp,
+    ) -> Option<MediaTimeout> {
+        if let Some((digit, duration)) = self.keys_in.on_timeout(now) {
+            wa.key(digit, duration);
+        }
+        if self.timed_out {
+            return None;
+        }
+        let limit = self.cfg.rtp_timeout;
+        let silent = |last: Option<Instant>| now >= last.unwrap_or(self.started) + limit;
+        let cause = if silent(self.last_wa_rx) {
+            Some(MediaTimeout::WhatsAppSilent)
+        } else if !self.pbx_on_hold && silent(self.last_sip_rx) {
+            Some(MediaTimeout::PbxSilent)
+        } else {
+            None
+        };
+        self.timed_out = cause.is_some();
+        cause
+    }
+
+    /// When [`Relay::handle_timeout`] should run next.
+    pub fn next_timeout(&self) -> Instant {
+        let limit = self.cfg.rtp_timeout;
+        let wa = self.last_wa_rx.unwrap_or(self.started) + limit;
+        let sip = if self.pbx_on_hold {
+            wa
+        } else {
+            self.last_sip_rx.unwrap_or(self.started) + limit
+        };
+        let t = wa.min(sip);
+        match self.keys_in.next_timeout() {
+            Some(k) => t.min(k),
+            None => t,
+        }
+    }
+}

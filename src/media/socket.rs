@@ -1,0 +1,169 @@
+//! The SIP side's RTP socket: an even port for RTP and the odd one above for
+//! RTCP (or RTP alone when rtcp-mux is negotiated), from the media port pool,
+//! with symmetric RTP (RFC 4961): once a valid packet arrives, we send to
+//! where it came from, which gets media through NATs in front of the PBX.
+
+use std::net::{IpAddr, SocketAddr};
+
+use tokio::net::UdpSocket;
+
+use crate::ports::{bind_consecutive, PortError, PortLease, SharedPortPool};
+
+pub struct RtpSocket {
+    rtp: UdpSocket,
+    rtcp: UdpSocket,
+    lease: PortLease,
+    /// Where the PBX's SDP says to send (`None`: not known yet, or `c=0.0.0.0` hold).
+    signalled: Option<SocketAddr>,
+    /// Where its packets actually come from, once one was valid.
+    latched: Option<SocketAddr>,
+    /// Datagrams from neither the signalled nor the latched address, dropped.
+    pub foreign: u64,
+    /// Datagrams the OS would not send (full buffer), dropped.
+    pub send_dropped: u64,
+}
+
+impl RtpSocket {
+    /// Binds an RTP/RTCP pair on `ip` from `pool` (which must hand out even ports).
+    pub fn bind(pool: &SharedPortPool, ip: IpAddr) -> Result<RtpSocket, PortError> {
+        let (mut socks, lease) = bind_consecutive(pool, ip, 2)?;
+        let to_tokio = |s: std::net::UdpSocket| {
+            let addr = s.local_addr().ok();
+            UdpSocket::from_std(s).map_err(|e| PortError::Bind {
+                addr: addr.unwrap_or_else(|| SocketAddr::new(ip, 0)),
+                reason: e.to_string(),
+            })
+        };
+        let (Some(rtcp), Some(rtp)) = (socks.pop(), socks.pop()) else {
+            return Err(PortError::Bind {
+                addr: SocketAddr::new(ip, lease.port()),
+                reason: "pair not bound".into(),
+            });
+        };
+        Ok(RtpSocket {
+            rtp: to_tokio(rtp)?,
+            rtcp: to_tokio(rtcp)?,
+            lease,
+            signalled: None,
+            latched: None,
+            foreign: 0,
+            send_dropped: 0,
+        })
+    }
+
+    /// The RTP port (even); RTCP is on the next one.
+    pub fn port(&self) -> u16 {
+        self.lease.port()
+    }
+
+    /// The peer's address from its SDP (a re-INVITE may change it). An
+    /// unspecified address (`c=0.0.0.0`, old-style hold) means: send nothing.
+    pub fn set_remote(&mut self, addr: Option<SocketAddr>) {
+        let addr = addr.filter(|a| !a.ip().is_unspecified() && a.port() != 0);
+        if addr != self.signalled {
+            self.signalled = addr;
+            // A new negotiation: learn the source again.
+            self.latched = None;
+        }
+    }
+
+    /// Where RTP goes now.
+    pub fn remote(&self) -> Option<SocketAddr> {
+        self.signalled?;
+        self.latched.or(self.signalled)
+    }
+
+    /// Sends one RTP datagram to the peer without waiting; a full socket
+    /// buffer drops the packet (late media is useless).
+    #[inline]
+    pub fn send(&mut self, datagram: &[u8]) {
+        if let Some(to) = self.remote() {
+            if self.rtp.try_send_to(datagram, to).is_err() {
+                self.send_dropped += 1;
+            }
+        }
+    }
+
+    /// Receives the next RTP datagram from the peer into `buf`. Datagrams
+    /// from other sources are dropped (and counted) once the peer is known.
+    /// Call [`RtpSocket::latch`] when a datagram turned out to be valid RTP.
+    pub async fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+        loop {
+            let (n, from) = self.rtp.recv_from(buf).await?;
+            let known =
+                self.latched == Some(from) || self.signalled.map(|s| s.ip()) == Some(from.ip());
+            if self.latched.is_none() || known {
+                return Ok((n, from));
+            }
+            self.foreign += 1;
+        }
+    }
+
+    /// Symmetric RTP: send to `from` from now on (it sent us valid RTP).
+    pub fn latch(&mut self, from: SocketAddr) {
+        if self.latched.is_none() {
+            self.latched = Some(from);
+        }
+    }
+
+    /// The RTCP socket (port + 1), for reports to and from the peer.
+    pub fn rtcp(&self) -> &UdpSocket {
+        &self.rtcp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::PortPool;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    fn pool() -> SharedPortPool {
+        // A pair range picked by the OS would be nicer; take a high range and let bind skip busy ports.
+        Arc::new(Mutex::new(PortPool::new(
+            46000..=46999,
+            2,
+            Duration::from_secs(30),
+        )))
+    }
+
+    #[tokio::test]
+    async fn symmetric_rtp_latches_to_the_real_source() {
+        let pool = pool();
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let mut s = RtpSocket::bind(&pool, ip).unwrap();
+        assert_eq!(s.port() % 2, 0);
+        // The PBX signals one port but sends from another (a NAT in between).
+        let pbx = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let signalled: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        s.set_remote(Some(signalled));
+        assert_eq!(s.remote(), Some(signalled));
+        pbx.send_to(b"rtp-1", ("127.0.0.1", s.port()))
+            .await
+            .unwrap();
+        let mut buf = [0u8; 100];
+        let (n, from) = tokio::time::timeout(Duration::from_secs(5), s.recv(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf[..n], b"rtp-1");
+        s.latch(from);
+        assert_eq!(s.remote(), Some(pbx.local_addr().unwrap()));
+        s.send(b"back");
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), pbx.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf[..n], b"back");
+        // Hold with c=0.0.0.0: nothing is sent.
+        s.set_remote(Some("0.0.0.0:4000".parse().unwrap()));
+        assert_eq!(s.remote(), None);
+        // The pair comes back to the pool (into quarantine) when dropped.
+        let port = s.port();
+        drop(s);
+        let mut p = pool.lock().unwrap();
+        assert_eq!(p.in_use(), 0);
+        assert!(p.allocate(std::time::Instant::now()).unwrap() != port);
+    }
+}
