@@ -11,6 +11,7 @@ pub mod ids;
 pub mod media;
 pub mod metrics;
 pub mod ports;
+pub mod sip;
 pub mod store;
 pub mod wati;
 pub mod webrtc;

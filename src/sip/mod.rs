@@ -1,0 +1,5 @@
+//! SIP toward the PBX on rsip (types and parser only; the rest is ours):
+//! digest authentication, the RTP leg's SDP, sans-IO transactions.
+//! Knows nothing of WebRTC, the relay or the call layer.
+
+pub mod digest;
