@@ -171,8 +171,12 @@ impl Challenge {
             }
         };
         Ok(Challenge {
-            realm: get(&p, "realm").ok_or(DigestError::Missing("realm"))?.to_string(),
-            nonce: get(&p, "nonce").ok_or(DigestError::Missing("nonce"))?.to_string(),
+            realm: get(&p, "realm")
+                .ok_or(DigestError::Missing("realm"))?
+                .to_string(),
+            nonce: get(&p, "nonce")
+                .ok_or(DigestError::Missing("nonce"))?
+                .to_string(),
             opaque: get(&p, "opaque").map(str::to_string),
             algorithm,
             qop_auth,
@@ -286,7 +290,11 @@ pub struct Authorization {
 impl Authorization {
     pub fn parse(value: &str) -> Result<Authorization, DigestError> {
         let p = params(value)?;
-        let field = |n: &'static str| get(&p, n).map(str::to_string).ok_or(DigestError::Missing(n));
+        let field = |n: &'static str| {
+            get(&p, n)
+                .map(str::to_string)
+                .ok_or(DigestError::Missing(n))
+        };
         let qop = get(&p, "qop").map(str::to_string);
         if let Some(q) = &qop {
             if !q.eq_ignore_ascii_case("auth") {
@@ -311,7 +319,10 @@ impl Authorization {
 
     /// Whether the response proves knowledge of `password` for `method`.
     pub fn verify(&self, password: &str, method: &str) -> bool {
-        let (cnonce, nc) = (self.cnonce.as_deref().unwrap_or(""), self.nc.as_deref().unwrap_or(""));
+        let (cnonce, nc) = (
+            self.cnonce.as_deref().unwrap_or(""),
+            self.nc.as_deref().unwrap_or(""),
+        );
         let expected = response(
             self.algorithm,
             &self.username,
@@ -327,7 +338,11 @@ impl Authorization {
         // Constant-time comparison: the response is a secret-derived value.
         use subtle::ConstantTimeEq;
         expected.len() == self.response.len()
-            && bool::from(expected.as_bytes().ct_eq(self.response.to_ascii_lowercase().as_bytes()))
+            && bool::from(
+                expected
+                    .as_bytes()
+                    .ct_eq(self.response.to_ascii_lowercase().as_bytes()),
+            )
     }
 }
 
@@ -451,7 +466,15 @@ mod tests {
         assert_eq!(ch.nonce, "1a2b,3c");
         assert_eq!(ch.algorithm, Algorithm::Md5Sess);
         assert!(ch.qop_auth);
-        let header = authorize(&ch, "wa-bridge", "s3cret", "INVITE", "sip:100@pbx", "abcd", 2);
+        let header = authorize(
+            &ch,
+            "wa-bridge",
+            "s3cret",
+            "INVITE",
+            "sip:100@pbx",
+            "abcd",
+            2,
+        );
         assert!(header.contains("nc=00000002"));
         assert!(header.contains("opaque=\"xyz\""));
         let auth = Authorization::parse(&header).unwrap();
@@ -462,17 +485,37 @@ mod tests {
         let ch = Challenge::parse("Digest realm=\"r\", nonce=\"n\", algorithm=SHA-256").unwrap();
         let header = authorize(&ch, "u", "p", "REGISTER", "sip:pbx", "c", 1);
         assert!(!header.contains("qop"));
-        assert!(Authorization::parse(&header).unwrap().verify("p", "REGISTER"));
+        assert!(Authorization::parse(&header)
+            .unwrap()
+            .verify("p", "REGISTER"));
     }
 
     #[test]
     fn bad_headers_are_errors() {
-        assert_eq!(Challenge::parse("Basic realm=\"x\""), Err(DigestError::NotDigest));
-        assert_eq!(Challenge::parse("Digest nonce=\"n\""), Err(DigestError::Missing("realm")));
-        assert!(matches!(Challenge::parse("Digest realm=\"r\", nonce=\"n\", algorithm=SHA-512"), Err(DigestError::Algorithm(_))));
-        assert!(matches!(Challenge::parse("Digest realm=\"r\", nonce=\"n\", qop=\"auth-int\""), Err(DigestError::Qop(_))));
-        assert_eq!(Challenge::parse("Digest realm=\"unterminated"), Err(DigestError::Syntax));
-        assert_eq!(Authorization::parse("Digest username=\"u\""), Err(DigestError::Missing("realm")));
+        assert_eq!(
+            Challenge::parse("Basic realm=\"x\""),
+            Err(DigestError::NotDigest)
+        );
+        assert_eq!(
+            Challenge::parse("Digest nonce=\"n\""),
+            Err(DigestError::Missing("realm"))
+        );
+        assert!(matches!(
+            Challenge::parse("Digest realm=\"r\", nonce=\"n\", algorithm=SHA-512"),
+            Err(DigestError::Algorithm(_))
+        ));
+        assert!(matches!(
+            Challenge::parse("Digest realm=\"r\", nonce=\"n\", qop=\"auth-int\""),
+            Err(DigestError::Qop(_))
+        ));
+        assert_eq!(
+            Challenge::parse("Digest realm=\"unterminated"),
+            Err(DigestError::Syntax)
+        );
+        assert_eq!(
+            Authorization::parse("Digest username=\"u\""),
+            Err(DigestError::Missing("realm"))
+        );
         for garbage in ["", "Digest", "Digest ,,,", "Digest =x", "Digest a=\"\\"] {
             let _ = Challenge::parse(garbage);
             let _ = Authorization::parse(garbage);
@@ -486,7 +529,10 @@ mod tests {
         assert_eq!(n.check_at(&nonce, 1100), NonceCheck::Valid);
         assert_eq!(n.check_at(&nonce, 1000 + 301), NonceCheck::Stale);
         assert_eq!(n.check_at("1000.0000", 1001), NonceCheck::Invalid);
-        assert_eq!(NonceIssuer::new("other").check_at(&nonce, 1001), NonceCheck::Invalid);
+        assert_eq!(
+            NonceIssuer::new("other").check_at(&nonce, 1001),
+            NonceCheck::Invalid
+        );
         assert_eq!(n.check_at("garbage", 1), NonceCheck::Invalid);
     }
 }

@@ -3,3 +3,4 @@
 //! Knows nothing of WebRTC, the relay or the call layer.
 
 pub mod digest;
+pub mod sdp;

@@ -1,0 +1,584 @@
+//! The RTP leg's SDP toward the PBX (RFC 3264 offer/answer, RFC 4566):
+//! our offer from `media.codecs`, parsing the PBX's offers and answers,
+//! choosing the codec by our preference order, hold (`sendonly`,
+//! `inactive`, `c=0.0.0.0`), telephone-event at 8 kHz and 48 kHz, ptime,
+//! rtcp-mux.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::config::Codec;
+
+/// Payload types we use in our offers (dynamic ones as Asterisk numbers them).
+pub const PT_PCMU: u8 = 0;
+pub const PT_PCMA: u8 = 8;
+pub const PT_OPUS: u8 = 107;
+pub const PT_TE_8K: u8 = 101;
+pub const PT_TE_48K: u8 = 102;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SdpError {
+    #[error("SDP longer than 16 KiB")]
+    TooLong,
+    #[error("no audio m= line")]
+    NoAudio,
+    #[error("no connection address (c=)")]
+    NoConnection,
+    #[error("no codec in common (we take {ours}; the PBX offers {theirs})")]
+    NoCommonCodec { ours: String, theirs: String },
+    #[error("malformed {0}")]
+    Malformed(&'static str),
+}
+
+/// Media direction (RFC 3264 §5.1, §6.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    SendRecv,
+    SendOnly,
+    RecvOnly,
+    Inactive,
+}
+
+impl Direction {
+    fn attr(self) -> &'static str {
+        match self {
+            Direction::SendRecv => "sendrecv",
+            Direction::SendOnly => "sendonly",
+            Direction::RecvOnly => "recvonly",
+            Direction::Inactive => "inactive",
+        }
+    }
+
+    /// The answer's direction for an offer's (RFC 3264 §6.1).
+    pub fn answer_to(self) -> Direction {
+        match self {
+            Direction::SendRecv => Direction::SendRecv,
+            Direction::SendOnly => Direction::RecvOnly,
+            Direction::RecvOnly => Direction::SendOnly,
+            Direction::Inactive => Direction::Inactive,
+        }
+    }
+}
+
+/// One codec of a media description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Format {
+    pub pt: u8,
+    /// Lower-case encoding name.
+    pub name: String,
+    pub clock: u32,
+}
+
+/// What the PBX's SDP says about its audio.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteMedia {
+    /// Where to send RTP; `None` for `c=0.0.0.0` (RFC 2543 hold) or port 0.
+    pub rtp: Option<SocketAddr>,
+    pub formats: Vec<Format>,
+    pub direction: Direction,
+    pub ptime: Option<u32>,
+    pub rtcp_mux: bool,
+}
+
+impl RemoteMedia {
+    /// The PBX holds the call: it will not send us media.
+    pub fn is_hold(&self) -> bool {
+        self.rtp.is_none() || matches!(self.direction, Direction::SendOnly | Direction::Inactive)
+    }
+
+    fn telephone_event(&self, clock: u32) -> Option<u8> {
+        self.formats
+            .iter()
+            .find(|f| f.name == "telephone-event" && f.clock == clock)
+            .map(|f| f.pt)
+    }
+}
+
+/// The outcome of an offer/answer exchange.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Negotiated {
+    pub codec: Codec,
+    pub pt: u8,
+    /// telephone-event payload type and clock, when both sides have it.
+    pub telephone_event: Option<(u8, u32)>,
+    /// SIP-side packet time for G.711 (10/20/30/40 ms).
+    pub ptime: u32,
+    pub rtcp_mux: bool,
+    pub remote: Option<SocketAddr>,
+    /// The direction we put in our SDP.
+    pub our_direction: Direction,
+}
+
+fn codec_of(f: &Format) -> Option<Codec> {
+    match (f.name.as_str(), f.clock) {
+        ("opus", 48000) => Some(Codec::Opus),
+        ("pcmu", 8000) => Some(Codec::Pcmu),
+        ("pcma", 8000) => Some(Codec::Pcma),
+        _ => None,
+    }
+}
+
+/// Parses the first audio section of an SDP.
+pub fn parse(sdp: &str) -> Result<RemoteMedia, SdpError> {
+    if sdp.len() > 16 * 1024 {
+        return Err(SdpError::TooLong);
+    }
+    let mut session_c: Option<IpAddr> = None;
+    let mut session_dir = Direction::SendRecv;
+    let mut in_audio = false;
+    let mut seen_audio = false;
+    let mut port = 0u16;
+    let mut media_c: Option<IpAddr> = None;
+    let mut pts: Vec<u8> = Vec::new();
+    let mut names: Vec<(u8, String, u32)> = Vec::new();
+    let mut direction: Option<Direction> = None;
+    let (mut ptime, mut rtcp_mux) = (None, false);
+    for line in sdp.lines().map(str::trim_end) {
+        if let Some(m) = line.strip_prefix("m=") {
+            if seen_audio {
+                // Only the first audio stream is ours; stop at the next m= line.
+                in_audio = false;
+                continue;
+            }
+            let mut parts = m.split_whitespace();
+            if parts.next() == Some("audio") {
+                in_audio = true;
+                seen_audio = true;
+                port = parts
+                    .next()
+                    .and_then(|p| p.split('/').next())
+                    .and_then(|p| p.parse().ok())
+                    .ok_or(SdpError::Malformed("m= port"))?;
+                let _proto = parts.next();
+                pts = parts.filter_map(|p| p.parse().ok()).collect();
+            } else {
+                in_audio = false;
+            }
+            continue;
+        }
+        let c = line
+            .strip_prefix("c=IN IP4 ")
+            .or_else(|| line.strip_prefix("c=IN IP6 "))
+            .map(|a| a.split('/').next().unwrap_or(a).trim().parse::<IpAddr>());
+        if let Some(addr) = c {
+            let addr = addr.map_err(|_| SdpError::Malformed("c= address"))?;
+            if in_audio {
+                media_c = Some(addr);
+            } else if !seen_audio {
+                session_c = Some(addr);
+            }
+            continue;
+        }
+        let dir = match line {
+            "a=sendrecv" => Some(Direction::SendRecv),
+            "a=sendonly" => Some(Direction::SendOnly),
+            "a=recvonly" => Some(Direction::RecvOnly),
+            "a=inactive" => Some(Direction::Inactive),
+            _ => None,
+        };
+        if let Some(d) = dir {
+            if in_audio {
+                direction = Some(d);
+            } else if !seen_audio {
+                session_dir = d;
+            }
+            continue;
+        }
+        if !in_audio {
+            continue;
+        }
+        if let Some(r) = line.strip_prefix("a=rtpmap:") {
+            let (pt, rest) = r.split_once(' ').ok_or(SdpError::Malformed("a=rtpmap"))?;
+            let pt: u8 = pt.parse().map_err(|_| SdpError::Malformed("a=rtpmap"))?;
+            let mut enc = rest.trim().split('/');
+            let name = enc.next().unwrap_or("").to_ascii_lowercase();
+            let clock = enc.next().and_then(|c| c.parse().ok()).unwrap_or(8000);
+            names.push((pt, name, clock));
+        } else if let Some(p) = line.strip_prefix("a=ptime:") {
+            ptime = p.trim().parse().ok();
+        } else if line == "a=rtcp-mux" {
+            rtcp_mux = true;
+        }
+    }
+    if !seen_audio {
+        return Err(SdpError::NoAudio);
+    }
+    let addr = media_c.or(session_c).ok_or(SdpError::NoConnection)?;
+    let formats = pts
+        .iter()
+        .filter_map(|&pt| {
+            names
+                .iter()
+                .find(|(p, _, _)| *p == pt)
+                .map(|(_, n, c)| Format {
+                    pt,
+                    name: n.clone(),
+                    clock: *c,
+                })
+                .or(match pt {
+                    // Static payload types need no rtpmap (RFC 3551 §6).
+                    0 => Some(Format {
+                        pt,
+                        name: "pcmu".into(),
+                        clock: 8000,
+                    }),
+                    8 => Some(Format {
+                        pt,
+                        name: "pcma".into(),
+                        clock: 8000,
+                    }),
+                    _ => None,
+                })
+        })
+        .collect();
+    let rtp = (!addr.is_unspecified() && port != 0).then(|| SocketAddr::new(addr, port));
+    Ok(RemoteMedia {
+        rtp,
+        formats,
+        direction: direction.unwrap_or(session_dir),
+        ptime,
+        rtcp_mux,
+    })
+}
+
+fn names(codecs: &[Codec]) -> String {
+    codecs
+        .iter()
+        .map(|c| c.name())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn g711_ptime(p: Option<u32>) -> u32 {
+    match p {
+        Some(p @ (10 | 20 | 30 | 40)) => p,
+        _ => 20,
+    }
+}
+
+/// Answers the PBX's offer: the first codec in *our* preference order that it
+/// offers, with its payload type. `Err` means a 488 (RFC 3261 §13.3.1.1).
+pub fn negotiate_offer(offer: &RemoteMedia, prefs: &[Codec]) -> Result<Negotiated, SdpError> {
+    let chosen = prefs.iter().find_map(|want| {
+        offer
+            .formats
+            .iter()
+            .find(|f| codec_of(f) == Some(*want))
+            .map(|f| (*want, f.pt))
+    });
+    let (codec, pt) = chosen.ok_or_else(|| SdpError::NoCommonCodec {
+        ours: names(prefs),
+        theirs: offer
+            .formats
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+    })?;
+    Ok(finish(codec, pt, offer, offer.direction.answer_to()))
+}
+
+/// Reads the PBX's answer to our offer of `offered`.
+pub fn negotiate_answer(answer: &RemoteMedia, offered: &[Codec]) -> Result<Negotiated, SdpError> {
+    // RFC 3264 §6.1: the answerer lists the codecs it will use, preferred first.
+    let chosen = answer.formats.iter().find_map(|f| {
+        codec_of(f)
+            .filter(|c| offered.contains(c))
+            .map(|c| (c, f.pt))
+    });
+    let (codec, pt) = chosen.ok_or_else(|| SdpError::NoCommonCodec {
+        ours: names(offered),
+        theirs: answer
+            .formats
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+    })?;
+    Ok(finish(codec, pt, answer, Direction::SendRecv))
+}
+
+fn finish(codec: Codec, pt: u8, remote: &RemoteMedia, our_direction: Direction) -> Negotiated {
+    let clock = if codec == Codec::Opus { 48000 } else { 8000 };
+    // telephone-event at the audio clock (RFC 4733 §2.1), else whichever exists.
+    let te = remote
+        .telephone_event(clock)
+        .map(|pt| (pt, clock))
+        .or_else(|| remote.telephone_event(8000).map(|pt| (pt, 8000)))
+        .or_else(|| remote.telephone_event(48000).map(|pt| (pt, 48000)));
+    Negotiated {
+        codec,
+        pt,
+        telephone_event: te,
+        ptime: g711_ptime(remote.ptime),
+        rtcp_mux: remote.rtcp_mux,
+        remote: remote.rtp,
+        our_direction,
+    }
+}
+
+/// Our SDP: an offer of `codecs` (in order) with telephone-event, or (with
+/// `chosen`) an answer carrying the negotiated codec only.
+pub struct LocalSdp<'a> {
+    pub session_id: u64,
+    pub version: u64,
+    pub addr: SocketAddr,
+    pub codecs: &'a [Codec],
+    pub chosen: Option<&'a Negotiated>,
+    pub direction: Direction,
+}
+
+impl LocalSdp<'_> {
+    pub fn render(&self) -> String {
+        let ip = self.addr.ip();
+        let kind = if ip.is_ipv4() { "IP4" } else { "IP6" };
+        let mut fmts: Vec<(u8, String, Option<String>)> = Vec::new();
+        match self.chosen {
+            Some(n) => {
+                fmts.push((n.pt, rtpmap(n.codec), fmtp(n.codec)));
+                if let Some((pt, clock)) = n.telephone_event {
+                    fmts.push((pt, format!("telephone-event/{clock}"), Some("0-16".into())));
+                }
+            }
+            None => {
+                for c in self.codecs {
+                    let pt = match c {
+                        Codec::Opus => PT_OPUS,
+                        Codec::Pcmu => PT_PCMU,
+                        Codec::Pcma => PT_PCMA,
+                    };
+                    fmts.push((pt, rtpmap(*c), fmtp(*c)));
+                }
+                if self.codecs.iter().any(|c| *c != Codec::Opus) {
+                    fmts.push((PT_TE_8K, "telephone-event/8000".into(), Some("0-16".into())));
+                }
+                if self.codecs.contains(&Codec::Opus) {
+                    fmts.push((
+                        PT_TE_48K,
+                        "telephone-event/48000".into(),
+                        Some("0-16".into()),
+                    ));
+                }
+            }
+        }
+        let mut s = String::with_capacity(512);
+        let _ = write!(
+            s,
+            "v=0\r\no=wa-sip-bridge {} {} IN {kind} {ip}\r\ns=wa-sip-bridge\r\nc=IN {kind} {ip}\r\nt=0 0\r\nm=audio {} RTP/AVP",
+            self.session_id,
+            self.version,
+            self.addr.port()
+        );
+        for (pt, _, _) in &fmts {
+            let _ = write!(s, " {pt}");
+        }
+        s.push_str("\r\n");
+        for (pt, map, fmtp) in &fmts {
+            let _ = write!(s, "a=rtpmap:{pt} {map}\r\n");
+            if let Some(f) = fmtp {
+                let _ = write!(s, "a=fmtp:{pt} {f}\r\n");
+            }
+        }
+        let ptime = self.chosen.map(|n| n.ptime).unwrap_or(20);
+        let _ = write!(s, "a=ptime:{ptime}\r\n");
+        if self.chosen.is_some_and(|n| n.rtcp_mux) {
+            s.push_str("a=rtcp-mux\r\n");
+        }
+        let _ = write!(s, "a={}\r\n", self.direction.attr());
+        s
+    }
+}
+
+fn rtpmap(c: Codec) -> String {
+    match c {
+        Codec::Opus => "opus/48000/2".into(),
+        Codec::Pcmu => "PCMU/8000".into(),
+        Codec::Pcma => "PCMA/8000".into(),
+    }
+}
+
+fn fmtp(c: Codec) -> Option<String> {
+    match c {
+        Codec::Opus => Some("useinbandfec=1;minptime=10".into()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer(m: &str, extra: &str) -> String {
+        format!("v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 10000 RTP/AVP {m}\r\n{extra}")
+    }
+
+    const ALL: [Codec; 3] = [Codec::Opus, Codec::Pcmu, Codec::Pcma];
+
+    /// (offer m= formats, extra lines, our prefs, expected codec, pt, te)
+    #[test]
+    fn negotiation_table() {
+        let te8 = "a=rtpmap:101 telephone-event/8000\r\n";
+        let opus = "a=rtpmap:96 opus/48000/2\r\n";
+        let rows: Vec<(
+            &str,
+            String,
+            Vec<Codec>,
+            Option<(Codec, u8, Option<(u8, u32)>)>,
+        )> = vec![
+            (
+                "0 8 101",
+                te8.into(),
+                ALL.to_vec(),
+                Some((Codec::Pcmu, 0, Some((101, 8000)))),
+            ),
+            ("8 0", "".into(), ALL.to_vec(), Some((Codec::Pcmu, 0, None))),
+            (
+                "8 0",
+                "".into(),
+                vec![Codec::Pcma, Codec::Pcmu],
+                Some((Codec::Pcma, 8, None)),
+            ),
+            (
+                "96 0 101",
+                format!("{opus}{te8}"),
+                ALL.to_vec(),
+                Some((Codec::Opus, 96, Some((101, 8000)))),
+            ),
+            (
+                "96 0 101",
+                format!("{opus}{te8}"),
+                vec![Codec::Pcmu],
+                Some((Codec::Pcmu, 0, Some((101, 8000)))),
+            ),
+            (
+                "96 102",
+                format!("{opus}a=rtpmap:102 telephone-event/48000\r\n"),
+                ALL.to_vec(),
+                Some((Codec::Opus, 96, Some((102, 48000)))),
+            ),
+            (
+                "18 9",
+                "a=rtpmap:18 G729/8000\r\n".into(),
+                ALL.to_vec(),
+                None,
+            ),
+            ("96", opus.into(), vec![Codec::Pcmu, Codec::Pcma], None),
+            // Case-insensitive names, dynamic PCMU number.
+            (
+                "120",
+                "a=rtpmap:120 pcmu/8000\r\n".into(),
+                ALL.to_vec(),
+                Some((Codec::Pcmu, 120, None)),
+            ),
+        ];
+        for (m, extra, prefs, want) in rows {
+            let remote = parse(&offer(m, &extra)).unwrap();
+            let got = negotiate_offer(&remote, &prefs);
+            match want {
+                Some((codec, pt, te)) => {
+                    let n = got.unwrap_or_else(|e| panic!("{m}: {e}"));
+                    assert_eq!((n.codec, n.pt, n.telephone_event), (codec, pt, te), "{m}");
+                }
+                None => assert!(matches!(got, Err(SdpError::NoCommonCodec { .. })), "{m}"),
+            }
+        }
+    }
+
+    #[test]
+    fn hold_forms() {
+        let r = parse(&offer("0", "a=sendonly\r\n")).unwrap();
+        assert!(r.is_hold());
+        assert_eq!(
+            negotiate_offer(&r, &ALL).unwrap().our_direction,
+            Direction::RecvOnly
+        );
+        let r = parse(&offer("0", "a=inactive\r\n")).unwrap();
+        assert_eq!(
+            negotiate_offer(&r, &ALL).unwrap().our_direction,
+            Direction::Inactive
+        );
+        let r = parse(&offer("0", "").replace("c=IN IP4 192.0.2.10", "c=IN IP4 0.0.0.0")).unwrap();
+        assert!(r.is_hold());
+        assert_eq!(r.rtp, None);
+        let r = parse(&offer("0", "a=sendrecv\r\n")).unwrap();
+        assert!(!r.is_hold());
+        assert_eq!(r.rtp, Some("192.0.2.10:10000".parse().unwrap()));
+        // Session-level direction applies when the media has none.
+        let s = offer("0", "").replace("t=0 0\r\n", "t=0 0\r\na=sendonly\r\n");
+        assert!(parse(&s).unwrap().is_hold());
+    }
+
+    #[test]
+    fn media_level_connection_and_ptime_and_mux() {
+        let s = offer("8", "c=IN IP4 198.51.100.5\r\na=ptime:30\r\na=rtcp-mux\r\n");
+        let r = parse(&s).unwrap();
+        assert_eq!(r.rtp, Some("198.51.100.5:10000".parse().unwrap()));
+        let n = negotiate_offer(&r, &ALL).unwrap();
+        assert_eq!((n.ptime, n.rtcp_mux), (30, true));
+        let odd = parse(&offer("8", "a=ptime:25\r\n")).unwrap();
+        assert_eq!(negotiate_offer(&odd, &ALL).unwrap().ptime, 20);
+    }
+
+    #[test]
+    fn answers_use_their_first_codec_we_offered() {
+        let a = parse(&offer("8 0 101", "a=rtpmap:101 telephone-event/8000\r\n")).unwrap();
+        let n = negotiate_answer(&a, &ALL).unwrap();
+        assert_eq!((n.codec, n.pt), (Codec::Pcma, 8));
+        assert!(negotiate_answer(&a, &[Codec::Opus]).is_err());
+    }
+
+    #[test]
+    fn our_offer_and_answer_render_and_parse_back() {
+        let addr: SocketAddr = "192.0.2.20:20000".parse().unwrap();
+        let o = LocalSdp {
+            session_id: 7,
+            version: 1,
+            addr,
+            codecs: &ALL,
+            chosen: None,
+            direction: Direction::SendRecv,
+        }
+        .render();
+        let back = parse(&o).unwrap();
+        assert_eq!(back.rtp, Some(addr));
+        let names: Vec<&str> = back.formats.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            vec!["opus", "pcmu", "pcma", "telephone-event", "telephone-event"]
+        );
+        let n = negotiate_offer(&back, &[Codec::Pcma]).unwrap();
+        let a = LocalSdp {
+            session_id: 9,
+            version: 1,
+            addr,
+            codecs: &ALL,
+            chosen: Some(&n),
+            direction: Direction::RecvOnly,
+        }
+        .render();
+        assert!(a.contains("m=audio 20000 RTP/AVP 8 101\r\n"), "{a}");
+        assert!(a.contains("a=recvonly\r\n"));
+    }
+
+    #[test]
+    fn malformed_sdps_are_errors() {
+        assert_eq!(parse("v=0\r\n"), Err(SdpError::NoAudio));
+        assert_eq!(
+            parse("v=0\r\nm=audio 1 RTP/AVP 0\r\n"),
+            Err(SdpError::NoConnection)
+        );
+        assert!(parse("v=0\r\nc=IN IP4 nope\r\nm=audio 1 RTP/AVP 0\r\n").is_err());
+        assert!(parse("v=0\r\nc=IN IP4 1.2.3.4\r\nm=audio x RTP/AVP 0\r\n").is_err());
+        assert_eq!(parse(&"a".repeat(20_000)), Err(SdpError::TooLong));
+        for g in [
+            "",
+            "m=",
+            "m=audio",
+            "v=0\nm=audio 1\nc=IN IP4 1.1.1.1\na=rtpmap:",
+            "a=rtpmap:x y",
+        ] {
+            let _ = parse(g);
+        }
+    }
+}
