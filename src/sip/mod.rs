@@ -2,6 +2,9 @@
 //! digest authentication, the RTP leg's SDP, sans-IO transactions.
 //! Knows nothing of WebRTC, the relay or the call layer.
 
+pub mod acl;
 pub mod digest;
+pub mod framing;
+pub mod message;
 pub mod sdp;
 pub mod transaction;

@@ -251,10 +251,7 @@ fn names(codecs: &[Codec]) -> String {
 }
 
 fn g711_ptime(p: Option<u32>) -> u32 {
-    match p {
-        Some(p @ (10 | 20 | 30 | 40)) => p,
-        _ => 20,
-    }
+    p.filter(|p| matches!(p, 10 | 20 | 30 | 40)).unwrap_or(20)
 }
 
 /// Answers the PBX's offer: the first codec in *our* preference order that it
@@ -415,17 +412,15 @@ mod tests {
 
     const ALL: [Codec; 3] = [Codec::Opus, Codec::Pcmu, Codec::Pcma];
 
-    /// (offer m= formats, extra lines, our prefs, expected codec, pt, te)
+    /// Expected outcome: codec, payload type, telephone-event (pt, clock).
+    type Outcome = Option<(Codec, u8, Option<(u8, u32)>)>;
+
+    /// (offer m= formats, extra lines, our prefs, expected outcome)
     #[test]
     fn negotiation_table() {
         let te8 = "a=rtpmap:101 telephone-event/8000\r\n";
         let opus = "a=rtpmap:96 opus/48000/2\r\n";
-        let rows: Vec<(
-            &str,
-            String,
-            Vec<Codec>,
-            Option<(Codec, u8, Option<(u8, u32)>)>,
-        )> = vec![
+        let rows: Vec<(&str, String, Vec<Codec>, Outcome)> = vec![
             (
                 "0 8 101",
                 te8.into(),

@@ -1,0 +1,435 @@
+//! Incoming SIP messages: parsed with rsip, then checked for what a
+//! transaction needs (RFC 3261 §8.2, §16.3). A request that cannot be used
+//! gets a `400` naming the reason when enough of it survives to address a
+//! response (Via, From, To, Call-ID, CSeq); otherwise it is dropped. A
+//! response that cannot be parsed is dropped (RFC 3261 §18.1.2).
+//!
+//! Also here: the `received`/`rport` rules for requests arriving over UDP
+//! (RFC 3261 §18.2.1, RFC 3581 §4) and where responses go (§18.2.2).
+
+use std::net::SocketAddr;
+
+/// Largest datagram accepted as a SIP message.
+pub const MAX_DATAGRAM: usize = 64 * 1024;
+
+#[derive(Debug)]
+pub enum Incoming {
+    Request(rsip::Request),
+    Response(rsip::Response),
+}
+
+/// Why an incoming message was not taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejected {
+    /// Answer with this ready-made response (a 400 or 505), then forget the request.
+    Respond {
+        code: u16,
+        reason: String,
+        response: Vec<u8>,
+    },
+    /// Nothing useful can be said back; drop it.
+    Drop(String),
+}
+
+/// Header lines (name, value) of the message text, with compact forms
+/// expanded and names lower-cased; stops at the empty line.
+fn header_lines(text: &str) -> Vec<(String, &str)> {
+    let mut out = Vec::new();
+    for line in text.split("\r\n").skip(1) {
+        if line.is_empty() {
+            break;
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let name = match name.trim().to_ascii_lowercase().as_str() {
+            "v" => "via".to_string(),
+            "f" => "from".to_string(),
+            "t" => "to".to_string(),
+            "i" => "call-id".to_string(),
+            "l" => "content-length".to_string(),
+            "m" => "contact".to_string(),
+            "c" => "content-type".to_string(),
+            other => other.to_string(),
+        };
+        out.push((name, value.trim()));
+    }
+    out
+}
+
+/// Builds a final response to a request we could not use, from its raw
+/// header lines, when they are there (RFC 3261 §8.2.6.2 copies these).
+fn raw_response(text: &str, code: u16, reason: &str) -> Option<Vec<u8>> {
+    let headers = header_lines(text);
+    let one = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+    let vias: Vec<&str> = headers
+        .iter()
+        .filter(|(k, _)| k == "via")
+        .map(|(_, v)| *v)
+        .collect();
+    let (from, to, call_id, cseq) = (one("from")?, one("to")?, one("call-id")?, one("cseq")?);
+    if vias.is_empty() {
+        return None;
+    }
+    let mut r = format!("SIP/2.0 {code} {reason}\r\n");
+    for v in vias {
+        r.push_str(&format!("Via: {v}\r\n"));
+    }
+    let to = if to.to_ascii_lowercase().contains(";tag=") {
+        to.to_string()
+    } else {
+        format!("{to};tag=wsb400")
+    };
+    r.push_str(&format!(
+        "From: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq}\r\nWarning: 399 wa-sip-bridge \"{}\"\r\nContent-Length: 0\r\n\r\n",
+        reason.replace('"', "'")
+    ));
+    Some(r.into_bytes())
+}
+
+fn reject(text: &str, code: u16, reason: &str) -> Rejected {
+    match raw_response(text, code, reason) {
+        Some(response) => Rejected::Respond {
+            code,
+            reason: reason.to_string(),
+            response,
+        },
+        None => Rejected::Drop(reason.to_string()),
+    }
+}
+
+/// Parses and checks one message (a UDP datagram or a framed TCP message).
+pub fn parse_incoming(data: &[u8]) -> Result<Incoming, Rejected> {
+    if data.len() > MAX_DATAGRAM {
+        return Err(Rejected::Drop("message too large".into()));
+    }
+    let Ok(text) = std::str::from_utf8(data) else {
+        // Bodies may be binary; headers must be text. Split at the blank line.
+        let head_end = data
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or(data.len());
+        return match std::str::from_utf8(&data[..head_end]) {
+            Ok(head) => parse_checked(data, head),
+            Err(_) => Err(Rejected::Drop("headers are not UTF-8".into())),
+        };
+    };
+    parse_checked(data, text)
+}
+
+fn parse_checked(data: &[u8], text: &str) -> Result<Incoming, Rejected> {
+    let start = text.split("\r\n").next().unwrap_or("");
+    let is_response = start.starts_with("SIP/");
+    if !is_response {
+        // Request line: METHOD SP Request-URI SP SIP-Version (RFC 3261 §7.1).
+        let parts: Vec<&str> = start.split(' ').collect();
+        if parts.len() != 3 || parts[0].is_empty() || parts[1].is_empty() {
+            return Err(reject(text, 400, "Malformed Request-Line"));
+        }
+        if !parts[2].eq_ignore_ascii_case("SIP/2.0") {
+            return Err(reject(text, 505, "Version Not Supported"));
+        }
+    }
+    let headers = header_lines(text);
+    let has = |n: &str| headers.iter().any(|(k, _)| k == n);
+    for required in ["via", "from", "to", "call-id", "cseq"] {
+        if !has(required) {
+            return Err(if is_response {
+                Rejected::Drop(format!("response without {required}"))
+            } else {
+                reject(text, 400, &format!("Missing {required} header"))
+            });
+        }
+    }
+    // Content-Length must fit the body (RFC 3261 §18.3: too short a body is an error).
+    let body_len = text
+        .find("\r\n\r\n")
+        .map(|i| data.len() - i - 4)
+        .unwrap_or(0);
+    if let Some((_, cl)) = headers.iter().find(|(k, _)| k == "content-length") {
+        match cl.parse::<usize>() {
+            Ok(n) if n <= body_len => {}
+            _ if is_response => return Err(Rejected::Drop("bad Content-Length".into())),
+            _ => return Err(reject(text, 400, "Bad Content-Length")),
+        }
+    }
+    if !is_response {
+        let method = start.split(' ').next().unwrap_or("");
+        let cseq = headers
+            .iter()
+            .find(|(k, _)| k == "cseq")
+            .map(|(_, v)| *v)
+            .unwrap_or("");
+        let mut cs = cseq.split_whitespace();
+        let number_ok = cs.next().and_then(|n| n.parse::<u32>().ok()).is_some();
+        let cseq_method = cs.next().unwrap_or("");
+        if !number_ok {
+            return Err(reject(text, 400, "Bad CSeq"));
+        }
+        // RFC 4475 §3.1.2.13 (a CSeq method that differs from the request's).
+        if method != "ACK" && method != "CANCEL" && cseq_method != method {
+            return Err(reject(text, 400, "CSeq method does not match"));
+        }
+    }
+    match rsip::SipMessage::try_from(data) {
+        Ok(rsip::SipMessage::Request(r)) => Ok(Incoming::Request(r)),
+        Ok(rsip::SipMessage::Response(r)) => Ok(Incoming::Response(r)),
+        Err(e) if is_response => Err(Rejected::Drop(format!("unparseable response: {e}"))),
+        Err(_) => Err(reject(text, 400, "Malformed Request")),
+    }
+}
+
+/// RFC 3261 §18.2.1 / RFC 3581 §4: on a request received from `source`, the
+/// top Via gets `received=<source ip>` when its sent-by differs, and
+/// `rport=<source port>` when the client asked for it with an empty `rport`.
+/// Works on the raw top Via value.
+pub fn stamp_via(top_via: &str, source: SocketAddr) -> String {
+    let (proto_host, params) = match top_via.split_once(';') {
+        Some((a, b)) => (a, Some(b)),
+        None => (top_via, None),
+    };
+    let sent_by = proto_host.split_whitespace().nth(1).unwrap_or("");
+    let host = if let Some(rest) = sent_by.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        sent_by.split(':').next().unwrap_or("")
+    };
+    let mut out = proto_host.to_string();
+    let mut has_received = false;
+    for p in params.unwrap_or("").split(';').filter(|p| !p.is_empty()) {
+        let name = p
+            .split('=')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match name.as_str() {
+            "rport" if !p.contains('=') => out.push_str(&format!(";rport={}", source.port())),
+            "received" => {
+                has_received = true;
+                out.push_str(&format!(";received={}", source.ip()));
+            }
+            _ => {
+                out.push(';');
+                out.push_str(p);
+            }
+        }
+    }
+    if !has_received && host != source.ip().to_string() {
+        out.push_str(&format!(";received={}", source.ip()));
+    }
+    out
+}
+
+/// Where a response to a request with this (stamped) top Via goes over UDP
+/// (RFC 3261 §18.2.2, RFC 3581 §4): `received` and `rport` when present,
+/// else sent-by, else `fallback` (the request's source).
+pub fn response_destination(top_via: &str, fallback: SocketAddr) -> SocketAddr {
+    let mut ip = None;
+    let mut port = None;
+    let mut parts = top_via.split(';');
+    let sent_by = parts
+        .next()
+        .and_then(|p| p.split_whitespace().nth(1))
+        .unwrap_or("");
+    for p in parts {
+        if let Some((k, v)) = p.split_once('=') {
+            match k.trim().to_ascii_lowercase().as_str() {
+                "received" => ip = v.trim().parse().ok(),
+                "rport" => port = v.trim().parse().ok(),
+                _ => {}
+            }
+        }
+    }
+    let sent: Option<SocketAddr> = sent_by.parse().ok();
+    let ip = ip.or(sent.map(|s| s.ip())).unwrap_or(fallback.ip());
+    let port = port.or(sent.map(|s| s.port())).unwrap_or(5060);
+    SocketAddr::new(ip, port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(start: &str, headers: &str, body: &str) -> Vec<u8> {
+        format!(
+            "{start}\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+
+    const BASE: &str = "Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK776asdhds;rport\r\nMax-Forwards: 70\r\nTo: <sip:bridge@192.0.2.20>\r\nFrom: <sip:pbx@192.0.2.10>;tag=1928301774\r\nCall-ID: a84b4c76e66710@pc33\r\nCSeq: 314159 INVITE\r\n";
+
+    fn rejected_code(data: &[u8]) -> Option<u16> {
+        match parse_incoming(data) {
+            Err(Rejected::Respond { code, .. }) => Some(code),
+            Err(Rejected::Drop(_)) => Some(0),
+            Ok(_) => None,
+        }
+    }
+
+    /// Valid messages in the spirit of RFC 4475 §3.1.1: compact forms,
+    /// unknown headers, odd spacing and case, several Vias in one line.
+    #[test]
+    fn torture_valid_messages_parse() {
+        let valid = [
+            msg("INVITE sip:bridge@192.0.2.20 SIP/2.0", BASE, ""),
+            msg(
+                "OPTIONS sip:bridge@192.0.2.20 SIP/2.0",
+                "v: SIP/2.0/UDP 192.0.2.10;branch=z9hG4bK1, SIP/2.0/UDP 192.0.2.11;branch=z9hG4bK2\r\nt: <sip:b@x>\r\nf: <sip:a@y>;tag=3\r\ni: opt-1@pbx\r\nCSeq: 1 OPTIONS\r\nX-Unknown-Header: ;;,,;;\r\n",
+                "",
+            ),
+            msg(
+                "INVITE sip:%62ridge@192.0.2.20 SIP/2.0",
+                &BASE.replace("CSeq: 314159 INVITE", "cseq:   314159   INVITE").replace("Max-Forwards", "MAX-FORWARDS"),
+                "v=0\r\n",
+            ),
+            msg("SIP/2.0 180 Ringing", &BASE.replace("To: <sip:bridge@192.0.2.20>", "To: <sip:bridge@192.0.2.20>;tag=9"), ""),
+        ];
+        for m in &valid {
+            assert!(
+                parse_incoming(m).is_ok(),
+                "{}\n{:?}",
+                String::from_utf8_lossy(m),
+                parse_incoming(m)
+            );
+        }
+    }
+
+    /// Invalid requests in the spirit of RFC 4475 §3.1.2 / §3.3: 400 (or 505)
+    /// when a response can be addressed, dropped otherwise; never a panic.
+    #[test]
+    fn torture_invalid_messages_are_answered_or_dropped() {
+        let cases: Vec<(Vec<u8>, u16)> = vec![
+            // Without a Call-ID no well-formed response can be built: dropped.
+            (
+                msg(
+                    "INVITE sip:b SIP/2.0",
+                    &BASE.replace("Call-ID: a84b4c76e66710@pc33\r\n", ""),
+                    "",
+                ),
+                0,
+            ),
+            (
+                msg(
+                    "INVITE sip:b SIP/2.0",
+                    &BASE.replace("314159 INVITE", "314159 REGISTER"),
+                    "",
+                ),
+                400,
+            ),
+            (
+                msg(
+                    "INVITE sip:b SIP/2.0",
+                    &BASE.replace("314159 INVITE", "-1 INVITE"),
+                    "",
+                ),
+                400,
+            ),
+            (msg("INVITE sip:b SIP/7.0", BASE, ""), 505),
+            (msg("INVITE  sip:b SIP/2.0", BASE, ""), 400),
+            (
+                format!("INVITE sip:b SIP/2.0\r\n{BASE}Content-Length: 9999\r\n\r\nv=0")
+                    .into_bytes(),
+                400,
+            ),
+            (
+                format!("INVITE sip:b SIP/2.0\r\n{BASE}Content-Length: -5\r\n\r\n").into_bytes(),
+                400,
+            ),
+            // No Via: nothing to address a response to.
+            (
+                msg(
+                    "INVITE sip:b SIP/2.0",
+                    &BASE.replace(
+                        "Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK776asdhds;rport\r\n",
+                        "",
+                    ),
+                    "",
+                ),
+                0,
+            ),
+            // A response without CSeq is dropped.
+            (
+                msg(
+                    "SIP/2.0 200 OK",
+                    &BASE.replace("CSeq: 314159 INVITE\r\n", ""),
+                    "",
+                ),
+                0,
+            ),
+            (b"\xff\xfe\xfd".to_vec(), 0),
+            (b"".to_vec(), 0),
+        ];
+        for (m, want) in &cases {
+            assert_eq!(
+                rejected_code(m),
+                Some(*want),
+                "{}",
+                String::from_utf8_lossy(m)
+            );
+        }
+        // The 400 carries what a client needs to match it.
+        let Err(Rejected::Respond { response, .. }) = parse_incoming(&cases[1].0) else {
+            panic!()
+        };
+        let r = String::from_utf8(response).unwrap();
+        assert!(r.starts_with("SIP/2.0 400 "));
+        assert!(r.contains("Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK776asdhds"));
+        assert!(r.contains("Call-ID: a84b4c76e66710@pc33"));
+        assert!(r.contains("CSeq: 314159 REGISTER"));
+        assert!(r.contains(";tag="));
+    }
+
+    #[test]
+    fn random_mutations_never_panic() {
+        let base = msg(
+            "INVITE sip:bridge@192.0.2.20 SIP/2.0",
+            BASE,
+            "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\n",
+        );
+        let mut x: u64 = 0xdead_beef;
+        for _ in 0..5000 {
+            let mut m = base.clone();
+            for _ in 0..(x % 8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let i = (x % m.len() as u64) as usize;
+                match x % 3 {
+                    0 => m[i] = (x >> 8) as u8,
+                    1 => {
+                        m.remove(i);
+                    }
+                    _ => m.insert(i, b":;,<>\r\n "[(x % 9) as usize]),
+                }
+            }
+            let _ = parse_incoming(&m);
+        }
+    }
+
+    #[test]
+    fn via_received_and_rport() {
+        let src: SocketAddr = "203.0.113.5:40123".parse().unwrap();
+        let v = stamp_via("SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK1;rport", src);
+        assert_eq!(
+            v,
+            "SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK1;rport=40123;received=203.0.113.5"
+        );
+        assert_eq!(response_destination(&v, src), src);
+        // Same host, no rport asked: unchanged, response to sent-by.
+        let v = stamp_via("SIP/2.0/UDP 203.0.113.5:5062;branch=z9hG4bK2", src);
+        assert_eq!(v, "SIP/2.0/UDP 203.0.113.5:5062;branch=z9hG4bK2");
+        assert_eq!(
+            response_destination(&v, src),
+            "203.0.113.5:5062".parse().unwrap()
+        );
+        // Host name sent-by without port: received + 5060.
+        let v = stamp_via("SIP/2.0/UDP pbx.example.com;branch=z9hG4bK3", src);
+        assert_eq!(
+            response_destination(&v, src),
+            "203.0.113.5:5060".parse().unwrap()
+        );
+    }
+}
