@@ -12,10 +12,242 @@ use std::net::SocketAddr;
 /// Largest datagram accepted as a SIP message.
 pub const MAX_DATAGRAM: usize = 64 * 1024;
 
-#[derive(Debug)]
-pub enum Incoming {
-    Request(rsip::Request),
-    Response(rsip::Response),
+/// A SIP message that passed the checks, as text fields: the start line, the
+/// headers (compact names expanded, names lower-cased, in order) and the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Msg {
+    pub start: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// Headers whose comma-separated values are separate entries (RFC 3261 §7.3.1).
+const LIST_HEADERS: &[&str] = &[
+    "via",
+    "route",
+    "record-route",
+    "contact",
+    "allow",
+    "supported",
+];
+
+impl Msg {
+    pub fn is_request(&self) -> bool {
+        !self.start.starts_with("SIP/")
+    }
+
+    /// The request method, or `None` for a response.
+    pub fn method(&self) -> Option<&str> {
+        self.is_request()
+            .then(|| self.start.split(' ').next().unwrap_or(""))
+    }
+
+    pub fn request_uri(&self) -> Option<&str> {
+        self.is_request()
+            .then(|| self.start.split(' ').nth(1).unwrap_or(""))
+    }
+
+    /// The status code of a response.
+    pub fn status(&self) -> Option<u16> {
+        if self.is_request() {
+            return None;
+        }
+        self.start.split(' ').nth(1)?.parse().ok()
+    }
+
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.all(name).into_iter().next()
+    }
+
+    /// Every value of a header, list headers split at top-level commas.
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        let mut out = Vec::new();
+        for (k, v) in &self.headers {
+            if k != name {
+                continue;
+            }
+            if LIST_HEADERS.contains(&name) {
+                out.extend(split_list(v));
+            } else {
+                out.push(v.as_str());
+            }
+        }
+        out
+    }
+
+    pub fn call_id(&self) -> &str {
+        self.header("call-id").unwrap_or("")
+    }
+
+    /// (number, method) of CSeq.
+    pub fn cseq(&self) -> (u32, &str) {
+        let v = self.header("cseq").unwrap_or("");
+        let mut it = v.split_whitespace();
+        let n = it.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        (n, it.next().unwrap_or(""))
+    }
+
+    pub fn top_via(&self) -> &str {
+        self.header("via").unwrap_or("")
+    }
+
+    /// The `branch` parameter of the top Via.
+    pub fn branch(&self) -> &str {
+        param(self.top_via(), "branch").unwrap_or("")
+    }
+
+    pub fn from_tag(&self) -> Option<&str> {
+        param(self.header("from").unwrap_or(""), "tag")
+    }
+
+    pub fn to_tag(&self) -> Option<&str> {
+        param(self.header("to").unwrap_or(""), "tag")
+    }
+
+    /// Replaces the first value of a header (the whole header line).
+    pub fn set_first(&mut self, name: &str, value: String) {
+        if let Some(h) = self.headers.iter_mut().find(|(k, _)| k == name) {
+            h.1 = value;
+        }
+    }
+
+    pub fn body_str(&self) -> &str {
+        std::str::from_utf8(&self.body).unwrap_or("")
+    }
+}
+
+/// Canonical spelling of a header name for output.
+fn canonical(name: &str) -> String {
+    match name {
+        "call-id" => "Call-ID".into(),
+        "cseq" => "CSeq".into(),
+        "www-authenticate" => "WWW-Authenticate".into(),
+        "content-length" => "Content-Length".into(),
+        _ => name
+            .split('-')
+            .map(|w| {
+                let mut c = w.chars();
+                match c.next() {
+                    Some(f) => f.to_ascii_uppercase().to_string() + c.as_str(),
+                    None => String::new(),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("-"),
+    }
+}
+
+impl Msg {
+    /// A new request with its start line; add headers with [`Msg::push`].
+    pub fn request(method: &str, uri: &str) -> Msg {
+        Msg {
+            start: format!("{method} {uri} SIP/2.0"),
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    /// A response to `req` (RFC 3261 §8.2.6.2): Via, From, To (with `to_tag`
+    /// added when it has none), Call-ID and CSeq copied.
+    pub fn response_to(req: &Msg, code: u16, reason: &str, to_tag: Option<&str>) -> Msg {
+        let mut r = Msg {
+            start: format!("SIP/2.0 {code} {reason}"),
+            headers: Vec::new(),
+            body: Vec::new(),
+        };
+        for (k, v) in &req.headers {
+            match k.as_str() {
+                "via" | "from" | "call-id" | "cseq" => r.headers.push((k.clone(), v.clone())),
+                "to" => {
+                    let v = match (to_tag, param(v, "tag")) {
+                        (Some(t), None) => format!("{v};tag={t}"),
+                        _ => v.clone(),
+                    };
+                    r.headers.push((k.clone(), v));
+                }
+                // Record-Route is copied into 2xx/18x of dialog-creating requests (§12.1.1).
+                "record-route" if (101..300).contains(&code) => {
+                    r.headers.push((k.clone(), v.clone()))
+                }
+                _ => {}
+            }
+        }
+        r
+    }
+
+    pub fn push(&mut self, name: &str, value: impl Into<String>) -> &mut Msg {
+        self.headers.push((name.to_ascii_lowercase(), value.into()));
+        self
+    }
+
+    pub fn with_body(&mut self, content_type: &str, body: impl Into<Vec<u8>>) -> &mut Msg {
+        self.headers.retain(|(k, _)| k != "content-type");
+        self.push("content-type", content_type);
+        self.body = body.into();
+        self
+    }
+
+    /// The wire form; Content-Length is computed here.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut s = String::with_capacity(256 + self.headers.len() * 48);
+        s.push_str(&self.start);
+        s.push_str("\r\n");
+        for (k, v) in &self.headers {
+            if k == "content-length" {
+                continue;
+            }
+            s.push_str(&canonical(k));
+            s.push_str(": ");
+            s.push_str(v);
+            s.push_str("\r\n");
+        }
+        s.push_str(&format!("Content-Length: {}\r\n\r\n", self.body.len()));
+        let mut out = s.into_bytes();
+        out.extend_from_slice(&self.body);
+        out
+    }
+}
+
+/// Splits a header value at commas that are outside quotes and angle brackets.
+pub fn split_list(v: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut depth_angle, mut quoted, mut start) = (0i32, false, 0usize);
+    for (i, c) in v.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '<' if !quoted => depth_angle += 1,
+            '>' if !quoted => depth_angle -= 1,
+            ',' if !quoted && depth_angle <= 0 => {
+                out.push(v[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(v[start..].trim());
+    out.retain(|s| !s.is_empty());
+    out
+}
+
+/// A `;name=value` parameter of a header value (outside `<...>`).
+pub fn param<'a>(value: &'a str, name: &str) -> Option<&'a str> {
+    let after_uri = match value.rfind('>') {
+        Some(i) => &value[i + 1..],
+        None => value,
+    };
+    after_uri.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// The URI inside a name-addr (`"Name" <sip:x@y>;tag=1` → `sip:x@y`).
+pub fn uri_of(value: &str) -> &str {
+    match (value.find('<'), value.find('>')) {
+        (Some(a), Some(b)) if a < b => &value[a + 1..b],
+        _ => value.split(';').next().unwrap_or(value).trim(),
+    }
 }
 
 /// Why an incoming message was not taken.
@@ -99,7 +331,7 @@ fn reject(text: &str, code: u16, reason: &str) -> Rejected {
 }
 
 /// Parses and checks one message (a UDP datagram or a framed TCP message).
-pub fn parse_incoming(data: &[u8]) -> Result<Incoming, Rejected> {
+pub fn parse_incoming(data: &[u8]) -> Result<Msg, Rejected> {
     if data.len() > MAX_DATAGRAM {
         return Err(Rejected::Drop("message too large".into()));
     }
@@ -117,7 +349,7 @@ pub fn parse_incoming(data: &[u8]) -> Result<Incoming, Rejected> {
     parse_checked(data, text)
 }
 
-fn parse_checked(data: &[u8], text: &str) -> Result<Incoming, Rejected> {
+fn parse_checked(data: &[u8], text: &str) -> Result<Msg, Rejected> {
     let start = text.split("\r\n").next().unwrap_or("");
     let is_response = start.starts_with("SIP/");
     if !is_response {
@@ -171,12 +403,21 @@ fn parse_checked(data: &[u8], text: &str) -> Result<Incoming, Rejected> {
             return Err(reject(text, 400, "CSeq method does not match"));
         }
     }
+    // rsip's grammar is the final judge of well-formedness.
     match rsip::SipMessage::try_from(data) {
-        Ok(rsip::SipMessage::Request(r)) => Ok(Incoming::Request(r)),
-        Ok(rsip::SipMessage::Response(r)) => Ok(Incoming::Response(r)),
-        Err(e) if is_response => Err(Rejected::Drop(format!("unparseable response: {e}"))),
-        Err(_) => Err(reject(text, 400, "Malformed Request")),
+        Ok(_) => {}
+        Err(e) if is_response => return Err(Rejected::Drop(format!("unparseable response: {e}"))),
+        Err(_) => return Err(reject(text, 400, "Malformed Request")),
     }
+    let head_end = text.find("\r\n\r\n").map(|i| i + 4).unwrap_or(data.len());
+    Ok(Msg {
+        start: start.to_string(),
+        headers: headers
+            .into_iter()
+            .map(|(k, v)| (k, v.to_string()))
+            .collect(),
+        body: data[head_end.min(data.len())..].to_vec(),
+    })
 }
 
 /// RFC 3261 §18.2.1 / RFC 3581 §4: on a request received from `source`, the
@@ -407,6 +648,56 @@ mod tests {
             }
             let _ = parse_incoming(&m);
         }
+    }
+
+    #[test]
+    fn message_fields() {
+        let m = parse_incoming(&msg(
+            "INVITE sip:bridge@192.0.2.20 SIP/2.0",
+            &format!("{BASE}Record-Route: <sip:p1;lr>, <sip:p2;lr>\r\nRecord-Route: <sip:p3;lr>\r\nContact: \"A, B\" <sip:pbx@192.0.2.10:5060>\r\n"),
+            "v=0",
+        ))
+        .unwrap();
+        assert_eq!(m.method(), Some("INVITE"));
+        assert_eq!(m.request_uri(), Some("sip:bridge@192.0.2.20"));
+        assert_eq!(m.cseq(), (314159, "INVITE"));
+        assert_eq!(m.branch(), "z9hG4bK776asdhds");
+        assert_eq!(m.from_tag(), Some("1928301774"));
+        assert_eq!(m.to_tag(), None);
+        assert_eq!(
+            m.all("record-route"),
+            vec!["<sip:p1;lr>", "<sip:p2;lr>", "<sip:p3;lr>"]
+        );
+        assert_eq!(
+            uri_of(m.header("contact").unwrap()),
+            "sip:pbx@192.0.2.10:5060"
+        );
+        assert_eq!(m.body, b"v=0");
+        let r = parse_incoming(&msg("SIP/2.0 486 Busy Here", BASE, "")).unwrap();
+        assert_eq!((r.status(), r.method()), (Some(486), None));
+    }
+
+    #[test]
+    fn built_messages_parse_back() {
+        let mut req = Msg::request("INVITE", "sip:100@pbx.example.com");
+        req.push("via", "SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bKabc;rport")
+            .push("max-forwards", "70")
+            .push("from", "<sip:+15551234567@wa.example.com>;tag=f1")
+            .push("to", "<sip:100@pbx.example.com>")
+            .push("call-id", "c1@bridge")
+            .push("cseq", "1 INVITE")
+            .with_body("application/sdp", "v=0\r\n");
+        let parsed = parse_incoming(&req.to_bytes()).unwrap();
+        assert_eq!(parsed.header("content-type"), Some("application/sdp"));
+        assert_eq!(parsed.body, b"v=0\r\n");
+        let resp = Msg::response_to(&parsed, 180, "Ringing", Some("t9"));
+        let back = parse_incoming(&resp.to_bytes()).unwrap();
+        assert_eq!(back.status(), Some(180));
+        assert_eq!(back.to_tag(), Some("t9"));
+        assert_eq!(back.branch(), "z9hG4bKabc");
+        assert!(String::from_utf8(resp.to_bytes())
+            .unwrap()
+            .contains("\r\nCall-ID: c1@bridge\r\nCSeq: 1 INVITE\r\n"));
     }
 
     #[test]

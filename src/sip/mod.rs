@@ -4,6 +4,7 @@
 
 pub mod acl;
 pub mod digest;
+pub mod endpoint;
 pub mod framing;
 pub mod message;
 pub mod sdp;

@@ -1,0 +1,724 @@
+//! The transaction layer (RFC 3261 §17) as one sans-IO object: it matches
+//! incoming messages to transactions (§17.1.3, §17.2.3), drives the pure
+//! state machines of [`super::transaction`], keeps the bytes to retransmit,
+//! answers INVITEs with 100 Trying, ACKs non-2xx final responses, absorbs
+//! retransmissions, and hands the transaction user (the dialog/call layer)
+//! only what is new.
+//!
+//! Feed it with [`Endpoint::handle_message`] and [`Endpoint::handle_timeout`];
+//! drain it with [`Endpoint::poll_output`].
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::message::{param, parse_incoming, response_destination, stamp_via, Msg, Rejected};
+use super::transaction::{
+    Action, ClientEvent, ClientInvite, ClientNonInvite, Reliability, ServerEvent, ServerInvite,
+    ServerNonInvite, Timers,
+};
+
+/// How a message travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    fn reliability(self) -> Reliability {
+        match self {
+            Transport::Udp => Reliability::Unreliable,
+            Transport::Tcp => Reliability::Reliable,
+        }
+    }
+}
+
+/// A peer address with its transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Peer {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientTxId(u64);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServerTxId(u64);
+
+/// What the endpoint tells its user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A new request (not a retransmission). Answer it with [`Endpoint::respond`].
+    Request {
+        tx: ServerTxId,
+        msg: Msg,
+        source: Peer,
+    },
+    /// An ACK that matched no INVITE transaction: the ACK for a 2xx (§13.3.1.4),
+    /// or a CANCEL-less stray one; the dialog layer decides.
+    Ack { msg: Msg, source: Peer },
+    /// A response for a client transaction (1xx, the first 2xx and its
+    /// retransmissions, the final non-2xx once).
+    Response { tx: ClientTxId, msg: Msg },
+    /// Timer B/F: no final response.
+    ClientTimeout { tx: ClientTxId },
+    /// Timer H: the ACK for our non-2xx final never came.
+    ServerTimeout { tx: ServerTxId },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Transmit { to: Peer, data: Vec<u8> },
+    Event(Event),
+}
+
+enum ClientKind {
+    Invite(ClientInvite),
+    NonInvite(ClientNonInvite),
+}
+
+struct ClientTx {
+    kind: ClientKind,
+    request: Msg,
+    bytes: Vec<u8>,
+    to: Peer,
+    /// Match key (§17.1.3): branch and CSeq method.
+    key: (String, String),
+    ack: Option<Vec<u8>>,
+}
+
+enum ServerKind {
+    Invite(ServerInvite),
+    NonInvite(ServerNonInvite),
+}
+
+struct ServerTx {
+    kind: ServerKind,
+    request: Msg,
+    last_response: Option<Vec<u8>>,
+    /// Where responses go (§18.2.2).
+    reply_to: Peer,
+    key: ServerKey,
+}
+
+/// §17.2.3: branch, sent-by and method (ACK counts as INVITE).
+type ServerKey = (String, String, String);
+
+pub struct Endpoint {
+    timers: Timers,
+    next_id: u64,
+    client: HashMap<ClientTxId, ClientTx>,
+    client_index: HashMap<(String, String), ClientTxId>,
+    server: HashMap<ServerTxId, ServerTx>,
+    server_index: HashMap<ServerKey, ServerTxId>,
+    out: VecDeque<Output>,
+    /// Messages dropped as malformed or unmatched.
+    pub dropped: u64,
+}
+
+fn server_key(msg: &Msg) -> ServerKey {
+    let via = msg.top_via();
+    let sent_by = via
+        .split(';')
+        .next()
+        .and_then(|p| p.split_whitespace().nth(1))
+        .unwrap_or("");
+    let method = match msg.method() {
+        Some("ACK") => "INVITE",
+        Some(m) => m,
+        None => "",
+    };
+    (
+        msg.branch().to_string(),
+        sent_by.to_ascii_lowercase(),
+        method.to_string(),
+    )
+}
+
+impl Endpoint {
+    pub fn new(timers: Timers) -> Endpoint {
+        Endpoint {
+            timers,
+            next_id: 1,
+            client: HashMap::new(),
+            client_index: HashMap::new(),
+            server: HashMap::new(),
+            server_index: HashMap::new(),
+            out: VecDeque::new(),
+            dropped: 0,
+        }
+    }
+
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When [`Endpoint::handle_timeout`] must run next.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        let c = self.client.values().filter_map(|t| match &t.kind {
+            ClientKind::Invite(s) => s.next_deadline(),
+            ClientKind::NonInvite(s) => s.next_deadline(),
+        });
+        let s = self.server.values().filter_map(|t| match &t.kind {
+            ServerKind::Invite(s) => s.next_deadline(),
+            ServerKind::NonInvite(s) => s.next_deadline(),
+        });
+        c.chain(s).min()
+    }
+
+    /// Live transactions (for tests and metrics).
+    pub fn transactions(&self) -> usize {
+        self.client.len() + self.server.len()
+    }
+
+    /// Sends a request in a new client transaction. The request must carry a
+    /// top Via with a fresh `z9hG4bK` branch.
+    pub fn send_request(&mut self, now: Instant, request: Msg, to: Peer) -> ClientTxId {
+        let id = ClientTxId(self.id());
+        let rel = to.transport.reliability();
+        let is_invite = request.method() == Some("INVITE");
+        let key = (request.branch().to_string(), request.cseq().1.to_string());
+        let (kind, actions) = if is_invite {
+            let (s, a) = ClientInvite::start(now, &self.timers, rel);
+            (ClientKind::Invite(s), a)
+        } else {
+            let (s, a) = ClientNonInvite::start(now, &self.timers, rel);
+            (ClientKind::NonInvite(s), a)
+        };
+        let bytes = request.to_bytes();
+        self.client_index.insert(key.clone(), id);
+        self.client.insert(
+            id,
+            ClientTx {
+                kind,
+                request,
+                bytes,
+                to,
+                key,
+                ack: None,
+            },
+        );
+        self.client_actions(id, actions, None);
+        id
+    }
+
+    /// Sends a message outside any transaction (the ACK for a 2xx, a 2xx
+    /// retransmission by the UAS core).
+    pub fn send_stateless(&mut self, msg: &Msg, to: Peer) {
+        self.out.push_back(Output::Transmit {
+            to,
+            data: msg.to_bytes(),
+        });
+    }
+
+    /// The TU answers a server transaction.
+    pub fn respond(&mut self, now: Instant, tx: ServerTxId, response: Msg) {
+        let Some(code) = response.status() else {
+            return;
+        };
+        let Some(t) = self.server.get_mut(&tx) else {
+            return;
+        };
+        t.last_response = Some(response.to_bytes());
+        let rel = t.reply_to.transport.reliability();
+        let ev = ServerEvent::TuResponse(code);
+        let actions = match &mut t.kind {
+            ServerKind::Invite(s) => {
+                let (ns, a) = s.step(ev, now, &self.timers, rel);
+                *s = ns;
+                a
+            }
+            ServerKind::NonInvite(s) => {
+                let (ns, a) = s.step(ev, now, &self.timers, rel);
+                *s = ns;
+                a
+            }
+        };
+        self.server_actions(tx, actions);
+    }
+
+    /// The request of a server transaction (e.g. to match a CANCEL to its INVITE).
+    pub fn server_request(&self, tx: ServerTxId) -> Option<&Msg> {
+        self.server.get(&tx).map(|t| &t.request)
+    }
+
+    /// Finds the INVITE server transaction a CANCEL refers to (RFC 3261 §9.2:
+    /// same branch and sent-by, method INVITE).
+    pub fn invite_for_cancel(&self, cancel: &Msg) -> Option<ServerTxId> {
+        let (b, s, _) = server_key(cancel);
+        self.server_index.get(&(b, s, "INVITE".into())).copied()
+    }
+
+    /// Feeds one received message.
+    pub fn handle_message(&mut self, now: Instant, data: &[u8], source: Peer) {
+        let mut msg = match parse_incoming(data) {
+            Ok(m) => m,
+            Err(Rejected::Respond { response, .. }) => {
+                // Answer at the address the request came from (it may lack rport).
+                self.out.push_back(Output::Transmit {
+                    to: source,
+                    data: response,
+                });
+                return;
+            }
+            Err(Rejected::Drop(_)) => {
+                self.dropped += 1;
+                return;
+            }
+        };
+        if msg.is_request() {
+            if source.transport == Transport::Udp {
+                let stamped = stamp_via(msg.top_via(), source.addr);
+                msg.set_first("via", stamped);
+            }
+            self.on_request(now, msg, source);
+        } else {
+            self.on_response(now, msg);
+        }
+    }
+
+    fn on_request(&mut self, now: Instant, msg: Msg, source: Peer) {
+        let key = server_key(&msg);
+        let is_ack = msg.method() == Some("ACK");
+        let rel = source.transport.reliability();
+        if let Some(&id) = self.server_index.get(&key) {
+            let ev = if is_ack {
+                ServerEvent::Ack
+            } else {
+                ServerEvent::RequestRetransmitted
+            };
+            let Some(t) = self.server.get_mut(&id) else {
+                return;
+            };
+            let actions = match &mut t.kind {
+                ServerKind::Invite(s) => {
+                    // An ACK for a 2xx has its own branch and is not matched
+                    // here (§17.2.3); one that does match while Accepted goes up.
+                    if is_ack && matches!(s, ServerInvite::Accepted { .. }) {
+                        self.out
+                            .push_back(Output::Event(Event::Ack { msg, source }));
+                        return;
+                    }
+                    let (ns, a) = s.step(ev, now, &self.timers, rel);
+                    *s = ns;
+                    a
+                }
+                ServerKind::NonInvite(s) => {
+                    let (ns, a) = s.step(ev, now, &self.timers, rel);
+                    *s = ns;
+                    a
+                }
+            };
+            self.server_actions(id, actions);
+            return;
+        }
+        if is_ack {
+            self.out
+                .push_back(Output::Event(Event::Ack { msg, source }));
+            return;
+        }
+        let id = ServerTxId(self.id());
+        let reply_to = match source.transport {
+            Transport::Udp => Peer {
+                transport: Transport::Udp,
+                addr: response_destination(msg.top_via(), source.addr),
+            },
+            Transport::Tcp => source,
+        };
+        let is_invite = msg.method() == Some("INVITE");
+        let (kind, actions) = if is_invite {
+            let (s, a) = ServerInvite::start();
+            (ServerKind::Invite(s), a)
+        } else {
+            let (s, a) = ServerNonInvite::start();
+            (ServerKind::NonInvite(s), a)
+        };
+        self.server_index.insert(key.clone(), id);
+        self.server.insert(
+            id,
+            ServerTx {
+                kind,
+                request: msg.clone(),
+                last_response: None,
+                reply_to,
+                key,
+            },
+        );
+        if is_invite {
+            // §17.2.1: 100 Trying at once, so the client stops retransmitting.
+            let trying = Msg::response_to(&msg, 100, "Trying", None);
+            self.respond(now, id, trying);
+        }
+        for a in actions {
+            if a == Action::PassUp {
+                self.out.push_back(Output::Event(Event::Request {
+                    tx: id,
+                    msg: msg.clone(),
+                    source,
+                }));
+            }
+        }
+    }
+
+    fn on_response(&mut self, now: Instant, msg: Msg) {
+        let key = (msg.branch().to_string(), msg.cseq().1.to_string());
+        let Some(&id) = self.client_index.get(&key) else {
+            // A stray response (§18.1.2): dropped.
+            self.dropped += 1;
+            return;
+        };
+        let Some(code) = msg.status() else { return };
+        let Some(t) = self.client.get_mut(&id) else {
+            return;
+        };
+        let rel = t.to.transport.reliability();
+        let ev = ClientEvent::Response(code);
+        let actions = match &mut t.kind {
+            ClientKind::Invite(s) => {
+                let (ns, a) = s.step(ev, now, &self.timers, rel);
+                *s = ns;
+                a
+            }
+            ClientKind::NonInvite(s) => {
+                let (ns, a) = s.step(ev, now, &self.timers, rel);
+                *s = ns;
+                a
+            }
+        };
+        if actions.contains(&Action::SendAck) && t.ack.is_none() {
+            t.ack = Some(ack_for_error(&t.request, &msg).to_bytes());
+        }
+        self.client_actions(id, actions, Some(msg));
+    }
+
+    /// Fires expired timers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due_c: Vec<ClientTxId> = self
+            .client
+            .iter()
+            .filter(|(_, t)| {
+                let d = match &t.kind {
+                    ClientKind::Invite(s) => s.next_deadline(),
+                    ClientKind::NonInvite(s) => s.next_deadline(),
+                };
+                d.is_some_and(|d| d <= now)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due_c {
+            let Some(t) = self.client.get_mut(&id) else {
+                continue;
+            };
+            let rel = t.to.transport.reliability();
+            let actions = match &mut t.kind {
+                ClientKind::Invite(s) => {
+                    let (ns, a) = s.step(ClientEvent::Tick, now, &self.timers, rel);
+                    *s = ns;
+                    a
+                }
+                ClientKind::NonInvite(s) => {
+                    let (ns, a) = s.step(ClientEvent::Tick, now, &self.timers, rel);
+                    *s = ns;
+                    a
+                }
+            };
+            self.client_actions(id, actions, None);
+        }
+        let due_s: Vec<ServerTxId> = self
+            .server
+            .iter()
+            .filter(|(_, t)| {
+                let d = match &t.kind {
+                    ServerKind::Invite(s) => s.next_deadline(),
+                    ServerKind::NonInvite(s) => s.next_deadline(),
+                };
+                d.is_some_and(|d| d <= now)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due_s {
+            let Some(t) = self.server.get_mut(&id) else {
+                continue;
+            };
+            let rel = t.reply_to.transport.reliability();
+            let actions = match &mut t.kind {
+                ServerKind::Invite(s) => {
+                    let (ns, a) = s.step(ServerEvent::Tick, now, &self.timers, rel);
+                    *s = ns;
+                    a
+                }
+                ServerKind::NonInvite(s) => {
+                    let (ns, a) = s.step(ServerEvent::Tick, now, &self.timers, rel);
+                    *s = ns;
+                    a
+                }
+            };
+            self.server_actions(id, actions);
+        }
+    }
+
+    fn client_actions(&mut self, id: ClientTxId, actions: Vec<Action>, response: Option<Msg>) {
+        let Some(t) = self.client.get(&id) else {
+            return;
+        };
+        for a in actions {
+            match a {
+                Action::SendRequest => self.out.push_back(Output::Transmit {
+                    to: t.to,
+                    data: t.bytes.clone(),
+                }),
+                Action::SendAck => {
+                    if let Some(ack) = &t.ack {
+                        self.out.push_back(Output::Transmit {
+                            to: t.to,
+                            data: ack.clone(),
+                        });
+                    }
+                }
+                Action::PassUp => {
+                    if let Some(m) = &response {
+                        self.out.push_back(Output::Event(Event::Response {
+                            tx: id,
+                            msg: m.clone(),
+                        }));
+                    }
+                }
+                Action::Timeout | Action::TransportError => self
+                    .out
+                    .push_back(Output::Event(Event::ClientTimeout { tx: id })),
+                Action::SendResponse => {}
+            }
+        }
+        let done = match &t.kind {
+            ClientKind::Invite(s) => *s == ClientInvite::Terminated,
+            ClientKind::NonInvite(s) => *s == ClientNonInvite::Terminated,
+        };
+        if done {
+            let key = t.key.clone();
+            self.client.remove(&id);
+            self.client_index.remove(&key);
+        }
+    }
+
+    fn server_actions(&mut self, id: ServerTxId, actions: Vec<Action>) {
+        let Some(t) = self.server.get(&id) else {
+            return;
+        };
+        for a in actions {
+            match a {
+                Action::SendResponse => {
+                    if let Some(r) = &t.last_response {
+                        self.out.push_back(Output::Transmit {
+                            to: t.reply_to,
+                            data: r.clone(),
+                        });
+                    }
+                }
+                Action::Timeout | Action::TransportError => self
+                    .out
+                    .push_back(Output::Event(Event::ServerTimeout { tx: id })),
+                _ => {}
+            }
+        }
+        let done = match &t.kind {
+            ServerKind::Invite(s) => *s == ServerInvite::Terminated,
+            ServerKind::NonInvite(s) => *s == ServerNonInvite::Terminated,
+        };
+        if done {
+            let key = t.key.clone();
+            self.server.remove(&id);
+            self.server_index.remove(&key);
+        }
+    }
+}
+
+/// The ACK for a non-2xx final response (RFC 3261 §17.1.1.3): same
+/// Request-URI, Call-ID, From, CSeq number and top Via as the INVITE, To from
+/// the response, the INVITE's Route headers.
+fn ack_for_error(invite: &Msg, response: &Msg) -> Msg {
+    let mut ack = Msg::request("ACK", invite.request_uri().unwrap_or(""));
+    ack.push("via", invite.top_via());
+    for r in invite.all("route") {
+        ack.push("route", r);
+    }
+    ack.push("max-forwards", "70")
+        .push("from", invite.header("from").unwrap_or(""))
+        .push("to", response.header("to").unwrap_or(""))
+        .push("call-id", invite.call_id())
+        .push("cseq", format!("{} ACK", invite.cseq().0));
+    ack
+}
+
+/// A fresh RFC 3261 branch (magic cookie + random part).
+pub fn new_branch() -> String {
+    format!("z9hG4bK{}", random_token())
+}
+
+/// A random token for tags, branches and Call-IDs.
+pub fn random_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    format!("{:016x}", h.finish())
+}
+
+/// Whether a URI parameter `lr` is present (loose routing, RFC 3261 §16.12.1.1).
+pub fn is_loose_route(route: &str) -> bool {
+    let uri = super::message::uri_of(route);
+    uri.split(';')
+        .skip(1)
+        .any(|p| p.trim().eq_ignore_ascii_case("lr"))
+        || param(route, "lr").is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn peer(port: u16) -> Peer {
+        Peer {
+            transport: Transport::Udp,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+
+    fn invite(branch: &str) -> Msg {
+        let mut m = Msg::request("INVITE", "sip:100@127.0.0.1:5099");
+        m.push(
+            "via",
+            format!("SIP/2.0/UDP 127.0.0.1:5060;branch={branch};rport"),
+        )
+        .push("max-forwards", "70")
+        .push("from", "<sip:+1555@wa.example.com>;tag=a")
+        .push("to", "<sip:100@127.0.0.1>")
+        .push("call-id", "call-1")
+        .push("cseq", "1 INVITE");
+        m
+    }
+
+    fn drain(e: &mut Endpoint) -> Vec<Output> {
+        std::iter::from_fn(|| e.poll_output()).collect()
+    }
+
+    fn transmits(out: &[Output]) -> Vec<String> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Transmit { data, .. } => Some(
+                    String::from_utf8_lossy(data)
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .to_string(),
+                ),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn server_invite_gets_100_and_retransmissions_are_absorbed() {
+        let t0 = Instant::now();
+        let mut e = Endpoint::new(Timers::default());
+        let req = invite("z9hG4bKx1").to_bytes();
+        e.handle_message(t0, &req, peer(5099));
+        let out = drain(&mut e);
+        assert_eq!(transmits(&out), vec!["SIP/2.0 100 Trying"]);
+        let Some(Output::Event(Event::Request { tx, msg, .. })) =
+            out.iter().find(|o| matches!(o, Output::Event(_))).cloned()
+        else {
+            panic!()
+        };
+        // The retransmitted INVITE is answered with the last response, not passed up.
+        e.handle_message(t0, &req, peer(5099));
+        assert_eq!(transmits(&drain(&mut e)), vec!["SIP/2.0 100 Trying"]);
+        // A 486: retransmitted on Timer G until the ACK.
+        e.respond(t0, tx, Msg::response_to(&msg, 486, "Busy Here", Some("t1")));
+        assert_eq!(transmits(&drain(&mut e)), vec!["SIP/2.0 486 Busy Here"]);
+        e.handle_timeout(t0 + Duration::from_millis(500));
+        assert_eq!(transmits(&drain(&mut e)), vec!["SIP/2.0 486 Busy Here"]);
+        let mut ack = Msg::request("ACK", "sip:100@127.0.0.1:5099");
+        ack.push("via", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx1;rport")
+            .push("from", "<sip:+1555@wa.example.com>;tag=a")
+            .push("to", "<sip:100@127.0.0.1>;tag=t1")
+            .push("call-id", "call-1")
+            .push("cseq", "1 ACK");
+        e.handle_message(t0 + Duration::from_millis(600), &ack.to_bytes(), peer(5099));
+        assert!(
+            drain(&mut e).is_empty(),
+            "the ACK for a non-2xx stays in the transaction"
+        );
+        e.handle_timeout(t0 + Duration::from_secs(10));
+        assert_eq!(e.transactions(), 0);
+    }
+
+    #[test]
+    fn client_invite_acks_errors_itself_and_passes_2xx_up() {
+        let t0 = Instant::now();
+        let mut e = Endpoint::new(Timers::default());
+        let tx = e.send_request(t0, invite("z9hG4bKc1"), peer(5099));
+        assert_eq!(
+            transmits(&drain(&mut e)),
+            vec!["INVITE sip:100@127.0.0.1:5099 SIP/2.0"]
+        );
+        let inv = parse_incoming(&invite("z9hG4bKc1").to_bytes()).unwrap();
+        let busy = Msg::response_to(&inv, 486, "Busy Here", Some("p1")).to_bytes();
+        e.handle_message(t0, &busy, peer(5099));
+        let out = drain(&mut e);
+        assert_eq!(transmits(&out), vec!["ACK sip:100@127.0.0.1:5099 SIP/2.0"]);
+        assert!(out.iter().any(|o| matches!(o, Output::Event(Event::Response { tx: t, msg }) if *t == tx && msg.status() == Some(486))));
+        // Retransmitted 486: ACK again, not passed up.
+        e.handle_message(t0, &busy, peer(5099));
+        let out = drain(&mut e);
+        assert_eq!(transmits(&out), vec!["ACK sip:100@127.0.0.1:5099 SIP/2.0"]);
+        assert!(!out.iter().any(|o| matches!(o, Output::Event(_))));
+        // Unmatched responses are dropped.
+        let stray = Msg::response_to(
+            &parse_incoming(&invite("z9hG4bKnone").to_bytes()).unwrap(),
+            200,
+            "OK",
+            Some("x"),
+        );
+        e.handle_message(t0, &stray.to_bytes(), peer(5099));
+        assert_eq!(e.dropped, 1);
+    }
+
+    #[test]
+    fn client_invite_timeout_reports_once() {
+        let t0 = Instant::now();
+        let mut e = Endpoint::new(Timers::default());
+        let tx = e.send_request(t0, invite("z9hG4bKt"), peer(5099));
+        let mut sends = 0;
+        let mut timeouts = 0;
+        let mut now = t0;
+        while let Some(at) = e.next_timeout() {
+            now = at.max(now);
+            e.handle_timeout(now);
+            for o in drain(&mut e) {
+                match o {
+                    Output::Transmit { .. } => sends += 1,
+                    Output::Event(Event::ClientTimeout { tx: t }) if t == tx => timeouts += 1,
+                    _ => {}
+                }
+            }
+        }
+        // The first send and six Timer A retransmissions, then Timer B.
+        assert_eq!((sends, timeouts), (7, 1));
+        assert_eq!(e.transactions(), 0);
+    }
+}
