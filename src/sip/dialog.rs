@@ -1,0 +1,243 @@
+//! Dialog state (RFC 3261 §12): identifiers, route set, remote target and
+//! CSeq, and the in-dialog requests built from them (ACK for 2xx, BYE,
+//! re-INVITE answers are responses and need none of this).
+//!
+//! The route set comes from Record-Route: reversed at the UAC (§12.1.2), in
+//! order at the UAS (§12.1.1). Requests go to the remote target with the
+//! route set as Route headers (loose routing, §12.2.1.1). Getting this wrong
+//! is what makes PBXs drop calls after 32 s: their 2xx retransmissions never
+//! see our ACK.
+
+use std::net::SocketAddr;
+
+use super::endpoint::{new_branch, Peer};
+use super::message::{param, uri_of, Msg};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dialog {
+    pub call_id: String,
+    /// Our From (UAC) or To (UAS) value, with our tag.
+    pub local: String,
+    /// Their To (UAC) or From (UAS) value, with their tag.
+    pub remote: String,
+    pub remote_target: String,
+    pub route_set: Vec<String>,
+    pub local_cseq: u32,
+    pub remote_cseq: Option<u32>,
+    /// Where in-dialog requests are sent at the transport level.
+    pub peer: Peer,
+}
+
+/// host:port of a SIP URI when the host is an IP literal.
+fn uri_addr(uri: &str) -> Option<SocketAddr> {
+    let rest = uri
+        .strip_prefix("sip:")
+        .or_else(|| uri.strip_prefix("sips:"))?;
+    let hostport = rest.rsplit('@').next()?.split([';', '?']).next()?;
+    if let Ok(sa) = hostport.parse::<SocketAddr>() {
+        return Some(sa);
+    }
+    hostport
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| SocketAddr::new(ip, 5060))
+}
+
+impl Dialog {
+    /// The next hop for in-dialog requests: the first route, else the remote
+    /// target, when it names an address; else the peer the dialog began with.
+    fn next_hop(route_set: &[String], target: &str, fallback: Peer) -> Peer {
+        let first = route_set.first().map(|r| uri_of(r)).unwrap_or(target);
+        match uri_addr(first) {
+            Some(addr) => Peer {
+                transport: fallback.transport,
+                addr,
+            },
+            None => fallback,
+        }
+    }
+
+    /// The UAC's dialog from a 2xx (or 1xx with a To tag) to our INVITE.
+    pub fn uac(invite: &Msg, response: &Msg, peer: Peer) -> Option<Dialog> {
+        response.to_tag()?;
+        let mut route_set: Vec<String> = response
+            .all("record-route")
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        route_set.reverse();
+        let remote_target = uri_of(response.header("contact")?).to_string();
+        Some(Dialog {
+            call_id: invite.call_id().to_string(),
+            local: invite.header("from")?.to_string(),
+            remote: response.header("to")?.to_string(),
+            peer: Self::next_hop(&route_set, &remote_target, peer),
+            remote_target,
+            route_set,
+            local_cseq: invite.cseq().0,
+            remote_cseq: None,
+        })
+    }
+
+    /// The UAS's dialog from an INVITE it answers with `local_tag`.
+    pub fn uas(invite: &Msg, local_tag: &str, source: Peer) -> Option<Dialog> {
+        let route_set: Vec<String> = invite
+            .all("record-route")
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let remote_target = uri_of(invite.header("contact")?).to_string();
+        let to = invite.header("to")?;
+        let local = if param(to, "tag").is_some() {
+            to.to_string()
+        } else {
+            format!("{to};tag={local_tag}")
+        };
+        Some(Dialog {
+            call_id: invite.call_id().to_string(),
+            local,
+            remote: invite.header("from")?.to_string(),
+            peer: Self::next_hop(&route_set, &remote_target, source),
+            remote_target,
+            route_set,
+            local_cseq: 0,
+            remote_cseq: Some(invite.cseq().0),
+        })
+    }
+
+    pub fn local_tag(&self) -> Option<&str> {
+        param(&self.local, "tag")
+    }
+
+    pub fn remote_tag(&self) -> Option<&str> {
+        param(&self.remote, "tag")
+    }
+
+    /// Does `msg` belong to this dialog (Call-ID and both tags, §12.2.2)?
+    pub fn matches_request(&self, msg: &Msg) -> bool {
+        msg.call_id() == self.call_id
+            && msg.to_tag() == self.local_tag()
+            && msg.from_tag() == self.remote_tag()
+    }
+
+    fn base(&self, method: &str, cseq: u32, via_host: &str) -> Msg {
+        let mut m = Msg::request(method, &self.remote_target);
+        let proto = match self.peer.transport {
+            super::endpoint::Transport::Udp => "UDP",
+            super::endpoint::Transport::Tcp => "TCP",
+        };
+        m.push(
+            "via",
+            format!("SIP/2.0/{proto} {via_host};branch={};rport", new_branch()),
+        );
+        for r in &self.route_set {
+            m.push("route", r.clone());
+        }
+        m.push("max-forwards", "70")
+            .push("from", self.local.clone())
+            .push("to", self.remote.clone())
+            .push("call-id", self.call_id.clone())
+            .push("cseq", format!("{cseq} {method}"));
+        m
+    }
+
+    /// A new in-dialog request (BYE, INFO, OPTIONS): CSeq one higher (§12.2.1.1).
+    pub fn request(&mut self, method: &str, via_host: &str) -> Msg {
+        self.local_cseq += 1;
+        self.base(method, self.local_cseq, via_host)
+    }
+
+    /// The ACK for a 2xx (§13.2.2.4): CSeq number of the INVITE, a new branch.
+    pub fn ack(&self, invite_cseq: u32, via_host: &str) -> Msg {
+        self.base("ACK", invite_cseq, via_host)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::endpoint::Transport;
+    use crate::sip::message::parse_incoming;
+
+    fn peer() -> Peer {
+        Peer {
+            transport: Transport::Udp,
+            addr: "192.0.2.10:5060".parse().unwrap(),
+        }
+    }
+
+    fn invite() -> Msg {
+        let mut m = Msg::request("INVITE", "sip:100@192.0.2.10");
+        m.push("via", "SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bK1")
+            .push("from", "<sip:+1555@wa.example.com>;tag=ours")
+            .push("to", "<sip:100@192.0.2.10>")
+            .push("call-id", "c1")
+            .push("cseq", "7 INVITE")
+            .push("contact", "<sip:bridge@192.0.2.20:5060>");
+        parse_incoming(&m.to_bytes()).unwrap()
+    }
+
+    #[test]
+    fn uac_route_set_is_reversed_record_route_and_ack_follows_it() {
+        let inv = invite();
+        let mut ok = Msg::response_to(&inv, 200, "OK", Some("theirs"));
+        ok.push(
+            "record-route",
+            "<sip:192.0.2.99:5070;lr>, <sip:198.51.100.1;lr>",
+        )
+        .push("contact", "<sip:100@192.0.2.10:5080>");
+        let ok = parse_incoming(&ok.to_bytes()).unwrap();
+        let mut d = Dialog::uac(&inv, &ok, peer()).unwrap();
+        assert_eq!(
+            d.route_set,
+            vec!["<sip:198.51.100.1;lr>", "<sip:192.0.2.99:5070;lr>"]
+        );
+        assert_eq!(d.remote_target, "sip:100@192.0.2.10:5080");
+        // The next hop is the first route.
+        assert_eq!(d.peer.addr, "198.51.100.1:5060".parse().unwrap());
+        let ack = d.ack(7, "192.0.2.20:5060");
+        assert_eq!(ack.start, "ACK sip:100@192.0.2.10:5080 SIP/2.0");
+        assert_eq!(ack.cseq(), (7, "ACK"));
+        assert_eq!(
+            ack.all("route"),
+            vec!["<sip:198.51.100.1;lr>", "<sip:192.0.2.99:5070;lr>"]
+        );
+        assert_eq!(ack.to_tag(), Some("theirs"));
+        assert_ne!(
+            ack.branch(),
+            inv.branch(),
+            "the 2xx ACK is a new transaction"
+        );
+        let bye = d.request("BYE", "192.0.2.20:5060");
+        assert_eq!(bye.cseq(), (8, "BYE"));
+        assert_eq!(bye.from_tag(), Some("ours"));
+    }
+
+    #[test]
+    fn uas_keeps_record_route_order_and_matches_in_dialog_requests() {
+        let mut inv = Msg::request("INVITE", "sip:14085551234@bridge");
+        inv.push("via", "SIP/2.0/UDP 192.0.2.10;branch=z9hG4bK2")
+            .push("record-route", "<sip:192.0.2.10;lr>")
+            .push("from", "<sip:agent@pbx>;tag=pbx1")
+            .push("to", "<sip:14085551234@bridge>")
+            .push("call-id", "c2")
+            .push("cseq", "1 INVITE")
+            .push("contact", "<sip:agent@192.0.2.10:5060>");
+        let inv = parse_incoming(&inv.to_bytes()).unwrap();
+        let mut d = Dialog::uas(&inv, "us1", peer()).unwrap();
+        assert_eq!(d.route_set, vec!["<sip:192.0.2.10;lr>"]);
+        assert_eq!(d.local_tag(), Some("us1"));
+        let bye = d.request("BYE", "192.0.2.20:5060");
+        assert_eq!(bye.from_tag(), Some("us1"));
+        assert_eq!(bye.to_tag(), Some("pbx1"));
+        // Their BYE matches our dialog.
+        let mut their_bye = Msg::request("BYE", "sip:bridge");
+        their_bye
+            .push("via", "SIP/2.0/UDP 192.0.2.10;branch=z9hG4bK3")
+            .push("from", "<sip:agent@pbx>;tag=pbx1")
+            .push("to", "<sip:14085551234@bridge>;tag=us1")
+            .push("call-id", "c2")
+            .push("cseq", "2 BYE");
+        assert!(d.matches_request(&parse_incoming(&their_bye.to_bytes()).unwrap()));
+    }
+}
