@@ -6,7 +6,8 @@ set -euo pipefail
 
 # libopus-dev + pkg-config: audiopus links the system libopus (no cmake build).
 # libssl-dev: str0m's OpenSSL backend (DTLS-SRTP toward WhatsApp).
-packages=(libopus-dev pkg-config libssl-dev)
+# sip-tester: sipp, the third-party SIP peer of the SIP tests.
+packages=(libopus-dev pkg-config libssl-dev sip-tester)
 
 missing=()
 for p in "${packages[@]}"; do

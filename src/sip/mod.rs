@@ -10,3 +10,5 @@ pub mod framing;
 pub mod message;
 pub mod sdp;
 pub mod transaction;
+pub mod ua;
+pub mod udp;

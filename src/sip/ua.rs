@@ -1,0 +1,932 @@
+//! The bridge's SIP user agent toward the PBX, sans-IO: calls it places
+//! (INVITE to the trunk, digest retry on 401/407, ACK for every 2xx
+//! retransmission, CANCEL or BYE to hang up) and calls it receives (source
+//! ACL, digest challenge, 100/180/183/200, 2xx retransmitted until the ACK
+//! and a BYE if it never comes, CANCEL → 487, BYE → 200, OPTIONS → 200,
+//! INFO DTMF, re-INVITE/UPDATE handed to the call layer, unknown methods →
+//! 405).
+//!
+//! One object for all calls, fed datagrams and time, drained with
+//! [`SipUa::poll_output`]; the call layer sees [`UaEvent`]s per call.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::acl::SourceAcl;
+use super::dialog::Dialog;
+use super::digest::{self, Authorization, Challenge, NonceCheck, NonceIssuer};
+use super::endpoint::{
+    new_branch, random_token, ClientTxId, Endpoint, Event, Output, Peer, ServerTxId, Transport,
+};
+use super::message::{uri_of, Msg};
+use super::transaction::Timers;
+
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE";
+
+/// Our handle for one call's SIP side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallRef(u64);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndCause {
+    /// The PBX sent BYE.
+    PeerBye,
+    /// The PBX cancelled its INVITE before we answered.
+    PeerCancel,
+    /// We hung up (BYE sent).
+    LocalHangup,
+    /// Our 2xx was never acknowledged (RFC 3261 §13.3.1.4): BYE sent.
+    NoAck,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UaEvent {
+    /// An INVITE from the PBX passed the ACL and authentication.
+    /// Answer with [`SipUa::ring`], [`SipUa::answer`] or [`SipUa::reject`].
+    Incoming {
+        call: CallRef,
+        invite: Msg,
+        source: Peer,
+    },
+    /// A provisional response to our INVITE.
+    Progress {
+        call: CallRef,
+        code: u16,
+        sdp: Option<String>,
+    },
+    /// Our INVITE was answered (ACK sent), or our 2xx was acknowledged.
+    Answered { call: CallRef, sdp: Option<String> },
+    /// Our INVITE failed with a final response (408 on timeout).
+    Failed {
+        call: CallRef,
+        code: u16,
+        reason: String,
+    },
+    /// The call is over on the SIP side.
+    Ended { call: CallRef, cause: EndCause },
+    /// A re-INVITE or UPDATE in the call: answer with [`SipUa::answer_reoffer`].
+    Reoffer {
+        call: CallRef,
+        tx: ServerTxId,
+        sdp: Option<String>,
+    },
+    /// A key press sent as SIP INFO (application/dtmf-relay or application/dtmf).
+    Dtmf {
+        call: CallRef,
+        digit: char,
+        duration: Duration,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UaOutput {
+    Transmit { to: Peer, data: Vec<u8> },
+    Event(UaEvent),
+}
+
+/// A call to place.
+#[derive(Debug, Clone)]
+pub struct Invite<'a> {
+    pub request_uri: &'a str,
+    /// From, without tag (`<sip:+1555@wa.example.com>`).
+    pub from: &'a str,
+    pub to: &'a str,
+    /// Extra headers (e.g. X-WA-Call-Id).
+    pub headers: &'a [(&'a str, String)],
+    pub sdp: &'a str,
+    pub peer: Peer,
+}
+
+#[derive(Debug, Clone)]
+pub struct UaConfig {
+    /// host:port we put in Via and Contact.
+    pub via_host: String,
+    pub contact_uri: String,
+    /// Answering the PBX's challenges.
+    pub credentials: Option<(String, String)>,
+    /// Challenging the PBX's INVITEs.
+    pub inbound_credentials: Option<(String, String)>,
+    pub realm: String,
+    pub acl: SourceAcl,
+    pub timers: Timers,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// UAC: INVITE sent, no final response yet.
+    Calling,
+    /// UAS: INVITE received, not answered yet.
+    Ringing,
+    /// UAS: 2xx sent, waiting for the ACK.
+    AwaitingAck,
+    Confirmed,
+    Ended,
+}
+
+struct Call {
+    state: State,
+    uac: bool,
+    invite: Msg,
+    invite_client: Option<ClientTxId>,
+    invite_server: Option<ServerTxId>,
+    dialog: Option<Dialog>,
+    peer: Peer,
+    local_tag: String,
+    auth_tries: u8,
+    got_provisional: bool,
+    /// Hang up as soon as possible (CANCEL sent or pending).
+    hangup_requested: bool,
+    cancel_sent: bool,
+    /// UAS 2xx retransmission: (bytes, next at, interval, give up at).
+    ok_retx: Option<(Vec<u8>, Instant, Duration, Instant)>,
+}
+
+pub struct SipUa {
+    cfg: UaConfig,
+    ep: Endpoint,
+    calls: HashMap<CallRef, Call>,
+    by_invite_server: HashMap<ServerTxId, CallRef>,
+    by_client: HashMap<ClientTxId, CallRef>,
+    nonces: NonceIssuer,
+    next: u64,
+    out: VecDeque<UaOutput>,
+    /// The latest instant fed in.
+    now: Instant,
+}
+
+/// A top Via for a new request from us, with a fresh branch.
+fn via_line(host: &str, t: Transport) -> String {
+    let proto = if t == Transport::Tcp { "TCP" } else { "UDP" };
+    format!("SIP/2.0/{proto} {host};branch={};rport", new_branch())
+}
+
+fn sdp_of(msg: &Msg) -> Option<String> {
+    let ct = msg.header("content-type").unwrap_or("");
+    (ct.to_ascii_lowercase().starts_with("application/sdp") && !msg.body.is_empty())
+        .then(|| msg.body_str().to_string())
+}
+
+/// Parses INFO DTMF bodies: `Signal=5\r\nDuration=160` (dtmf-relay) or `5` (dtmf).
+fn info_dtmf(msg: &Msg) -> Option<(char, Duration)> {
+    let ct = msg.header("content-type")?.to_ascii_lowercase();
+    let body = msg.body_str();
+    let (digit, ms) = if ct.starts_with("application/dtmf-relay") {
+        let mut digit = None;
+        let mut dur = 160u64;
+        for line in body.lines() {
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
+            match k.trim().to_ascii_lowercase().as_str() {
+                "signal" => digit = v.trim().chars().next(),
+                "duration" => dur = v.trim().parse().unwrap_or(160),
+                _ => {}
+            }
+        }
+        (digit?, dur)
+    } else if ct.starts_with("application/dtmf") {
+        (body.trim().chars().next()?, 160)
+    } else {
+        return None;
+    };
+    crate::dtmf::event_of(digit)?;
+    Some((
+        digit.to_ascii_uppercase(),
+        Duration::from_millis(ms.clamp(40, 5000)),
+    ))
+}
+
+impl SipUa {
+    pub fn new(cfg: UaConfig) -> SipUa {
+        SipUa {
+            ep: Endpoint::new(cfg.timers),
+            nonces: NonceIssuer::new(random_token() + &random_token()),
+            cfg,
+            calls: HashMap::new(),
+            by_invite_server: HashMap::new(),
+            by_client: HashMap::new(),
+            next: 0,
+            out: VecDeque::new(),
+            now: Instant::now(),
+        }
+    }
+
+    pub fn poll_output(&mut self) -> Option<UaOutput> {
+        self.pump();
+        self.out.pop_front()
+    }
+
+    pub fn next_timeout(&self) -> Option<Instant> {
+        let retx = self
+            .calls
+            .values()
+            .filter_map(|c| c.ok_retx.as_ref().map(|r| r.1.min(r.3)))
+            .min();
+        match (self.ep.next_timeout(), retx) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Calls not yet over (for tests and admission).
+    pub fn live_calls(&self) -> usize {
+        self.calls
+            .values()
+            .filter(|c| c.state != State::Ended)
+            .count()
+    }
+
+    fn new_ref(&mut self) -> CallRef {
+        self.next += 1;
+        CallRef(self.next)
+    }
+
+    fn emit(&mut self, e: UaEvent) {
+        self.out.push_back(UaOutput::Event(e));
+    }
+
+    // ------------------------------------------------------------------
+    // Calls we place
+    // ------------------------------------------------------------------
+
+    /// Sends an INVITE to its peer.
+    pub fn invite(&mut self, now: Instant, inv: Invite<'_>) -> CallRef {
+        let Invite {
+            request_uri,
+            from,
+            to,
+            headers,
+            sdp,
+            peer,
+        } = inv;
+        let call = self.new_ref();
+        let tag = random_token();
+        let mut m = Msg::request("INVITE", request_uri);
+        m.push("via", via_line(&self.cfg.via_host, peer.transport))
+            .push("max-forwards", "70")
+            .push("from", format!("{from};tag={tag}"))
+            .push("to", to.to_string())
+            .push("call-id", format!("{}@wa-sip-bridge", random_token()))
+            .push("cseq", "1 INVITE")
+            .push("contact", format!("<{}>", self.cfg.contact_uri))
+            .push("allow", ALLOW)
+            .push(
+                "user-agent",
+                concat!("wa-sip-bridge/", env!("CARGO_PKG_VERSION")),
+            );
+        for (k, v) in headers {
+            m.push(k, v.clone());
+        }
+        m.with_body("application/sdp", sdp.as_bytes().to_vec());
+        let tx = self.ep.send_request(now, m.clone(), peer);
+        self.by_client.insert(tx, call);
+        self.calls.insert(
+            call,
+            Call {
+                state: State::Calling,
+                uac: true,
+                invite: m,
+                invite_client: Some(tx),
+                invite_server: None,
+                dialog: None,
+                peer,
+                local_tag: tag,
+                auth_tries: 0,
+                got_provisional: false,
+                hangup_requested: false,
+                cancel_sent: false,
+                ok_retx: None,
+            },
+        );
+        call
+    }
+
+    /// Hangs up: CANCEL before the answer, BYE after; rejects an unanswered incoming call with 480.
+    pub fn hangup(&mut self, now: Instant, call: CallRef) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        match c.state {
+            State::Calling => {
+                c.hangup_requested = true;
+                // RFC 3261 §9.1: CANCEL only once a provisional arrived.
+                if c.got_provisional && !c.cancel_sent {
+                    self.send_cancel(now, call);
+                }
+            }
+            State::Ringing => self.reject(now, call, 480, "Temporarily Unavailable", &[]),
+            State::AwaitingAck | State::Confirmed => {
+                self.send_bye(now, call, EndCause::LocalHangup)
+            }
+            State::Ended => {}
+        }
+    }
+
+    fn send_cancel(&mut self, now: Instant, call: CallRef) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        c.cancel_sent = true;
+        // RFC 3261 §9.1: same Request-URI, Call-ID, To, From, CSeq number and top Via.
+        let inv = &c.invite;
+        let mut m = Msg::request("CANCEL", inv.request_uri().unwrap_or(""));
+        m.push("via", inv.top_via())
+            .push("max-forwards", "70")
+            .push("from", inv.header("from").unwrap_or(""))
+            .push("to", inv.header("to").unwrap_or(""))
+            .push("call-id", inv.call_id())
+            .push("cseq", format!("{} CANCEL", inv.cseq().0));
+        for r in inv.all("route") {
+            m.push("route", r);
+        }
+        let peer = c.peer;
+        let tx = self.ep.send_request(now, m, peer);
+        self.by_client.insert(tx, call);
+    }
+
+    fn send_bye(&mut self, now: Instant, call: CallRef, cause: EndCause) {
+        let via_host = self.cfg.via_host.clone();
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(d) = c.dialog.as_mut() else { return };
+        let bye = d.request("BYE", &via_host);
+        let peer = d.peer;
+        c.state = State::Ended;
+        c.ok_retx = None;
+        let tx = self.ep.send_request(now, bye, peer);
+        self.by_client.insert(tx, call);
+        self.emit(UaEvent::Ended { call, cause });
+    }
+
+    fn on_response(&mut self, now: Instant, tx: ClientTxId, msg: Msg) {
+        let Some(&call) = self.by_client.get(&tx) else {
+            return;
+        };
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(code) = msg.status() else { return };
+        if c.invite_client != Some(tx) {
+            // BYE/CANCEL/INFO answers need nothing more.
+            return;
+        }
+        match code {
+            100 => {}
+            101..=199 => {
+                c.got_provisional = true;
+                let cancel_now = c.hangup_requested && !c.cancel_sent;
+                let sdp = sdp_of(&msg);
+                if cancel_now {
+                    self.send_cancel(now, call);
+                } else {
+                    self.emit(UaEvent::Progress { call, code, sdp });
+                }
+            }
+            200..=299 => {
+                let first = c.dialog.is_none();
+                if first {
+                    c.dialog = Dialog::uac(&c.invite, &msg, c.peer);
+                }
+                let Some(d) = c.dialog.as_ref() else { return };
+                // ACK every 2xx, retransmissions included (RFC 3261 §13.2.2.4).
+                let ack = d.ack(c.invite.cseq().0, &self.cfg.via_host);
+                let peer = d.peer;
+                self.ep.send_stateless(&ack, peer);
+                if first {
+                    c.state = State::Confirmed;
+                    if c.hangup_requested {
+                        self.send_bye(now, call, EndCause::LocalHangup);
+                    } else {
+                        self.emit(UaEvent::Answered {
+                            call,
+                            sdp: sdp_of(&msg),
+                        });
+                    }
+                }
+            }
+            401 | 407
+                if c.auth_tries < 2 && self.cfg.credentials.is_some() && !c.hangup_requested =>
+            {
+                let header = if code == 401 {
+                    "www-authenticate"
+                } else {
+                    "proxy-authenticate"
+                };
+                let challenge = msg.header(header).and_then(|h| Challenge::parse(h).ok());
+                let (Some(ch), Some((user, pass))) = (challenge, self.cfg.credentials.clone())
+                else {
+                    c.state = State::Ended;
+                    self.emit(UaEvent::Failed {
+                        call,
+                        code,
+                        reason: "unusable challenge".into(),
+                    });
+                    return;
+                };
+                // A stale nonce may be retried; a second plain rejection is final.
+                if c.auth_tries == 1 && !ch.stale {
+                    c.state = State::Ended;
+                    self.emit(UaEvent::Failed {
+                        call,
+                        code,
+                        reason: "credentials rejected".into(),
+                    });
+                    return;
+                }
+                c.auth_tries += 1;
+                let mut inv = c.invite.clone();
+                let cseq = inv.cseq().0 + 1;
+                inv.headers.retain(|(k, _)| {
+                    k != "authorization" && k != "proxy-authorization" && k != "via" && k != "cseq"
+                });
+                inv.headers.insert(
+                    0,
+                    ("via".into(), via_line(&self.cfg.via_host, c.peer.transport)),
+                );
+                inv.push("cseq", format!("{cseq} INVITE"));
+                let uri = inv.request_uri().unwrap_or("").to_string();
+                let auth = digest::authorize(&ch, &user, &pass, "INVITE", &uri, &random_token(), 1);
+                inv.push(
+                    if code == 401 {
+                        "authorization"
+                    } else {
+                        "proxy-authorization"
+                    },
+                    auth,
+                );
+                c.invite = inv.clone();
+                let peer = c.peer;
+                let new_tx = self.ep.send_request(now, inv, peer);
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.invite_client = Some(new_tx);
+                }
+                self.by_client.insert(new_tx, call);
+            }
+            _ => {
+                c.state = State::Ended;
+                let reason = msg.start.splitn(3, ' ').nth(2).unwrap_or("").to_string();
+                self.emit(UaEvent::Failed { call, code, reason });
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Calls we receive
+    // ------------------------------------------------------------------
+
+    /// Answers a server transaction (the response fields of RFC 3261 §8.2.6).
+    #[allow(clippy::too_many_arguments)]
+    fn respond(
+        &mut self,
+        now: Instant,
+        tx: ServerTxId,
+        req: &Msg,
+        code: u16,
+        reason: &str,
+        tag: Option<&str>,
+        extra: &[(&str, String)],
+    ) {
+        let mut r = Msg::response_to(req, code, reason, tag);
+        for (k, v) in extra {
+            r.push(k, v.clone());
+        }
+        self.ep.respond(now, tx, r);
+    }
+
+    /// Sends 180 (no SDP) or 183 (with SDP, early media).
+    pub fn ring(&mut self, now: Instant, call: CallRef, sdp: Option<&str>) {
+        let Some(c) = self.calls.get(&call) else {
+            return;
+        };
+        let (Some(tx), State::Ringing) = (c.invite_server, c.state) else {
+            return;
+        };
+        let mut r = match sdp {
+            Some(_) => Msg::response_to(&c.invite, 183, "Session Progress", Some(&c.local_tag)),
+            None => Msg::response_to(&c.invite, 180, "Ringing", Some(&c.local_tag)),
+        };
+        r.push("contact", format!("<{}>", self.cfg.contact_uri));
+        if let Some(s) = sdp {
+            r.with_body("application/sdp", s.as_bytes().to_vec());
+        }
+        self.ep.respond(now, tx, r);
+    }
+
+    /// Answers an incoming call with 200 and our SDP, retransmitted until the ACK.
+    pub fn answer(&mut self, now: Instant, call: CallRef, sdp: &str) {
+        let t1 = self.cfg.timers.t1;
+        let contact = format!("<{}>", self.cfg.contact_uri);
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let (Some(tx), State::Ringing) = (c.invite_server, c.state) else {
+            return;
+        };
+        let mut r = Msg::response_to(&c.invite, 200, "OK", Some(&c.local_tag));
+        r.push("contact", contact).push("allow", ALLOW);
+        r.with_body("application/sdp", sdp.as_bytes().to_vec());
+        c.ok_retx = Some((r.to_bytes(), now + t1, t1, now + t1 * 64));
+        c.state = State::AwaitingAck;
+        self.ep.respond(now, tx, r);
+    }
+
+    /// Rejects an incoming call with a final response (and extra headers, e.g. Reason).
+    pub fn reject(
+        &mut self,
+        now: Instant,
+        call: CallRef,
+        code: u16,
+        reason: &str,
+        extra: &[(&str, String)],
+    ) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let (Some(tx), State::Ringing) = (c.invite_server, c.state) else {
+            return;
+        };
+        c.state = State::Ended;
+        let (inv, tag) = (c.invite.clone(), c.local_tag.clone());
+        self.respond(now, tx, &inv, code, reason, Some(&tag), extra);
+    }
+
+    /// Answers a re-INVITE/UPDATE with our SDP.
+    pub fn answer_reoffer(&mut self, now: Instant, call: CallRef, tx: ServerTxId, sdp: &str) {
+        let Some(req) = self.ep.server_request(tx).cloned() else {
+            return;
+        };
+        let contact = format!("<{}>", self.cfg.contact_uri);
+        let tag = self.calls.get(&call).map(|c| c.local_tag.clone());
+        let mut r = Msg::response_to(&req, 200, "OK", tag.as_deref());
+        r.push("contact", contact);
+        r.with_body("application/sdp", sdp.as_bytes().to_vec());
+        self.ep.respond(now, tx, r);
+    }
+
+    fn check_auth(&mut self, now: Instant, tx: ServerTxId, req: &Msg) -> bool {
+        let Some((user, pass)) = self.cfg.inbound_credentials.clone() else {
+            return true;
+        };
+        let realm = self.cfg.realm.clone();
+        let verdict = req
+            .header("authorization")
+            .and_then(|h| Authorization::parse(h).ok())
+            .map(|a| {
+                let nonce = self.nonces.check(&a.nonce);
+                let ok = a.username == user
+                    && a.realm == realm
+                    && a.verify(&pass, req.method().unwrap_or(""));
+                (ok, nonce)
+            });
+        let stale = match verdict {
+            Some((true, NonceCheck::Valid)) => return true,
+            Some((true, NonceCheck::Stale)) => true,
+            _ => false,
+        };
+        let ch = Challenge {
+            realm,
+            nonce: self.nonces.issue(),
+            opaque: None,
+            algorithm: digest::Algorithm::Md5,
+            qop_auth: true,
+            stale,
+        };
+        self.respond(
+            now,
+            tx,
+            req,
+            401,
+            "Unauthorized",
+            Some(&random_token()),
+            &[("www-authenticate", ch.to_header())],
+        );
+        false
+    }
+
+    fn on_request(&mut self, now: Instant, tx: ServerTxId, msg: Msg, source: Peer) {
+        let method = msg.method().unwrap_or("").to_string();
+        if !self.cfg.acl.allows(source.addr.ip()) {
+            self.respond(
+                now,
+                tx,
+                &msg,
+                403,
+                "Forbidden",
+                Some(&random_token()),
+                &[("reason", "SIP;cause=403;text=\"source not allowed\"".into())],
+            );
+            return;
+        }
+        let in_dialog = msg.to_tag().is_some();
+        if in_dialog {
+            let call = self
+                .calls
+                .iter()
+                .find(|(_, c)| c.dialog.as_ref().is_some_and(|d| d.matches_request(&msg)))
+                .map(|(k, _)| *k);
+            let Some(call) = call else {
+                // RFC 3261 §12.2.2.
+                let code = if method == "OPTIONS" { 200 } else { 481 };
+                let reason = if code == 200 {
+                    "OK"
+                } else {
+                    "Call/Transaction Does Not Exist"
+                };
+                self.respond(
+                    now,
+                    tx,
+                    &msg,
+                    code,
+                    reason,
+                    None,
+                    &[("allow", ALLOW.into())],
+                );
+                return;
+            };
+            match method.as_str() {
+                "BYE" => {
+                    self.respond(now, tx, &msg, 200, "OK", None, &[]);
+                    if let Some(c) = self.calls.get_mut(&call) {
+                        if c.state != State::Ended {
+                            c.state = State::Ended;
+                            c.ok_retx = None;
+                            self.emit(UaEvent::Ended {
+                                call,
+                                cause: EndCause::PeerBye,
+                            });
+                        }
+                    }
+                }
+                "INVITE" | "UPDATE" => {
+                    self.emit(UaEvent::Reoffer {
+                        call,
+                        tx,
+                        sdp: sdp_of(&msg),
+                    });
+                }
+                "INFO" => match info_dtmf(&msg) {
+                    Some((digit, duration)) => {
+                        self.respond(now, tx, &msg, 200, "OK", None, &[]);
+                        self.emit(UaEvent::Dtmf {
+                            call,
+                            digit,
+                            duration,
+                        });
+                    }
+                    None => self.respond(
+                        now,
+                        tx,
+                        &msg,
+                        415,
+                        "Unsupported Media Type",
+                        None,
+                        &[("accept", "application/dtmf-relay, application/dtmf".into())],
+                    ),
+                },
+                "OPTIONS" => {
+                    self.respond(now, tx, &msg, 200, "OK", None, &[("allow", ALLOW.into())])
+                }
+                _ => self.respond(
+                    now,
+                    tx,
+                    &msg,
+                    405,
+                    "Method Not Allowed",
+                    None,
+                    &[("allow", ALLOW.into())],
+                ),
+            }
+            return;
+        }
+        match method.as_str() {
+            "OPTIONS" => self.respond(
+                now,
+                tx,
+                &msg,
+                200,
+                "OK",
+                Some(&random_token()),
+                &[
+                    ("allow", ALLOW.into()),
+                    ("accept", "application/sdp".into()),
+                ],
+            ),
+            "INVITE" => {
+                if !self.check_auth(now, tx, &msg) {
+                    return;
+                }
+                let call = self.new_ref();
+                let tag = random_token();
+                let dialog = Dialog::uas(&msg, &tag, source);
+                if dialog.is_none() {
+                    self.respond(now, tx, &msg, 400, "Missing Contact", Some(&tag), &[]);
+                    return;
+                }
+                self.by_invite_server.insert(tx, call);
+                self.calls.insert(
+                    call,
+                    Call {
+                        state: State::Ringing,
+                        uac: false,
+                        invite: msg.clone(),
+                        invite_client: None,
+                        invite_server: Some(tx),
+                        dialog,
+                        peer: source,
+                        local_tag: tag,
+                        auth_tries: 0,
+                        got_provisional: false,
+                        hangup_requested: false,
+                        cancel_sent: false,
+                        ok_retx: None,
+                    },
+                );
+                self.emit(UaEvent::Incoming {
+                    call,
+                    invite: msg,
+                    source,
+                });
+            }
+            "CANCEL" => {
+                let inv_tx = self.ep.invite_for_cancel(&msg);
+                let call = inv_tx.and_then(|t| self.by_invite_server.get(&t).copied());
+                match (inv_tx, call) {
+                    (Some(inv_tx), Some(call)) => {
+                        self.respond(now, tx, &msg, 200, "OK", None, &[]);
+                        let ringing = self
+                            .calls
+                            .get(&call)
+                            .is_some_and(|c| c.state == State::Ringing);
+                        if ringing {
+                            // RFC 3261 §9.2: the INVITE gets 487.
+                            let (inv, tag) = {
+                                let c = &self.calls[&call];
+                                (c.invite.clone(), c.local_tag.clone())
+                            };
+                            self.respond(
+                                now,
+                                inv_tx,
+                                &inv,
+                                487,
+                                "Request Terminated",
+                                Some(&tag),
+                                &[],
+                            );
+                            if let Some(c) = self.calls.get_mut(&call) {
+                                c.state = State::Ended;
+                            }
+                            self.emit(UaEvent::Ended {
+                                call,
+                                cause: EndCause::PeerCancel,
+                            });
+                        }
+                    }
+                    _ => self.respond(
+                        now,
+                        tx,
+                        &msg,
+                        481,
+                        "Call/Transaction Does Not Exist",
+                        None,
+                        &[],
+                    ),
+                }
+            }
+            "BYE" | "INFO" | "UPDATE" => self.respond(
+                now,
+                tx,
+                &msg,
+                481,
+                "Call/Transaction Does Not Exist",
+                None,
+                &[],
+            ),
+            _ => self.respond(
+                now,
+                tx,
+                &msg,
+                405,
+                "Method Not Allowed",
+                Some(&random_token()),
+                &[("allow", ALLOW.into())],
+            ),
+        }
+    }
+
+    fn on_ack(&mut self, msg: Msg) {
+        let call = self.calls.iter().find(|(_, c)| {
+            c.state == State::AwaitingAck
+                && c.dialog.as_ref().is_some_and(|d| d.matches_request(&msg))
+        });
+        let Some((&call, _)) = call else { return };
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.ok_retx = None;
+            c.state = State::Confirmed;
+        }
+        self.emit(UaEvent::Answered {
+            call,
+            sdp: sdp_of(&msg),
+        });
+    }
+
+    // ------------------------------------------------------------------
+    // Input
+    // ------------------------------------------------------------------
+
+    pub fn handle_message(&mut self, now: Instant, data: &[u8], source: Peer) {
+        self.now = now;
+        self.ep.handle_message(now, data, source);
+        self.process(now);
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        self.ep.handle_timeout(now);
+        // UAS 2xx retransmission (RFC 3261 §13.3.1.4).
+        let t2 = self.cfg.timers.t2;
+        let mut give_up = Vec::new();
+        for (call, c) in self.calls.iter_mut() {
+            let Some((bytes, next, interval, until)) = c.ok_retx.as_mut() else {
+                continue;
+            };
+            if now >= *until {
+                give_up.push(*call);
+                continue;
+            }
+            if now >= *next {
+                *interval = (*interval * 2).min(t2);
+                *next = now + *interval;
+                self.out.push_back(UaOutput::Transmit {
+                    to: c.peer,
+                    data: bytes.clone(),
+                });
+            }
+        }
+        for call in give_up {
+            self.send_bye(now, call, EndCause::NoAck);
+        }
+        self.process(now);
+    }
+
+    fn process(&mut self, now: Instant) {
+        while let Some(o) = self.ep.poll_output() {
+            match o {
+                Output::Transmit { to, data } => {
+                    self.out.push_back(UaOutput::Transmit { to, data })
+                }
+                Output::Event(Event::Request { tx, msg, source }) => {
+                    self.on_request(now, tx, msg, source)
+                }
+                Output::Event(Event::Ack { msg, .. }) => self.on_ack(msg),
+                Output::Event(Event::Response { tx, msg }) => self.on_response(now, tx, msg),
+                Output::Event(Event::ClientTimeout { tx }) => {
+                    let call = self.by_client.get(&tx).copied();
+                    if let Some(call) = call {
+                        let is_invite = self.calls.get(&call).is_some_and(|c| {
+                            c.invite_client == Some(tx) && c.state == State::Calling
+                        });
+                        if is_invite {
+                            if let Some(c) = self.calls.get_mut(&call) {
+                                c.state = State::Ended;
+                            }
+                            self.emit(UaEvent::Failed {
+                                call,
+                                code: 408,
+                                reason: "Request Timeout".into(),
+                            });
+                        }
+                    }
+                }
+                Output::Event(Event::ServerTimeout { .. }) => {}
+            }
+        }
+    }
+
+    /// Moves what commands queued in the endpoint to our output.
+    fn pump(&mut self) {
+        let now = self.now;
+        self.process(now);
+    }
+
+    /// The request-URI user of an incoming INVITE (the number dialled).
+    pub fn dialled_user(invite: &Msg) -> Option<String> {
+        let uri = invite.request_uri()?;
+        let rest = uri
+            .strip_prefix("sip:")
+            .or_else(|| uri.strip_prefix("sips:"))
+            .or_else(|| uri.strip_prefix("tel:"))?;
+        let user = rest.split('@').next()?.split(';').next()?;
+        Some(user.to_string())
+    }
+
+    /// Whether the call we placed or received is the UAC side.
+    pub fn is_outgoing(&self, call: CallRef) -> Option<bool> {
+        self.calls.get(&call).map(|c| c.uac)
+    }
+
+    /// The remote party URI of an incoming INVITE's From.
+    pub fn caller_uri(invite: &Msg) -> String {
+        uri_of(invite.header("from").unwrap_or("")).to_string()
+    }
+}

@@ -1,0 +1,258 @@
+//! The SIP user agent on real UDP sockets against sipp (Debian `sip-tester`),
+//! a SIP implementation no one here wrote: sipp as the PBX answering our
+//! INVITE, and sipp as the PBX calling us (also with 10 % packet loss).
+//! Assertions read sipp's exit status (0 only when every call succeeded) and
+//! our own events. A missing sipp fails the test; the README's test command
+//! installs it.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::Command;
+use wa_sip_bridge::sip::acl::SourceAcl;
+use wa_sip_bridge::sip::endpoint::{Peer, Transport};
+use wa_sip_bridge::sip::transaction::Timers;
+use wa_sip_bridge::sip::ua::{EndCause, Invite, SipUa, UaConfig, UaEvent};
+use wa_sip_bridge::sip::udp::SipSocket;
+
+const SDP: &str = "v=0\r\no=wa-sip-bridge 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn sipp_version() {
+    let out = std::process::Command::new("sipp")
+        .arg("-v")
+        .output()
+        .expect("sipp is installed (tests/setup-system.sh installs sip-tester)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!(
+        "{}",
+        text.lines()
+            .find(|l| l.contains("SIPp"))
+            .unwrap_or("sipp (version unknown)")
+            .trim()
+    );
+}
+
+async fn ua_socket() -> SipSocket {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    let cfg = UaConfig {
+        via_host: addr.to_string(),
+        contact_uri: format!("sip:bridge@{addr}"),
+        credentials: None,
+        inbound_credentials: None,
+        realm: "wa-sip-bridge".into(),
+        acl: SourceAcl::new(vec!["127.0.0.1/32".parse().unwrap()], vec![]),
+        timers: Timers::default(),
+    };
+    SipSocket::new(sock, SipUa::new(cfg))
+}
+
+fn sipp(args: &[String]) -> tokio::process::Child {
+    sipp_version();
+    Command::new("sipp")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn sipp")
+}
+
+fn common(port: u16) -> Vec<String> {
+    let cp = free_udp_port();
+    let mp = free_udp_port();
+    vec![
+        "-i".into(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        port.to_string(),
+        "-cp".into(),
+        cp.to_string(),
+        "-mp".into(),
+        mp.to_string(),
+        "-nostdin".into(),
+        "-timeout".into(),
+        "60s".into(),
+        "-timeout_error".into(),
+    ]
+}
+
+async fn wait_sipp(mut child: tokio::process::Child) -> i32 {
+    let status = tokio::time::timeout(Duration::from_secs(90), child.wait())
+        .await
+        .expect("sipp finished")
+        .unwrap();
+    if !status.success() {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            use tokio::io::AsyncReadExt;
+            let _ = e.read_to_string(&mut err).await;
+        }
+        eprintln!("sipp stderr:\n{err}");
+    }
+    status.code().unwrap_or(-1)
+}
+
+#[tokio::test]
+async fn sipp_as_pbx_answers_our_invite_and_we_hang_up() {
+    let port = free_udp_port();
+    let mut args = common(port);
+    args.extend(["-sn".into(), "uas".into(), "-m".into(), "1".into()]);
+    let child = sipp(&args);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut s = ua_socket().await;
+    let pbx = Peer {
+        transport: Transport::Udp,
+        addr: format!("127.0.0.1:{port}").parse().unwrap(),
+    };
+    let (uri, to) = (
+        format!("sip:service@127.0.0.1:{port}"),
+        format!("<sip:service@127.0.0.1:{port}>"),
+    );
+    let headers = [("x-wa-call-id", "wacid.test".to_string())];
+    let call = s.ua().invite(
+        Instant::now(),
+        Invite {
+            request_uri: &uri,
+            from: "<sip:+15551234567@wa.example.com>",
+            to: &to,
+            headers: &headers,
+            sdp: SDP,
+            peer: pbx,
+        },
+    );
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let ev = tokio::time::timeout_at(deadline, s.next_event())
+            .await
+            .expect("events in time");
+        seen.push(ev.clone());
+        match ev {
+            UaEvent::Progress { code, .. } => assert_eq!(code, 180),
+            UaEvent::Answered { call: c, sdp } => {
+                assert_eq!(c, call);
+                assert!(
+                    sdp.is_some_and(|s| s.contains("m=audio")),
+                    "sipp's 200 carries SDP"
+                );
+                s.ua().hangup(Instant::now(), call);
+            }
+            UaEvent::Ended { cause, .. } => {
+                assert_eq!(cause, EndCause::LocalHangup);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // Keep serving until sipp has its 200 for the BYE and exits.
+    let waiter = tokio::spawn(wait_sipp(child));
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.next_event()).await;
+    assert_eq!(
+        waiter.await.unwrap(),
+        0,
+        "sipp counts the call as successful; events {seen:?}"
+    );
+}
+
+async fn answer_calls(s: &mut SipSocket, calls: usize, within: Duration) -> (usize, usize) {
+    let (mut answered, mut ended) = (0, 0);
+    let deadline = tokio::time::Instant::now() + within;
+    while ended < calls {
+        let Ok(ev) = tokio::time::timeout_at(deadline, s.next_event()).await else {
+            break;
+        };
+        match ev {
+            UaEvent::Incoming { call, invite, .. } => {
+                assert_eq!(SipUa::dialled_user(&invite).as_deref(), Some("14085551234"));
+                let now = Instant::now();
+                s.ua().ring(now, call, None);
+                s.ua().answer(now, call, SDP);
+            }
+            UaEvent::Answered { .. } => answered += 1,
+            UaEvent::Ended { cause, .. } => {
+                assert_eq!(cause, EndCause::PeerBye);
+                ended += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    (answered, ended)
+}
+
+#[tokio::test]
+async fn sipp_as_pbx_calls_us_we_answer_and_it_hangs_up() {
+    let mut s = ua_socket().await;
+    let ours = s.local_addr().unwrap();
+    let mut args = common(free_udp_port());
+    args.extend([
+        "-sn".into(),
+        "uac".into(),
+        ours.to_string(),
+        "-s".into(),
+        "14085551234".into(),
+        "-m".into(),
+        "3".into(),
+        "-r".into(),
+        "3".into(),
+        "-d".into(),
+        "200".into(),
+    ]);
+    let child = sipp(&args);
+    let (answered, ended) = answer_calls(&mut s, 3, Duration::from_secs(30)).await;
+    assert_eq!((answered, ended), (3, 3));
+    let waiter = tokio::spawn(wait_sipp(child));
+    let _ = tokio::time::timeout(Duration::from_secs(3), s.next_event()).await;
+    assert_eq!(waiter.await.unwrap(), 0);
+    assert_eq!(s.ua().live_calls(), 0);
+}
+
+#[tokio::test]
+async fn calls_complete_with_ten_percent_loss() {
+    let mut s = ua_socket().await;
+    let ours = s.local_addr().unwrap();
+    let mut args = common(free_udp_port());
+    args.extend([
+        "-sn".into(),
+        "uac".into(),
+        ours.to_string(),
+        "-s".into(),
+        "14085551234".into(),
+        "-m".into(),
+        "5".into(),
+        "-r".into(),
+        "5".into(),
+        "-d".into(),
+        "200".into(),
+        "-lost".into(),
+        "10".into(),
+    ]);
+    let child = sipp(&args);
+    let waiter = tokio::spawn(wait_sipp(child));
+    // Serve until sipp is done (with loss some BYEs are retransmitted; ended counts each call once).
+    let serve = async {
+        loop {
+            let ev = s.next_event().await;
+            if let UaEvent::Incoming { call, .. } = ev {
+                let now = Instant::now();
+                s.ua().ring(now, call, None);
+                s.ua().answer(now, call, SDP);
+            }
+        }
+    };
+    let code = tokio::select! {
+        c = waiter => c.unwrap(),
+        _ = serve => unreachable!(),
+    };
+    assert_eq!(code, 0, "every call completes despite 10 % loss");
+}
