@@ -256,3 +256,230 @@ async fn calls_complete_with_ten_percent_loss() {
     };
     assert_eq!(code, 0, "every call completes despite 10 % loss");
 }
+
+fn scenario(name: &str) -> String {
+    format!("{}/tests/sipp/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+async fn ua_socket_with(cfg_change: impl FnOnce(&mut UaConfig)) -> SipSocket {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    let mut cfg = UaConfig {
+        via_host: addr.to_string(),
+        contact_uri: format!("sip:bridge@{addr}"),
+        credentials: None,
+        inbound_credentials: None,
+        realm: "wa-sip-bridge".into(),
+        acl: SourceAcl::new(vec!["127.0.0.1/32".parse().unwrap()], vec![]),
+        timers: Timers::default(),
+    };
+    cfg_change(&mut cfg);
+    SipSocket::new(sock, SipUa::new(cfg))
+}
+
+/// Runs sipp as the PBX side (`-sf file`, server mode) and places one call at it.
+async fn call_sipp_uas(
+    file: &str,
+    s: &mut SipSocket,
+    mut on: impl FnMut(&mut SipSocket, UaEvent) -> bool,
+) -> i32 {
+    let port = free_udp_port();
+    let mut args = common(port);
+    args.extend(["-sf".into(), scenario(file), "-m".into(), "1".into()]);
+    let child = sipp(&args);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pbx = Peer {
+        transport: Transport::Udp,
+        addr: format!("127.0.0.1:{port}").parse().unwrap(),
+    };
+    let (uri, to) = (
+        format!("sip:service@127.0.0.1:{port}"),
+        format!("<sip:service@127.0.0.1:{port}>"),
+    );
+    s.ua().invite(
+        Instant::now(),
+        Invite {
+            request_uri: &uri,
+            from: "<sip:+15551234567@wa.example.com>",
+            to: &to,
+            headers: &[],
+            sdp: SDP,
+            peer: pbx,
+        },
+    );
+    let waiter = tokio::spawn(wait_sipp(child));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while let Ok(ev) = tokio::time::timeout_at(deadline, s.next_event()).await {
+        if on(s, ev) {
+            break;
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(3), s.next_event()).await;
+    waiter.await.unwrap()
+}
+
+/// Runs sipp as the PBX calling us (`-sf file`, client mode).
+async fn sipp_calls_us(
+    file: &str,
+    s: &mut SipSocket,
+    mut on: impl FnMut(&mut SipSocket, UaEvent) -> bool,
+) -> i32 {
+    let ours = s.local_addr().unwrap();
+    let mut args = common(free_udp_port());
+    args.extend([
+        "-sf".into(),
+        scenario(file),
+        ours.to_string(),
+        "-s".into(),
+        "14085551234".into(),
+        "-m".into(),
+        "1".into(),
+    ]);
+    let child = sipp(&args);
+    let waiter = tokio::spawn(wait_sipp(child));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while let Ok(ev) = tokio::time::timeout_at(deadline, s.next_event()).await {
+        if on(s, ev) {
+            break;
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(3), s.next_event()).await;
+    waiter.await.unwrap()
+}
+
+#[tokio::test]
+async fn pbx_rejects_our_invite_with_486() {
+    let mut s = ua_socket().await;
+    let mut failed = None;
+    let code = call_sipp_uas("uas_486.xml", &mut s, |_, ev| match ev {
+        UaEvent::Failed { code, .. } => {
+            failed = Some(code);
+            true
+        }
+        _ => false,
+    })
+    .await;
+    assert_eq!(failed, Some(486));
+    assert_eq!(code, 0, "sipp got our ACK");
+}
+
+async fn challenged_call(file: &str) {
+    let mut s =
+        ua_socket_with(|c| c.credentials = Some(("wa-bridge".into(), "s3cret".into()))).await;
+    let mut answered = false;
+    let code = call_sipp_uas(file, &mut s, |s, ev| match ev {
+        UaEvent::Answered { call, .. } => {
+            answered = true;
+            s.ua().hangup(Instant::now(), call);
+            false
+        }
+        UaEvent::Ended { cause, .. } => {
+            assert_eq!(cause, EndCause::LocalHangup);
+            true
+        }
+        UaEvent::Progress { .. } => false,
+        other => panic!("unexpected {other:?}"),
+    })
+    .await;
+    assert!(answered, "sipp accepted our digest answer and sent 200");
+    assert_eq!(code, 0, "ACK and BYE carried the Record-Route as Route");
+}
+
+#[tokio::test]
+async fn pbx_challenges_with_401_verifies_the_digest_then_answers_with_record_route() {
+    challenged_call("uas_401_record_route.xml").await;
+}
+
+#[tokio::test]
+async fn pbx_challenges_with_407_then_answers_with_record_route() {
+    challenged_call("uas_407_record_route.xml").await;
+}
+
+#[tokio::test]
+async fn pbx_cancels_before_answer_and_gets_487() {
+    let mut s = ua_socket().await;
+    let mut ended = None;
+    let code = sipp_calls_us("uac_cancel.xml", &mut s, |s, ev| match ev {
+        UaEvent::Incoming { call, .. } => {
+            s.ua().ring(Instant::now(), call, None);
+            false
+        }
+        UaEvent::Ended { cause, .. } => {
+            ended = Some(cause);
+            true
+        }
+        other => panic!("unexpected {other:?}"),
+    })
+    .await;
+    assert_eq!(ended, Some(EndCause::PeerCancel));
+    assert_eq!(code, 0, "sipp got 200 for CANCEL and 487 for INVITE");
+}
+
+#[tokio::test]
+async fn inbound_digest_auth_and_we_hang_up() {
+    let mut s =
+        ua_socket_with(|c| c.inbound_credentials = Some(("pbx".into(), "inbound-secret".into())))
+            .await;
+    let mut incoming = 0;
+    let code = sipp_calls_us("uac_auth_we_bye.xml", &mut s, |s, ev| match ev {
+        UaEvent::Incoming { call, .. } => {
+            incoming += 1;
+            let now = Instant::now();
+            s.ua().ring(now, call, None);
+            s.ua().answer(now, call, SDP);
+            false
+        }
+        UaEvent::Answered { call, .. } => {
+            s.ua().hangup(Instant::now(), call);
+            false
+        }
+        UaEvent::Ended { cause, .. } => {
+            assert_eq!(cause, EndCause::LocalHangup);
+            true
+        }
+        other => panic!("unexpected {other:?}"),
+    })
+    .await;
+    assert_eq!(
+        incoming, 1,
+        "the unauthenticated INVITE never reached the call layer"
+    );
+    assert_eq!(code, 0);
+}
+
+#[tokio::test]
+async fn options_are_answered_and_a_rejected_call_is_acked() {
+    let mut s = ua_socket().await;
+    let code = sipp_calls_us("uac_options_rejected.xml", &mut s, |s, ev| match ev {
+        UaEvent::Incoming { call, .. } => {
+            s.ua().reject(Instant::now(), call, 486, "Busy Here", &[]);
+            true
+        }
+        other => panic!("unexpected {other:?}"),
+    })
+    .await;
+    assert_eq!(code, 0);
+}
+
+#[tokio::test]
+async fn a_source_outside_the_acl_gets_403_and_no_call() {
+    let mut s =
+        ua_socket_with(|c| c.acl = SourceAcl::new(vec!["192.0.2.0/24".parse().unwrap()], vec![]))
+            .await;
+    let ours = s.local_addr().unwrap();
+    let mut args = common(free_udp_port());
+    args.extend([
+        "-sn".into(),
+        "uac".into(),
+        ours.to_string(),
+        "-s".into(),
+        "14085551234".into(),
+        "-m".into(),
+        "1".into(),
+    ]);
+    let child = sipp(&args);
+    let waiter = tokio::spawn(wait_sipp(child));
+    let got = tokio::time::timeout(Duration::from_secs(5), s.next_event()).await;
+    assert!(got.is_err(), "no event for a refused source: {got:?}");
+    assert_ne!(waiter.await.unwrap(), 0, "sipp's call failed (403)");
+}
