@@ -483,3 +483,58 @@ async fn a_source_outside_the_acl_gets_403_and_no_call() {
     assert!(got.is_err(), "no event for a refused source: {got:?}");
     assert_ne!(waiter.await.unwrap(), 0, "sipp's call failed (403)");
 }
+
+#[tokio::test]
+async fn registration_is_challenged_granted_and_refreshed_before_expiry() {
+    use wa_sip_bridge::sip::register::RegisterConfig;
+    let mut s = ua_socket().await;
+    let port = free_udp_port();
+    let mut args = common(port);
+    args.extend([
+        "-sf".into(),
+        scenario("registrar_401.xml"),
+        "-m".into(),
+        "1".into(),
+    ]);
+    let child = sipp(&args);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ours = s.local_addr().unwrap();
+    let registrar = Peer {
+        transport: Transport::Udp,
+        addr: format!("127.0.0.1:{port}").parse().unwrap(),
+    };
+    s.ua().register(
+        Instant::now(),
+        RegisterConfig {
+            registrar: format!("sip:127.0.0.1:{port}"),
+            aor: format!("sip:wa-bridge@127.0.0.1:{port}"),
+            contact: format!("sip:wa-bridge@{ours}"),
+            expires: 300,
+            username: "wa-bridge".into(),
+            password: "s3cret".into(),
+        },
+        registrar,
+    );
+    let waiter = tokio::spawn(wait_sipp(child));
+    let mut outcomes = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while outcomes.len() < 2 {
+        let Ok(ev) = tokio::time::timeout_at(deadline, s.next_event()).await else {
+            break;
+        };
+        if let UaEvent::Registration { registered, code } = ev {
+            outcomes.push((registered, code));
+        }
+    }
+    assert_eq!(
+        outcomes,
+        vec![(true, 200), (true, 200)],
+        "registered, then refreshed"
+    );
+    assert_eq!(s.ua().registered(Instant::now()), Some(true));
+    assert_eq!(
+        waiter.await.unwrap(),
+        0,
+        "sipp verified both digest answers"
+    );
+}

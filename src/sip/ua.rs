@@ -19,6 +19,7 @@ use super::endpoint::{
     new_branch, random_token, ClientTxId, Endpoint, Event, Output, Peer, ServerTxId, Transport,
 };
 use super::message::{uri_of, Msg};
+use super::register::{RegState, RegisterConfig, Registration};
 use super::transaction::Timers;
 
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE";
@@ -70,6 +71,8 @@ pub enum UaEvent {
         tx: ServerTxId,
         sdp: Option<String>,
     },
+    /// The registration's outcome changed: registered, or failed with this code.
+    Registration { registered: bool, code: u16 },
     /// A key press sent as SIP INFO (application/dtmf-relay or application/dtmf).
     Dtmf {
         call: CallRef,
@@ -152,6 +155,8 @@ pub struct SipUa {
     out: VecDeque<UaOutput>,
     /// The latest instant fed in.
     now: Instant,
+    /// Registration to the PBX, its peer and the REGISTER in flight.
+    registration: Option<(Registration, Peer, Option<ClientTxId>)>,
 }
 
 /// A top Via for a new request from us, with a fresh branch.
@@ -208,6 +213,7 @@ impl SipUa {
             next: 0,
             out: VecDeque::new(),
             now: Instant::now(),
+            registration: None,
         }
     }
 
@@ -222,10 +228,70 @@ impl SipUa {
             .values()
             .filter_map(|c| c.ok_retx.as_ref().map(|r| r.1.min(r.3)))
             .min();
-        match (self.ep.next_timeout(), retx) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let reg = self
+            .registration
+            .as_ref()
+            .and_then(|(r, _, _)| r.next_timeout());
+        [self.ep.next_timeout(), retx, reg]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Starts registering to `peer` (and keeps the registration fresh).
+    pub fn register(&mut self, now: Instant, cfg: RegisterConfig, peer: Peer) {
+        let reg = Registration::new(
+            cfg,
+            format!("{}@wa-sip-bridge", random_token()),
+            random_token(),
+            now,
+        );
+        self.registration = Some((reg, peer, None));
+        self.drive_registration(now);
+    }
+
+    /// Whether the registration is current (`None` when not registering).
+    pub fn registered(&self, now: Instant) -> Option<bool> {
+        self.registration
+            .as_ref()
+            .map(|(r, _, _)| r.is_registered(now))
+    }
+
+    fn drive_registration(&mut self, now: Instant) {
+        let via_host = self.cfg.via_host.clone();
+        let Some((reg, peer, in_flight)) = self.registration.as_mut() else {
+            return;
+        };
+        if in_flight.is_some() {
+            return;
         }
+        if let Some(req) = reg.poll_request(now, via_line(&via_host, peer.transport)) {
+            let peer = *peer;
+            let tx = self.ep.send_request(now, req, peer);
+            if let Some((_, _, f)) = self.registration.as_mut() {
+                *f = Some(tx);
+            }
+        }
+    }
+
+    /// A final response (or a timeout, `None`) for the REGISTER in flight.
+    fn on_register_result(&mut self, now: Instant, msg: Option<&Msg>) {
+        let Some((reg, _, in_flight)) = self.registration.as_mut() else {
+            return;
+        };
+        *in_flight = None;
+        reg.on_response(now, msg);
+        let code = msg.and_then(|m| m.status()).unwrap_or(408);
+        // A challenge being answered is not an outcome; success and failure are.
+        let outcome = match reg.state {
+            RegState::Registered { .. } => Some(true),
+            RegState::Failed { .. } => Some(false),
+            RegState::Unregistered => None,
+        };
+        if let Some(registered) = outcome {
+            self.emit(UaEvent::Registration { registered, code });
+        }
+        self.drive_registration(now);
     }
 
     /// Calls not yet over (for tests and admission).
@@ -360,6 +426,16 @@ impl SipUa {
     }
 
     fn on_response(&mut self, now: Instant, tx: ClientTxId, msg: Msg) {
+        if self
+            .registration
+            .as_ref()
+            .is_some_and(|(_, _, f)| *f == Some(tx))
+        {
+            if msg.status().is_some_and(|c| c >= 200) {
+                self.on_register_result(now, Some(&msg));
+            }
+            return;
+        }
         let Some(&call) = self.by_client.get(&tx) else {
             return;
         };
@@ -866,6 +942,7 @@ impl SipUa {
         for call in give_up {
             self.send_bye(now, call, EndCause::NoAck);
         }
+        self.drive_registration(now);
         self.process(now);
     }
 
@@ -881,6 +958,14 @@ impl SipUa {
                 Output::Event(Event::Ack { msg, .. }) => self.on_ack(msg),
                 Output::Event(Event::Response { tx, msg }) => self.on_response(now, tx, msg),
                 Output::Event(Event::ClientTimeout { tx }) => {
+                    if self
+                        .registration
+                        .as_ref()
+                        .is_some_and(|(_, _, f)| *f == Some(tx))
+                    {
+                        self.on_register_result(now, None);
+                        continue;
+                    }
                     let call = self.by_client.get(&tx).copied();
                     if let Some(call) = call {
                         let is_invite = self.calls.get(&call).is_some_and(|c| {
