@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use tokio::process::Command;
 use wa_sip_bridge::sip::acl::SourceAcl;
 use wa_sip_bridge::sip::endpoint::{Peer, Transport};
+use wa_sip_bridge::sip::runtime::SipSocket;
 use wa_sip_bridge::sip::transaction::Timers;
 use wa_sip_bridge::sip::ua::{EndCause, Invite, SipUa, UaConfig, UaEvent};
-use wa_sip_bridge::sip::udp::SipSocket;
 
 const SDP: &str = "v=0\r\no=wa-sip-bridge 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
 
@@ -537,4 +537,102 @@ async fn registration_is_challenged_granted_and_refreshed_before_expiry() {
         0,
         "sipp verified both digest answers"
     );
+}
+
+async fn ua_socket_tcp() -> SipSocket {
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = udp.local_addr().unwrap();
+    let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let cfg = UaConfig {
+        via_host: addr.to_string(),
+        contact_uri: format!("sip:bridge@{addr};transport=tcp"),
+        credentials: None,
+        inbound_credentials: None,
+        realm: "wa-sip-bridge".into(),
+        acl: SourceAcl::new(vec!["127.0.0.1/32".parse().unwrap()], vec![]),
+        timers: Timers::default(),
+    };
+    SipSocket::with_tcp(udp, Some(tcp), SipUa::new(cfg))
+}
+
+#[tokio::test]
+async fn over_tcp_sipp_calls_us_on_one_connection() {
+    let mut s = ua_socket_tcp().await;
+    let ours = s.local_addr().unwrap();
+    let mut args = common(free_udp_port());
+    args.extend([
+        "-t".into(),
+        "t1".into(),
+        "-sn".into(),
+        "uac".into(),
+        ours.to_string(),
+        "-s".into(),
+        "14085551234".into(),
+        "-m".into(),
+        "2".into(),
+        "-r".into(),
+        "2".into(),
+        "-d".into(),
+        "200".into(),
+    ]);
+    let child = sipp(&args);
+    let (answered, ended) = answer_calls(&mut s, 2, Duration::from_secs(30)).await;
+    assert_eq!((answered, ended), (2, 2));
+    let waiter = tokio::spawn(wait_sipp(child));
+    let _ = tokio::time::timeout(Duration::from_secs(3), s.next_event()).await;
+    assert_eq!(waiter.await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn over_tcp_we_call_sipp() {
+    let mut s = ua_socket_tcp().await;
+    let port = free_udp_port();
+    let mut args = common(port);
+    args.extend([
+        "-t".into(),
+        "t1".into(),
+        "-sn".into(),
+        "uas".into(),
+        "-m".into(),
+        "1".into(),
+    ]);
+    let child = sipp(&args);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pbx = Peer {
+        transport: Transport::Tcp,
+        addr: format!("127.0.0.1:{port}").parse().unwrap(),
+    };
+    let (uri, to) = (
+        format!("sip:service@127.0.0.1:{port};transport=tcp"),
+        format!("<sip:service@127.0.0.1:{port}>"),
+    );
+    let call = s.ua().invite(
+        Instant::now(),
+        Invite {
+            request_uri: &uri,
+            from: "<sip:+15551234567@wa.example.com>",
+            to: &to,
+            headers: &[],
+            sdp: SDP,
+            peer: pbx,
+        },
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match tokio::time::timeout_at(deadline, s.next_event())
+            .await
+            .expect("events in time")
+        {
+            UaEvent::Progress { .. } => {}
+            UaEvent::Answered { .. } => s.ua().hangup(Instant::now(), call),
+            UaEvent::Ended { cause, .. } => {
+                assert_eq!(cause, EndCause::LocalHangup);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let waiter = tokio::spawn(wait_sipp(child));
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.next_event()).await;
+    assert_eq!(waiter.await.unwrap(), 0);
 }

@@ -9,7 +9,7 @@ pub mod endpoint;
 pub mod framing;
 pub mod message;
 pub mod register;
+pub mod runtime;
 pub mod sdp;
 pub mod transaction;
 pub mod ua;
-pub mod udp;

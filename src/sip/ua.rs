@@ -1015,3 +1015,63 @@ impl SipUa {
         uri_of(invite.header("from").unwrap_or("")).to_string()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::message::parse_incoming;
+
+    fn info(ct: &str, body: &str) -> Msg {
+        let mut m = Msg::request("INFO", "sip:bridge");
+        m.push("via", "SIP/2.0/UDP 192.0.2.10;branch=z9hG4bK9")
+            .push("from", "<sip:a@pbx>;tag=1")
+            .push("to", "<sip:b@bridge>;tag=2")
+            .push("call-id", "c")
+            .push("cseq", "5 INFO")
+            .with_body(ct, body.as_bytes().to_vec());
+        parse_incoming(&m.to_bytes()).unwrap()
+    }
+
+    #[test]
+    fn info_dtmf_bodies() {
+        assert_eq!(
+            info_dtmf(&info(
+                "application/dtmf-relay",
+                "Signal=5\r\nDuration=250\r\n"
+            )),
+            Some(('5', Duration::from_millis(250)))
+        );
+        assert_eq!(
+            info_dtmf(&info("application/dtmf-relay", "Signal= #\r\n")),
+            Some(('#', Duration::from_millis(160)))
+        );
+        assert_eq!(
+            info_dtmf(&info("application/dtmf", "9")),
+            Some(('9', Duration::from_millis(160)))
+        );
+        assert_eq!(
+            info_dtmf(&info("application/dtmf-relay", "Signal=x\r\n")),
+            None
+        );
+        assert_eq!(info_dtmf(&info("text/plain", "5")), None);
+        assert_eq!(
+            info_dtmf(&info(
+                "application/dtmf-relay",
+                "Signal=1\r\nDuration=999999\r\n"
+            )),
+            Some(('1', Duration::from_millis(5000)))
+        );
+    }
+
+    #[test]
+    fn dialled_user_from_request_uri() {
+        let mut m = Msg::request("INVITE", "sip:914085551234@bridge.example.com;user=phone");
+        m.push("via", "SIP/2.0/UDP 192.0.2.10;branch=z9hG4bK9")
+            .push("from", "<sip:a@pbx>;tag=1")
+            .push("to", "<sip:b@bridge>")
+            .push("call-id", "c")
+            .push("cseq", "1 INVITE");
+        let m = parse_incoming(&m.to_bytes()).unwrap();
+        assert_eq!(SipUa::dialled_user(&m).as_deref(), Some("914085551234"));
+    }
+}
