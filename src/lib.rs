@@ -46,6 +46,8 @@ pub enum Error {
     HttpClient(#[from] reqwest::Error),
     #[error("HTTP server: {0}")]
     HttpServer(std::io::Error),
+    #[error("SIP: {0}")]
+    Sip(#[from] call::sip_task::SipStartError),
 }
 
 /// How many accepted webhooks may wait for the call layer before intake slows down.
@@ -59,6 +61,9 @@ pub struct Bridge {
     pub health: Arc<Health>,
     pub metrics: Arc<Metrics>,
     pub wati: WatiClient,
+    /// Where SIP (UDP and TCP) actually listens.
+    pub sip_addr: SocketAddr,
+    sip: JoinHandle<()>,
     stop: oneshot::Sender<()>,
     server: JoinHandle<std::io::Result<()>>,
     sink: Option<JoinHandle<()>>,
@@ -83,6 +88,17 @@ impl Bridge {
         let metrics = Arc::new(Metrics::new());
         let store = Store::open(&settings.storage, health.clone())?;
         let wati = WatiClient::new(&settings.wati, health.clone(), metrics.clone())?;
+        let trunk = call::sip_task::resolve_trunk(&settings).await;
+        let (sip_socket, sip_addr) =
+            call::sip_task::bind(&settings, trunk.iter().map(|a| a.ip()).collect()).await?;
+        let sip = tokio::spawn(call::sip_task::run(
+            sip_socket,
+            settings.clone(),
+            trunk,
+            health.clone(),
+            metrics.clone(),
+        ));
+        tracing::info!(%sip_addr, "SIP listening (UDP and TCP)");
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
 
         let app = webhook::routes(WebhookState {
@@ -119,6 +135,8 @@ impl Bridge {
                 health,
                 metrics,
                 wati,
+                sip_addr,
+                sip,
                 stop,
                 server,
                 sink: None,
@@ -129,6 +147,7 @@ impl Bridge {
 
     /// Stops taking requests and waits for the server and the call layer to finish.
     pub async fn shutdown(self) -> Result<(), Error> {
+        self.sip.abort();
         let _ = self.stop.send(());
         let served = match self.server.await {
             Ok(r) => r.map_err(Error::HttpServer),

@@ -4,6 +4,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 /// `wsb_webhooks_total{kind,status}`: every webhook request, by route kind and HTTP status.
@@ -25,6 +26,8 @@ pub struct Metrics {
     registry: Registry,
     pub webhooks: Family<WebhookLabels, Counter>,
     pub wati_requests: Family<WatiLabels, Counter>,
+    /// `wsb_sip_registered`: 1 while the registration to the PBX is current.
+    pub sip_registered: Gauge,
 }
 
 impl Default for Metrics {
@@ -48,10 +51,17 @@ impl Metrics {
             "Requests made to the Wati API, by operation and HTTP status (or timeout/error)",
             wati_requests.clone(),
         );
+        let sip_registered = Gauge::default();
+        registry.register(
+            "wsb_sip_registered",
+            "1 while the registration to the PBX is current (trunk.register = true)",
+            sip_registered.clone(),
+        );
         Metrics {
             registry,
             webhooks,
             wati_requests,
+            sip_registered,
         }
     }
 

@@ -31,7 +31,7 @@ listen = "127.0.0.1:{port}"
 [webrtc]
 bind_ip = "127.0.0.1"
 [sip]
-listen = "127.0.0.1:5060"
+listen = "127.0.0.1:0"
 [trunk]
 uri = "sip:127.0.0.1:5099"
 [media]

@@ -4,6 +4,8 @@
 //! logged here and stay in the webhook log; permission updates are applied
 //! to the permission cache, which needs no call.
 
+pub mod sip_task;
+
 use tokio::sync::mpsc;
 
 use crate::store::{now_ms, PermissionState, Store};
