@@ -40,19 +40,21 @@ fn sipp_version() {
     );
 }
 
-async fn ua_socket() -> SipSocket {
-    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = sock.local_addr().unwrap();
-    let cfg = UaConfig {
+/// The UA configuration every test starts from: ours on `addr`, 127.0.0.1 allowed.
+fn test_config(addr: std::net::SocketAddr, contact_params: &str) -> UaConfig {
+    UaConfig {
         via_host: addr.to_string(),
-        contact_uri: format!("sip:bridge@{addr}"),
+        contact_uri: format!("sip:bridge@{addr}{contact_params}"),
         credentials: None,
         inbound_credentials: None,
         realm: "wa-sip-bridge".into(),
         acl: SourceAcl::new(vec!["127.0.0.1/32".parse().unwrap()], vec![]),
         timers: Timers::default(),
-    };
-    SipSocket::new(sock, SipUa::new(cfg))
+    }
+}
+
+async fn ua_socket() -> SipSocket {
+    ua_socket_with(|_| {}).await
 }
 
 fn sipp(args: &[String]) -> tokio::process::Child {
@@ -263,16 +265,7 @@ fn scenario(name: &str) -> String {
 
 async fn ua_socket_with(cfg_change: impl FnOnce(&mut UaConfig)) -> SipSocket {
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = sock.local_addr().unwrap();
-    let mut cfg = UaConfig {
-        via_host: addr.to_string(),
-        contact_uri: format!("sip:bridge@{addr}"),
-        credentials: None,
-        inbound_credentials: None,
-        realm: "wa-sip-bridge".into(),
-        acl: SourceAcl::new(vec!["127.0.0.1/32".parse().unwrap()], vec![]),
-        timers: Timers::default(),
-    };
+    let mut cfg = test_config(sock.local_addr().unwrap(), "");
     cfg_change(&mut cfg);
     SipSocket::new(sock, SipUa::new(cfg))
 }
@@ -543,16 +536,11 @@ async fn ua_socket_tcp() -> SipSocket {
     let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let addr = udp.local_addr().unwrap();
     let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
-    let cfg = UaConfig {
-        via_host: addr.to_string(),
-        contact_uri: format!("sip:bridge@{addr};transport=tcp"),
-        credentials: None,
-        inbound_credentials: None,
-        realm: "wa-sip-bridge".into(),
-        acl: SourceAcl::new(vec!["127.0.0.1/32".parse().unwrap()], vec![]),
-        timers: Timers::default(),
-    };
-    SipSocket::with_tcp(udp, Some(tcp), SipUa::new(cfg))
+    SipSocket::with_tcp(
+        udp,
+        Some(tcp),
+        SipUa::new(test_config(addr, ";transport=tcp")),
+    )
 }
 
 #[tokio::test]

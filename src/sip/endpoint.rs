@@ -89,6 +89,38 @@ struct ClientTx {
     ack: Option<Vec<u8>>,
 }
 
+impl ClientTx {
+    fn step(&mut self, ev: ClientEvent, now: Instant, t: &Timers) -> Vec<Action> {
+        let rel = self.to.transport.reliability();
+        match &mut self.kind {
+            ClientKind::Invite(s) => {
+                let (ns, a) = s.step(ev, now, t, rel);
+                *s = ns;
+                a
+            }
+            ClientKind::NonInvite(s) => {
+                let (ns, a) = s.step(ev, now, t, rel);
+                *s = ns;
+                a
+            }
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        match &self.kind {
+            ClientKind::Invite(s) => s.next_deadline(),
+            ClientKind::NonInvite(s) => s.next_deadline(),
+        }
+    }
+
+    fn terminated(&self) -> bool {
+        match &self.kind {
+            ClientKind::Invite(s) => *s == ClientInvite::Terminated,
+            ClientKind::NonInvite(s) => *s == ClientNonInvite::Terminated,
+        }
+    }
+}
+
 enum ServerKind {
     Invite(ServerInvite),
     NonInvite(ServerNonInvite),
@@ -101,6 +133,38 @@ struct ServerTx {
     /// Where responses go (§18.2.2).
     reply_to: Peer,
     key: ServerKey,
+}
+
+impl ServerTx {
+    fn step(&mut self, ev: ServerEvent, now: Instant, t: &Timers) -> Vec<Action> {
+        let rel = self.reply_to.transport.reliability();
+        match &mut self.kind {
+            ServerKind::Invite(s) => {
+                let (ns, a) = s.step(ev, now, t, rel);
+                *s = ns;
+                a
+            }
+            ServerKind::NonInvite(s) => {
+                let (ns, a) = s.step(ev, now, t, rel);
+                *s = ns;
+                a
+            }
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        match &self.kind {
+            ServerKind::Invite(s) => s.next_deadline(),
+            ServerKind::NonInvite(s) => s.next_deadline(),
+        }
+    }
+
+    fn terminated(&self) -> bool {
+        match &self.kind {
+            ServerKind::Invite(s) => *s == ServerInvite::Terminated,
+            ServerKind::NonInvite(s) => *s == ServerNonInvite::Terminated,
+        }
+    }
 }
 
 /// §17.2.3: branch, sent-by and method (ACK counts as INVITE).
@@ -162,14 +226,8 @@ impl Endpoint {
 
     /// When [`Endpoint::handle_timeout`] must run next.
     pub fn next_timeout(&self) -> Option<Instant> {
-        let c = self.client.values().filter_map(|t| match &t.kind {
-            ClientKind::Invite(s) => s.next_deadline(),
-            ClientKind::NonInvite(s) => s.next_deadline(),
-        });
-        let s = self.server.values().filter_map(|t| match &t.kind {
-            ServerKind::Invite(s) => s.next_deadline(),
-            ServerKind::NonInvite(s) => s.next_deadline(),
-        });
+        let c = self.client.values().filter_map(ClientTx::deadline);
+        let s = self.server.values().filter_map(ServerTx::deadline);
         c.chain(s).min()
     }
 
@@ -227,20 +285,7 @@ impl Endpoint {
             return;
         };
         t.last_response = Some(response.to_bytes());
-        let rel = t.reply_to.transport.reliability();
-        let ev = ServerEvent::TuResponse(code);
-        let actions = match &mut t.kind {
-            ServerKind::Invite(s) => {
-                let (ns, a) = s.step(ev, now, &self.timers, rel);
-                *s = ns;
-                a
-            }
-            ServerKind::NonInvite(s) => {
-                let (ns, a) = s.step(ev, now, &self.timers, rel);
-                *s = ns;
-                a
-            }
-        };
+        let actions = t.step(ServerEvent::TuResponse(code), now, &self.timers);
         self.server_actions(tx, actions);
     }
 
@@ -287,7 +332,6 @@ impl Endpoint {
     fn on_request(&mut self, now: Instant, msg: Msg, source: Peer) {
         let key = server_key(&msg);
         let is_ack = msg.method() == Some("ACK");
-        let rel = source.transport.reliability();
         if let Some(&id) = self.server_index.get(&key) {
             let ev = if is_ack {
                 ServerEvent::Ack
@@ -297,25 +341,14 @@ impl Endpoint {
             let Some(t) = self.server.get_mut(&id) else {
                 return;
             };
-            let actions = match &mut t.kind {
-                ServerKind::Invite(s) => {
-                    // An ACK for a 2xx has its own branch and is not matched
-                    // here (§17.2.3); one that does match while Accepted goes up.
-                    if is_ack && matches!(s, ServerInvite::Accepted { .. }) {
-                        self.out
-                            .push_back(Output::Event(Event::Ack { msg, source }));
-                        return;
-                    }
-                    let (ns, a) = s.step(ev, now, &self.timers, rel);
-                    *s = ns;
-                    a
-                }
-                ServerKind::NonInvite(s) => {
-                    let (ns, a) = s.step(ev, now, &self.timers, rel);
-                    *s = ns;
-                    a
-                }
-            };
+            // An ACK for a 2xx has its own branch and is not matched here
+            // (§17.2.3); one that does match while Accepted goes up.
+            if is_ack && matches!(t.kind, ServerKind::Invite(ServerInvite::Accepted { .. })) {
+                self.out
+                    .push_back(Output::Event(Event::Ack { msg, source }));
+                return;
+            }
+            let actions = t.step(ev, now, &self.timers);
             self.server_actions(id, actions);
             return;
         }
@@ -378,20 +411,7 @@ impl Endpoint {
         let Some(t) = self.client.get_mut(&id) else {
             return;
         };
-        let rel = t.to.transport.reliability();
-        let ev = ClientEvent::Response(code);
-        let actions = match &mut t.kind {
-            ClientKind::Invite(s) => {
-                let (ns, a) = s.step(ev, now, &self.timers, rel);
-                *s = ns;
-                a
-            }
-            ClientKind::NonInvite(s) => {
-                let (ns, a) = s.step(ev, now, &self.timers, rel);
-                *s = ns;
-                a
-            }
-        };
+        let actions = t.step(ClientEvent::Response(code), now, &self.timers);
         if actions.contains(&Action::SendAck) && t.ack.is_none() {
             t.ack = Some(ack_for_error(&t.request, &msg).to_bytes());
         }
@@ -400,66 +420,31 @@ impl Endpoint {
 
     /// Fires expired timers.
     pub fn handle_timeout(&mut self, now: Instant) {
+        let due = |d: Option<Instant>| d.is_some_and(|d| d <= now);
         let due_c: Vec<ClientTxId> = self
             .client
             .iter()
-            .filter(|(_, t)| {
-                let d = match &t.kind {
-                    ClientKind::Invite(s) => s.next_deadline(),
-                    ClientKind::NonInvite(s) => s.next_deadline(),
-                };
-                d.is_some_and(|d| d <= now)
-            })
+            .filter(|(_, t)| due(t.deadline()))
             .map(|(id, _)| *id)
             .collect();
         for id in due_c {
             let Some(t) = self.client.get_mut(&id) else {
                 continue;
             };
-            let rel = t.to.transport.reliability();
-            let actions = match &mut t.kind {
-                ClientKind::Invite(s) => {
-                    let (ns, a) = s.step(ClientEvent::Tick, now, &self.timers, rel);
-                    *s = ns;
-                    a
-                }
-                ClientKind::NonInvite(s) => {
-                    let (ns, a) = s.step(ClientEvent::Tick, now, &self.timers, rel);
-                    *s = ns;
-                    a
-                }
-            };
+            let actions = t.step(ClientEvent::Tick, now, &self.timers);
             self.client_actions(id, actions, None);
         }
         let due_s: Vec<ServerTxId> = self
             .server
             .iter()
-            .filter(|(_, t)| {
-                let d = match &t.kind {
-                    ServerKind::Invite(s) => s.next_deadline(),
-                    ServerKind::NonInvite(s) => s.next_deadline(),
-                };
-                d.is_some_and(|d| d <= now)
-            })
+            .filter(|(_, t)| due(t.deadline()))
             .map(|(id, _)| *id)
             .collect();
         for id in due_s {
             let Some(t) = self.server.get_mut(&id) else {
                 continue;
             };
-            let rel = t.reply_to.transport.reliability();
-            let actions = match &mut t.kind {
-                ServerKind::Invite(s) => {
-                    let (ns, a) = s.step(ServerEvent::Tick, now, &self.timers, rel);
-                    *s = ns;
-                    a
-                }
-                ServerKind::NonInvite(s) => {
-                    let (ns, a) = s.step(ServerEvent::Tick, now, &self.timers, rel);
-                    *s = ns;
-                    a
-                }
-            };
+            let actions = t.step(ServerEvent::Tick, now, &self.timers);
             self.server_actions(id, actions);
         }
     }
@@ -496,11 +481,7 @@ impl Endpoint {
                 Action::SendResponse => {}
             }
         }
-        let done = match &t.kind {
-            ClientKind::Invite(s) => *s == ClientInvite::Terminated,
-            ClientKind::NonInvite(s) => *s == ClientNonInvite::Terminated,
-        };
-        if done {
+        if t.terminated() {
             let key = t.key.clone();
             self.client.remove(&id);
             self.client_index.remove(&key);
@@ -527,11 +508,7 @@ impl Endpoint {
                 _ => {}
             }
         }
-        let done = match &t.kind {
-            ServerKind::Invite(s) => *s == ServerInvite::Terminated,
-            ServerKind::NonInvite(s) => *s == ServerNonInvite::Terminated,
-        };
-        if done {
+        if t.terminated() {
             let key = t.key.clone();
             self.server.remove(&id);
             self.server_index.remove(&key);
