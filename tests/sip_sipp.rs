@@ -5,6 +5,7 @@
 //! our own events. A missing sipp fails the test; the README's test command
 //! installs it.
 
+use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -623,4 +624,55 @@ async fn over_tcp_we_call_sipp() {
     let waiter = tokio::spawn(wait_sipp(child));
     let _ = tokio::time::timeout(Duration::from_secs(5), s.next_event()).await;
     assert_eq!(waiter.await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_hold_re_invite_is_answered_recvonly_and_its_new_port_seen() {
+    use wa_sip_bridge::config::Codec;
+    use wa_sip_bridge::sip::sdp::{self, Direction, LocalSdp};
+    let mut s = ua_socket().await;
+    let ours = s.local_addr().unwrap();
+    let mut held_at = None;
+    let code = sipp_calls_us("uac_hold.xml", &mut s, |s, ev| match ev {
+        UaEvent::Incoming { call, .. } => {
+            s.ua().answer(Instant::now(), call, SDP);
+            false
+        }
+        UaEvent::Answered { .. } => false,
+        UaEvent::Reoffer {
+            call,
+            tx,
+            sdp: Some(offer),
+        } => {
+            let remote = sdp::parse(&offer).unwrap();
+            assert!(remote.is_hold());
+            held_at = remote.rtp.map(|a| a.port());
+            let n = sdp::negotiate_offer(&remote, &[Codec::Pcmu]).unwrap();
+            assert_eq!(n.our_direction, Direction::RecvOnly);
+            let local = SocketAddr::new(ours.ip(), 20000);
+            let answer = LocalSdp {
+                session_id: 1,
+                version: 2,
+                addr: local,
+                codecs: &[Codec::Pcmu],
+                chosen: Some(&n),
+                direction: n.our_direction,
+            }
+            .render();
+            s.ua().answer_reoffer(Instant::now(), call, tx, &answer);
+            false
+        }
+        UaEvent::Ended { cause, .. } => {
+            assert_eq!(cause, EndCause::PeerBye);
+            true
+        }
+        other => panic!("unexpected {other:?}"),
+    })
+    .await;
+    assert_eq!(
+        held_at,
+        Some(30000),
+        "the re-INVITE's new port is what we would send to"
+    );
+    assert_eq!(code, 0, "sipp saw a=recvonly in our answer");
 }

@@ -180,7 +180,8 @@ fn inbound_call_answer_connects_and_carries_audio_and_dtmf() {
     assert!(answer.contains("a=rtpmap:126 telephone-event/8000"));
     assert_eq!(answer.matches("a=fingerprint:").count(), 1);
 
-    sim.run_for(Duration::from_secs(2), |_| {});
+    // Six seconds of silence on our side: longer than str0m's 5 s report interval.
+    sim.run_for(Duration::from_secs(6), |_| {});
     assert!(sim.connected(), "not connected; events {:?}", sim.events);
     assert_controlling(&sim);
     assert!(sent_client_hello(&sim), "we must start DTLS (client)");
@@ -191,6 +192,14 @@ fn inbound_call_answer_connects_and_carries_audio_and_dtmf() {
         sim.peer.audio.len()
     );
     assert!(sim.leg.stats().silence_packets >= 50);
+    // RTCP keeps flowing in silence: SRTCP keeps the first 8 bytes in clear,
+    // so sender/receiver reports show as version 2 with packet type 200/201.
+    let rtcp = sim
+        .leg_sent
+        .iter()
+        .filter(|d| d.len() > 8 && d[0] >> 6 == 2 && (200..=201).contains(&d[1]))
+        .count();
+    assert!(rtcp >= 1, "no RTCP report sent during 6 s of silence");
 
     tones_cross(&mut sim);
     dtmf_crosses(&mut sim);

@@ -1063,6 +1063,79 @@ mod tests {
         );
     }
 
+    fn test_ua() -> SipUa {
+        SipUa::new(UaConfig {
+            via_host: "127.0.0.1:5060".into(),
+            contact_uri: "sip:bridge@127.0.0.1:5060".into(),
+            credentials: None,
+            inbound_credentials: None,
+            realm: "test".into(),
+            acl: SourceAcl::new(vec!["127.0.0.1/32".parse().unwrap()], vec![]),
+            timers: Timers::default(),
+        })
+    }
+
+    #[test]
+    fn an_unacknowledged_200_is_retransmitted_then_the_call_is_ended_with_bye() {
+        let t0 = Instant::now();
+        let mut ua = test_ua();
+        let pbx = Peer {
+            transport: Transport::Udp,
+            addr: "127.0.0.1:5099".parse().unwrap(),
+        };
+        let mut inv = Msg::request("INVITE", "sip:14085551234@127.0.0.1:5060");
+        inv.push("via", "SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bKnoack")
+            .push("from", "<sip:agent@127.0.0.1:5099>;tag=p1")
+            .push("to", "<sip:14085551234@127.0.0.1:5060>")
+            .push("call-id", "noack-1")
+            .push("cseq", "1 INVITE")
+            .push("contact", "<sip:agent@127.0.0.1:5099>");
+        ua.handle_message(t0, &inv.to_bytes(), pbx);
+        let mut call = None;
+        while let Some(o) = ua.poll_output() {
+            if let UaOutput::Event(UaEvent::Incoming { call: c, .. }) = o {
+                call = Some(c);
+            }
+        }
+        let call = call.expect("incoming call");
+        ua.answer(t0, call, "v=0\r\n");
+        let mut oks = Vec::new();
+        let mut byes = Vec::new();
+        let mut ended = Vec::new();
+        let mut now = t0;
+        loop {
+            while let Some(o) = ua.poll_output() {
+                match o {
+                    UaOutput::Transmit { data, .. } => {
+                        let text = String::from_utf8_lossy(&data).to_string();
+                        let ms = (now - t0).as_millis();
+                        if text.starts_with("SIP/2.0 200") {
+                            oks.push(ms);
+                        } else if text.starts_with("BYE ") {
+                            byes.push(ms);
+                        }
+                    }
+                    UaOutput::Event(UaEvent::Ended { cause, .. }) => ended.push(cause),
+                    UaOutput::Event(_) => {}
+                }
+            }
+            match ua.next_timeout() {
+                Some(t) if t <= t0 + Duration::from_secs(33) => {
+                    now = t.max(now);
+                    ua.handle_timeout(now);
+                }
+                _ => break,
+            }
+        }
+        // RFC 3261 §13.3.1.4: T1, doubling to T2, until 64·T1; then BYE.
+        assert_eq!(
+            oks,
+            vec![0, 500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500]
+        );
+        assert_eq!(byes.first(), Some(&32000));
+        assert_eq!(ended, vec![EndCause::NoAck]);
+    }
+
     #[test]
     fn dialled_user_from_request_uri() {
         let mut m = Msg::request("INVITE", "sip:914085551234@bridge.example.com;user=phone");
