@@ -64,6 +64,8 @@ pub struct Bridge {
     /// Where SIP (UDP and TCP) actually listens.
     pub sip_addr: SocketAddr,
     sip: JoinHandle<()>,
+    /// Handed to the call layer by [`Bridge::start`].
+    calls: Option<call::CallCtx>,
     stop: oneshot::Sender<()>,
     server: JoinHandle<std::io::Result<()>>,
     sink: Option<JoinHandle<()>>,
@@ -73,10 +75,9 @@ impl Bridge {
     /// Starts every part; accepted webhooks go to the call layer.
     pub async fn start(settings: Settings) -> Result<Bridge, Error> {
         let (mut bridge, events) = Self::start_with_events(settings).await?;
-        bridge.sink = Some(tokio::spawn(call::run_event_sink(
-            events,
-            bridge.store.clone(),
-        )));
+        if let Some(ctx) = bridge.calls.take() {
+            bridge.sink = Some(tokio::spawn(call::run_calls(events, ctx)));
+        }
         Ok(bridge)
     }
 
@@ -91,8 +92,28 @@ impl Bridge {
         let trunk = call::sip_task::resolve_trunk(&settings).await;
         let (sip_socket, sip_addr) =
             call::sip_task::bind(&settings, trunk.iter().map(|a| a.ip()).collect()).await?;
+        let (sip_handle, sip_commands) = call::sip_task::channel();
+        let call_ctx = call::CallCtx {
+            settings: settings.clone(),
+            store: store.clone(),
+            wati: wati.clone(),
+            metrics: metrics.clone(),
+            sip: sip_handle,
+            webrtc_ports: Arc::new(std::sync::Mutex::new(ports::PortPool::new(
+                settings.webrtc.ports.clone(),
+                1,
+                ports::DEFAULT_QUARANTINE,
+            ))),
+            rtp_ports: Arc::new(std::sync::Mutex::new(ports::PortPool::new(
+                settings.media.rtp_ports.clone(),
+                2,
+                ports::DEFAULT_QUARANTINE,
+            ))),
+            trunk: trunk.first().copied(),
+        };
         let sip = tokio::spawn(call::sip_task::run(
             sip_socket,
+            sip_commands,
             settings.clone(),
             trunk,
             health.clone(),
@@ -137,6 +158,7 @@ impl Bridge {
                 wati,
                 sip_addr,
                 sip,
+                calls: Some(call_ctx),
                 stop,
                 server,
                 sink: None,

@@ -14,6 +14,18 @@ pub struct WebhookLabels {
     pub status: u16,
 }
 
+/// `wsb_calls_total{direction,result}` and `wsb_calls_active{direction}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallLabels {
+    pub direction: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabel {
+    pub direction: &'static str,
+}
+
 /// `wsb_wati_requests_total{op,status}`: every Wati REST call, by operation and
 /// HTTP status (or `timeout` / `error` when there was none).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -28,6 +40,8 @@ pub struct Metrics {
     pub wati_requests: Family<WatiLabels, Counter>,
     /// `wsb_sip_registered`: 1 while the registration to the PBX is current.
     pub sip_registered: Gauge,
+    pub calls_total: Family<CallLabels, Counter>,
+    pub calls_active: Family<DirectionLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -57,11 +71,25 @@ impl Metrics {
             "1 while the registration to the PBX is current (trunk.register = true)",
             sip_registered.clone(),
         );
+        let calls_total = Family::<CallLabels, Counter>::default();
+        registry.register(
+            "wsb_calls",
+            "Calls that ended, by direction and result",
+            calls_total.clone(),
+        );
+        let calls_active = Family::<DirectionLabel, Gauge>::default();
+        registry.register(
+            "wsb_calls_active",
+            "Calls in progress, by direction",
+            calls_active.clone(),
+        );
         Metrics {
             registry,
             webhooks,
             wati_requests,
             sip_registered,
+            calls_total,
+            calls_active,
         }
     }
 
@@ -78,6 +106,24 @@ impl Metrics {
                 status: status.into(),
             })
             .inc();
+    }
+
+    pub fn call_started(&self, direction: &'static str) {
+        self.calls_active
+            .get_or_create(&DirectionLabel { direction })
+            .inc();
+    }
+
+    pub fn call_ended(&self, direction: &'static str, result: &'static str) {
+        self.calls_total
+            .get_or_create(&CallLabels { direction, result })
+            .inc();
+    }
+
+    pub fn call_finished(&self, direction: &'static str) {
+        self.calls_active
+            .get_or_create(&DirectionLabel { direction })
+            .dec();
     }
 
     /// The registry in the OpenMetrics text format.

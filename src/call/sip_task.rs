@@ -1,13 +1,18 @@
-//! The SIP side's task: binds `sip.listen` (UDP and TCP), answers the PBX's
-//! OPTIONS, keeps the registration when `trunk.register = true` (state in
-//! `/readyz` and `wsb_sip_registered`), and, until the call flows exist,
-//! refuses INVITEs with 503 so the PBX fails over instead of waiting.
+//! The SIP side's task: owns the SIP user agent and its sockets (`sip.listen`,
+//! UDP and TCP), answers the PBX's OPTIONS, keeps the registration when
+//! `trunk.register = true` (state in `/readyz` and `wsb_sip_registered`),
+//! places INVITEs for call tasks and routes each call's events back to its
+//! task. INVITEs from the PBX are refused with 503 until the outbound call
+//! flow exists.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
+use std::collections::HashMap;
+
 use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Settings;
 use crate::health::{Check, Health};
@@ -17,7 +22,84 @@ use crate::sip::endpoint::{Peer, Transport};
 use crate::sip::register::RegisterConfig;
 use crate::sip::runtime::SipSocket;
 use crate::sip::transaction::Timers;
-use crate::sip::ua::{SipUa, UaConfig, UaEvent};
+use crate::sip::ua::{CallRef, Invite, SipUa, UaConfig, UaEvent};
+
+/// What a call task asks of the SIP side.
+#[derive(Debug)]
+pub enum SipCommand {
+    Invite {
+        request_uri: String,
+        from: String,
+        to: String,
+        headers: Vec<(&'static str, String)>,
+        sdp: String,
+        peer: Peer,
+        /// Where this call's events go.
+        events: mpsc::Sender<UaEvent>,
+        reply: oneshot::Sender<CallRef>,
+    },
+    Hangup(CallRef),
+}
+
+/// A call task's way to the SIP side.
+#[derive(Clone)]
+pub struct SipHandle {
+    tx: mpsc::Sender<SipCommand>,
+}
+
+impl SipHandle {
+    /// Places a call; its events arrive on `events`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn invite(
+        &self,
+        request_uri: String,
+        from: String,
+        to: String,
+        headers: Vec<(&'static str, String)>,
+        sdp: String,
+        peer: Peer,
+        events: mpsc::Sender<UaEvent>,
+    ) -> Option<CallRef> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(SipCommand::Invite {
+                request_uri,
+                from,
+                to,
+                headers,
+                sdp,
+                peer,
+                events,
+                reply,
+            })
+            .await
+            .ok()?;
+        rx.await.ok()
+    }
+
+    pub async fn hangup(&self, call: CallRef) {
+        let _ = self.tx.send(SipCommand::Hangup(call)).await;
+    }
+}
+
+/// A command channel for [`run`] and the handle that feeds it.
+pub fn channel() -> (SipHandle, mpsc::Receiver<SipCommand>) {
+    let (tx, rx) = mpsc::channel(1024);
+    (SipHandle { tx }, rx)
+}
+
+fn call_of(ev: &UaEvent) -> Option<CallRef> {
+    match ev {
+        UaEvent::Incoming { call, .. }
+        | UaEvent::Progress { call, .. }
+        | UaEvent::Answered { call, .. }
+        | UaEvent::Failed { call, .. }
+        | UaEvent::Ended { call, .. }
+        | UaEvent::Reoffer { call, .. }
+        | UaEvent::Dtmf { call, .. } => Some(*call),
+        UaEvent::Registration { .. } => None,
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SipStartError {
@@ -91,11 +173,13 @@ pub async fn resolve_trunk(settings: &Settings) -> Vec<SocketAddr> {
 /// Runs the SIP side until the task is aborted.
 pub async fn run(
     mut sip: SipSocket,
+    mut commands: mpsc::Receiver<SipCommand>,
     settings: Settings,
     trunk: Vec<SocketAddr>,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
 ) {
+    let mut routes: HashMap<CallRef, mpsc::Sender<UaEvent>> = HashMap::new();
     health.set_sip(Check::Ok);
     if settings.trunk.register {
         health.set_registration(Check::Failing);
@@ -140,7 +224,25 @@ pub async fn run(
         }
     }
     loop {
-        match sip.next_event().await {
+        let ev = tokio::select! {
+            ev = sip.next_event() => ev,
+            cmd = commands.recv() => {
+                match cmd {
+                    Some(SipCommand::Invite { request_uri, from, to, headers, sdp, peer, events, reply }) => {
+                        let call = sip.ua().invite(
+                            Instant::now(),
+                            Invite { request_uri: &request_uri, from: &from, to: &to, headers: &headers, sdp: &sdp, peer },
+                        );
+                        routes.insert(call, events);
+                        let _ = reply.send(call);
+                    }
+                    Some(SipCommand::Hangup(call)) => sip.ua().hangup(Instant::now(), call),
+                    None => return,
+                }
+                continue;
+            }
+        };
+        match ev {
             UaEvent::Registration { registered, code } => {
                 health.set_registration(if registered {
                     Check::Ok
@@ -158,8 +260,8 @@ pub async fn run(
                 call,
                 invite,
                 source,
-            } => {
-                tracing::warn!(%source.addr, call_id = invite.call_id(), "INVITE refused: call handling is not implemented yet");
+            } if !routes.contains_key(&call) => {
+                tracing::warn!(%source.addr, call_id = invite.call_id(), "INVITE refused: calls to WhatsApp users are not implemented yet");
                 sip.ua().reject(
                     Instant::now(),
                     call,
@@ -169,12 +271,28 @@ pub async fn run(
                         ("retry-after", "60".into()),
                         (
                             "reason",
-                            "SIP;cause=503;text=\"calls not implemented yet\"".into(),
+                            "SIP;cause=503;text=\"calls to WhatsApp are not implemented yet\""
+                                .into(),
                         ),
                     ],
                 );
             }
-            other => tracing::debug!(event = ?other, "SIP event"),
+            other => {
+                let Some(call) = call_of(&other) else {
+                    continue;
+                };
+                let last = matches!(other, UaEvent::Ended { .. } | UaEvent::Failed { .. });
+                if let Some(tx) = routes.get(&call) {
+                    if tx.send(other).await.is_err() {
+                        // The call task is gone: make sure the PBX side ends too.
+                        sip.ua().hangup(Instant::now(), call);
+                        routes.remove(&call);
+                    }
+                }
+                if last {
+                    routes.remove(&call);
+                }
+            }
         }
         // Registration expiry is also a readiness matter between refreshes.
         if settings.trunk.register && sip.ua().registered(Instant::now()) == Some(false) {

@@ -345,6 +345,20 @@ impl Store {
         .await
     }
 
+    /// Every record of a WhatsApp call id (normally one).
+    pub async fn calls_by_wa_call_id(
+        &self,
+        wa_call_id: String,
+    ) -> Result<Vec<CallRow>, StoreError> {
+        self.with(move |c| {
+            let mut stmt =
+                c.prepare(&format!("{CALL_SELECT} WHERE wa_call_id = ?1 ORDER BY id"))?;
+            let rows = stmt.query_map([wa_call_id], call_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
     /// Calls that have not ended: after a crash, these are the ones to clean up.
     pub async fn live_calls(&self) -> Result<Vec<CallRow>, StoreError> {
         self.with(|c| {

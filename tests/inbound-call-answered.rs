@@ -1,0 +1,199 @@
+//! A WhatsApp user calls the business, through the real bridge on 127.0.0.1:
+//! the fake Wati delivers the webhook with a WhatsApp-shaped offer from a
+//! simulated WhatsApp media server (str0m, ICE-lite) on a real socket; the
+//! bridge INVITEs the PBX (sipp, answering and echoing RTP); on the 200 it
+//! accepts at Wati with its SDP answer; a 1 kHz tone from WhatsApp crosses
+//! to the PBX (PCMU, transcoded), is echoed and comes back (transcoded again)
+//! and is detected at the WhatsApp side. The Terminate webhook then makes the
+//! bridge BYE the PBX, and the call record says why the call ended.
+
+mod support;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::audio::{tone_snr_db, Sink, ToneSource};
+use support::fake_wati::{FakeWati, Route};
+use support::wa_peer::WaPeer;
+use support::{settings_with, WEBHOOK_KEY};
+use wa_sip_bridge::Bridge;
+
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn inbound_call_answered_with_audio_both_ways_then_whatsapp_hangs_up() {
+    // The PBX: sipp answering (180, 200 with PCMU SDP) and echoing RTP.
+    let (sip_port, media_port) = (free_port(), free_port() & !1);
+    let mut pbx = tokio::process::Command::new("sipp")
+        .args([
+            "-sn",
+            "uas",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &sip_port.to_string(),
+            "-mp",
+            &media_port.to_string(),
+        ])
+        .args([
+            "-cp",
+            &free_port().to_string(),
+            "-rtp_echo",
+            "-m",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "60s",
+            "-timeout_error",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("sipp is installed (tests/setup-system.sh)");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let wati = FakeWati::start().await;
+    let extra = format!(
+        "[trunk]\nuri = \"sip:127.0.0.1:{sip_port}\"\n[webrtc]\nport_min = 42000\nport_max = 42099\n[media]\nrtp_port_min = 22000\nrtp_port_max = 22999\n"
+    );
+    let bridge = Bridge::start(settings_with(&wati.api_endpoint(), &extra))
+        .await
+        .unwrap();
+
+    // WhatsApp's media server on a real socket, and its offer in the webhook.
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let peer_addr = sock.local_addr().unwrap();
+    let (mut peer, offer) = WaPeer::offer(peer_addr, Instant::now(), None);
+    let call_id = "wacid.HBgMOTE3MzU4NTgwMTgwFQIAEhggQkE2/+ABUKAA==";
+    let (status, _) = wati
+        .post_webhook(
+            bridge.http_addr,
+            "inbound-call",
+            Some(WEBHOOK_KEY),
+            &json!({"callId": call_id, "sdp": offer, "businessNumber": "15551441906", "contact": {"ContactNumber": "917358580180"}}),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    // The bridge accepts at Wati once the PBX answered.
+    let mut accept = None;
+    for _ in 0..200 {
+        if let Some(r) = wati.requests_to(Route::Accept).into_iter().next() {
+            accept = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let accept = accept.expect("accept request sent to Wati after the PBX answered");
+    assert!(accept.path.ends_with("/accept"));
+    let answer = accept
+        .json
+        .as_ref()
+        .and_then(|b| b["Sdp"].as_str())
+        .expect("{\"Sdp\": answer}")
+        .to_string();
+    assert!(answer.contains("a=setup:active"), "{answer}");
+    assert!(!answer.contains("a=ice-lite"));
+    let fp = answer
+        .lines()
+        .find(|l| l.starts_with("a=fingerprint:sha-256 "))
+        .expect("fingerprint");
+    assert_eq!(
+        fp,
+        fp.to_ascii_uppercase()
+            .replace("A=FINGERPRINT:SHA-256", "a=fingerprint:sha-256")
+    );
+    peer.accept_answer(&answer);
+
+    // Run the WhatsApp side for a few seconds: a 1 kHz tone once connected.
+    let mut tone = ToneSource::new(1000.0);
+    let mut buf = vec![0u8; 2048];
+    let end = Instant::now() + Duration::from_secs(5);
+    let mut next_tick = Instant::now();
+    let mut connected_at = None;
+    while Instant::now() < end {
+        let (tx, timeout) = peer.poll();
+        for (to, data) in tx {
+            let _ = sock.send_to(&data, to).await;
+        }
+        if peer.connected && connected_at.is_none() {
+            connected_at = Some(peer.audio.len());
+        }
+        if peer.connected && Instant::now() >= next_tick {
+            let now = Instant::now();
+            peer.send_audio(now, &tone.next_packet());
+            next_tick += Duration::from_millis(20);
+        }
+        let wake = timeout
+            .min(next_tick)
+            .max(Instant::now() + Duration::from_millis(1));
+        tokio::select! {
+            r = sock.recv_from(&mut buf) => {
+                if let Ok((n, from)) = r {
+                    peer.handle_receive(Instant::now(), from, &buf[..n]);
+                }
+            }
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
+        }
+        peer.handle_timeout(Instant::now());
+    }
+    assert!(peer.connected, "ICE/DTLS between WhatsApp and the bridge");
+    let mut sink = Sink::new();
+    for p in &peer.audio[connected_at.unwrap_or(0)..] {
+        sink.push(p);
+    }
+    // Skip the first second: silence before the echo loop fills.
+    let snr = tone_snr_db(&sink.pcm, 1000.0, 48_000.0, 48_000);
+    eprintln!(
+        "1 kHz back at WhatsApp: {snr:.1} dB over {} packets",
+        sink.packets
+    );
+    assert!(
+        snr > 10.0,
+        "1 kHz back at WhatsApp through PBX echo: {snr:.1} dB over {} packets",
+        sink.packets
+    );
+
+    // WhatsApp hangs up: the bridge BYEs the PBX; sipp then completes its call.
+    let (status, _) = wati
+        .post_webhook(
+            bridge.http_addr,
+            "terminate",
+            Some(WEBHOOK_KEY),
+            &json!({"callId": call_id}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let sipp_status = tokio::time::timeout(Duration::from_secs(20), pbx.wait())
+        .await
+        .expect("sipp ended")
+        .unwrap();
+    assert!(sipp_status.success(), "sipp saw INVITE, ACK and our BYE");
+
+    let mut rows = Vec::new();
+    for _ in 0..100 {
+        rows = bridge
+            .store
+            .calls_by_wa_call_id(call_id.into())
+            .await
+            .unwrap();
+        if rows.first().is_some_and(|r| r.ended_at_ms.is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(rows.len(), 1, "exactly one call record");
+    assert_eq!(rows[0].end_cause.as_deref(), Some("whatsapp_terminated"));
+    assert_eq!(rows[0].waid.as_deref(), Some("917358580180"));
+    // WhatsApp ended the call itself: no terminate request to Wati.
+    assert!(wati.requests_to(Route::Terminate).is_empty());
+    bridge.shutdown().await.unwrap();
+}
