@@ -8,12 +8,8 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion};
 use wa_sip_bridge::webrtc::{LegEvent, LegOutput};
 
-#[path = "../tests/support/audio.rs"]
-#[allow(dead_code)]
-mod audio;
-#[path = "../tests/support/wa_peer.rs"]
-#[allow(dead_code)]
-mod wa_peer;
+use wa_sip_bridge::demo::audio;
+
 #[path = "../tests/support/wa_sim.rs"]
 #[allow(dead_code)]
 mod wa_sim;
@@ -26,7 +22,10 @@ fn connected() -> wa_sim::Sim {
 }
 
 fn bench(c: &mut Criterion) {
-    let packet = audio::ToneSource::new(1000.0).next_packet();
+    let packet = audio::ToneSource::new(1000.0)
+        .unwrap()
+        .next_packet()
+        .unwrap();
 
     c.bench_function("wa_leg/send_audio+encrypt", |b| {
         let mut sim = connected();
@@ -61,8 +60,8 @@ fn bench(c: &mut Criterion) {
             for _ in 0..iters {
                 now += Duration::from_millis(20);
                 sim.peer.send_audio(now, &packet);
-                sim.peer.handle_timeout(now);
-                let (tx, _) = sim.peer.poll();
+                sim.peer.handle_timeout(now).unwrap();
+                let (tx, _) = sim.peer.poll().unwrap();
                 datagrams.extend(tx.into_iter().map(|(_, d)| d));
             }
             sim.now = now;

@@ -4,6 +4,7 @@
 
 pub mod call;
 pub mod config;
+pub mod demo;
 pub mod dtmf;
 pub mod health;
 pub mod http;

@@ -60,7 +60,7 @@ async fn inbound_call_answered_with_audio_both_ways_then_whatsapp_hangs_up() {
         .expect("sipp is installed (tests/setup-system.sh)");
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let wati = FakeWati::start().await;
+    let wati = FakeWati::start().await.unwrap();
     let extra = format!(
         "[trunk]\nuri = \"sip:127.0.0.1:{sip_port}\"\n[webrtc]\nport_min = 42000\nport_max = 42099\n[media]\nrtp_port_min = 22000\nrtp_port_max = 22999\n"
     );
@@ -71,7 +71,7 @@ async fn inbound_call_answered_with_audio_both_ways_then_whatsapp_hangs_up() {
     // WhatsApp's media server on a real socket, and its offer in the webhook.
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let peer_addr = sock.local_addr().unwrap();
-    let (mut peer, offer) = WaPeer::offer(peer_addr, Instant::now(), None);
+    let (mut peer, offer) = WaPeer::offer(peer_addr, Instant::now(), None).unwrap();
     let call_id = "wacid.HBgMOTE3MzU4NTgwMTgwFQIAEhggQkE2/+ABUKAA==";
     let (status, _) = wati
         .post_webhook(
@@ -111,16 +111,16 @@ async fn inbound_call_answered_with_audio_both_ways_then_whatsapp_hangs_up() {
         fp.to_ascii_uppercase()
             .replace("A=FINGERPRINT:SHA-256", "a=fingerprint:sha-256")
     );
-    peer.accept_answer(&answer);
+    peer.accept_answer(&answer).unwrap();
 
     // Run the WhatsApp side for a few seconds: a 1 kHz tone once connected.
-    let mut tone = ToneSource::new(1000.0);
+    let mut tone = ToneSource::new(1000.0).unwrap();
     let mut buf = vec![0u8; 2048];
     let end = Instant::now() + Duration::from_secs(5);
     let mut next_tick = Instant::now();
     let mut connected_at = None;
     while Instant::now() < end {
-        let (tx, timeout) = peer.poll();
+        let (tx, timeout) = peer.poll().unwrap();
         for (to, data) in tx {
             let _ = sock.send_to(&data, to).await;
         }
@@ -129,7 +129,7 @@ async fn inbound_call_answered_with_audio_both_ways_then_whatsapp_hangs_up() {
         }
         if peer.connected && Instant::now() >= next_tick {
             let now = Instant::now();
-            peer.send_audio(now, &tone.next_packet());
+            peer.send_audio(now, &tone.next_packet().unwrap());
             next_tick += Duration::from_millis(20);
         }
         let wake = timeout
@@ -143,12 +143,12 @@ async fn inbound_call_answered_with_audio_both_ways_then_whatsapp_hangs_up() {
             }
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
         }
-        peer.handle_timeout(Instant::now());
+        peer.handle_timeout(Instant::now()).unwrap();
     }
     assert!(peer.connected, "ICE/DTLS between WhatsApp and the bridge");
-    let mut sink = Sink::new();
+    let mut sink = Sink::new().unwrap();
     for p in &peer.audio[connected_at.unwrap_or(0)..] {
-        sink.push(p);
+        sink.push(p).unwrap();
     }
     // Skip the first second: silence before the echo loop fills.
     let snr = tone_snr_db(&sink.pcm, 1000.0, 48_000.0, 48_000);

@@ -122,11 +122,11 @@ fn decode_opus_stream(packets: &[(u16, Vec<u8>)]) -> Vec<i16> {
 fn whatsapp_to_pbx(codec: SipCodec, loss: u64) -> f64 {
     let t0 = Instant::now();
     let mut relay = Relay::new(config(codec, Some((101, 8000))), t0).unwrap();
-    let mut tone = ToneSource::new(1000.0);
+    let mut tone = ToneSource::new(1000.0).unwrap();
     let mut rng = Rng(99);
     let mut out: Vec<Vec<u8>> = Vec::new();
     for k in 0..150u32 {
-        let p = tone.next_packet();
+        let p = tone.next_packet().unwrap();
         if k > 0 && rng.chance(loss) {
             continue;
         }
@@ -191,9 +191,9 @@ fn pbx_to_whatsapp(codec: SipCodec, ptime_ms: usize, loss: u64) -> f64 {
     let mut buf = [0u8; 1500];
     match codec {
         SipCodec::Opus { pt } => {
-            let mut tone = ToneSource::new(440.0);
+            let mut tone = ToneSource::new(440.0).unwrap();
             for k in 0..150u32 {
-                let p = tone.next_packet();
+                let p = tone.next_packet().unwrap();
                 if k > 0 && rng.chance(loss) {
                     continue;
                 }

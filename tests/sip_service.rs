@@ -44,7 +44,7 @@ async fn responses(sock: &tokio::net::UdpSocket, until_final: bool) -> Vec<Strin
 
 #[tokio::test]
 async fn options_answered_and_invites_refused_until_calls_exist() {
-    let wati = FakeWati::start().await;
+    let wati = FakeWati::start().await.unwrap();
     let bridge = Bridge::start(settings(&wati.api_endpoint())).await.unwrap();
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let ours = sock.local_addr().unwrap();
@@ -129,7 +129,7 @@ async fn registration_state_reaches_readyz_and_metrics() {
         .spawn()
         .expect("sipp is installed (tests/setup-system.sh)");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let wati = FakeWati::start().await;
+    let wati = FakeWati::start().await.unwrap();
     let extra = format!(
         "[trunk]\nuri = \"sip:127.0.0.1:{port}\"\nregister = true\nregister_expires = 60\nusername = \"wa-bridge\"\npassword = \"s3cret\"\n"
     );

@@ -18,7 +18,7 @@ fn waid() -> Waid {
 
 #[tokio::test]
 async fn each_call_sends_the_contract_request() {
-    let wati = FakeWati::start().await;
+    let wati = FakeWati::start().await.unwrap();
     let bridge = Bridge::start(settings(&wati.api_endpoint())).await.unwrap();
     let client = &bridge.wati;
     // A real-looking id with '/', '+' and '=' must stay one path segment.
@@ -91,7 +91,7 @@ async fn each_call_sends_the_contract_request() {
 
 #[tokio::test]
 async fn failures_map_to_typed_errors() {
-    let wati = FakeWati::start().await;
+    let wati = FakeWati::start().await.unwrap();
     let bridge = Bridge::start(settings(&wati.api_endpoint())).await.unwrap();
     let client = &bridge.wati;
     let call = WaCallId::parse("wacid.1").unwrap();
@@ -203,7 +203,7 @@ async fn unreachable_wati_is_a_transport_error() {
 
 #[tokio::test]
 async fn a_rejected_token_turns_readiness_red_until_a_call_succeeds() {
-    let wati = FakeWati::start().await;
+    let wati = FakeWati::start().await.unwrap();
     let bridge = Bridge::start(settings(&wati.api_endpoint())).await.unwrap();
     let http = reqwest::Client::new();
     let readyz = || async {

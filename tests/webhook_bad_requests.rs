@@ -301,7 +301,7 @@ fn cases() -> Vec<Case> {
 
 #[tokio::test]
 async fn bad_webhook_requests_get_the_exact_status() {
-    let wati = FakeWati::start().await;
+    let wati = FakeWati::start().await.unwrap();
     let (bridge, mut events) = Bridge::start_with_events(settings(&wati.api_endpoint()))
         .await
         .unwrap();
@@ -370,7 +370,7 @@ async fn bad_webhook_requests_get_the_exact_status() {
 
 #[tokio::test]
 async fn unknown_routes_and_methods_are_not_5xx() {
-    let wati = FakeWati::start().await;
+    let wati = FakeWati::start().await.unwrap();
     let bridge = Bridge::start(settings(&wati.api_endpoint())).await.unwrap();
     let client = reqwest::Client::new();
     let get = client

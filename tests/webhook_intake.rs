@@ -16,7 +16,7 @@ const OFFER: &str = "v=0\r\no=- 1760681506762 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0
 
 #[tokio::test]
 async fn accepted_webhook_is_stored_and_a_duplicate_has_no_second_effect() {
-    let wati = FakeWati::start().await;
+    let wati = FakeWati::start().await.unwrap();
     let (bridge, mut events) = Bridge::start_with_events(settings(&wati.api_endpoint()))
         .await
         .unwrap();
@@ -117,7 +117,7 @@ impl ParseId for str {
 
 #[tokio::test]
 async fn each_route_yields_its_typed_event() {
-    let wati = FakeWati::start().await;
+    let wati = FakeWati::start().await.unwrap();
     let (bridge, mut events) = Bridge::start_with_events(settings(&wati.api_endpoint()))
         .await
         .unwrap();
@@ -169,7 +169,7 @@ async fn each_route_yields_its_typed_event() {
 async fn webhook_log_survives_a_restart_and_permissions_reach_the_cache() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("bridge.db");
-    let wati = FakeWati::start().await;
+    let wati = FakeWati::start().await.unwrap();
     let extra = format!("[storage]\nurl = \"sqlite://{}\"\n", db.display());
     // The default sink applies permission updates to the cache.
     let bridge = Bridge::start(settings_with(&wati.api_endpoint(), &extra))

@@ -103,8 +103,8 @@ async fn socket() -> (tokio::net::UdpSocket, LegConfig) {
 
 /// Sends a 1 kHz tone for the test's length while collecting what arrives.
 async fn exchange(mut sock: LegSocket) -> (Sink, bool) {
-    let mut tone = ToneSource::new(1000.0);
-    let mut sink = Sink::new();
+    let mut tone = ToneSource::new(1000.0).unwrap();
+    let mut sink = Sink::new().unwrap();
     let mut connected = false;
     let end = Instant::now() + Duration::from_secs_f64(SECONDS + 1.0);
     let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -112,13 +112,13 @@ async fn exchange(mut sock: LegSocket) -> (Sink, bool) {
         tokio::select! {
             ev = sock.next_event() => match ev {
                 LegEvent::Connected => connected = true,
-                LegEvent::Audio { payload, .. } => sink.push(&payload),
+                LegEvent::Audio { payload, .. } => sink.push(&payload).unwrap(),
                 LegEvent::Ended(c) => panic!("leg ended: {c:?}"),
                 LegEvent::Dtmf(_) | LegEvent::TelephoneEvent { .. } => {}
             },
             _ = tick.tick() => {
                 if connected {
-                    let p = tone.next_packet();
+                    let p = tone.next_packet().unwrap();
                     sock.leg().send_audio(Instant::now(), &p, 960);
                 }
             }

@@ -51,7 +51,7 @@ fn broken_and_huge_sdps_are_typed_errors() {
         assert!(WaLeg::answer(garbage, cfg(), now).is_err(), "{garbage:?}");
     }
     // Mutations of a real offer: lines dropped, duplicated, cut, bytes flipped.
-    let (_, offer) = WaPeer::offer(peer_addr(), now, None);
+    let (_, offer) = WaPeer::offer(peer_addr(), now, None).unwrap();
     let lines: Vec<&str> = offer.split("\r\n").collect();
     let mut rng = Rng(0x5eed);
     let (mut ok, mut err) = (0, 0);
@@ -113,16 +113,16 @@ fn stun_with_wrong_ufrag() -> Vec<u8> {
 }
 
 fn tone_through(sim: &mut Sim) -> f64 {
-    let mut theirs = ToneSource::new(440.0);
+    let mut theirs = ToneSource::new(440.0).unwrap();
     let start = sim.events.len();
     sim.run_for(Duration::from_secs(1), |s| {
         let now = s.now;
-        s.peer.send_audio(now, &theirs.next_packet());
+        s.peer.send_audio(now, &theirs.next_packet().unwrap());
     });
-    let mut sink = Sink::new();
+    let mut sink = Sink::new().unwrap();
     for e in &sim.events[start..] {
         if let LegEvent::Audio { payload, .. } = e {
-            sink.push(payload);
+            sink.push(payload).unwrap();
         }
     }
     tone_snr_db(&sink.pcm, 440.0, 48_000.0, 4800)

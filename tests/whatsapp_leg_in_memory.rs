@@ -62,18 +62,18 @@ fn sent_client_hello(sim: &Sim) -> bool {
 }
 
 fn tones_cross(sim: &mut Sim) {
-    let mut ours = ToneSource::new(1000.0);
-    let mut theirs = ToneSource::new(440.0);
+    let mut ours = ToneSource::new(1000.0).unwrap();
+    let mut theirs = ToneSource::new(440.0).unwrap();
     let start = sim.peer.audio.len();
     sim.run_for(Duration::from_secs(2), |s| {
         let now = s.now;
-        s.leg.send_audio(now, &ours.next_packet(), 960);
-        s.peer.send_audio(now, &theirs.next_packet());
+        s.leg.send_audio(now, &ours.next_packet().unwrap(), 960);
+        s.peer.send_audio(now, &theirs.next_packet().unwrap());
     });
     // At the peer: our 1 kHz tone.
-    let mut at_peer = Sink::new();
+    let mut at_peer = Sink::new().unwrap();
     for p in &sim.peer.audio[start..] {
-        at_peer.push(p);
+        at_peer.push(p).unwrap();
     }
     let snr = tone_snr_db(&at_peer.pcm, 1000.0, 48_000.0, 9600);
     assert!(
@@ -86,10 +86,10 @@ fn tones_cross(sim: &mut Sim) {
         "wrong tone at the WhatsApp side"
     );
     // At the leg: their 440 Hz tone, payloads untouched.
-    let mut at_leg = Sink::new();
+    let mut at_leg = Sink::new().unwrap();
     for e in &sim.events {
         if let LegEvent::Audio { payload, .. } = e {
-            at_leg.push(payload);
+            at_leg.push(payload).unwrap();
         }
     }
     let snr = tone_snr_db(&at_leg.pcm, 440.0, 48_000.0, 9600);
@@ -295,7 +295,7 @@ fn a_fingerprint_mismatch_fails_dtls_and_ends_the_leg_once() {
     use support::wa_sim::{leg_addr, peer_addr};
     use wa_sip_bridge::webrtc::{LegConfig, WaLeg};
     let now = std::time::Instant::now();
-    let (mut peer, offer) = WaPeer::offer(peer_addr(), now, None);
+    let (mut peer, offer) = WaPeer::offer(peer_addr(), now, None).unwrap();
     // Someone else's certificate fingerprint (a man in the middle, or a mangled SDP).
     let fp_line = offer
         .lines()
@@ -304,7 +304,7 @@ fn a_fingerprint_mismatch_fails_dtls_and_ends_the_leg_once() {
     let forged = offer.replace(fp_line, "a=fingerprint:sha-256 A2:EC:E2:C4:E4:FE:75:63:39:0D:77:45:DF:70:64:BC:F9:96:73:DE:F4:92:E5:78:D0:5B:1F:8F:E7:46:D3:C6");
     let (leg, answer) =
         WaLeg::answer(&forged, LegConfig::new(leg_addr(), leg_addr()), now).unwrap();
-    peer.accept_answer(&answer);
+    peer.accept_answer(&answer).unwrap();
     let mut sim = Sim {
         now,
         leg,

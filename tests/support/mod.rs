@@ -1,7 +1,8 @@
 //! Shared test support: the fake Wati and a bridge configured against it.
 #![allow(dead_code)]
 
-pub mod fake_wati;
+#[allow(unused_imports)]
+pub use wa_sip_bridge::demo::{audio, fake_wati, wa_peer};
 
 use wa_sip_bridge::config::{settings_from_toml_str, Settings};
 
@@ -53,6 +54,4 @@ url = "sqlite::memory:"
     settings_from_toml_str(&text, std::iter::empty()).expect("test settings are valid")
 }
 
-pub mod audio;
-pub mod wa_peer;
 pub mod wa_sim;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use str0m::config::DtlsCert;
 use wa_sip_bridge::webrtc::{EndCause, LegConfig, LegEvent, LegOutput, WaLeg};
 
-use super::wa_peer::WaPeer;
+use wa_sip_bridge::demo::wa_peer::WaPeer;
 
 pub fn leg_addr() -> SocketAddr {
     "127.0.0.1:40002".parse().unwrap()
@@ -58,7 +58,7 @@ impl Sim {
                         }
                     }
                 }
-                let (tx, t) = self.peer.poll();
+                let (tx, t) = self.peer.poll().unwrap();
                 peer_timeout = t;
                 for (to, data) in tx {
                     self.peer_sent.push(data.clone());
@@ -78,7 +78,7 @@ impl Sim {
             }
             self.now = next;
             self.leg.handle_timeout(self.now);
-            self.peer.handle_timeout(self.now);
+            self.peer.handle_timeout(self.now).unwrap();
         }
     }
 
@@ -99,9 +99,9 @@ impl Sim {
 
 pub fn inbound(cert: Option<DtlsCert>) -> (Sim, String) {
     let now = Instant::now();
-    let (mut peer, offer) = WaPeer::offer(peer_addr(), now, cert);
+    let (mut peer, offer) = WaPeer::offer(peer_addr(), now, cert).unwrap();
     let (leg, answer) = WaLeg::answer(&offer, LegConfig::new(leg_addr(), leg_addr()), now).unwrap();
-    peer.accept_answer(&answer);
+    peer.accept_answer(&answer).unwrap();
     (
         Sim {
             now,
@@ -119,7 +119,7 @@ pub fn inbound(cert: Option<DtlsCert>) -> (Sim, String) {
 pub fn outbound(cert: Option<DtlsCert>) -> (Sim, String, String) {
     let now = Instant::now();
     let (mut leg, offer) = WaLeg::offer(LegConfig::new(leg_addr(), leg_addr()), now).unwrap();
-    let (peer, answer) = WaPeer::answer(&offer, peer_addr(), now, cert);
+    let (peer, answer) = WaPeer::answer(&offer, peer_addr(), now, cert).unwrap();
     leg.apply_answer(&answer).unwrap();
     (
         Sim {

@@ -1,4 +1,4 @@
-//! A simulated WhatsApp media peer: str0m configured as WhatsApp's media
+//! A simulated WhatsApp media peer (for `demo` and the tests): str0m configured as WhatsApp's media
 //! servers behave (ICE-lite, Opus 111 with WhatsApp's fmtp, telephone-event
 //! 126/8000, complete SDP), speaking str0m's frame API so that it shares no
 //! code with the bridge's RTP-mode leg.
@@ -17,6 +17,11 @@ use str0m::format::{Codec, FormatParams};
 use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+
+use super::DemoError;
+
+/// Datagrams to send: (destination, bytes).
+pub type Transmits = Vec<(SocketAddr, Vec<u8>)>;
 
 pub struct WaPeer {
     pub rtc: Rtc,
@@ -59,33 +64,39 @@ fn config(cert: Option<DtlsCert>) -> RtcConfig {
     cfg
 }
 
-fn attr<'a>(sdp: &'a str, name: &str) -> &'a str {
+fn attr<'a>(sdp: &'a str, name: &str) -> Result<&'a str, DemoError> {
     sdp.lines()
         .find_map(|l| l.trim_end().strip_prefix(name))
-        .unwrap_or_else(|| panic!("no {name} in\n{sdp}"))
-        .trim()
+        .map(str::trim)
+        .ok_or_else(|| DemoError(format!("no {name} in str0m's offer")))
 }
 
 impl WaPeer {
     /// WhatsApp calls the business: returns the peer and its offer, WhatsApp-shaped.
-    pub fn offer(addr: SocketAddr, now: Instant, cert: Option<DtlsCert>) -> (WaPeer, String) {
+    pub fn offer(
+        addr: SocketAddr,
+        now: Instant,
+        cert: Option<DtlsCert>,
+    ) -> Result<(WaPeer, String), DemoError> {
         let mut rtc = config(cert).build(now);
-        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        rtc.add_local_candidate(Candidate::host(addr, "udp")?);
         let mut api = rtc.sdp_api();
         let mid = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
-        let (offer, pending) = api.apply().unwrap();
+        let (offer, pending) = api
+            .apply()
+            .ok_or_else(|| DemoError("str0m made no offer".into()))?;
         let own = offer.to_sdp_string();
-        let fp = attr(&own, "a=fingerprint:sha-256 ");
-        let ssrc: &str = attr(&own, "a=ssrc:").split(' ').next().unwrap();
+        let fp = attr(&own, "a=fingerprint:sha-256 ")?;
+        let ssrc: &str = attr(&own, "a=ssrc:")?.split(' ').next().unwrap_or("1");
         let ip_kind = if addr.is_ipv4() { "IP4" } else { "IP6" };
         let text = format!(
             "v=0\r\no=- 1760681506762 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE {mid}\r\na=msid-semantic: WMS c3867497-e6f7-4408-82b7-80dbd11b94cf\r\na=ice-lite\r\nm=audio {port} UDP/TLS/RTP/SAVPF 111 126\r\nc=IN {ip_kind} {ip}\r\na=rtcp:9 IN IP4 0.0.0.0\r\na=candidate:3935165743 1 udp 2122260223 {ip} {port} typ host generation 0 network-cost 50\r\na=candidate:2617197009 1 udp 2122262783 ::1 {port} typ host generation 0 network-cost 50\r\na=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\na=fingerprint:sha-256 {fp}\r\na=setup:actpass\r\na=mid:{mid}\r\na=sendrecv\r\na=msid:c3867497-e6f7-4408-82b7-80dbd11b94cf WhatsAppTrack1\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\na=rtcp-fb:111 transport-cc\r\na=fmtp:111 maxaveragebitrate=20000;maxplaybackrate=16000;minptime=20;sprop-maxcapturerate=16000;useinbandfec=1\r\na=rtpmap:126 telephone-event/8000\r\na=maxptime:20\r\na=ptime:20\r\na=ssrc:{ssrc} cname:WhatsAppAudioStream1\r\n",
             port = addr.port(),
             ip = addr.ip(),
-            ufrag = attr(&own, "a=ice-ufrag:"),
-            pwd = attr(&own, "a=ice-pwd:"),
+            ufrag = attr(&own, "a=ice-ufrag:")?,
+            pwd = attr(&own, "a=ice-pwd:")?,
         );
-        (
+        Ok((
             WaPeer {
                 rtc,
                 addr,
@@ -97,15 +108,17 @@ impl WaPeer {
                 ts48: 0,
             },
             text,
-        )
+        ))
     }
 
-    pub fn accept_answer(&mut self, answer: &str) {
-        let answer = SdpAnswer::from_sdp_string(answer).unwrap();
-        self.rtc
-            .sdp_api()
-            .accept_answer(self.pending.take().unwrap(), answer)
-            .unwrap();
+    pub fn accept_answer(&mut self, answer: &str) -> Result<(), DemoError> {
+        let answer = SdpAnswer::from_sdp_string(answer)?;
+        let pending = self
+            .pending
+            .take()
+            .ok_or_else(|| DemoError("no pending offer".into()))?;
+        self.rtc.sdp_api().accept_answer(pending, answer)?;
+        Ok(())
     }
 
     /// The business calls the user: the peer answers our offer (ICE-lite, DTLS active).
@@ -114,17 +127,17 @@ impl WaPeer {
         addr: SocketAddr,
         now: Instant,
         cert: Option<DtlsCert>,
-    ) -> (WaPeer, String) {
+    ) -> Result<(WaPeer, String), DemoError> {
         let mut rtc = config(cert).build(now);
-        rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
+        rtc.add_local_candidate(Candidate::host(addr, "udp")?);
         {
             let mut d = rtc.direct_api();
-            d.start_dtls(true).unwrap();
+            d.start_dtls(true)?;
             d.set_ice_controlling(false);
         }
-        let offer = SdpOffer::from_sdp_string(offer).unwrap();
-        let answer = rtc.sdp_api().accept_offer(offer).unwrap().to_sdp_string();
-        (
+        let offer = SdpOffer::from_sdp_string(offer)?;
+        let answer = rtc.sdp_api().accept_offer(offer)?.to_sdp_string();
+        Ok((
             WaPeer {
                 rtc,
                 addr,
@@ -136,7 +149,7 @@ impl WaPeer {
                 ts48: 0,
             },
             answer,
-        )
+        ))
     }
 
     pub fn handle_receive(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
@@ -148,16 +161,17 @@ impl WaPeer {
         }
     }
 
-    pub fn handle_timeout(&mut self, now: Instant) {
-        self.rtc.handle_input(Input::Timeout(now)).unwrap();
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), DemoError> {
+        self.rtc.handle_input(Input::Timeout(now))?;
+        Ok(())
     }
 
     /// Drains str0m; returns transmits (to, data) and the next timeout.
-    pub fn poll(&mut self) -> (Vec<(SocketAddr, Vec<u8>)>, Instant) {
+    pub fn poll(&mut self) -> Result<(Transmits, Instant), DemoError> {
         let mut out = Vec::new();
         loop {
-            match self.rtc.poll_output().unwrap() {
-                Output::Timeout(t) => return (out, t),
+            match self.rtc.poll_output()? {
+                Output::Timeout(t) => return Ok((out, t)),
                 Output::Transmit(t) => out.push((t.destination, t.contents.into())),
                 Output::Event(e) => match e {
                     Event::Connected => self.connected = true,
@@ -177,7 +191,7 @@ impl WaPeer {
 
     /// Sends one 20 ms Opus packet.
     pub fn send_audio(&mut self, now: Instant, packet: &[u8]) {
-        let mid = self.mid.expect("media");
+        let Some(mid) = self.mid else { return };
         let t = MediaTime::new(self.ts48, Frequency::FORTY_EIGHT_KHZ);
         self.ts48 += 960;
         if let Some(w) = self.rtc.writer(mid) {
@@ -187,7 +201,7 @@ impl WaPeer {
 
     /// Sends one RFC 4733 packet at `ts8k` (8 kHz clock).
     pub fn send_event(&mut self, now: Instant, ts8k: u64, payload: [u8; 4], first: bool) {
-        let mid = self.mid.expect("media");
+        let Some(mid) = self.mid else { return };
         if let Some(w) = self.rtc.writer(mid) {
             let _ = w.start_of_talkspurt(first).write(
                 126.into(),

@@ -1,9 +1,9 @@
-//! A fake Wati for tests: an axum server on 127.0.0.1 (random port) that
+//! A fake Wati (for `demo` and the tests): an axum server on 127.0.0.1 (random port) that
 //! records every request and answers each REST route with a scripted status,
 //! body and delay; it also POSTs webhooks to a bridge, as Wati does.
 //!
-//! ```ignore
-//! let wati = FakeWati::start().await;
+//! ```text
+//! let wati = FakeWati::start().await?;
 //! wati.script(Route::Accept, Reply::json(500, json!({"error": "boom"})));
 //! // ... point wati.api_endpoint() at the bridge, run the call ...
 //! let reqs = wati.requests();
@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -115,8 +115,13 @@ pub struct FakeWati {
     client: reqwest::Client,
 }
 
+/// The state, even if a handler panicked while holding it.
+fn lock(s: &Mutex<FakeState>) -> MutexGuard<'_, FakeState> {
+    s.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl FakeWati {
-    pub async fn start() -> FakeWati {
+    pub async fn start() -> std::io::Result<FakeWati> {
         let state = Arc::new(Mutex::new(FakeState::default()));
         let s = state.clone();
         let app = Router::new().fallback(
@@ -125,16 +130,16 @@ impl FakeWati {
                 async move { answer(&s, method, uri, headers, body).await }
             },
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        FakeWati {
+        Ok(FakeWati {
             addr,
             state,
             client: reqwest::Client::new(),
-        }
+        })
     }
 
     /// What to put in `wati.api_endpoint`.
@@ -144,12 +149,12 @@ impl FakeWati {
 
     /// From now on, answer `route` with `reply`.
     pub fn script(&self, route: Route, reply: Reply) {
-        self.state.lock().unwrap().scripted.insert(route, reply);
+        lock(&self.state).scripted.insert(route, reply);
     }
 
     /// Every request so far, oldest first.
     pub fn requests(&self) -> Vec<Recorded> {
-        self.state.lock().unwrap().requests.clone()
+        lock(&self.state).requests.clone()
     }
 
     pub fn requests_to(&self, route: Route) -> Vec<Recorded> {
@@ -161,7 +166,8 @@ impl FakeWati {
 
     /// POSTs a webhook to the bridge at `bridge` (route under `/webhooks/wati/`),
     /// with `Authorization: Bearer <key>` when `key` is given.
-    /// Returns the status and the JSON answer (Null if not JSON).
+    /// Returns the status and the JSON answer (Null if not JSON); status 0
+    /// when the bridge could not be reached.
     pub async fn post_webhook(
         &self,
         bridge: SocketAddr,
@@ -177,7 +183,9 @@ impl FakeWati {
         if let Some(k) = key {
             req = req.header("authorization", format!("Bearer {k}"));
         }
-        let resp = req.send().await.expect("bridge reachable");
+        let Ok(resp) = req.send().await else {
+            return (0, Value::Null);
+        };
         let status = resp.status().as_u16();
         let json = resp.json::<Value>().await.unwrap_or(Value::Null);
         (status, json)
@@ -199,7 +207,7 @@ async fn answer(
             .map(str::to_string)
     };
     let reply = {
-        let mut st = state.lock().unwrap();
+        let mut st = lock(state);
         st.requests.push(Recorded {
             route,
             method: method.to_string(),
