@@ -33,10 +33,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::CheckConfig => check_config(&cli.config),
-        Command::Demo => {
-            eprintln!("wa-sip-bridge demo: not yet implemented (it arrives with the call flows)");
-            ExitCode::from(2)
-        }
+        Command::Demo => demo(),
         Command::Run => run(&cli.config),
     }
 }
@@ -52,6 +49,24 @@ fn check_config(path: &std::path::Path) -> ExitCode {
                 println!("{p}");
             }
             eprintln!("{}: {} problem(s)", path.display(), e.problems.len());
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn demo() -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(wa_sip_bridge::demo::run::run()) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("demo: {e}");
             ExitCode::from(1)
         }
     }

@@ -146,13 +146,10 @@ fn a_missing_file_is_named() {
 }
 
 #[test]
-fn run_refuses_an_invalid_config_and_demo_is_not_there_yet() {
+fn run_refuses_an_invalid_config() {
     let out = bin()
         .args(["run", "--config", "/nonexistent/bridge.toml"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let out = bin().arg("demo").output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not yet implemented"));
 }

@@ -28,3 +28,6 @@ from_error!(
     str0m::error::SdpError,
     std::io::Error
 );
+
+pub mod pbx;
+pub mod run;
