@@ -21,6 +21,13 @@ pub struct CallLabels {
     pub result: &'static str,
 }
 
+/// `wsb_rtp_packets_total{leg,dir}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RtpLabels {
+    pub leg: &'static str,
+    pub dir: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DirectionLabel {
     pub direction: &'static str,
@@ -42,6 +49,7 @@ pub struct Metrics {
     pub sip_registered: Gauge,
     pub calls_total: Family<CallLabels, Counter>,
     pub calls_active: Family<DirectionLabel, Gauge>,
+    pub rtp_packets_total: Family<RtpLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -83,6 +91,12 @@ impl Metrics {
             "Calls in progress, by direction",
             calls_active.clone(),
         );
+        let rtp_packets_total = Family::<RtpLabels, Counter>::default();
+        registry.register(
+            "wsb_rtp_packets",
+            "Media packets relayed, by leg (whatsapp, pbx) and direction; added when a call ends",
+            rtp_packets_total.clone(),
+        );
         Metrics {
             registry,
             webhooks,
@@ -90,6 +104,7 @@ impl Metrics {
             sip_registered,
             calls_total,
             calls_active,
+            rtp_packets_total,
         }
     }
 
@@ -124,6 +139,14 @@ impl Metrics {
         self.calls_active
             .get_or_create(&DirectionLabel { direction })
             .dec();
+    }
+
+    /// Adds a finished call's packet counts (per call, not per packet: no
+    /// shared counter on the media path).
+    pub fn rtp_packets(&self, leg: &'static str, dir: &'static str, n: u64) {
+        self.rtp_packets_total
+            .get_or_create(&RtpLabels { leg, dir })
+            .inc_by(n);
     }
 
     /// The registry in the OpenMetrics text format.

@@ -193,6 +193,34 @@ async fn inbound_call_answered_with_audio_both_ways_then_whatsapp_hangs_up() {
     assert_eq!(rows.len(), 1, "exactly one call record");
     assert_eq!(rows[0].end_cause.as_deref(), Some("whatsapp_terminated"));
     assert_eq!(rows[0].waid.as_deref(), Some("917358580180"));
+    // Packet counts reach the metrics when the call ends.
+    let metrics = reqwest::get(format!("http://{}/metrics", bridge.http_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (leg, dir) in [
+        ("whatsapp", "in"),
+        ("whatsapp", "out"),
+        ("pbx", "in"),
+        ("pbx", "out"),
+    ] {
+        let line = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "wsb_rtp_packets_total{{leg=\"{leg}\",dir=\"{dir}\"}}"
+                ))
+            })
+            .unwrap_or_else(|| panic!("no {leg}/{dir} in {metrics}"));
+        let n: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(n > 50, "{line}");
+    }
+    assert!(
+        metrics.contains(r#"wsb_calls_total{direction="inbound",result="answered"} 1"#),
+        "{metrics}"
+    );
     // WhatsApp ended the call itself: no terminate request to Wati.
     assert!(wati.requests_to(Route::Terminate).is_empty());
     bridge.shutdown().await.unwrap();

@@ -108,7 +108,14 @@ pub async fn run(ctx: CallCtx, call: InboundCall, mut commands: mpsc::Receiver<C
         .await
         .ok();
     ctx.metrics.call_started("inbound");
-    let end = run_call(&ctx, &call, &mut commands).await;
+    let mut relay = None;
+    let end = run_call(&ctx, &call, &mut commands, &mut relay).await;
+    if let Some(r) = &relay {
+        ctx.metrics.rtp_packets("whatsapp", "in", r.wa.rx.packets);
+        ctx.metrics.rtp_packets("whatsapp", "out", r.wa.tx.packets);
+        ctx.metrics.rtp_packets("pbx", "in", r.sip.rx.packets);
+        ctx.metrics.rtp_packets("pbx", "out", r.sip.tx.packets);
+    }
     ctx.metrics.call_finished("inbound");
     tracing::info!(call_id = %call.call_id, cause = %end.cause, sip_code = ?end.sip_code, secs = started.elapsed().as_secs(), "inbound call ended");
     if end.terminate_at_wati {
@@ -136,6 +143,7 @@ async fn run_call(
     ctx: &CallCtx,
     call: &InboundCall,
     commands: &mut mpsc::Receiver<CallCommand>,
+    relay: &mut Option<Relay>,
 ) -> Ending {
     let s = &ctx.settings;
     // The WhatsApp leg: a port of its own, and our complete SDP answer.
@@ -212,7 +220,9 @@ async fn run_call(
         return ending("sip_unavailable", None, true);
     };
 
-    let mut relay: Option<Relay> = None;
+    // The codec in use, for answering re-INVITEs with the same media.
+    let mut negotiated: Option<sdp::Negotiated> = None;
+    let local_media = SocketAddr::new(s.media.public_ip, rtp.port());
     let mut buf = vec![0u8; 2048];
     loop {
         let relay_deadline = relay.as_ref().map(|r| r.next_timeout());
@@ -243,8 +253,8 @@ async fn run_call(
             },
             ev = sip_events.recv() => match ev {
                 Some(UaEvent::Answered { sdp: Some(answer_sdp), .. }) => {
-                    let negotiated = sdp::parse(&answer_sdp).and_then(|m| sdp::negotiate_answer(&m, &s.media.codecs));
-                    let n = match negotiated {
+                    let outcome = sdp::parse(&answer_sdp).and_then(|m| sdp::negotiate_answer(&m, &s.media.codecs));
+                    let n = match outcome {
                         Ok(n) => n,
                         Err(e) => {
                             ctx.sip.hangup(sip_call).await;
@@ -254,7 +264,7 @@ async fn run_call(
                     rtp.set_remote(n.remote);
                     let cfg = relay_config(&n, s.media.rtp_timeout);
                     match Relay::new(cfg, Instant::now()) {
-                        Ok(r) => relay = Some(r),
+                        Ok(r) => *relay = Some(r),
                         Err(e) => {
                             ctx.sip.hangup(sip_call).await;
                             return ending(format!("relay: {e}"), Some(200), true);
@@ -265,6 +275,7 @@ async fn run_call(
                         return ending(format!("wati_accept: {e}"), Some(200), true);
                     }
                     tracing::info!(call_id = %call.call_id, codec = n.codec.name(), "call answered by the PBX and accepted at Wati");
+                    negotiated = Some(n);
                 }
                 Some(UaEvent::Answered { sdp: None, .. }) => {
                     ctx.sip.hangup(sip_call).await;
@@ -273,6 +284,32 @@ async fn run_call(
                 Some(UaEvent::Failed { code, .. }) => return ending(format!("pbx_rejected_{code}"), Some(code), true),
                 Some(UaEvent::Ended { cause: SipEnd::PeerBye, .. }) => return ending("pbx_bye", Some(200), true),
                 Some(UaEvent::Ended { cause, .. }) => return ending(format!("sip: {cause:?}"), Some(200), true),
+                Some(UaEvent::Reoffer { tx, sdp: offer, .. }) => {
+                    // Hold, resume or a new address: answered with our current
+                    // media (RFC 3264 §8), the same codec, the mirrored direction.
+                    let Some(current) = negotiated.as_ref() else { continue };
+                    let remote = offer.as_deref().and_then(|o| sdp::parse(o).ok());
+                    let mut n = current.clone();
+                    if let Some(m) = &remote {
+                        n.our_direction = m.direction.answer_to();
+                        if !m.is_hold() || m.rtp.is_some() {
+                            rtp.set_remote(m.rtp);
+                        }
+                        if let Some(r) = relay.as_mut() {
+                            r.set_pbx_on_hold(m.is_hold(), Instant::now());
+                        }
+                    }
+                    let answer = LocalSdp {
+                        session_id: 1,
+                        version: now_ms() as u64,
+                        addr: local_media,
+                        codecs: &s.media.codecs,
+                        chosen: Some(&n),
+                        direction: n.our_direction,
+                    }
+                    .render();
+                    ctx.sip.answer_reoffer(sip_call, tx, answer).await;
+                }
                 Some(UaEvent::Dtmf { digit, duration, .. }) => {
                     if let Some(r) = relay.as_mut() {
                         r.sip_info_dtmf(digit, duration, &mut WaSink(leg.leg()));

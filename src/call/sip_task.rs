@@ -39,6 +39,8 @@ pub enum SipCommand {
         reply: oneshot::Sender<CallRef>,
     },
     Hangup(CallRef),
+    /// Answer a re-INVITE/UPDATE with our SDP.
+    AnswerReoffer(CallRef, crate::sip::endpoint::ServerTxId, String),
 }
 
 /// A call task's way to the SIP side.
@@ -79,6 +81,15 @@ impl SipHandle {
 
     pub async fn hangup(&self, call: CallRef) {
         let _ = self.tx.send(SipCommand::Hangup(call)).await;
+    }
+
+    pub async fn answer_reoffer(
+        &self,
+        call: CallRef,
+        tx: crate::sip::endpoint::ServerTxId,
+        sdp: String,
+    ) {
+        let _ = self.tx.send(SipCommand::AnswerReoffer(call, tx, sdp)).await;
     }
 }
 
@@ -237,6 +248,7 @@ pub async fn run(
                         let _ = reply.send(call);
                     }
                     Some(SipCommand::Hangup(call)) => sip.ua().hangup(Instant::now(), call),
+                    Some(SipCommand::AnswerReoffer(call, tx, sdp)) => sip.ua().answer_reoffer(Instant::now(), call, tx, &sdp),
                     None => return,
                 }
                 continue;
