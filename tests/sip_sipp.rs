@@ -271,6 +271,24 @@ async fn ua_socket_with(cfg_change: impl FnOnce(&mut UaConfig)) -> SipSocket {
     SipSocket::new(sock, SipUa::new(cfg))
 }
 
+/// Feeds our events to `on` until it says stop (or 30 s pass), serves a
+/// little longer so sipp sees the last responses, and returns sipp's exit code.
+async fn drive(
+    s: &mut SipSocket,
+    child: tokio::process::Child,
+    on: &mut impl FnMut(&mut SipSocket, UaEvent) -> bool,
+) -> i32 {
+    let waiter = tokio::spawn(wait_sipp(child));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while let Ok(ev) = tokio::time::timeout_at(deadline, s.next_event()).await {
+        if on(s, ev) {
+            break;
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(3), s.next_event()).await;
+    waiter.await.unwrap()
+}
+
 /// Runs sipp as the PBX side (`-sf file`, server mode) and places one call at it.
 async fn call_sipp_uas(
     file: &str,
@@ -301,15 +319,7 @@ async fn call_sipp_uas(
             peer: pbx,
         },
     );
-    let waiter = tokio::spawn(wait_sipp(child));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while let Ok(ev) = tokio::time::timeout_at(deadline, s.next_event()).await {
-        if on(s, ev) {
-            break;
-        }
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(3), s.next_event()).await;
-    waiter.await.unwrap()
+    drive(s, child, &mut on).await
 }
 
 /// Runs sipp as the PBX calling us (`-sf file`, client mode).
@@ -330,15 +340,7 @@ async fn sipp_calls_us(
         "1".into(),
     ]);
     let child = sipp(&args);
-    let waiter = tokio::spawn(wait_sipp(child));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while let Ok(ev) = tokio::time::timeout_at(deadline, s.next_event()).await {
-        if on(s, ev) {
-            break;
-        }
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(3), s.next_event()).await;
-    waiter.await.unwrap()
+    drive(s, child, &mut on).await
 }
 
 #[tokio::test]

@@ -242,12 +242,16 @@ pub fn parse(sdp: &str) -> Result<RemoteMedia, SdpError> {
     })
 }
 
-fn names(codecs: &[Codec]) -> String {
-    codecs
-        .iter()
-        .map(|c| c.name())
-        .collect::<Vec<_>>()
-        .join(",")
+fn no_common_codec(ours: &[Codec], theirs: &RemoteMedia) -> SdpError {
+    SdpError::NoCommonCodec {
+        ours: ours.iter().map(|c| c.name()).collect::<Vec<_>>().join(","),
+        theirs: theirs
+            .formats
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+    }
 }
 
 fn g711_ptime(p: Option<u32>) -> u32 {
@@ -264,15 +268,7 @@ pub fn negotiate_offer(offer: &RemoteMedia, prefs: &[Codec]) -> Result<Negotiate
             .find(|f| codec_of(f) == Some(*want))
             .map(|f| (*want, f.pt))
     });
-    let (codec, pt) = chosen.ok_or_else(|| SdpError::NoCommonCodec {
-        ours: names(prefs),
-        theirs: offer
-            .formats
-            .iter()
-            .map(|f| f.name.as_str())
-            .collect::<Vec<_>>()
-            .join(","),
-    })?;
+    let (codec, pt) = chosen.ok_or_else(|| no_common_codec(prefs, offer))?;
     Ok(finish(codec, pt, offer, offer.direction.answer_to()))
 }
 
@@ -284,15 +280,7 @@ pub fn negotiate_answer(answer: &RemoteMedia, offered: &[Codec]) -> Result<Negot
             .filter(|c| offered.contains(c))
             .map(|c| (c, f.pt))
     });
-    let (codec, pt) = chosen.ok_or_else(|| SdpError::NoCommonCodec {
-        ours: names(offered),
-        theirs: answer
-            .formats
-            .iter()
-            .map(|f| f.name.as_str())
-            .collect::<Vec<_>>()
-            .join(","),
-    })?;
+    let (codec, pt) = chosen.ok_or_else(|| no_common_codec(offered, answer))?;
     Ok(finish(codec, pt, answer, Direction::SendRecv))
 }
 

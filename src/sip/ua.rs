@@ -490,26 +490,24 @@ impl SipUa {
                     "proxy-authenticate"
                 };
                 let challenge = msg.header(header).and_then(|h| Challenge::parse(h).ok());
-                let (Some(ch), Some((user, pass))) = (challenge, self.cfg.credentials.clone())
-                else {
-                    c.state = State::Ended;
-                    self.emit(UaEvent::Failed {
-                        call,
-                        code,
-                        reason: "unusable challenge".into(),
-                    });
-                    return;
-                };
                 // A stale nonce may be retried; a second plain rejection is final.
-                if c.auth_tries == 1 && !ch.stale {
-                    c.state = State::Ended;
-                    self.emit(UaEvent::Failed {
-                        call,
-                        code,
-                        reason: "credentials rejected".into(),
-                    });
-                    return;
-                }
+                let usable = match (challenge, self.cfg.credentials.clone()) {
+                    (Some(ch), Some(creds)) if c.auth_tries == 0 || ch.stale => Ok((ch, creds)),
+                    (Some(_), Some(_)) => Err("credentials rejected"),
+                    _ => Err("unusable challenge"),
+                };
+                let (ch, (user, pass)) = match usable {
+                    Ok(x) => x,
+                    Err(reason) => {
+                        c.state = State::Ended;
+                        self.emit(UaEvent::Failed {
+                            call,
+                            code,
+                            reason: reason.into(),
+                        });
+                        return;
+                    }
+                };
                 c.auth_tries += 1;
                 let mut inv = c.invite.clone();
                 let cseq = inv.cseq().0 + 1;
