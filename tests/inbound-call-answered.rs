@@ -192,6 +192,10 @@ async fn inbound_call_answered_with_audio_both_ways_then_whatsapp_hangs_up() {
     }
     assert_eq!(rows.len(), 1, "exactly one call record");
     assert_eq!(rows[0].end_cause.as_deref(), Some("whatsapp_terminated"));
+    assert!(rows[0]
+        .answered_at_ms
+        .is_some_and(|a| a >= rows[0].offered_at_ms));
+    assert_eq!(rows[0].sip_code, Some(200));
     assert_eq!(rows[0].waid.as_deref(), Some("917358580180"));
     // Packet counts reach the metrics when the call ends.
     let metrics = reqwest::get(format!("http://{}/metrics", bridge.http_addr))

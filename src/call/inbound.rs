@@ -109,7 +109,7 @@ pub async fn run(ctx: CallCtx, call: InboundCall, mut commands: mpsc::Receiver<C
         .ok();
     ctx.metrics.call_started("inbound");
     let mut relay = None;
-    let end = run_call(&ctx, &call, &mut commands, &mut relay).await;
+    let end = run_call(&ctx, &call, &mut commands, &mut relay, record).await;
     if let Some(r) = &relay {
         ctx.metrics.rtp_packets("whatsapp", "in", r.wa.rx.packets);
         ctx.metrics.rtp_packets("whatsapp", "out", r.wa.tx.packets);
@@ -144,6 +144,7 @@ async fn run_call(
     call: &InboundCall,
     commands: &mut mpsc::Receiver<CallCommand>,
     relay: &mut Option<Relay>,
+    record: Option<i64>,
 ) -> Ending {
     let s = &ctx.settings;
     // The WhatsApp leg: a port of its own, and our complete SDP answer.
@@ -275,6 +276,9 @@ async fn run_call(
                         return ending(format!("wati_accept: {e}"), Some(200), true);
                     }
                     tracing::info!(call_id = %call.call_id, codec = n.codec.name(), "call answered by the PBX and accepted at Wati");
+                    if let Some(id) = record {
+                        let _ = ctx.store.call_answered(id, now_ms()).await;
+                    }
                     negotiated = Some(n);
                 }
                 Some(UaEvent::Answered { sdp: None, .. }) => {

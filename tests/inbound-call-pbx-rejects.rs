@@ -1,0 +1,112 @@
+//! A WhatsApp user calls, the PBX rejects the INVITE (486): the WhatsApp call
+//! is terminated at Wati, never accepted, and the call record says why.
+
+mod support;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::fake_wati::{FakeWati, Route};
+use support::wa_peer::WaPeer;
+use support::{settings_with, WEBHOOK_KEY};
+use wa_sip_bridge::Bridge;
+
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn pbx_486_terminates_the_whatsapp_call() {
+    let sip_port = free_port();
+    let mut pbx = tokio::process::Command::new("sipp")
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &sip_port.to_string(),
+            "-mp",
+            &free_port().to_string(),
+            "-cp",
+            &free_port().to_string(),
+        ])
+        .arg("-sf")
+        .arg(format!(
+            "{}/tests/sipp/uas_486.xml",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .args(["-m", "1", "-nostdin", "-timeout", "30s", "-timeout_error"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("sipp is installed (tests/setup-system.sh)");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let wati = FakeWati::start().await.unwrap();
+    let extra = format!(
+        "[trunk]\nuri = \"sip:127.0.0.1:{sip_port}\"\n[webrtc]\nport_min = 42100\nport_max = 42199\n[media]\nrtp_port_min = 22100\nrtp_port_max = 22199\n"
+    );
+    let bridge = Bridge::start(settings_with(&wati.api_endpoint(), &extra))
+        .await
+        .unwrap();
+    let (_peer, offer) =
+        WaPeer::offer("127.0.0.1:3484".parse().unwrap(), Instant::now(), None).unwrap();
+    let call_id = "wacid.rejected-1";
+    let (status, _) = wati
+        .post_webhook(
+            bridge.http_addr,
+            "inbound-call",
+            Some(WEBHOOK_KEY),
+            &json!({"callId": call_id, "sdp": offer, "businessNumber": "15551441906"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    let mut terminated = Vec::new();
+    for _ in 0..200 {
+        terminated = wati.requests_to(Route::Terminate);
+        if !terminated.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(terminated.len(), 1, "exactly one terminate at Wati");
+    assert!(
+        terminated[0].path.ends_with("/wacid.rejected-1/terminate"),
+        "{}",
+        terminated[0].path
+    );
+    assert!(terminated[0].raw_body.is_empty());
+    assert!(
+        wati.requests_to(Route::Accept).is_empty(),
+        "a rejected call is never accepted"
+    );
+
+    let status = tokio::time::timeout(Duration::from_secs(20), pbx.wait())
+        .await
+        .expect("sipp done")
+        .unwrap();
+    assert!(status.success(), "sipp got our ACK for its 486");
+    let mut rows = Vec::new();
+    for _ in 0..50 {
+        rows = bridge
+            .store
+            .calls_by_wa_call_id(call_id.into())
+            .await
+            .unwrap();
+        if rows.first().is_some_and(|r| r.ended_at_ms.is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].end_cause.as_deref(), Some("pbx_rejected_486"));
+    assert_eq!(rows[0].sip_code, Some(486));
+    assert_eq!(rows[0].answered_at_ms, None);
+    bridge.shutdown().await.unwrap();
+}
