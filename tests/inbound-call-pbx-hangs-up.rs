@@ -1,5 +1,6 @@
-//! A WhatsApp user calls, the PBX rejects the INVITE (486): the WhatsApp call
-//! is terminated at Wati, never accepted, and the call record says why.
+//! A WhatsApp user calls and the PBX ends the call: by rejecting the INVITE
+//! (486) or by hanging up after answering (BYE). Either way the WhatsApp call
+//! is terminated at Wati exactly once and the call record says why.
 
 mod support;
 
@@ -20,8 +21,13 @@ fn free_port() -> u16 {
         .port()
 }
 
-#[tokio::test]
-async fn pbx_486_terminates_the_whatsapp_call() {
+async fn pbx_ends_the_call(
+    scenario: &str,
+    call_id: &str,
+    cause: &str,
+    sip_code: u16,
+    answered: bool,
+) {
     let sip_port = free_port();
     let mut pbx = tokio::process::Command::new("sipp")
         .args([
@@ -36,7 +42,7 @@ async fn pbx_486_terminates_the_whatsapp_call() {
         ])
         .arg("-sf")
         .arg(format!(
-            "{}/tests/sipp/uas_486.xml",
+            "{}/tests/sipp/{scenario}",
             env!("CARGO_MANIFEST_DIR")
         ))
         .args(["-m", "1", "-nostdin", "-timeout", "30s", "-timeout_error"])
@@ -56,7 +62,6 @@ async fn pbx_486_terminates_the_whatsapp_call() {
         .unwrap();
     let (_peer, offer) =
         WaPeer::offer("127.0.0.1:3484".parse().unwrap(), Instant::now(), None).unwrap();
-    let call_id = "wacid.rejected-1";
     let (status, _) = wati
         .post_webhook(
             bridge.http_addr,
@@ -77,21 +82,20 @@ async fn pbx_486_terminates_the_whatsapp_call() {
     }
     assert_eq!(terminated.len(), 1, "exactly one terminate at Wati");
     assert!(
-        terminated[0].path.ends_with("/wacid.rejected-1/terminate"),
+        terminated[0]
+            .path
+            .ends_with(&format!("/{call_id}/terminate")),
         "{}",
         terminated[0].path
     );
     assert!(terminated[0].raw_body.is_empty());
-    assert!(
-        wati.requests_to(Route::Accept).is_empty(),
-        "a rejected call is never accepted"
-    );
+    assert_eq!(wati.requests_to(Route::Accept).len(), answered as usize);
 
     let status = tokio::time::timeout(Duration::from_secs(20), pbx.wait())
         .await
         .expect("sipp done")
         .unwrap();
-    assert!(status.success(), "sipp got our ACK for its 486");
+    assert!(status.success(), "sipp's scenario completed");
     let mut rows = Vec::new();
     for _ in 0..50 {
         rows = bridge
@@ -105,8 +109,32 @@ async fn pbx_486_terminates_the_whatsapp_call() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].end_cause.as_deref(), Some("pbx_rejected_486"));
-    assert_eq!(rows[0].sip_code, Some(486));
-    assert_eq!(rows[0].answered_at_ms, None);
+    assert_eq!(rows[0].end_cause.as_deref(), Some(cause));
+    assert_eq!(rows[0].sip_code, Some(sip_code));
+    assert_eq!(rows[0].answered_at_ms.is_some(), answered);
     bridge.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn pbx_486_terminates_the_whatsapp_call() {
+    pbx_ends_the_call(
+        "uas_486.xml",
+        "wacid.rejected-1",
+        "pbx_rejected_486",
+        486,
+        false,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn pbx_bye_after_answer_terminates_the_whatsapp_call() {
+    pbx_ends_the_call(
+        "uas_answer_then_bye.xml",
+        "wacid.pbx-bye-1",
+        "pbx_bye",
+        200,
+        true,
+    )
+    .await;
 }
