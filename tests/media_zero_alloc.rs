@@ -3,7 +3,8 @@
 //! mapping once the relay is warmed up.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use wa_sip_bridge::dtmf::TelephoneEvent;
@@ -13,12 +14,22 @@ use wa_sip_bridge::media::rtp::write_header;
 use wa_sip_bridge::media::transcode::OpusEncoderSettings;
 
 struct Counting;
-static COUNTING: AtomicBool = AtomicBool::new(false);
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    // Only the measuring thread counts: the test harness's own threads may
+    // allocate at any time. A `const` Cell has no destructor, so reading it
+    // inside the allocator allocates nothing itself.
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+}
+
+fn counting() -> bool {
+    COUNTING.try_with(Cell::get).unwrap_or(false)
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
+        if counting() {
             ALLOCS.fetch_add(1, Ordering::Relaxed);
         }
         unsafe { System.alloc(layout) }
@@ -27,7 +38,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
+        if counting() {
             ALLOCS.fetch_add(1, Ordering::Relaxed);
         }
         unsafe { System.realloc(ptr, layout, new_size) }
@@ -111,9 +122,9 @@ fn allocations(r: &mut Relay, codec: SipCodec, opus: &[u8], n: u32) -> u64 {
     };
     run(r, 0..50); // warm-up
     ALLOCS.store(0, Ordering::SeqCst);
-    COUNTING.store(true, Ordering::SeqCst);
+    COUNTING.with(|c| c.set(true));
     run(r, 50..50 + n);
-    COUNTING.store(false, Ordering::SeqCst);
+    COUNTING.with(|c| c.set(false));
     assert!(sent > 0 && sink.0 > 0);
     ALLOCS.load(Ordering::SeqCst)
 }
