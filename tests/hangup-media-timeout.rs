@@ -4,47 +4,20 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::fake_wati::{FakeWati, Route};
 use support::wa_peer::WaPeer;
-use support::{settings_with, WEBHOOK_KEY};
+use support::{ended_call_records, free_port, settings_with, sipp_pbx, WEBHOOK_KEY};
 use wa_sip_bridge::Bridge;
-
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[tokio::test]
 async fn silent_whatsapp_leg_times_out_and_both_sides_hang_up() {
     let sip_port = free_port();
     // sipp's built-in UAS answers and then waits for our BYE.
-    let mut pbx = tokio::process::Command::new("sipp")
-        .args([
-            "-sn",
-            "uas",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &sip_port.to_string(),
-            "-mp",
-            &free_port().to_string(),
-            "-cp",
-            &free_port().to_string(),
-        ])
-        .args(["-m", "1", "-nostdin", "-timeout", "30s", "-timeout_error"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("sipp is installed (tests/setup-system.sh)");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mp = free_port().to_string();
+    let mut pbx = sipp_pbx(sip_port, &["-sn", "uas", "-mp", &mp, "-m", "1"]).await;
 
     let wati = FakeWati::start().await.unwrap();
     let extra = format!(
@@ -72,18 +45,7 @@ async fn silent_whatsapp_leg_times_out_and_both_sides_hang_up() {
         .expect("sipp done")
         .unwrap();
     assert!(status.success(), "the PBX got our BYE");
-    let mut rows = Vec::new();
-    for _ in 0..100 {
-        rows = bridge
-            .store
-            .calls_by_wa_call_id(call_id.into())
-            .await
-            .unwrap();
-        if rows.first().is_some_and(|r| r.ended_at_ms.is_some()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let rows = ended_call_records(&bridge.store, call_id).await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].end_cause.as_deref(), Some("media_timeout_whatsapp"));
     assert_eq!(

@@ -9,56 +9,25 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::audio::{tone_snr_db, Sink, ToneSource};
 use support::fake_wati::{FakeWati, Route};
 use support::wa_peer::WaPeer;
-use support::{settings_with, WEBHOOK_KEY};
+use support::{ended_call_records, free_port, settings_with, sipp_pbx, WEBHOOK_KEY};
 use wa_sip_bridge::Bridge;
-
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[tokio::test]
 async fn inbound_call_answered_with_audio_both_ways_then_whatsapp_hangs_up() {
     // The PBX: sipp answering (180, 200 with PCMU SDP) and echoing RTP.
     let (sip_port, media_port) = (free_port(), free_port() & !1);
-    let mut pbx = tokio::process::Command::new("sipp")
-        .args([
-            "-sn",
-            "uas",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &sip_port.to_string(),
-            "-mp",
-            &media_port.to_string(),
-        ])
-        .args([
-            "-cp",
-            &free_port().to_string(),
-            "-rtp_echo",
-            "-m",
-            "1",
-            "-nostdin",
-            "-timeout",
-            "60s",
-            "-timeout_error",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("sipp is installed (tests/setup-system.sh)");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mp = media_port.to_string();
+    let mut pbx = sipp_pbx(
+        sip_port,
+        &["-sn", "uas", "-mp", &mp, "-rtp_echo", "-m", "1"],
+    )
+    .await;
 
     let wati = FakeWati::start().await.unwrap();
     let extra = format!(
@@ -178,18 +147,7 @@ async fn inbound_call_answered_with_audio_both_ways_then_whatsapp_hangs_up() {
         .unwrap();
     assert!(sipp_status.success(), "sipp saw INVITE, ACK and our BYE");
 
-    let mut rows = Vec::new();
-    for _ in 0..100 {
-        rows = bridge
-            .store
-            .calls_by_wa_call_id(call_id.into())
-            .await
-            .unwrap();
-        if rows.first().is_some_and(|r| r.ended_at_ms.is_some()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let rows = ended_call_records(&bridge.store, call_id).await;
     assert_eq!(rows.len(), 1, "exactly one call record");
     assert_eq!(rows[0].end_cause.as_deref(), Some("whatsapp_terminated"));
     assert!(rows[0]

@@ -4,22 +4,13 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::fake_wati::{FakeWati, Route};
 use support::wa_peer::WaPeer;
-use support::{settings_with, WEBHOOK_KEY};
+use support::{ended_call_records, free_port, settings_with, sipp_pbx, WEBHOOK_KEY};
 use wa_sip_bridge::Bridge;
-
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 async fn pbx_ends_the_call(
     scenario: &str,
@@ -29,29 +20,11 @@ async fn pbx_ends_the_call(
     answered: bool,
 ) {
     let sip_port = free_port();
-    let mut pbx = tokio::process::Command::new("sipp")
-        .args([
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &sip_port.to_string(),
-            "-mp",
-            &free_port().to_string(),
-            "-cp",
-            &free_port().to_string(),
-        ])
-        .arg("-sf")
-        .arg(format!(
-            "{}/tests/sipp/{scenario}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .args(["-m", "1", "-nostdin", "-timeout", "30s", "-timeout_error"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("sipp is installed (tests/setup-system.sh)");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (mp, sf) = (
+        free_port().to_string(),
+        format!("{}/tests/sipp/{scenario}", env!("CARGO_MANIFEST_DIR")),
+    );
+    let mut pbx = sipp_pbx(sip_port, &["-mp", &mp, "-sf", &sf, "-m", "1"]).await;
 
     let wati = FakeWati::start().await.unwrap();
     let extra = format!(
@@ -96,18 +69,7 @@ async fn pbx_ends_the_call(
         .expect("sipp done")
         .unwrap();
     assert!(status.success(), "sipp's scenario completed");
-    let mut rows = Vec::new();
-    for _ in 0..50 {
-        rows = bridge
-            .store
-            .calls_by_wa_call_id(call_id.into())
-            .await
-            .unwrap();
-        if rows.first().is_some_and(|r| r.ended_at_ms.is_some()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let rows = ended_call_records(&bridge.store, call_id).await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].end_cause.as_deref(), Some(cause));
     assert_eq!(rows[0].sip_code, Some(sip_code));

@@ -55,3 +55,51 @@ url = "sqlite::memory:"
 }
 
 pub mod wa_sim;
+
+/// A UDP port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts sipp as the PBX on 127.0.0.1:`sip_port` with `args` (scenario,
+/// `-m`, ...), its control and media ports chosen free; waits for it to bind.
+pub async fn sipp_pbx(sip_port: u16, args: &[&str]) -> tokio::process::Child {
+    let child = tokio::process::Command::new("sipp")
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &sip_port.to_string(),
+            "-cp",
+            &free_port().to_string(),
+        ])
+        .args(args)
+        .args(["-nostdin", "-timeout", "60s", "-timeout_error"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("sipp is installed (tests/setup-system.sh)");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    child
+}
+
+/// The call records of `call_id`, once the first has ended (or after 5 s).
+pub async fn ended_call_records(
+    store: &wa_sip_bridge::store::Store,
+    call_id: &str,
+) -> Vec<wa_sip_bridge::store::CallRow> {
+    let mut rows = Vec::new();
+    for _ in 0..100 {
+        rows = store.calls_by_wa_call_id(call_id.into()).await.unwrap();
+        if rows.first().is_some_and(|r| r.ended_at_ms.is_some()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    rows
+}
