@@ -1,15 +1,20 @@
-//! The HTTP server's own routes: liveness, readiness and metrics, joined with
-//! the webhook routes into one router served on `http.listen`.
+//! The HTTP server's own routes: liveness, readiness, metrics and the admin
+//! API, joined with the webhook routes into one router served on `http.listen`.
+//!
+//! Admin API (off unless `http.admin_token` is set; `Authorization: Bearer
+//! <admin_token>`): `GET /calls` lists live calls as JSON, `DELETE
+//! /calls/{id}` hangs one up on both sides.
 
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
+use crate::call::registry::{CallCommand, Registry};
 use crate::health::{Check, Health};
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -19,6 +24,9 @@ pub struct OpsState {
     pub health: Arc<Health>,
     pub metrics: Arc<Metrics>,
     pub store: Store,
+    pub registry: Arc<Registry>,
+    /// `None`: the admin API is off (404).
+    pub admin_token: Option<Arc<str>>,
 }
 
 pub fn routes(state: OpsState) -> Router {
@@ -26,7 +34,75 @@ pub fn routes(state: OpsState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/calls", get(list_calls))
+        .route("/calls/{id}", axum::routing::delete(hang_up))
         .with_state(state)
+}
+
+/// `Err` is the response to send: 404 when the admin API is off, 401 on a wrong token.
+fn admin(s: &OpsState, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    use subtle::ConstantTimeEq;
+    let Some(token) = s.admin_token.as_deref() else {
+        return Err((
+            StatusCode::NOT_FOUND,
+            "admin API off (http.admin_token is empty)\n",
+        )
+            .into_response());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(g) if bool::from(g.as_bytes().ct_eq(token.as_bytes())) => Ok(()),
+        _ => Err(Box::new(
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "admin token missing or wrong\n",
+            )
+                .into_response(),
+        )),
+    }
+}
+
+async fn list_calls(State(s): State<OpsState>, headers: HeaderMap) -> Response {
+    if let Err(r) = admin(&s, &headers) {
+        return *r;
+    }
+    Json(json!({ "calls": s.registry.list() })).into_response()
+}
+
+async fn hang_up(
+    State(s): State<OpsState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = admin(&s, &headers) {
+        return *r;
+    }
+    let Ok(id) = id.parse::<u64>() else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "id: must be a live call's numeric id (GET /calls)"})),
+        )
+            .into_response();
+    };
+    match s.registry.sender(id) {
+        Some(tx) => {
+            let _ = tx.send(CallCommand::Hangup("admin_hangup")).await;
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({"id": id, "status": "hanging up"})),
+            )
+                .into_response()
+        }
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "no live call with this id"})),
+        )
+            .into_response(),
+    }
 }
 
 fn check(c: Check) -> &'static str {

@@ -64,9 +64,15 @@ pub struct Bridge {
     pub wati: WatiClient,
     /// Where SIP (UDP and TCP) actually listens.
     pub sip_addr: SocketAddr,
+    /// The live calls.
+    pub registry: Arc<call::registry::Registry>,
+    settings: Settings,
     sip: JoinHandle<()>,
     /// Handed to the call layer by [`Bridge::start`].
-    calls: Option<call::CallCtx>,
+    calls: Option<(
+        call::CallCtx,
+        mpsc::Receiver<call::outbound::IncomingInvite>,
+    )>,
     stop: oneshot::Sender<()>,
     server: JoinHandle<std::io::Result<()>>,
     sink: Option<JoinHandle<()>>,
@@ -76,8 +82,24 @@ impl Bridge {
     /// Starts every part; accepted webhooks go to the call layer.
     pub async fn start(settings: Settings) -> Result<Bridge, Error> {
         let (mut bridge, events) = Self::start_with_events(settings).await?;
-        if let Some(ctx) = bridge.calls.take() {
-            bridge.sink = Some(tokio::spawn(call::run_calls(events, ctx)));
+        if let Some((ctx, invites)) = bridge.calls.take() {
+            // Calls live before a crash: read now, before any new call is
+            // recorded; ended at both sides in the background.
+            match bridge.store.live_calls().await {
+                Ok(live) if !live.is_empty() => {
+                    tracing::warn!(
+                        calls = live.len(),
+                        "calls were live when the bridge last stopped: ending them"
+                    );
+                    let c = ctx.clone();
+                    tokio::spawn(async move { call::recovery::recover(&c, live).await });
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the calls live before the restart")
+                }
+            }
+            bridge.sink = Some(tokio::spawn(call::run_calls(events, invites, ctx)));
         }
         Ok(bridge)
     }
@@ -94,7 +116,10 @@ impl Bridge {
         let (sip_socket, sip_addr) =
             call::sip_task::bind(&settings, trunk.iter().map(|a| a.ip()).collect()).await?;
         let (sip_handle, sip_commands) = call::sip_task::channel();
+        let registry = Arc::new(call::registry::Registry::default());
+        let (invites_tx, invites_rx) = mpsc::channel(256);
         let call_ctx = call::CallCtx {
+            registry: registry.clone(),
             settings: settings.clone(),
             store: store.clone(),
             wati: wati.clone(),
@@ -119,6 +144,7 @@ impl Bridge {
             trunk,
             health.clone(),
             metrics.clone(),
+            invites_tx,
         ));
         tracing::info!(%sip_addr, "SIP listening (UDP and TCP)");
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
@@ -133,6 +159,8 @@ impl Bridge {
             health: health.clone(),
             metrics: metrics.clone(),
             store: store.clone(),
+            registry: registry.clone(),
+            admin_token: settings.http.admin_token.as_deref().map(Arc::from),
         }));
         let listener = tokio::net::TcpListener::bind(settings.http.listen)
             .await
@@ -158,14 +186,57 @@ impl Bridge {
                 metrics,
                 wati,
                 sip_addr,
+                registry,
+                settings,
                 sip,
-                calls: Some(call_ctx),
+                calls: Some((call_ctx, invites_rx)),
                 stop,
                 server,
                 sink: None,
             },
             rx,
         ))
+    }
+
+    /// SIGTERM: new calls are refused (503 to INVITEs, inbound webhooks
+    /// terminated at Wati); live calls may finish for up to `calls.drain_s`;
+    /// then the rest are ended on both sides. Webhooks and SIP keep working
+    /// meanwhile so that calls end properly.
+    pub async fn drain(&self) {
+        let live = self.registry.start_draining().len();
+        if live == 0 {
+            return;
+        }
+        tracing::info!(
+            calls = live,
+            drain_s = self.settings.calls.drain.as_secs(),
+            "draining: no new calls; waiting for live calls to end"
+        );
+        let deadline = tokio::time::Instant::now() + self.settings.calls.drain;
+        while !self.registry.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let left = self.registry.start_draining();
+        if !left.is_empty() {
+            tracing::warn!(
+                calls = left.len(),
+                "calls.drain_s passed: ending the remaining calls"
+            );
+        }
+        for tx in left {
+            let _ = tx
+                .send(call::registry::CallCommand::Hangup("shutdown"))
+                .await;
+        }
+        // Each ends with a terminate at Wati (bounded by wati.timeout_ms) and a BYE.
+        let deadline = tokio::time::Instant::now()
+            + self.settings.wati.timeout
+            + std::time::Duration::from_secs(2);
+        while !self.registry.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        // Let the last BYEs leave the SIP socket.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 
     /// Stops taking requests and waits for the server and the call layer to finish.
@@ -189,6 +260,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
     let bridge = Bridge::start(settings).await?;
     wait_for_signal().await;
     tracing::info!("shutting down");
+    bridge.drain().await;
     bridge.shutdown().await
 }
 

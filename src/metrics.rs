@@ -5,6 +5,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// `wsb_webhooks_total{kind,status}`: every webhook request, by route kind and HTTP status.
@@ -50,6 +51,18 @@ pub struct Metrics {
     pub calls_total: Family<CallLabels, Counter>,
     pub calls_active: Family<DirectionLabel, Gauge>,
     pub rtp_packets_total: Family<RtpLabels, Counter>,
+    /// `wsb_call_setup_seconds{direction}`: inbound from the webhook to the
+    /// PBX's answer, outbound from the PBX's INVITE to our 200.
+    pub call_setup: Family<DirectionLabel, Histogram>,
+}
+
+/// Setup-time buckets: WhatsApp media set-up is ~0.1-1 s, ringing up to a minute.
+const SETUP_BUCKETS: [f64; 12] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0,
+];
+
+fn setup_histogram() -> Histogram {
+    Histogram::new(SETUP_BUCKETS)
 }
 
 impl Default for Metrics {
@@ -97,7 +110,16 @@ impl Metrics {
             "Media packets relayed, by leg (whatsapp, pbx) and direction; added when a call ends",
             rtp_packets_total.clone(),
         );
+        let call_setup = Family::<DirectionLabel, Histogram>::new_with_constructor(
+            setup_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "wsb_call_setup_seconds",
+            "Time to answer: inbound from the webhook to the PBX's answer, outbound from the PBX's INVITE to our 200",
+            call_setup.clone(),
+        );
         Metrics {
+            call_setup,
             registry,
             webhooks,
             wati_requests,
@@ -141,6 +163,12 @@ impl Metrics {
             .dec();
     }
 
+    pub fn call_setup(&self, direction: &'static str, seconds: f64) {
+        self.call_setup
+            .get_or_create(&DirectionLabel { direction })
+            .observe(seconds);
+    }
+
     /// Adds a finished call's packet counts (per call, not per packet: no
     /// shared counter on the media path).
     pub fn rtp_packets(&self, leg: &'static str, dir: &'static str, n: u64) {
@@ -167,7 +195,12 @@ mod tests {
         let m = Metrics::new();
         m.webhook("inbound_call", 200);
         m.wati_request("accept", "401");
+        m.call_setup("outbound", 0.3);
         let text = m.encode();
+        assert!(
+            text.contains(r#"wsb_call_setup_seconds_count{direction="outbound"} 1"#),
+            "{text}"
+        );
         assert!(
             text.contains(r#"wsb_webhooks_total{kind="inbound_call",status="200"} 1"#),
             "{text}"

@@ -170,7 +170,8 @@ async fn we_offer_aiortc_answers() {
     let (mut leg, offer) = WaLeg::offer(cfg, Instant::now()).unwrap();
     peer.write(json!({"sdp": offer})).await;
     let answer = peer.read().await["sdp"].as_str().unwrap().to_string();
-    leg.apply_answer(&answer).unwrap();
+    leg.apply_answer(std::time::Instant::now(), &answer)
+        .unwrap();
     let (sink, connected) = exchange(LegSocket::new(s, leg, None)).await;
     check(peer, sink, connected).await;
 }

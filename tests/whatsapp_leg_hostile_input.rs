@@ -92,9 +92,11 @@ fn broken_and_huge_sdps_are_typed_errors() {
     );
     // An answer that does not fit our offer.
     let (mut leg, _) = WaLeg::offer(cfg(), now).unwrap();
-    assert!(leg.apply_answer("v=0\r\n").is_err());
+    assert!(leg
+        .apply_answer(std::time::Instant::now(), "v=0\r\n")
+        .is_err());
     assert!(matches!(
-        leg.apply_answer("v=0\r\n"),
+        leg.apply_answer(std::time::Instant::now(), "v=0\r\n"),
         Err(LegError::NoPendingOffer)
     ));
 }

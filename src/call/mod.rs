@@ -1,26 +1,31 @@
 //! The call layer: the only place that knows both legs.
 //!
-//! Webhook events arrive here through a channel. A New Inbound Call starts a
-//! call task ([`inbound`]) that owns that call's WebRTC leg, RTP socket,
-//! relay and SIP dialog; later webhooks for the same call (Terminate) are
-//! forwarded to it. Permission updates go to the permission cache. The
-//! outbound flow (the PBX calling a WhatsApp user) is not built yet.
+//! Webhook events and the PBX's INVITEs arrive here. A New Inbound Call
+//! starts an [`inbound`] task, an INVITE an [`outbound`] task; each owns its
+//! call's WebRTC leg, RTP socket, relay and SIP dialog. Later webhooks for a
+//! call (status, answer, Terminate) go to its task through the [`registry`].
+//! Permission updates go to the permission cache in the store.
 
 pub mod inbound;
+pub mod media_path;
+pub mod outbound;
+pub mod recovery;
+pub mod registry;
 pub mod sip_task;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 
 use crate::config::Settings;
-use crate::ids::WaCallId;
 use crate::metrics::Metrics;
 use crate::ports::SharedPortPool;
 use crate::store::{now_ms, PermissionState, Store};
 use crate::wati::{Received, WatiClient, WebhookEvent};
+use outbound::IncomingInvite;
+use registry::{CallCommand, Registry, Routed};
 use sip_task::SipHandle;
 
 /// What every call task needs.
@@ -31,69 +36,193 @@ pub struct CallCtx {
     pub wati: WatiClient,
     pub metrics: Arc<Metrics>,
     pub sip: SipHandle,
+    pub registry: Arc<Registry>,
     pub webrtc_ports: SharedPortPool,
     pub rtp_ports: SharedPortPool,
     /// The trunk's address (resolved at start).
     pub trunk: Option<SocketAddr>,
 }
 
-/// Messages from the call layer to one call's task.
-#[derive(Debug)]
-pub enum CallCommand {
-    /// The WhatsApp side ended the call (Terminate webhook).
-    Terminated,
+/// How a call ended, for its record.
+pub struct Ending {
+    pub cause: String,
+    /// The final response or the 200 of an answered call.
+    pub sip_code: Option<u16>,
+    /// Tell Wati to hang up the WhatsApp side.
+    pub terminate_at_wati: bool,
 }
 
-/// Drains webhook events until every sender is gone, starting and feeding call tasks.
-pub async fn run_calls(mut events: mpsc::Receiver<Received>, ctx: CallCtx) {
-    let mut calls: HashMap<WaCallId, mpsc::Sender<CallCommand>> = HashMap::new();
-    while let Some(Received { log_id, event }) = events.recv().await {
-        calls.retain(|_, tx| !tx.is_closed());
-        match event {
-            WebhookEvent::InboundCall(call) => {
-                if calls.contains_key(&call.call_id) {
-                    continue;
+/// The PBX side is hung up where the ending is decided; this records the rest.
+pub fn ending(cause: impl Into<String>, sip_code: Option<u16>, terminate_at_wati: bool) -> Ending {
+    Ending {
+        cause: cause.into(),
+        sip_code,
+        terminate_at_wati,
+    }
+}
+
+/// Saves the SIP dialog of an answered call, for a BYE after a crash.
+async fn save_dialog(ctx: &CallCtx, record: Option<i64>, call: crate::sip::ua::CallRef) {
+    let (Some(id), Some(d)) = (record, ctx.sip.dialog(call).await) else {
+        return;
+    };
+    if let Ok(json) = serde_json::to_string(&d) {
+        let _ = ctx.store.save_dialog(id, json).await;
+    }
+}
+
+/// Writes the call record's end and the metrics of a finished call.
+async fn finish(
+    ctx: &CallCtx,
+    direction: &'static str,
+    record: Option<i64>,
+    end: Ending,
+    media: Option<crate::store::MediaCounters>,
+) {
+    if let Some(m) = &media {
+        ctx.metrics.rtp_packets("whatsapp", "in", m.wa_rx);
+        ctx.metrics.rtp_packets("whatsapp", "out", m.wa_tx);
+        ctx.metrics.rtp_packets("pbx", "in", m.pbx_rx);
+        ctx.metrics.rtp_packets("pbx", "out", m.pbx_tx);
+    }
+    let answered = end.sip_code == Some(200);
+    if let Some(id) = record {
+        if let Err(e) = ctx
+            .store
+            .end_call(id, now_ms(), end.cause, end.sip_code, media)
+            .await
+        {
+            tracing::error!(record = id, error = %e, "could not write the end of the call record");
+        }
+    }
+    ctx.metrics.call_finished(direction);
+    ctx.metrics.call_ended(
+        direction,
+        if answered { "answered" } else { "not_answered" },
+    );
+}
+
+/// Drains webhook events and the PBX's INVITEs until both sources are gone,
+/// starting and feeding call tasks.
+pub async fn run_calls(
+    mut events: mpsc::Receiver<Received>,
+    mut invites: mpsc::Receiver<IncomingInvite>,
+    ctx: CallCtx,
+) {
+    let max = ctx.settings.calls.max_concurrent as usize;
+    let (mut events_open, mut invites_open) = (true, true);
+    while events_open || invites_open {
+        tokio::select! {
+            ev = events.recv(), if events_open => match ev {
+                Some(r) => on_webhook(&ctx, r, max).await,
+                None => events_open = false,
+            },
+            inc = invites.recv(), if invites_open => match inc {
+                Some(inc) => on_invite(&ctx, inc, max).await,
+                None => invites_open = false,
+            },
+        }
+    }
+}
+
+async fn on_invite(ctx: &CallCtx, inc: IncomingInvite, max: usize) {
+    let sip_call_id = inc.invite.call_id().to_string();
+    match ctx
+        .registry
+        .admit("outbound", max, None, None, Some(sip_call_id.clone()))
+    {
+        Ok((id, rx)) => {
+            tokio::spawn(outbound::run(ctx.clone(), id, inc, rx));
+        }
+        Err(refusal) => {
+            tracing::warn!(%sip_call_id, ?refusal, "INVITE refused");
+            ctx.metrics.call_ended("outbound", refusal.label());
+            let (retry, text) = match refusal {
+                registry::Refusal::Capacity => (10, "calls.max_concurrent calls in progress"),
+                registry::Refusal::Draining => (60, "the bridge is shutting down"),
+            };
+            ctx.sip
+                .reject(
+                    inc.call,
+                    503,
+                    "Service Unavailable",
+                    vec![
+                        ("retry-after", retry.to_string()),
+                        ("reason", format!("SIP;cause=503;text=\"{text}\"")),
+                    ],
+                )
+                .await;
+        }
+    }
+}
+
+async fn on_webhook(ctx: &CallCtx, r: Received, max: usize) {
+    let Received { log_id, event } = r;
+    let (wa, cmd) = match event {
+        WebhookEvent::InboundCall(call) => {
+            if ctx.registry.has_wa_call(&call.call_id) {
+                return;
+            }
+            match ctx.registry.admit(
+                "inbound",
+                max,
+                Some(call.call_id.clone()),
+                call.caller.as_ref().map(|c| c.to_string()),
+                None,
+            ) {
+                Ok((id, rx)) => {
+                    tracing::info!(log_id, call_id = %call.call_id, "inbound call");
+                    tokio::spawn(inbound::run(ctx.clone(), id, call, rx));
                 }
-                if calls.len() >= ctx.settings.calls.max_concurrent as usize {
-                    tracing::warn!(log_id, call_id = %call.call_id, "over calls.max_concurrent: refusing the call");
-                    ctx.metrics.call_ended("inbound", "refused_capacity");
+                Err(refusal) => {
+                    tracing::warn!(log_id, call_id = %call.call_id, ?refusal, "inbound call refused: terminated at Wati");
+                    ctx.metrics.call_ended("inbound", refusal.label());
                     let wati = ctx.wati.clone();
                     let id = call.call_id.clone();
                     tokio::spawn(async move {
                         let _ = wati.terminate(&id).await;
                     });
-                    continue;
-                }
-                let (tx, rx) = mpsc::channel(8);
-                calls.insert(call.call_id.clone(), tx);
-                tracing::info!(log_id, call_id = %call.call_id, "inbound call");
-                tokio::spawn(inbound::run(ctx.clone(), call, rx));
-            }
-            WebhookEvent::Terminate { call_id } => match calls.get(&call_id) {
-                Some(tx) => {
-                    let _ = tx.send(CallCommand::Terminated).await;
-                }
-                None => tracing::info!(log_id, %call_id, "terminate for a call that is not live"),
-            },
-            WebhookEvent::Permission { waid, granted } => {
-                let state = if granted {
-                    PermissionState::Granted
-                } else {
-                    PermissionState::Denied
-                };
-                if let Err(e) = ctx
-                    .store
-                    .set_permission(waid.to_string(), state, now_ms())
-                    .await
-                {
-                    tracing::error!(log_id, %waid, error = %e, "could not record call permission");
-                } else {
-                    tracing::info!(log_id, %waid, granted, "call permission recorded");
                 }
             }
-            other => {
-                tracing::warn!(log_id, call_id = ?other.call_id().map(|c| c.as_str()), "outbound calls are not implemented yet; event stored only");
+            return;
+        }
+        WebhookEvent::Permission { waid, granted } => {
+            let state = if granted {
+                PermissionState::Granted
+            } else {
+                PermissionState::Denied
+            };
+            match ctx
+                .store
+                .set_permission(waid.to_string(), state, now_ms())
+                .await
+            {
+                Err(e) => {
+                    tracing::error!(log_id, %waid, error = %e, "could not record call permission")
+                }
+                Ok(()) => tracing::info!(log_id, %waid, granted, "call permission recorded"),
             }
+            return;
+        }
+        WebhookEvent::Terminate { call_id } => (call_id, CallCommand::Terminated),
+        WebhookEvent::OutboundStatus { call_id, status } => (call_id, CallCommand::Status(status)),
+        WebhookEvent::OutboundAnswer { call_id, sdp } => (call_id, CallCommand::Answer(sdp)),
+    };
+    match ctx.registry.route(&wa, cmd, Instant::now()) {
+        Routed::To(tx, cmd) => {
+            // A call task reads its channel promptly; one busy ending itself
+            // must not hold up every other call's webhooks.
+            if let Err(mpsc::error::TrySendError::Full(cmd)) = tx.try_send(cmd) {
+                tokio::spawn(async move {
+                    let _ = tx.send(cmd).await;
+                });
+            }
+        }
+        Routed::Kept => {
+            tracing::info!(log_id, call_id = %wa, "webhook for a call id not known yet: kept")
+        }
+        Routed::Unknown => {
+            tracing::info!(log_id, call_id = %wa, "webhook for a call that is not live")
         }
     }
 }

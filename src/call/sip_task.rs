@@ -1,9 +1,8 @@
 //! The SIP side's task: owns the SIP user agent and its sockets (`sip.listen`,
 //! UDP and TCP), answers the PBX's OPTIONS, keeps the registration when
 //! `trunk.register = true` (state in `/readyz` and `wsb_sip_registered`),
-//! places INVITEs for call tasks and routes each call's events back to its
-//! task. INVITEs from the PBX are refused with 503 until the outbound call
-//! flow exists.
+//! places INVITEs for call tasks, hands the PBX's INVITEs (after the ACL and
+//! digest checks) to the call layer, and routes each call's events to its task.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -18,11 +17,14 @@ use crate::config::Settings;
 use crate::health::{Check, Health};
 use crate::metrics::Metrics;
 use crate::sip::acl::SourceAcl;
+use crate::sip::dialog::Dialog;
 use crate::sip::endpoint::{Peer, Transport};
 use crate::sip::register::RegisterConfig;
 use crate::sip::runtime::SipSocket;
 use crate::sip::transaction::Timers;
 use crate::sip::ua::{CallRef, Invite, SipUa, UaConfig, UaEvent};
+
+use super::outbound::IncomingInvite;
 
 /// What a call task asks of the SIP side.
 #[derive(Debug)]
@@ -39,6 +41,21 @@ pub enum SipCommand {
         reply: oneshot::Sender<CallRef>,
     },
     Hangup(CallRef),
+    /// 180 (no SDP) or 183 (with SDP) to an INVITE from the PBX.
+    Ring(CallRef, Option<String>),
+    /// 200 with our SDP to an INVITE from the PBX.
+    Answer(CallRef, String),
+    /// A final response to an INVITE from the PBX, with extra headers.
+    Reject {
+        call: CallRef,
+        code: u16,
+        phrase: &'static str,
+        headers: Vec<(&'static str, String)>,
+    },
+    /// The call's dialog, once established.
+    Dialog(CallRef, oneshot::Sender<Option<Dialog>>),
+    /// BYE in a dialog saved before a restart.
+    ByeSaved(Dialog),
     /// Answer a re-INVITE/UPDATE with our SDP.
     AnswerReoffer(CallRef, crate::sip::endpoint::ServerTxId, String),
 }
@@ -81,6 +98,42 @@ impl SipHandle {
 
     pub async fn hangup(&self, call: CallRef) {
         let _ = self.tx.send(SipCommand::Hangup(call)).await;
+    }
+
+    pub async fn dialog(&self, call: CallRef) -> Option<Dialog> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(SipCommand::Dialog(call, reply)).await.ok()?;
+        rx.await.ok().flatten()
+    }
+
+    pub async fn bye_saved(&self, dialog: Dialog) {
+        let _ = self.tx.send(SipCommand::ByeSaved(dialog)).await;
+    }
+
+    pub async fn ring(&self, call: CallRef, sdp: Option<String>) {
+        let _ = self.tx.send(SipCommand::Ring(call, sdp)).await;
+    }
+
+    pub async fn answer(&self, call: CallRef, sdp: String) {
+        let _ = self.tx.send(SipCommand::Answer(call, sdp)).await;
+    }
+
+    pub async fn reject(
+        &self,
+        call: CallRef,
+        code: u16,
+        phrase: &'static str,
+        headers: Vec<(&'static str, String)>,
+    ) {
+        let _ = self
+            .tx
+            .send(SipCommand::Reject {
+                call,
+                code,
+                phrase,
+                headers,
+            })
+            .await;
     }
 
     pub async fn answer_reoffer(
@@ -189,6 +242,7 @@ pub async fn run(
     trunk: Vec<SocketAddr>,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
+    invites: mpsc::Sender<IncomingInvite>,
 ) {
     let mut routes: HashMap<CallRef, mpsc::Sender<UaEvent>> = HashMap::new();
     health.set_sip(Check::Ok);
@@ -248,6 +302,16 @@ pub async fn run(
                         let _ = reply.send(call);
                     }
                     Some(SipCommand::Hangup(call)) => sip.ua().hangup(Instant::now(), call),
+                    Some(SipCommand::Dialog(call, reply)) => {
+                        let _ = reply.send(sip.ua().dialog(call));
+                    }
+                    Some(SipCommand::ByeSaved(d)) => sip.ua().bye_saved(Instant::now(), d),
+                    Some(SipCommand::Ring(call, sdp)) => sip.ua().ring(Instant::now(), call, sdp.as_deref()),
+                    Some(SipCommand::Answer(call, sdp)) => sip.ua().answer(Instant::now(), call, &sdp),
+                    Some(SipCommand::Reject { call, code, phrase, headers }) => {
+                        let h: Vec<(&str, String)> = headers.into_iter().collect();
+                        sip.ua().reject(Instant::now(), call, code, phrase, &h);
+                    }
                     Some(SipCommand::AnswerReoffer(call, tx, sdp)) => sip.ua().answer_reoffer(Instant::now(), call, tx, &sdp),
                     None => return,
                 }
@@ -273,21 +337,29 @@ pub async fn run(
                 invite,
                 source,
             } if !routes.contains_key(&call) => {
-                tracing::warn!(%source.addr, call_id = invite.call_id(), "INVITE refused: calls to WhatsApp users are not implemented yet");
-                sip.ua().reject(
-                    Instant::now(),
+                let (tx, rx) = mpsc::channel(64);
+                let inc = IncomingInvite {
                     call,
-                    503,
-                    "Service Unavailable",
-                    &[
-                        ("retry-after", "60".into()),
-                        (
-                            "reason",
-                            "SIP;cause=503;text=\"calls to WhatsApp are not implemented yet\""
-                                .into(),
-                        ),
-                    ],
-                );
+                    invite,
+                    source,
+                    events: rx,
+                };
+                match invites.try_send(inc) {
+                    Ok(()) => {
+                        routes.insert(call, tx);
+                    }
+                    Err(e) => {
+                        let inc = e.into_inner();
+                        tracing::warn!(%source.addr, call_id = inc.invite.call_id(), "INVITE refused: the call layer is not taking calls");
+                        sip.ua().reject(
+                            Instant::now(),
+                            call,
+                            503,
+                            "Service Unavailable",
+                            &[("retry-after", "10".into())],
+                        );
+                    }
+                }
             }
             other => {
                 let Some(call) = call_of(&other) else {

@@ -31,3 +31,4 @@ from_error!(
 
 pub mod pbx;
 pub mod run;
+pub mod wa_user;

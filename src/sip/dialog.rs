@@ -13,7 +13,8 @@ use std::net::SocketAddr;
 use super::endpoint::{new_branch, Peer};
 use super::message::{param, uri_of, Msg};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serializable so that a call's dialog can be saved and, after a crash, ended with a BYE.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Dialog {
     pub call_id: String,
     /// Our From (UAC) or To (UAS) value, with our tag.

@@ -19,7 +19,7 @@ use super::transaction::{
 };
 
 /// How a message travels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Transport {
     Udp,
     Tcp,
@@ -35,7 +35,7 @@ impl Transport {
 }
 
 /// A peer address with its transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Peer {
     pub transport: Transport,
     pub addr: SocketAddr,

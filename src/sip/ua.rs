@@ -388,6 +388,22 @@ impl SipUa {
         }
     }
 
+    /// The call's dialog once established, to save for [`SipUa::bye_saved`].
+    pub fn dialog(&self, call: CallRef) -> Option<Dialog> {
+        self.calls.get(&call)?.dialog.clone()
+    }
+
+    /// Ends a dialog saved before a restart with a BYE. No call state is kept:
+    /// the BYE's transaction retransmits it and its answer is not awaited.
+    pub fn bye_saved(&mut self, now: Instant, mut dialog: Dialog) {
+        // RFC 3261 §12.2.1.1 only needs a higher CSeq; requests sent after
+        // the dialog was saved (none are, today) are far below this.
+        dialog.local_cseq = dialog.local_cseq.saturating_add(1000);
+        let bye = dialog.request("BYE", &self.cfg.via_host);
+        let peer = dialog.peer;
+        self.ep.send_request(now, bye, peer);
+    }
+
     fn send_cancel(&mut self, now: Instant, call: CallRef) {
         let Some(c) = self.calls.get_mut(&call) else {
             return;

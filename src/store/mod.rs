@@ -121,6 +121,19 @@ pub struct CallRow {
     pub ended_at_ms: Option<i64>,
     pub end_cause: Option<String>,
     pub sip_code: Option<u16>,
+    pub media: Option<MediaCounters>,
+    /// The SIP dialog (JSON) while the call is answered, for a BYE after a crash.
+    pub sip_dialog: Option<String>,
+}
+
+/// Packets relayed in a call, per leg and direction, and the PBX-side codec.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MediaCounters {
+    pub codec: Option<String>,
+    pub wa_rx: u64,
+    pub wa_tx: u64,
+    pub pbx_rx: u64,
+    pub pbx_tx: u64,
 }
 
 /// What the cache knows about a user's call permission.
@@ -304,6 +317,18 @@ impl Store {
         .await
     }
 
+    /// Saves the call's SIP dialog (JSON) so that a restarted bridge can end it.
+    pub async fn save_dialog(&self, id: i64, dialog: String) -> Result<(), StoreError> {
+        self.with(move |c| {
+            c.execute(
+                "UPDATE calls SET sip_dialog = ?2 WHERE id = ?1 AND ended_at_ms IS NULL",
+                params![id, dialog],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     pub async fn call_answered(&self, id: i64, at_ms: i64) -> Result<(), StoreError> {
         self.with(move |c| {
             c.execute(
@@ -323,12 +348,25 @@ impl Store {
         at_ms: i64,
         cause: String,
         sip_code: Option<u16>,
+        media: Option<MediaCounters>,
     ) -> Result<bool, StoreError> {
         self.with(move |c| {
+            let m = media.as_ref();
             let n = c.execute(
-                "UPDATE calls SET ended_at_ms = ?2, end_cause = ?3, sip_code = ?4
+                "UPDATE calls SET ended_at_ms = ?2, end_cause = ?3, sip_code = ?4, codec = ?5, sip_dialog = NULL,
+                     wa_rx_packets = ?6, wa_tx_packets = ?7, pbx_rx_packets = ?8, pbx_tx_packets = ?9
                  WHERE id = ?1 AND ended_at_ms IS NULL",
-                params![id, at_ms, cause, sip_code],
+                params![
+                    id,
+                    at_ms,
+                    cause,
+                    sip_code,
+                    m.and_then(|m| m.codec.clone()),
+                    m.map(|m| m.wa_rx as i64),
+                    m.map(|m| m.wa_tx as i64),
+                    m.map(|m| m.pbx_rx as i64),
+                    m.map(|m| m.pbx_tx as i64)
+                ],
             )?;
             Ok(n == 1)
         })
@@ -457,7 +495,7 @@ fn webhook_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WebhookRow> {
     })
 }
 
-const CALL_SELECT: &str = "SELECT id, direction, wa_call_id, sip_call_id, waid, business_number, offered_at_ms, answered_at_ms, ended_at_ms, end_cause, sip_code FROM calls";
+const CALL_SELECT: &str = "SELECT id, direction, wa_call_id, sip_call_id, waid, business_number, offered_at_ms, answered_at_ms, ended_at_ms, end_cause, sip_code, codec, wa_rx_packets, wa_tx_packets, pbx_rx_packets, pbx_tx_packets, sip_dialog FROM calls";
 
 fn call_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CallRow> {
     let direction: String = r.get(1)?;
@@ -473,6 +511,17 @@ fn call_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CallRow> {
         ended_at_ms: r.get(8)?,
         end_cause: r.get(9)?,
         sip_code: r.get(10)?,
+        media: match r.get::<_, Option<i64>>(12)? {
+            None => None,
+            Some(wa_rx) => Some(MediaCounters {
+                codec: r.get(11)?,
+                wa_rx: wa_rx as u64,
+                wa_tx: r.get::<_, Option<i64>>(13)?.unwrap_or(0) as u64,
+                pbx_rx: r.get::<_, Option<i64>>(14)?.unwrap_or(0) as u64,
+                pbx_tx: r.get::<_, Option<i64>>(15)?.unwrap_or(0) as u64,
+            }),
+        },
+        sip_dialog: r.get(16)?,
     })
 }
 
@@ -551,11 +600,23 @@ mod tests {
         assert_eq!(s.live_calls().await.unwrap().len(), 1);
         s.call_answered(id, 6).await.unwrap();
         assert!(s
-            .end_call(id, 9, "pbx_bye".into(), Some(200))
+            .end_call(
+                id,
+                9,
+                "pbx_bye".into(),
+                Some(200),
+                Some(MediaCounters {
+                    codec: Some("PCMU".into()),
+                    wa_rx: 1,
+                    wa_tx: 2,
+                    pbx_rx: 3,
+                    pbx_tx: 4,
+                }),
+            )
             .await
             .unwrap());
         assert!(!s
-            .end_call(id, 10, "terminate_webhook".into(), None)
+            .end_call(id, 10, "terminate_webhook".into(), None, None)
             .await
             .unwrap());
         let row = s.call(id).await.unwrap().unwrap();
@@ -565,6 +626,9 @@ mod tests {
         assert_eq!(row.answered_at_ms, Some(6));
         assert_eq!(row.end_cause.as_deref(), Some("pbx_bye"));
         assert_eq!(row.ended_at_ms, Some(9));
+        let m = row.media.unwrap();
+        assert_eq!((m.wa_rx, m.wa_tx, m.pbx_rx, m.pbx_tx), (1, 2, 3, 4));
+        assert_eq!(m.codec.as_deref(), Some("PCMU"));
         assert!(s.live_calls().await.unwrap().is_empty());
     }
 

@@ -38,6 +38,13 @@ const MIGRATIONS: &[&str] = &[
         updated_at_ms            INTEGER NOT NULL,
         request_pending_since_ms INTEGER
     );",
+    // 2: media counters and the codec in each call record; the SIP dialog of a live call.
+    "ALTER TABLE calls ADD COLUMN codec TEXT;
+    ALTER TABLE calls ADD COLUMN wa_rx_packets INTEGER;
+    ALTER TABLE calls ADD COLUMN wa_tx_packets INTEGER;
+    ALTER TABLE calls ADD COLUMN pbx_rx_packets INTEGER;
+    ALTER TABLE calls ADD COLUMN pbx_tx_packets INTEGER;
+    ALTER TABLE calls ADD COLUMN sip_dialog TEXT;",
 ];
 
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {

@@ -333,8 +333,10 @@ impl WaLeg {
 
     /// Applies WhatsApp's SDP answer to our offer. WhatsApp answers ICE-lite;
     /// its `a=setup` decides our DTLS role (it usually takes `active`, making us the server).
-    pub fn apply_answer(&mut self, answer: &str) -> Result<(), LegError> {
+    /// The connect timeout runs from `now`: ringing may have taken a minute.
+    pub fn apply_answer(&mut self, now: Instant, answer: &str) -> Result<(), LegError> {
         let pending = self.pending.take().ok_or(LegError::NoPendingOffer)?;
+        self.started = now;
         let remote = sdp::prepare_remote(answer, self.cfg.local.ip())?;
         let parsed =
             SdpAnswer::from_sdp_string(&remote.text).map_err(|e| SdpError::Parse(e.to_string()))?;

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 #[allow(unused_imports)]
-pub use wa_sip_bridge::demo::{audio, fake_wati, wa_peer};
+pub use wa_sip_bridge::demo::{audio, fake_wati, wa_peer, wa_user};
 
 use wa_sip_bridge::config::{settings_from_toml_str, Settings};
 

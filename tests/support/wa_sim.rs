@@ -120,7 +120,8 @@ pub fn outbound(cert: Option<DtlsCert>) -> (Sim, String, String) {
     let now = Instant::now();
     let (mut leg, offer) = WaLeg::offer(LegConfig::new(leg_addr(), leg_addr()), now).unwrap();
     let (peer, answer) = WaPeer::answer(&offer, peer_addr(), now, cert).unwrap();
-    leg.apply_answer(&answer).unwrap();
+    leg.apply_answer(std::time::Instant::now(), &answer)
+        .unwrap();
     (
         Sim {
             now,

@@ -1,0 +1,219 @@
+//! One call's media: the WhatsApp leg on its UDP socket, the PBX's RTP pair
+//! and the relay between them. [`MediaPath::next`] forwards packets both ways
+//! and returns only what the call's logic must decide on.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::config::Codec;
+use crate::media::g711::Law;
+use crate::media::relay::{MediaTimeout, Relay, RelayConfig, SipCodec, ToWhatsApp};
+use crate::media::socket::RtpSocket;
+use crate::media::transcode::TranscodeError;
+use crate::sip::sdp::{self, LocalSdp, Negotiated};
+use crate::store::{now_ms, MediaCounters};
+use crate::webrtc::udp::LegSocket;
+use crate::webrtc::{EndCause, LegEvent, WaLeg};
+
+/// The relay's view of the WhatsApp leg.
+pub struct WaSink<'a>(pub &'a mut WaLeg);
+
+impl ToWhatsApp for WaSink<'_> {
+    fn audio(&mut self, now: Instant, opus: &[u8], samples: u32) {
+        self.0.send_audio(now, opus, samples);
+    }
+    fn gap(&mut self, samples: u32) {
+        self.0.skip(samples);
+    }
+    fn key(&mut self, digit: char, duration: Duration) {
+        self.0.send_dtmf(digit, duration);
+    }
+}
+
+/// What the call's logic hears from its media.
+#[derive(Debug)]
+pub enum PathEvent {
+    /// ICE and DTLS-SRTP with WhatsApp are up.
+    Connected,
+    /// The WhatsApp leg failed or closed.
+    LegEnded(EndCause),
+    /// No RTP from one side for `media.rtp_timeout_s`.
+    Timeout(MediaTimeout),
+}
+
+pub fn relay_config(n: &Negotiated, rtp_timeout: Duration) -> RelayConfig {
+    let sip_codec = match n.codec {
+        Codec::Opus => SipCodec::Opus { pt: n.pt },
+        Codec::Pcmu => SipCodec::G711 {
+            law: Law::Mu,
+            pt: n.pt,
+            ptime_ms: n.ptime,
+        },
+        Codec::Pcma => SipCodec::G711 {
+            law: Law::A,
+            pt: n.pt,
+            ptime_ms: n.ptime,
+        },
+    };
+    let seed = crate::sip::endpoint::random_token();
+    let r = u64::from_str_radix(&seed, 16).unwrap_or(0x1234_5678_9abc_def0);
+    RelayConfig {
+        sip_codec,
+        sip_te: n.telephone_event,
+        wa_te_clock: 8000,
+        rtp_timeout,
+        opus: Default::default(),
+        ssrc: r as u32,
+        first_seq: (r >> 32) as u16,
+        first_ts: (r >> 16) as u32,
+    }
+}
+
+pub struct MediaPath {
+    pub leg: LegSocket,
+    pub rtp: RtpSocket,
+    relay: Option<Relay>,
+    negotiated: Option<Negotiated>,
+    /// Our RTP address as written in SDP.
+    pub local_media: SocketAddr,
+    buf: Box<[u8; 2048]>,
+}
+
+impl MediaPath {
+    pub fn new(leg: LegSocket, rtp: RtpSocket, public_ip: std::net::IpAddr) -> MediaPath {
+        let local_media = SocketAddr::new(public_ip, rtp.port());
+        MediaPath {
+            leg,
+            rtp,
+            relay: None,
+            negotiated: None,
+            local_media,
+            buf: Box::new([0; 2048]),
+        }
+    }
+
+    /// Starts relaying with the codec agreed with the PBX.
+    pub fn start_relay(
+        &mut self,
+        n: Negotiated,
+        rtp_timeout: Duration,
+    ) -> Result<(), TranscodeError> {
+        self.rtp.set_remote(n.remote);
+        self.relay = Some(Relay::new(relay_config(&n, rtp_timeout), Instant::now())?);
+        self.negotiated = Some(n);
+        Ok(())
+    }
+
+    /// The PBX moved its media (a 200 after a 183 with another address).
+    pub fn set_pbx_remote(&mut self, remote: Option<SocketAddr>) {
+        if remote.is_some() {
+            self.rtp.set_remote(remote);
+        }
+    }
+
+    pub fn relaying(&self) -> bool {
+        self.relay.is_some()
+    }
+
+    pub fn codec(&self) -> Option<Codec> {
+        self.negotiated.as_ref().map(|n| n.codec)
+    }
+
+    /// Our RTP SDP (answer or offer) for the agreed codec.
+    pub fn local_sdp(&self, codecs: &[Codec], version: u64) -> Option<String> {
+        let n = self.negotiated.as_ref()?;
+        Some(
+            LocalSdp {
+                session_id: 1,
+                version,
+                addr: self.local_media,
+                codecs,
+                chosen: Some(n),
+                direction: n.our_direction,
+            }
+            .render(),
+        )
+    }
+
+    /// Answers a re-INVITE/UPDATE (hold, resume, new address) with our current
+    /// media: the same codec, the mirrored direction (RFC 3264 §8).
+    pub fn answer_reoffer(&mut self, offer: Option<&str>, codecs: &[Codec]) -> Option<String> {
+        let current = self.negotiated.as_mut()?;
+        if let Some(m) = offer.and_then(|o| sdp::parse(o).ok()) {
+            current.our_direction = m.direction.answer_to();
+            if !m.is_hold() || m.rtp.is_some() {
+                self.rtp.set_remote(m.rtp);
+            }
+            if let Some(r) = self.relay.as_mut() {
+                r.set_pbx_on_hold(m.is_hold(), Instant::now());
+            }
+        }
+        self.local_sdp(codecs, now_ms() as u64)
+    }
+
+    /// A key press the PBX sent as SIP INFO.
+    pub fn sip_info_dtmf(&mut self, digit: char, duration: Duration) {
+        if let Some(r) = self.relay.as_mut() {
+            r.sip_info_dtmf(digit, duration, &mut WaSink(self.leg.leg()));
+        }
+    }
+
+    /// Packet counts for the call record and the metrics.
+    pub fn counters(&self) -> Option<MediaCounters> {
+        let r = self.relay.as_ref()?;
+        Some(MediaCounters {
+            codec: self.codec().map(|c| c.name().to_string()),
+            wa_rx: r.wa.rx.packets,
+            wa_tx: r.wa.tx.packets,
+            pbx_rx: r.sip.rx.packets,
+            pbx_tx: r.sip.tx.packets,
+        })
+    }
+
+    /// Relays media until something the call must decide on happens. Cancel-safe.
+    pub async fn next(&mut self) -> PathEvent {
+        loop {
+            let relay_deadline = self.relay.as_ref().map(|r| r.next_timeout());
+            let relay_timer = async {
+                match relay_deadline {
+                    Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let relaying = self.relay.is_some();
+            tokio::select! {
+                ev = self.leg.next_event() => match ev {
+                    LegEvent::Audio { ssrc, timestamp, seq, marker, payload } => {
+                        if let Some(r) = self.relay.as_mut() {
+                            let rtp = &mut self.rtp;
+                            r.from_whatsapp_audio(Instant::now(), ssrc, seq, timestamp, marker, &payload, &mut |d| rtp.send(d));
+                        }
+                    }
+                    LegEvent::TelephoneEvent { ssrc, seq, timestamp, payload } => {
+                        if let Some(r) = self.relay.as_mut() {
+                            let rtp = &mut self.rtp;
+                            r.from_whatsapp_event(Instant::now(), ssrc, seq, timestamp, &payload, &mut |d| rtp.send(d));
+                        }
+                    }
+                    LegEvent::Dtmf(k) => tracing::debug!(digit = %k.digit, "DTMF from WhatsApp"),
+                    LegEvent::Connected => return PathEvent::Connected,
+                    LegEvent::Ended(cause) => return PathEvent::LegEnded(cause),
+                },
+                r = self.rtp.recv(&mut self.buf[..]), if relaying => {
+                    if let (Ok((n, from)), Some(rl)) = (r, self.relay.as_mut()) {
+                        if rl.from_sip(Instant::now(), &self.buf[..n], &mut WaSink(self.leg.leg())).is_ok() {
+                            self.rtp.latch(from);
+                        }
+                    }
+                }
+                _ = relay_timer => {
+                    if let Some(r) = self.relay.as_mut() {
+                        if let Some(t) = r.handle_timeout(Instant::now(), &mut WaSink(self.leg.leg())) {
+                            return PathEvent::Timeout(t);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,659 @@
+//! The PBX dials a WhatsApp user through the trunk (design.md §2, outbound):
+//! one task owns the call's SIP server transaction and dialog, its WebRTC
+//! leg, RTP socket and relay.
+//!
+//! INVITE (ACL and digest already passed in the SIP task) → waid from the
+//! request-URI → codec check → call permission (cache, else Wati) → WebRTC
+//! offer → Wati outbound-call → status webhooks (RINGING → 180) → the user's
+//! SDP answer → ICE/DTLS up → 200 with our RTP answer → relay. Every way out
+//! gives the PBX a final response or a BYE and ends the WhatsApp side.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::media_path::{MediaPath, PathEvent};
+use super::registry::CallCommand;
+use super::{ending, finish, save_dialog, CallCtx, Ending};
+use crate::config::Settings;
+use crate::ids::{WaCallId, Waid};
+use crate::media::relay::MediaTimeout;
+use crate::media::socket::RtpSocket;
+use crate::ports::bind_udp;
+use crate::sip::endpoint::Peer;
+use crate::sip::message::Msg;
+use crate::sip::sdp::{self, Negotiated, SdpError};
+use crate::sip::ua::{CallRef, EndCause as SipEnd, SipUa, UaEvent};
+use crate::store::{now_ms, Direction as CallDirection, NewCall, PermissionState};
+use crate::wati::{OutboundStatus, WatiError};
+use crate::webrtc::udp::LegSocket;
+use crate::webrtc::{LegConfig, WaLeg};
+
+/// An INVITE from the PBX that passed the ACL and authentication.
+#[derive(Debug)]
+pub struct IncomingInvite {
+    pub call: CallRef,
+    pub invite: Msg,
+    pub source: Peer,
+    /// The rest of this call's SIP events (CANCEL, ACK, BYE, re-INVITE, INFO).
+    pub events: mpsc::Receiver<UaEvent>,
+}
+
+/// A grant from the Call Permission webhook or from Wati's answer is trusted
+/// this long; after that Wati is asked again (grants expire and can be revoked).
+pub const PERMISSION_CACHE: Duration = Duration::from_secs(3600);
+/// A permission request is not repeated for a user within this time
+/// (Meta allows one request per user per 24 hours).
+pub const PERMISSION_REQUEST_PENDING: Duration = Duration::from_secs(24 * 3600);
+
+/// Why the PBX's number cannot be a WhatsApp user (404).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotAWaid(pub String);
+
+/// The WhatsApp number the PBX dialled: the request-URI user without
+/// `routing.outbound_strip_prefix` (when it starts with it) and without `+`.
+pub fn waid_from_request_uri(invite: &Msg, strip_prefix: &str) -> Result<Waid, NotAWaid> {
+    let user = SipUa::dialled_user(invite).unwrap_or_default();
+    // RFC 3261 §19.1.2: '+' may arrive escaped in the user part.
+    let user = user.replace("%2B", "+").replace("%2b", "+");
+    let rest = if !strip_prefix.is_empty() {
+        user.strip_prefix(strip_prefix).unwrap_or(&user)
+    } else {
+        &user
+    };
+    Waid::parse(rest).map_err(|why| NotAWaid(format!("{user:?} {why}")))
+}
+
+/// What became of the permission check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permit {
+    Granted,
+    /// Not granted; what happened to the permission request.
+    Refused(RequestOutcome),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestOutcome {
+    Sent,
+    AlreadyPending,
+    /// `routing.request_permission = false`, or Wati says none may be sent now.
+    NotSent,
+    Failed,
+}
+
+impl RequestOutcome {
+    /// The `Reason` text of the 403 (design.md §4: says whether a request was sent).
+    pub fn reason(self) -> &'static str {
+        match self {
+            RequestOutcome::Sent => {
+                "no WhatsApp call permission from this user; permission request sent"
+            }
+            RequestOutcome::AlreadyPending => {
+                "no WhatsApp call permission from this user; a permission request is already pending"
+            }
+            RequestOutcome::NotSent => {
+                "no WhatsApp call permission from this user; no permission request sent"
+            }
+            RequestOutcome::Failed => {
+                "no WhatsApp call permission from this user; the permission request failed"
+            }
+        }
+    }
+}
+
+/// Cache first, then Wati; asks the user for permission when allowed and not pending.
+async fn check_permission(ctx: &CallCtx, waid: &Waid) -> Result<Permit, WatiError> {
+    let now = now_ms();
+    if let Ok(Some(row)) = ctx.store.permission(waid.to_string()).await {
+        if row.state == Some(PermissionState::Granted)
+            && now - row.updated_at_ms < PERMISSION_CACHE.as_millis() as i64
+        {
+            return Ok(Permit::Granted);
+        }
+    }
+    let p = ctx.wati.permission(waid).await?;
+    if p.can_call {
+        let _ = ctx
+            .store
+            .set_permission(waid.to_string(), PermissionState::Granted, now)
+            .await;
+        return Ok(Permit::Granted);
+    }
+    if !ctx.settings.routing.request_permission || p.can_request == Some(false) {
+        return Ok(Permit::Refused(RequestOutcome::NotSent));
+    }
+    let claimed = ctx
+        .store
+        .claim_permission_request(
+            waid.to_string(),
+            now,
+            PERMISSION_REQUEST_PENDING.as_millis() as i64,
+        )
+        .await
+        .unwrap_or(false);
+    if !claimed {
+        return Ok(Permit::Refused(RequestOutcome::AlreadyPending));
+    }
+    match ctx.wati.request_permission(waid).await {
+        Ok(()) => Ok(Permit::Refused(RequestOutcome::Sent)),
+        Err(e) => {
+            tracing::warn!(%waid, error = %e, "call permission request failed");
+            Ok(Permit::Refused(RequestOutcome::Failed))
+        }
+    }
+}
+
+/// What the PBX is told when the call does not get answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Final {
+    code: u16,
+    phrase: &'static str,
+    reason: Option<String>,
+}
+
+fn final_(code: u16, phrase: &'static str, reason: impl Into<Option<String>>) -> Final {
+    Final {
+        code,
+        phrase,
+        reason: reason.into(),
+    }
+}
+
+/// The PBX's offer, negotiated against `media.codecs` (no SDP: 488 too, as
+/// offers in the ACK are not supported).
+fn pbx_offer(invite: &Msg, s: &Settings) -> Result<Negotiated, SdpError> {
+    let m = sdp::parse(invite.body_str())?;
+    sdp::negotiate_offer(&m, &s.media.codecs)
+}
+
+/// The PBX's answer to a call that was not answered: WhatsApp's status
+/// mapped to SIP (design.md §2 and §4).
+fn final_for_status(status: OutboundStatus) -> Option<Final> {
+    match status {
+        OutboundStatus::Calling | OutboundStatus::Ringing | OutboundStatus::Accepted => None,
+        OutboundStatus::Busy => Some(final_(486, "Busy Here", None)),
+        OutboundStatus::Failed => Some(final_(
+            480,
+            "Temporarily Unavailable",
+            Some("WhatsApp call failed or was not answered".to_string()),
+        )),
+        OutboundStatus::Rejected | OutboundStatus::Ended => Some(final_(
+            603,
+            "Decline",
+            Some("the WhatsApp user declined or ended the call".to_string()),
+        )),
+    }
+}
+
+/// Something that ended the call while a Wati request was in flight.
+#[derive(Debug)]
+enum Interrupt {
+    PbxCancelled,
+    /// The SIP side is gone (BYE after a 2xx, no ACK, or the SIP task ended).
+    SipGone(String),
+    Hangup(&'static str),
+    Terminated,
+}
+
+/// Runs a Wati request to completion (its own timeout bounds it) while
+/// watching for the PBX cancelling and for hang-up commands; webhooks that
+/// arrive meanwhile are queued. Finishing the request even when the call is
+/// cancelled means an outbound call Wati placed is never left unterminated.
+async fn watching<T>(
+    fut: impl Future<Output = T>,
+    sip_events: &mut mpsc::Receiver<UaEvent>,
+    commands: &mut mpsc::Receiver<CallCommand>,
+    queued: &mut VecDeque<CallCommand>,
+) -> (T, Option<Interrupt>) {
+    tokio::pin!(fut);
+    let mut interrupt = None;
+    let mut sip_open = true;
+    let mut cmd_open = true;
+    loop {
+        tokio::select! {
+            out = &mut fut => return (out, interrupt),
+            ev = sip_events.recv(), if sip_open && interrupt.is_none() => match ev {
+                Some(UaEvent::Ended { cause: SipEnd::PeerCancel, .. }) => interrupt = Some(Interrupt::PbxCancelled),
+                Some(UaEvent::Ended { cause, .. }) => interrupt = Some(Interrupt::SipGone(format!("{cause:?}"))),
+                Some(_) => {}
+                None => {
+                    sip_open = false;
+                    interrupt = Some(Interrupt::SipGone("sip_gone".into()));
+                }
+            },
+            cmd = commands.recv(), if cmd_open && interrupt.is_none() => match cmd {
+                Some(CallCommand::Hangup(why)) => interrupt = Some(Interrupt::Hangup(why)),
+                Some(CallCommand::Terminated) => interrupt = Some(Interrupt::Terminated),
+                Some(c) => queued.push_back(c),
+                None => cmd_open = false,
+            },
+        }
+    }
+}
+
+/// The call ended while a Wati request was in flight.
+async fn interrupted(ctx: &CallCtx, call: CallRef, i: Interrupt) -> Ending {
+    match i {
+        Interrupt::PbxCancelled => ending("pbx_cancel", Some(487), true),
+        Interrupt::SipGone(cause) => ending(format!("sip: {cause}"), None, true),
+        Interrupt::Hangup(why) => {
+            // Not answered yet: the SIP side rejects with 480.
+            ctx.sip.hangup(call).await;
+            ending(why, Some(480), true)
+        }
+        Interrupt::Terminated => {
+            let f = declined();
+            ctx.sip
+                .reject(
+                    call,
+                    f.code,
+                    f.phrase,
+                    vec![reason_header(f.code, f.reason.as_deref().unwrap_or(""))],
+                )
+                .await;
+            ending("whatsapp_terminated", Some(603), false)
+        }
+    }
+}
+
+fn declined() -> Final {
+    final_(
+        603,
+        "Decline",
+        Some("the WhatsApp user declined or ended the call".to_string()),
+    )
+}
+
+fn reason_header(code: u16, text: &str) -> (&'static str, String) {
+    let text = text.replace(['"', '\\'], "'");
+    ("reason", format!("SIP;cause={code};text=\"{text}\""))
+}
+
+pub async fn run(
+    ctx: CallCtx,
+    live_id: u64,
+    mut inc: IncomingInvite,
+    mut commands: mpsc::Receiver<CallCommand>,
+) {
+    let _live = ctx.registry.guard(live_id);
+    let started = Instant::now();
+    let sip_call_id = inc.invite.call_id().to_string();
+    let waid = waid_from_request_uri(&inc.invite, &ctx.settings.routing.outbound_strip_prefix);
+    let record = ctx
+        .store
+        .insert_call(NewCall {
+            direction: CallDirection::Outbound,
+            wa_call_id: None,
+            sip_call_id: Some(sip_call_id.clone()),
+            waid: waid.as_ref().ok().map(|w| w.to_string()),
+            business_number: None,
+            offered_at_ms: now_ms(),
+        })
+        .await
+        .ok();
+    ctx.metrics.call_started("outbound");
+    let mut path = None;
+    let mut wa_call = None;
+    let out = run_call(
+        &ctx,
+        live_id,
+        &mut inc,
+        waid,
+        &mut commands,
+        &mut path,
+        &mut wa_call,
+        record,
+        started,
+    )
+    .await;
+    let end = out;
+    if end.terminate_at_wati {
+        if let Some(id) = &wa_call {
+            if let Err(e) = ctx.wati.terminate(id).await {
+                tracing::warn!(call_id = %id, error = %e, "terminate at Wati failed");
+            }
+        }
+    }
+    tracing::info!(%sip_call_id, wa_call_id = ?wa_call.as_ref().map(|w| w.as_str()), cause = %end.cause, sip_code = ?end.sip_code, secs = started.elapsed().as_secs(), "outbound call ended");
+    let media = path.as_ref().and_then(MediaPath::counters);
+    drop(path);
+    finish(&ctx, "outbound", record, end, media).await;
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_call(
+    ctx: &CallCtx,
+    live_id: u64,
+    inc: &mut IncomingInvite,
+    waid: Result<Waid, NotAWaid>,
+    commands: &mut mpsc::Receiver<CallCommand>,
+    path_slot: &mut Option<MediaPath>,
+    wa_call: &mut Option<WaCallId>,
+    record: Option<i64>,
+    started: Instant,
+) -> Ending {
+    let s = &ctx.settings;
+    let call = inc.call;
+    // Refuses the INVITE with a final response; the WhatsApp side is ended too
+    // when a call was placed there.
+    let refuse = |f: Final, cause: String| {
+        let sip = ctx.sip.clone();
+        async move {
+            let mut headers = Vec::new();
+            if let Some(r) = &f.reason {
+                headers.push(reason_header(f.code, r));
+            }
+            sip.reject(call, f.code, f.phrase, headers).await;
+            ending(cause, Some(f.code), true)
+        }
+    };
+    let gone = |cause: String, code: Option<u16>| ending(cause, code, true);
+
+    // 1. Who is called.
+    let waid = match waid {
+        Ok(w) => w,
+        Err(NotAWaid(why)) => {
+            return refuse(
+                final_(
+                    404,
+                    "Not Found",
+                    Some(format!("not a WhatsApp number: {why}")),
+                ),
+                "not_a_waid".into(),
+            )
+            .await
+        }
+    };
+    // 2. The PBX's media offer must have a codec we take.
+    let negotiated = match pbx_offer(&inc.invite, s) {
+        Ok(n) => n,
+        Err(e) => {
+            return refuse(
+                final_(488, "Not Acceptable Here", Some(e.to_string())),
+                format!("pbx_sdp: {e}"),
+            )
+            .await
+        }
+    };
+    tracing::info!(%waid, source = %inc.source.addr, codec = negotiated.codec.name(), "call from the PBX to a WhatsApp user");
+
+    // 3. Call permission.
+    let mut queued = VecDeque::new();
+    let (permit, interrupt) = watching(
+        check_permission(ctx, &waid),
+        &mut inc.events,
+        commands,
+        &mut queued,
+    )
+    .await;
+    if let Some(i) = interrupt {
+        return interrupted(ctx, call, i).await;
+    }
+    match permit {
+        Ok(Permit::Granted) => {}
+        Ok(Permit::Refused(outcome)) => {
+            tracing::info!(%waid, ?outcome, "no call permission");
+            return refuse(
+                final_(403, "Forbidden", Some(outcome.reason().to_string())),
+                format!("no_permission ({outcome:?})"),
+            )
+            .await;
+        }
+        Err(e) => {
+            return refuse(
+                final_(502, "Bad Gateway", Some(format!("Wati: {e}"))),
+                format!("wati_permission: {e}"),
+            )
+            .await
+        }
+    }
+
+    // 4. Our WebRTC offer and the PBX's RTP socket.
+    let (udp, lease) = match bind_udp(&ctx.webrtc_ports, s.webrtc.bind_ip) {
+        Ok(x) => x,
+        Err(e) => {
+            return refuse(
+                final_(
+                    503,
+                    "Service Unavailable",
+                    Some("no WebRTC port free".to_string()),
+                ),
+                format!("webrtc_ports: {e}"),
+            )
+            .await
+        }
+    };
+    let Ok(local) = udp.local_addr() else {
+        return refuse(
+            final_(500, "Server Internal Error", None),
+            "webrtc_socket".into(),
+        )
+        .await;
+    };
+    let Ok(udp) = tokio::net::UdpSocket::from_std(udp) else {
+        return refuse(
+            final_(500, "Server Internal Error", None),
+            "webrtc_socket".into(),
+        )
+        .await;
+    };
+    let advertised = SocketAddr::new(s.webrtc.public_ip, local.port());
+    let (leg, offer) = match WaLeg::offer(LegConfig::new(local, advertised), Instant::now()) {
+        Ok(x) => x,
+        Err(e) => {
+            return refuse(
+                final_(500, "Server Internal Error", None),
+                format!("webrtc_offer: {e}"),
+            )
+            .await
+        }
+    };
+    let rtp = match RtpSocket::bind(&ctx.rtp_ports, s.media.rtp_ip) {
+        Ok(r) => r,
+        Err(e) => {
+            return refuse(
+                final_(
+                    503,
+                    "Service Unavailable",
+                    Some("no RTP port free".to_string()),
+                ),
+                format!("rtp_ports: {e}"),
+            )
+            .await
+        }
+    };
+    let path = path_slot.insert(MediaPath::new(
+        LegSocket::new(udp, leg, Some(lease)),
+        rtp,
+        s.media.public_ip,
+    ));
+
+    // 5. Place the call at Wati.
+    let (placed, interrupt) = watching(
+        ctx.wati.outbound_call(&waid, &offer),
+        &mut inc.events,
+        commands,
+        &mut queued,
+    )
+    .await;
+    let wa_id = match placed {
+        Ok(id) => id,
+        Err(e) => {
+            if let Some(i) = interrupt {
+                return interrupted(ctx, call, i).await;
+            }
+            return refuse(
+                final_(502, "Bad Gateway", Some(format!("Wati: {e}"))),
+                format!("wati_outbound_call: {e}"),
+            )
+            .await;
+        }
+    };
+    *wa_call = Some(wa_id.clone());
+    if let Some(id) = record {
+        let _ = ctx
+            .store
+            .set_call_ids(id, Some(wa_id.to_string()), None)
+            .await;
+    }
+    queued.extend(ctx.registry.bind_wa(live_id, wa_id.clone()));
+    if let Some(i) = interrupt {
+        return interrupted(ctx, call, i).await;
+    }
+    ctx.registry.set_state(live_id, "calling");
+    tracing::info!(%waid, wa_call_id = %wa_id, "WhatsApp call placed");
+
+    // 6. Ringing, the user's answer, media up, then the call itself.
+    let ring_deadline = tokio::time::Instant::from_std(started + s.calls.ring_timeout);
+    let mut rang = false;
+    let mut answer_applied = false;
+    let mut answered = false;
+    let mut negotiated = Some(negotiated);
+    loop {
+        let next_cmd = async {
+            match queued.pop_front() {
+                Some(c) => Some(c),
+                None => commands.recv().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(ring_deadline), if !answered => {
+                tracing::info!(wa_call_id = %wa_id, "no answer within calls.ring_timeout_s");
+                return refuse(
+                    final_(480, "Temporarily Unavailable", Some("no answer from the WhatsApp user".to_string())),
+                    "ring_timeout".into(),
+                )
+                .await;
+            }
+            cmd = next_cmd => match cmd {
+                Some(CallCommand::Status(st)) => {
+                    if answered {
+                        if matches!(st, OutboundStatus::Ended | OutboundStatus::Rejected | OutboundStatus::Failed) {
+                            ctx.sip.hangup(call).await;
+                            path.leg.leg().close();
+                            return gone(format!("whatsapp_{}", st.as_str().to_ascii_lowercase()), Some(200));
+                        }
+                        continue;
+                    }
+                    if st == OutboundStatus::Ringing && !rang {
+                        rang = true;
+                        ctx.sip.ring(call, None).await;
+                        ctx.registry.set_state(live_id, "ringing");
+                    }
+                    if let Some(f) = final_for_status(st) {
+                        let cause = format!("whatsapp_{}", st.as_str().to_ascii_lowercase());
+                        let mut out = refuse(f, cause).await;
+                        // The WhatsApp side ended it; nothing to terminate there.
+                        out.terminate_at_wati = false;
+                        return out;
+                    }
+                }
+                Some(CallCommand::Answer(answer_sdp)) => {
+                    if answer_applied {
+                        continue;
+                    }
+                    if let Err(e) = path.leg.leg().apply_answer(Instant::now(), &answer_sdp) {
+                        return refuse(
+                            final_(502, "Bad Gateway", Some(format!("unusable WhatsApp answer: {e}"))),
+                            format!("whatsapp_answer: {e}"),
+                        )
+                        .await;
+                    }
+                    answer_applied = true;
+                    ctx.registry.set_state(live_id, "connecting");
+                }
+                Some(CallCommand::Terminated) => {
+                    path.leg.leg().close();
+                    if answered {
+                        ctx.sip.hangup(call).await;
+                        let mut out = gone("whatsapp_terminated".into(), Some(200));
+                        out.terminate_at_wati = false;
+                        return out;
+                    }
+                    let mut out = refuse(declined(), "whatsapp_terminated".into()).await;
+                    out.terminate_at_wati = false;
+                    return out;
+                }
+                Some(CallCommand::Hangup(why)) => {
+                    // Before the answer the SIP side rejects with 480, after it sends BYE.
+                    ctx.sip.hangup(call).await;
+                    path.leg.leg().close();
+                    return gone(why.into(), Some(if answered { 200 } else { 480 }));
+                }
+                None => {
+                    ctx.sip.hangup(call).await;
+                    path.leg.leg().close();
+                    return gone("call_layer_gone".into(), Some(if answered { 200 } else { 480 }));
+                }
+            },
+            ev = path.next() => match ev {
+                PathEvent::Connected => {
+                    if answered {
+                        continue;
+                    }
+                    let Some(n) = negotiated.take() else { continue };
+                    if let Err(e) = path.start_relay(n, s.media.rtp_timeout) {
+                        return refuse(final_(500, "Server Internal Error", None), format!("relay: {e}")).await;
+                    }
+                    let Some(our_sdp) = path.local_sdp(&s.media.codecs, 1) else {
+                        return refuse(final_(500, "Server Internal Error", None), "local_sdp".into()).await;
+                    };
+                    ctx.sip.answer(call, our_sdp).await;
+                    answered = true;
+                    ctx.metrics.call_setup("outbound", started.elapsed().as_secs_f64());
+                    ctx.registry.set_state(live_id, "answered");
+                    if let Some(id) = record {
+                        let _ = ctx.store.call_answered(id, now_ms()).await;
+                    }
+                    tracing::info!(wa_call_id = %wa_id, codec = ?path.codec().map(|c| c.name()), "WhatsApp user answered; 200 to the PBX");
+                }
+                PathEvent::LegEnded(cause) => {
+                    if answered {
+                        ctx.sip.hangup(call).await;
+                        return gone(format!("whatsapp_leg: {cause:?}"), Some(200));
+                    }
+                    return refuse(
+                        final_(503, "Service Unavailable", Some("WhatsApp media could not be connected".to_string())),
+                        format!("whatsapp_leg: {cause:?}"),
+                    )
+                    .await;
+                }
+                PathEvent::Timeout(t) => {
+                    ctx.sip.hangup(call).await;
+                    let cause = match t {
+                        MediaTimeout::WhatsAppSilent => "media_timeout_whatsapp",
+                        MediaTimeout::PbxSilent => "media_timeout_pbx",
+                    };
+                    return gone(cause.into(), Some(200));
+                }
+            },
+            ev = inc.events.recv() => match ev {
+                Some(UaEvent::Ended { cause: SipEnd::PeerCancel, .. }) => {
+                    path.leg.leg().close();
+                    return gone("pbx_cancel".into(), Some(487));
+                }
+                Some(UaEvent::Ended { cause: SipEnd::PeerBye, .. }) => {
+                    path.leg.leg().close();
+                    return gone("pbx_bye".into(), Some(200));
+                }
+                Some(UaEvent::Ended { cause, .. }) => {
+                    path.leg.leg().close();
+                    return gone(format!("sip: {cause:?}"), answered.then_some(200));
+                }
+                Some(UaEvent::Reoffer { tx, sdp: offer, .. }) => {
+                    if let Some(answer) = path.answer_reoffer(offer.as_deref(), &s.media.codecs) {
+                        ctx.sip.answer_reoffer(call, tx, answer).await;
+                    }
+                }
+                Some(UaEvent::Dtmf { digit, duration, .. }) => path.sip_info_dtmf(digit, duration),
+                // Our 200 was acknowledged: the dialog is confirmed.
+                Some(UaEvent::Answered { .. }) => save_dialog(ctx, record, call).await,
+                Some(_) => {}
+                None => return gone("sip_gone".into(), None),
+            },
+        }
+    }
+}
