@@ -43,11 +43,13 @@ pub fn routes(state: OpsState) -> Router {
 fn admin(s: &OpsState, headers: &HeaderMap) -> Result<(), Box<Response>> {
     use subtle::ConstantTimeEq;
     let Some(token) = s.admin_token.as_deref() else {
-        return Err((
-            StatusCode::NOT_FOUND,
-            "admin API off (http.admin_token is empty)\n",
-        )
-            .into_response());
+        return Err(Box::new(
+            (
+                StatusCode::NOT_FOUND,
+                "admin API off (http.admin_token is empty)\n",
+            )
+                .into_response(),
+        ));
     };
     let given = headers
         .get(header::AUTHORIZATION)
