@@ -1,5 +1,6 @@
 //! The running bridge's SIP side: bound on `sip.listen`, answers OPTIONS,
-//! refuses INVITEs with 503 + Retry-After until the call flows exist, and
+//! refuses an INVITE without an SDP offer with 488, refuses INVITEs over
+//! `calls.max_concurrent` with 503 + Retry-After, and
 //! registers to a challenging registrar (sipp) with the state in `/readyz`
 //! and `wsb_sip_registered`.
 
@@ -8,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use support::fake_wati::FakeWati;
-use support::{settings, settings_with};
+use support::settings_with;
 use wa_sip_bridge::Bridge;
 
 fn request(
@@ -19,6 +20,22 @@ fn request(
 ) -> Vec<u8> {
     format!(
         "{method} sip:14085551234@{bridge} SIP/2.0\r\nVia: SIP/2.0/UDP {ours};branch=z9hG4bK-{method}-{cseq};rport\r\nMax-Forwards: 70\r\nFrom: <sip:agent@{ours}>;tag=t{cseq}\r\nTo: <sip:14085551234@{bridge}>\r\nCall-ID: svc-{cseq}@test\r\nCSeq: {cseq} {method}\r\nContact: <sip:agent@{ours}>\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+fn invite_with_sdp(bridge: std::net::SocketAddr, ours: std::net::SocketAddr, cseq: u32) -> Vec<u8> {
+    let sdp = format!(
+        "v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
+        ours.port() + 2
+    );
+    let text = String::from_utf8(request("INVITE", bridge, ours, cseq)).unwrap();
+    text.replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        ),
     )
     .into_bytes()
 }
@@ -43,9 +60,14 @@ async fn responses(sock: &tokio::net::UdpSocket, until_final: bool) -> Vec<Strin
 }
 
 #[tokio::test]
-async fn options_answered_and_invites_refused_until_calls_exist() {
+async fn options_answered_invite_without_offer_488_and_over_capacity_503() {
     let wati = FakeWati::start().await.unwrap();
-    let bridge = Bridge::start(settings(&wati.api_endpoint())).await.unwrap();
+    let bridge = Bridge::start(settings_with(
+        &wati.api_endpoint(),
+        "[calls]\nmax_concurrent = 1\n[webrtc]\nport_min = 42400\nport_max = 42499\n[media]\nrtp_port_min = 22000\nrtp_port_max = 22999\n",
+    ))
+    .await
+    .unwrap();
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let ours = sock.local_addr().unwrap();
     sock.send_to(
@@ -71,8 +93,43 @@ async fn options_answered_and_invites_refused_until_calls_exist() {
         "{r:?}"
     );
     let last = r.last().unwrap();
+    assert!(last.starts_with("SIP/2.0 488"), "{r:?}");
+    assert!(
+        last.contains("Reason: SIP;cause=488;text=\"no audio m= line\""),
+        "{last}"
+    );
+
+    // One call ringing at WhatsApp fills max_concurrent = 1: the next gets 503.
+    sock.send_to(&invite_with_sdp(bridge.sip_addr, ours, 3), bridge.sip_addr)
+        .await
+        .unwrap();
+    let r = responses(&sock, false).await;
+    assert!(r[0].starts_with("SIP/2.0 100"), "{r:?}");
+    let mut placed = false;
+    for _ in 0..100 {
+        if !wati
+            .requests_to(support::fake_wati::Route::OutboundCall)
+            .is_empty()
+        {
+            placed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(placed, "first call placed at Wati");
+    sock.send_to(&invite_with_sdp(bridge.sip_addr, ours, 4), bridge.sip_addr)
+        .await
+        .unwrap();
+    let r = responses(&sock, true).await;
+    let last = r.last().unwrap();
     assert!(last.starts_with("SIP/2.0 503"), "{r:?}");
-    assert!(last.contains("Retry-After: 60"), "{last}");
+    assert!(last.contains("Call-ID: svc-4@test"), "{last}");
+    assert!(last.contains("Retry-After: 10"), "{last}");
+    let metrics = bridge.metrics.encode();
+    assert!(
+        metrics.contains(r#"wsb_calls_total{direction="outbound",result="refused_capacity"} 1"#),
+        "{metrics}"
+    );
 
     let ready: serde_json::Value = reqwest::get(format!("http://{}/readyz", bridge.http_addr))
         .await
