@@ -520,7 +520,7 @@ async fn run_call(
             }
         };
         tokio::select! {
-            _ = tokio::time::sleep_until(ring_deadline), if !answered => {
+            _ = tokio::time::sleep_until(ring_deadline), if !answer_applied => {
                 tracing::info!(wa_call_id = %wa_id, "no answer within calls.ring_timeout_s");
                 return refuse(
                     final_(480, "Temporarily Unavailable", Some("no answer from the WhatsApp user".to_string())),

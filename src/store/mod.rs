@@ -384,6 +384,16 @@ impl Store {
     }
 
     /// Every record of a WhatsApp call id (normally one).
+    /// The newest `limit` call records, newest first.
+    pub async fn recent_calls(&self, limit: u32) -> Result<Vec<CallRow>, StoreError> {
+        self.with(move |c| {
+            let mut stmt = c.prepare(&format!("{CALL_SELECT} ORDER BY id DESC LIMIT ?1"))?;
+            let rows = stmt.query_map([limit], call_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
     pub async fn calls_by_wa_call_id(
         &self,
         wa_call_id: String,
