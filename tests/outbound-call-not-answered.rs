@@ -70,7 +70,11 @@ async fn no_answer_within_ring_timeout_gets_480_and_is_terminated_at_wati() {
     assert_eq!(row.wa_call_id.as_deref(), Some("wacid.ring-1"));
     let term = wati.requests_to(Route::Terminate);
     assert_eq!(term.len(), 1);
-    assert!(term[0].path.ends_with("/wacid.ring-1/terminate"), "{}", term[0].path);
+    assert!(
+        term[0].path.ends_with("/wacid.ring-1/terminate"),
+        "{}",
+        term[0].path
+    );
     bridge.shutdown().await.unwrap();
 }
 
@@ -89,7 +93,10 @@ async fn wati_refusing_the_outbound_call_gives_502() {
     let row = the_record(&bridge).await;
     assert_eq!(row.sip_code, Some(502));
     assert!(
-        row.end_cause.as_deref().unwrap().starts_with("wati_outbound_call"),
+        row.end_cause
+            .as_deref()
+            .unwrap()
+            .starts_with("wati_outbound_call"),
         "{row:?}"
     );
     // Wati never named a call: nothing to terminate.
@@ -178,7 +185,10 @@ async fn whatsapp_media_that_never_connects_gives_503_and_terminate() {
     assert_eq!(report.final_code, Some(503), "{report:?}");
     let row = the_record(&bridge).await;
     assert!(
-        row.end_cause.as_deref().unwrap().starts_with("whatsapp_leg"),
+        row.end_cause
+            .as_deref()
+            .unwrap()
+            .starts_with("whatsapp_leg"),
         "{row:?}"
     );
     assert_eq!(wati.requests_to(Route::Terminate).len(), 1);
