@@ -1,5 +1,6 @@
-//! `wa-sip-bridge demo`, README's first command, runs one whole call through
-//! the real stack on loopback and exits 0 only when every check passed.
+//! `wa-sip-bridge demo`, README's first command, runs an inbound and an
+//! outbound call through the real stack on loopback and exits 0 only when
+//! every check passed.
 
 use std::process::Command;
 
@@ -22,5 +23,15 @@ fn demo_passes_every_check() {
     );
     assert!(text.contains("✔ DTMF WhatsApp → PBX"), "{text}");
     assert!(text.contains("✔ DTMF PBX → WhatsApp"), "{text}");
+    assert!(
+        text.contains("✔ 600 Hz from the PBX detected at WhatsApp"),
+        "{text}"
+    );
+    assert!(
+        text.contains("✔ SIP to the PBX: [180] then Some(200)"),
+        "{text}"
+    );
+    assert!(text.contains("✔ Wati outbound call: POST"), "{text}");
+    assert!(text.contains("24 passed, 0 failed"), "{text}");
     assert!(!text.contains('✘'), "{text}");
 }

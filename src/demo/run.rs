@@ -1,8 +1,9 @@
-//! `wa-sip-bridge demo`: one inbound call through the real bridge on
-//! 127.0.0.1, with no account and no config file. An embedded fake Wati
-//! delivers the webhook; a simulated WhatsApp media server (ICE-lite, Opus
-//! 111, telephone-event 126) is the caller; the built-in PBX extension
-//! answers. Tones and DTMF cross each way; every check is printed with ✔ or ✘.
+//! `wa-sip-bridge demo`: one inbound and one outbound call through the real
+//! bridge on 127.0.0.1, with no account and no config file. An embedded fake
+//! Wati delivers the webhooks; a simulated WhatsApp media server (ICE-lite,
+//! Opus 111, telephone-event 126) is the user; the built-in PBX extension
+//! answers the inbound call and dials the outbound one. Tones and DTMF cross
+//! each way; every check is printed with ✔ or ✘.
 
 use std::time::{Duration, Instant};
 
@@ -10,8 +11,9 @@ use serde_json::json;
 
 use super::audio::{tone_snr_db, Sink, ToneSource};
 use super::fake_wati::{FakeWati, Route};
-use super::pbx::answer_one_call;
+use super::pbx::{answer_one_call, extension_socket, place_call, Dial};
 use super::wa_peer::WaPeer;
+use super::wa_user::{answer_outbound_call, run_media, script_outbound_call_id};
 use super::DemoError;
 use crate::config::settings_from_toml_str;
 use crate::dtmf::{digit_of, event_of, TelephoneEvent};
@@ -49,7 +51,7 @@ pub async fn run() -> Result<bool, DemoError> {
         passed: 0,
         failed: 0,
     };
-    println!("wa-sip-bridge demo: one WhatsApp call into a PBX, all on 127.0.0.1");
+    println!("wa-sip-bridge demo: a WhatsApp call into a PBX and a PBX call to WhatsApp, all on 127.0.0.1");
 
     let wati = FakeWati::start().await?;
     // The PBX extension the bridge's trunk points at.
@@ -93,6 +95,8 @@ domain = "wa.demo.invalid"
 [trunk]
 uri = "sip:{pbx_addr}"
 allowed_sources = ["127.0.0.1/32"]
+[routing]
+outbound_strip_prefix = "9"
 [media]
 rtp_ip = "127.0.0.1"
 rtp_port_min = 23000
@@ -113,6 +117,7 @@ url = "sqlite::memory:"
         bridge.http_addr, bridge.sip_addr
     );
 
+    println!("inbound: a WhatsApp user calls the business");
     // The WhatsApp user calls.
     let wa_sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
     let (mut peer, offer) = WaPeer::offer(wa_sock.local_addr()?, Instant::now(), None)?;
@@ -321,10 +326,144 @@ url = "sqlite::memory:"
         rows.len() == 1 && cause == "whatsapp_terminated",
         format!("one call record, ended: {cause}"),
     );
-    println!("  - outbound call (PBX → WhatsApp user): not implemented yet, skipped");
+    outbound_call(&mut r, &wati, &bridge).await?;
     finish(r, bridge).await
 }
 
+const OUT_CALL_ID: &str = "wacid.demo-outbound-HBgLMTQ0Nzc3MDA5MDAxMjM=";
+
+/// The PBX's agent dials 9 + a WhatsApp number; the user answers.
+async fn outbound_call(r: &mut Report, wati: &FakeWati, bridge: &Bridge) -> Result<(), DemoError> {
+    println!("outbound: the PBX dials 9 447700900123 (a WhatsApp user)");
+    script_outbound_call_id(wati, OUT_CALL_ID);
+    let pbx = tokio::spawn(place_call(
+        extension_socket("agent").await?,
+        bridge.sip_addr,
+        Dial {
+            tone_hz: 600.0,
+            dtmf: "42".into(),
+            talk: Duration::from_secs(6),
+            ..Dial::new("9447700900123")
+        },
+    ));
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    let (mut peer, req) = match answer_outbound_call(
+        wati,
+        bridge.http_addr,
+        KEY,
+        OUT_CALL_ID,
+        &sock,
+        Duration::from_millis(500),
+    )
+    .await
+    {
+        Ok(x) => x,
+        Err(e) => {
+            r.check(false, format!("the bridge placed the call at Wati: {e}"));
+            return Ok(());
+        }
+    };
+    let perm = wati.requests_to(Route::Permissions);
+    r.check(
+        perm.len() == 1 && perm[0].path.ends_with("/permissions/447700900123"),
+        format!(
+            "permission checked: GET {}",
+            perm.first().map(|p| p.path.as_str()).unwrap_or("none")
+        ),
+    );
+    let offer = req
+        .json
+        .as_ref()
+        .and_then(|j| j["Sdp"].as_str())
+        .unwrap_or("");
+    let fp = offer
+        .lines()
+        .find_map(|l| l.strip_prefix("a=fingerprint:sha-256 "))
+        .unwrap_or("");
+    r.check(
+        req.path.ends_with("/outbound-call/447700900123")
+            && offer.contains("a=setup:actpass")
+            && offer.contains("a=candidate:")
+            && !fp.is_empty()
+            && fp == fp.to_ascii_uppercase(),
+        format!(
+            "Wati outbound call: POST {} {{\"Sdp\": <offer>}} (complete, upper-case fingerprint)",
+            req.path
+        ),
+    );
+    let wa = run_media(&mut peer, &sock, Duration::from_secs(5), 1000.0, "7").await?;
+    r.check(
+        wa.connected,
+        "WhatsApp media: ICE (bridge controlling) and DTLS-SRTP connected",
+    );
+    let window = &wa.pcm[wa.pcm.len().min(14_400)..wa.pcm.len().min(62_400)];
+    let snr = tone_snr_db(window, 600.0, 48_000.0, 0);
+    r.check(
+        snr > MIN_SNR_DB,
+        format!("600 Hz from the PBX detected at WhatsApp: SNR {snr:.1} dB"),
+    );
+    r.check(
+        wa.digits == "42",
+        format!("DTMF PBX → WhatsApp: sent \"42\", received {:?}", wa.digits),
+    );
+    match tokio::time::timeout(Duration::from_secs(15), pbx).await {
+        Ok(Ok(Ok(rep))) => {
+            r.check(
+                rep.provisional.contains(&180) && rep.final_code == Some(200),
+                format!(
+                    "SIP to the PBX: {:?} then {:?}",
+                    rep.provisional, rep.final_code
+                ),
+            );
+            let snr = tone_snr_db(&rep.pcm, 1000.0, 8000.0, 8000);
+            r.check(
+                snr > MIN_SNR_DB,
+                format!("1 kHz from WhatsApp detected at the PBX (PCMU): SNR {snr:.1} dB"),
+            );
+            r.check(
+                rep.digits == "7",
+                format!("DTMF WhatsApp → PBX: sent \"7\", received {:?}", rep.digits),
+            );
+        }
+        _ => r.check(false, "the PBX's outbound call finished"),
+    }
+    let mut term = None;
+    for _ in 0..100 {
+        term = wati
+            .requests_to(Route::Terminate)
+            .into_iter()
+            .find(|t| t.path.contains("demo-outbound"));
+        if term.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    r.check(
+        term.is_some(),
+        "the PBX hung up; the bridge terminated the WhatsApp call at Wati",
+    );
+    let mut rows = Vec::new();
+    for _ in 0..50 {
+        rows = bridge
+            .store
+            .calls_by_wa_call_id(OUT_CALL_ID.into())
+            .await
+            .unwrap_or_default();
+        if rows.first().is_some_and(|c| c.ended_at_ms.is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cause = rows
+        .first()
+        .and_then(|c| c.end_cause.clone())
+        .unwrap_or_default();
+    r.check(
+        rows.len() == 1 && cause == "pbx_bye",
+        format!("one call record, ended: {cause}"),
+    );
+    Ok(())
+}
 async fn finish(r: Report, bridge: Bridge) -> Result<bool, DemoError> {
     let _ = bridge.shutdown().await;
     println!("{} passed, {} failed", r.passed, r.failed);
