@@ -122,6 +122,11 @@ fn lock(s: &Mutex<FakeState>) -> MutexGuard<'_, FakeState> {
 
 impl FakeWati {
     pub async fn start() -> std::io::Result<FakeWati> {
+        Self::start_on("127.0.0.1:0".parse().map_err(std::io::Error::other)?).await
+    }
+
+    /// As [`FakeWati::start`], listening on `addr`.
+    pub async fn start_on(addr: SocketAddr) -> std::io::Result<FakeWati> {
         let state = Arc::new(Mutex::new(FakeState::default()));
         let s = state.clone();
         let app = Router::new().fallback(
@@ -130,7 +135,7 @@ impl FakeWati {
                 async move { answer(&s, method, uri, headers, body).await }
             },
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
