@@ -7,7 +7,9 @@ set -euo pipefail
 # libopus-dev + pkg-config: audiopus links the system libopus (no cmake build).
 # libssl-dev: str0m's OpenSSL backend (DTLS-SRTP toward WhatsApp).
 # sip-tester: sipp, the third-party SIP peer of the SIP tests.
-packages=(libopus-dev pkg-config libssl-dev sip-tester)
+# baresip-core: a PBX extension for the interop tests (not the baresip
+# metapackage, which pulls in GTK and GStreamer).
+packages=(libopus-dev pkg-config libssl-dev sip-tester baresip-core)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -31,4 +33,9 @@ python="${WSB_TEST_PYTHON:-python3}"
 if ! "$python" -c "import aiortc, numpy; assert aiortc.__version__ == '1.16.0'" 2>/dev/null; then
     echo "setup-system: installing aiortc 1.16.0 and numpy (pip)"
     "$python" -m pip install --quiet --disable-pip-version-check "aiortc==1.16.0" numpy
+fi
+# pjsua2 (PJSIP, the SIP stack inside Asterisk's chan_pjsip) as a G.711 PBX peer.
+if ! "$python" -c "import pjsua2" 2>/dev/null; then
+    echo "setup-system: installing pjsua2-python 2.15.1.post1 (pip)"
+    "$python" -m pip install --quiet --disable-pip-version-check "pjsua2-python==2.15.1.post1"
 fi

@@ -36,6 +36,17 @@ fn inbound_user(template: &str, call: &InboundCall) -> String {
         .replace("{caller}", &number(&call.caller))
 }
 
+/// The INVITE's request-URI. No business number from Wati and a template of
+/// only that leaves no user: `sip:@host` is not a SIP URI (RFC 3261 §25.1;
+/// PJSIP drops it as a syntax error), so the user part is left out.
+fn request_uri(user: &str, host: &str) -> String {
+    if user.is_empty() {
+        format!("sip:{host}")
+    } else {
+        format!("sip:{user}@{host}")
+    }
+}
+
 pub async fn run(
     ctx: CallCtx,
     live_id: u64,
@@ -131,7 +142,7 @@ async fn run_call(
         None => s.trunk.host.clone(),
     };
     let user = inbound_user(&s.routing.inbound_user, call);
-    let request_uri = format!("sip:{user}@{host}");
+    let request_uri = request_uri(&user, &host);
     let from = match &call.caller {
         Some(c) => format!("<sip:+{c}@{}>", s.sip.domain),
         None => "\"Anonymous\" <sip:anonymous@anonymous.invalid>".to_string(),
@@ -271,5 +282,29 @@ async fn run_call(
                 Some(CallCommand::Status(_) | CallCommand::Answer(_)) => {}
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_uri_without_a_user_has_no_at_sign() {
+        assert_eq!(request_uri("", "pbx:5060"), "sip:pbx:5060");
+        assert_eq!(request_uri("1555", "pbx"), "sip:1555@pbx");
+    }
+
+    #[test]
+    fn inbound_user_template_expands_both_numbers() {
+        let call = InboundCall {
+            call_id: crate::ids::WaCallId::parse("c").unwrap(),
+            sdp: String::new(),
+            business_number: crate::ids::Waid::parse("15551441906").ok(),
+            caller: None,
+            caller_name: None,
+        };
+        assert_eq!(inbound_user("{business_number}", &call), "15551441906");
+        assert_eq!(inbound_user("wa-{caller}", &call), "wa-");
     }
 }

@@ -103,3 +103,4 @@ pub async fn ended_call_records(
     }
     rows
 }
+pub mod peers;

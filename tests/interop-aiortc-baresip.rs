@@ -1,0 +1,118 @@
+//! Whole inbound calls with only third-party software on the outer sides:
+//! aiortc (PyPI) is the WhatsApp user, baresip (Debian) the PBX extension
+//! that auto-answers; the real bridge and the fake Wati in the middle. Once
+//! with Opus only on the SIP side (relayed untouched) and once with PCMU only
+//! (transcoded). A tone from each side is detected at the other side at the
+//! right frequency: aiortc's received frames, and baresip's recording.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::audio::tone_snr_db;
+use support::fake_wati::{FakeWati, Route};
+use support::peers::{aiortc, Baresip};
+use support::wa_user::wait_for_request;
+use support::{ended_call_records, free_port, settings_with, WEBHOOK_KEY};
+use wa_sip_bridge::Bridge;
+
+async fn call(codec_bridge: &str, codec_baresip: &str, call_id: &str, ports: u16) {
+    let dir = tempfile::tempdir().unwrap();
+    let sip_port = free_port();
+    let rtp = (free_port() & !1, 0);
+    let baresip = Baresip::start(
+        dir.path(),
+        sip_port,
+        (rtp.0, rtp.0 + 10),
+        codec_baresip,
+        440,
+        None,
+        14,
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let wati = FakeWati::start().await.unwrap();
+    let extra = format!(
+        "[routing]\ninbound_user = \"ivr\"\n[trunk]\nuri = \"sip:127.0.0.1:{sip_port}\"\n[webrtc]\nport_min = {}\nport_max = {}\n[media]\nrtp_port_min = {}\nrtp_port_max = {}\ncodecs = [\"{codec_bridge}\"]\n",
+        42000 + ports,
+        42049 + ports,
+        22000 + ports,
+        22099 + ports
+    );
+    let bridge = Bridge::start(settings_with(&wati.api_endpoint(), &extra))
+        .await
+        .unwrap();
+
+    // aiortc offers (as WhatsApp does), sends 1 kHz, expects 440 Hz back.
+    let mut wa = aiortc("offer", 1000.0, 440.0, 6.0);
+    let offer = wa.read(Duration::from_secs(20)).await["sdp"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, _) = wati
+        .post_webhook(
+            bridge.http_addr,
+            "inbound-call",
+            Some(WEBHOOK_KEY),
+            &json!({"callId": call_id, "sdp": offer, "businessNumber": "15551441906", "contact": {"ContactNumber": "917358580180"}}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let Some(accept) = wait_for_request(&wati, Route::Accept, Duration::from_secs(15)).await else {
+        panic!(
+            "baresip did not answer (no accept at Wati); baresip said:\n{}",
+            baresip.log()
+        );
+    };
+    let answer = accept.json.unwrap()["Sdp"].as_str().unwrap().to_string();
+    wa.write(&json!({"sdp": answer})).await;
+    let result = wa.read(Duration::from_secs(30)).await["result"].clone();
+    eprintln!("aiortc: {result}");
+    assert_eq!(result["connection"], "connected", "{result}");
+    let snr = result["snr_db"].as_f64().unwrap();
+    assert!(
+        snr > 10.0,
+        "baresip's 440 Hz at aiortc: {snr:.1} dB ({codec_bridge})"
+    );
+
+    // WhatsApp hangs up; baresip gets the BYE and its recording is complete.
+    let (status, _) = wati
+        .post_webhook(
+            bridge.http_addr,
+            "terminate",
+            Some(WEBHOOK_KEY),
+            &json!({"callId": call_id}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let rows = ended_call_records(&bridge.store, call_id).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].end_cause.as_deref(), Some("whatsapp_terminated"));
+    let media = rows[0].media.clone().unwrap();
+    assert_eq!(media.codec.as_deref(), Some(codec_bridge));
+    assert!(media.pbx_rx > 50 && media.wa_rx > 50, "{media:?}");
+    let (rate, pcm) = baresip
+        .finish(Duration::from_secs(15))
+        .await
+        .expect("baresip recorded the call");
+    let snr = tone_snr_db(&pcm, 1000.0, rate as f64, rate as usize);
+    eprintln!(
+        "baresip heard 1 kHz at {snr:.1} dB ({rate} Hz, {} samples)",
+        pcm.len()
+    );
+    assert!(
+        snr > 10.0,
+        "aiortc's 1 kHz at baresip: {snr:.1} dB ({codec_bridge})"
+    );
+    bridge.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn opus_passthrough_aiortc_to_baresip() {
+    call("opus", "opus/48000/2", "wacid.interop-opus", 900).await;
+}
+
+#[tokio::test]
+async fn pcmu_transcoding_aiortc_to_baresip() {
+    call("pcmu", "pcmu", "wacid.interop-pcmu", 950).await;
+}

@@ -1,0 +1,110 @@
+//! sipp as the PBX dialling a WhatsApp user through the bridge, with the
+//! bridge's inbound digest auth on: sipp verifies the 401 challenge and
+//! answers it, gets 180 and 200, echoes the media (-rtp_echo) and sends keys
+//! as SIP INFO. The simulated WhatsApp user hears its own 1 kHz tone back
+//! (through PCMU both ways and sipp's echo) and receives the keys as RFC 4733
+//! events with the same digits. The PBX hangs up; the call is terminated at Wati.
+
+mod support;
+
+use std::time::Duration;
+
+use support::audio::tone_snr_db;
+use support::fake_wati::{FakeWati, Route};
+use support::wa_user::{
+    answer_outbound_call, run_media, script_outbound_call_id, wait_for_request,
+};
+use support::{ended_call_records, free_port, settings_with, WEBHOOK_KEY};
+use wa_sip_bridge::Bridge;
+
+#[tokio::test]
+async fn sipp_dials_with_digest_auth_and_sip_info_dtmf() {
+    let wati = FakeWati::start().await.unwrap();
+    let call_id = "wacid.interop-sipp-out";
+    script_outbound_call_id(&wati, call_id);
+    let extra = "[trunk]\ninbound_username = \"pbx\"\ninbound_password = \"inbound-secret\"\n[webrtc]\nport_min = 42400\nport_max = 42449\n[media]\nrtp_port_min = 22400\nrtp_port_max = 22499\ncodecs = [\"pcmu\"]\n";
+    let bridge = Bridge::start(settings_with(&wati.api_endpoint(), extra))
+        .await
+        .unwrap();
+    let version = std::process::Command::new("sipp")
+        .arg("-v")
+        .output()
+        .expect("sipp installed");
+    eprintln!(
+        "{}",
+        String::from_utf8_lossy(&version.stdout)
+            .lines()
+            .find(|l| l.contains("SIPp"))
+            .unwrap_or("sipp")
+            .trim()
+    );
+    let mut sipp = tokio::process::Command::new("sipp")
+        .args([
+            "-sf",
+            &format!(
+                "{}/tests/sipp/uac_auth_outbound_info_dtmf.xml",
+                env!("CARGO_MANIFEST_DIR")
+            ),
+            "-s",
+            "447700900123",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &free_port().to_string(),
+            "-cp",
+            &free_port().to_string(),
+            "-mp",
+            &(free_port() & !1).to_string(),
+            "-rtp_echo",
+            "-m",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "30s",
+            "-timeout_error",
+            &bridge.sip_addr.to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("sipp is installed (tests/setup-system.sh)");
+
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (mut peer, req) = answer_outbound_call(
+        &wati,
+        bridge.http_addr,
+        WEBHOOK_KEY,
+        call_id,
+        &sock,
+        Duration::from_millis(300),
+    )
+    .await
+    .unwrap();
+    assert!(req.path.ends_with("/outbound-call/447700900123"));
+    let heard = run_media(&mut peer, &sock, Duration::from_secs(5), 1000.0, "")
+        .await
+        .unwrap();
+    assert!(heard.connected);
+    assert_eq!(heard.digits, "58", "SIP INFO keys at WhatsApp as RFC 4733");
+    let window = &heard.pcm[heard.pcm.len().min(24_000)..heard.pcm.len().min(72_000)];
+    let snr = tone_snr_db(window, 1000.0, 48_000.0, 0);
+    assert!(snr > 10.0, "1 kHz back through sipp's echo: {snr:.1} dB");
+
+    let status = tokio::time::timeout(Duration::from_secs(30), sipp.wait())
+        .await
+        .expect("sipp finished")
+        .unwrap();
+    assert!(
+        status.success(),
+        "sipp: 401 verified, 200, INFO answered, BYE answered"
+    );
+    let rows = ended_call_records(&bridge.store, call_id).await;
+    assert_eq!(rows[0].end_cause.as_deref(), Some("pbx_bye"));
+    assert!(
+        wait_for_request(&wati, Route::Terminate, Duration::from_secs(5))
+            .await
+            .is_some()
+    );
+    bridge.shutdown().await.unwrap();
+}
