@@ -9,7 +9,10 @@ set -euo pipefail
 # sip-tester: sipp, the third-party SIP peer of the SIP tests.
 # baresip-core: a PBX extension for the interop tests (not the baresip
 # metapackage, which pulls in GTK and GStreamer).
-packages=(libopus-dev pkg-config libssl-dev sip-tester baresip-core)
+# rtpengine-daemon: the loadgen's reference media relay (run in userspace by
+# the loadgen itself on its own ports; the packaged service is not used).
+# fonts-dejavu-core: the font of the loadgen's chart.
+packages=(libopus-dev pkg-config libssl-dev sip-tester baresip-core rtpengine-daemon fonts-dejavu-core)
 
 missing=()
 for p in "${packages[@]}"; do

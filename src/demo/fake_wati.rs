@@ -71,6 +71,10 @@ pub struct Recorded {
     pub raw_body: Vec<u8>,
     /// The body as JSON, when it was JSON.
     pub json: Option<Value>,
+    /// When it arrived.
+    pub at: std::time::Instant,
+    /// What the fake answered (e.g. the call id of an outbound call).
+    pub reply_body: String,
 }
 
 /// A scripted answer.
@@ -162,6 +166,15 @@ impl FakeWati {
         lock(&self.state).requests.clone()
     }
 
+    /// Requests from index `from` on (for following a long run without copying it all).
+    pub fn requests_since(&self, from: usize) -> Vec<Recorded> {
+        let st = lock(&self.state);
+        st.requests
+            .get(from..)
+            .map(<[Recorded]>::to_vec)
+            .unwrap_or_default()
+    }
+
     pub fn requests_to(&self, route: Route) -> Vec<Recorded> {
         self.requests()
             .into_iter()
@@ -213,6 +226,13 @@ async fn answer(
     };
     let reply = {
         let mut st = lock(state);
+        st.next_call += 1;
+        let n = st.next_call;
+        let reply = st
+            .scripted
+            .get(&route)
+            .cloned()
+            .unwrap_or_else(|| default_reply(route, n));
         st.requests.push(Recorded {
             route,
             method: method.to_string(),
@@ -221,13 +241,10 @@ async fn answer(
             content_type: header("content-type"),
             raw_body: body.to_vec(),
             json: serde_json::from_slice(&body).ok(),
+            at: std::time::Instant::now(),
+            reply_body: reply.body.clone(),
         });
-        st.next_call += 1;
-        let n = st.next_call;
-        st.scripted
-            .get(&route)
-            .cloned()
-            .unwrap_or_else(|| default_reply(route, n))
+        reply
     };
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;

@@ -1,0 +1,61 @@
+//! A small run of `examples/loadgen` (its engine, included from the example's
+//! files) so that it keeps working: 20 calls for 5 s through the real bridge
+//! binary, passthrough and transcoding, and the same through rtpengine
+//! (reference mode). Checks that every call was set up and media flowed both
+//! ways with the counters filled; never asserts timings or CPU.
+
+#[path = "../examples/loadgen/rtpengine.rs"]
+mod rtpengine;
+#[allow(dead_code)]
+#[path = "../examples/loadgen/run.rs"]
+mod run;
+
+use std::time::Duration;
+
+use run::{Config, Dir};
+use wa_sip_bridge::config::Codec;
+
+async fn smoke(codec: Codec, reference: bool, port_base: u16) {
+    let cfg = Config {
+        bridge_exe: env!("CARGO_BIN_EXE_wa-sip-bridge").into(),
+        calls: 20,
+        duration: Duration::from_secs(5),
+        rate: 50.0,
+        direction: if reference { Dir::Inbound } else { Dir::Both },
+        codec,
+        port_base,
+        reference,
+    };
+    let s = run::run(cfg).await.unwrap();
+    eprintln!("{}", serde_json::to_string(&s).unwrap());
+    assert_eq!(s.established, 20, "{:?}", s.failed);
+    assert!(s.failed.is_empty(), "{:?}", s.failed);
+    for flow in [&s.wa_to_pbx, &s.pbx_to_wa] {
+        // 20 calls x 50 packets/s x the 5 s window: over 4000 each way.
+        assert!(
+            flow.sent > 4000 && flow.received > flow.sent / 2,
+            "{flow:?}"
+        );
+    }
+    assert!(s.cpu_s > 0.0 && s.rss_kib > 0);
+    if codec == Codec::Opus {
+        assert!(s.latency_wa_to_pbx.samples > 1000 && s.latency_pbx_to_wa.samples > 1000);
+    }
+    assert!(s.setup_inbound.samples > 0);
+    if !reference {
+        assert!(s.setup_outbound.samples > 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadgen_bridge_passthrough_and_transcoding() {
+    smoke(Codec::Opus, false, 30000).await;
+    smoke(Codec::Pcmu, false, 31000).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadgen_rtpengine_reference() {
+    eprintln!("{}", rtpengine::version());
+    smoke(Codec::Opus, true, 32000).await;
+    smoke(Codec::Pcmu, true, 33000).await;
+}
