@@ -288,7 +288,13 @@ pub async fn run(
             ),
         }
     }
+    let mut turns = 0u32;
     loop {
+        // Routes of call tasks that are gone (however they ended) are dropped now and then.
+        turns = turns.wrapping_add(1);
+        if turns % 1024 == 0 {
+            routes.retain(|_, tx| !tx.is_closed());
+        }
         let ev = tokio::select! {
             ev = sip.next_event() => ev,
             cmd = commands.recv() => {
@@ -301,7 +307,13 @@ pub async fn run(
                         routes.insert(call, events);
                         let _ = reply.send(call);
                     }
-                    Some(SipCommand::Hangup(call)) => sip.ua().hangup(Instant::now(), call),
+                    Some(SipCommand::Hangup(call)) => {
+                        sip.ua().hangup(Instant::now(), call);
+                        // The task that hung up is not waiting for the call's last events.
+                        if sip.ua().is_ended(call) {
+                            routes.remove(&call);
+                        }
+                    }
                     Some(SipCommand::Dialog(call, reply)) => {
                         let _ = reply.send(sip.ua().dialog(call));
                     }
@@ -311,6 +323,8 @@ pub async fn run(
                     Some(SipCommand::Reject { call, code, phrase, headers }) => {
                         let h: Vec<(&str, String)> = headers.into_iter().collect();
                         sip.ua().reject(Instant::now(), call, code, phrase, &h);
+                        // A rejected call has no more events for its task.
+                        routes.remove(&call);
                     }
                     Some(SipCommand::AnswerReoffer(call, tx, sdp)) => sip.ua().answer_reoffer(Instant::now(), call, tx, &sdp),
                     None => return,

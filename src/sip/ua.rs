@@ -142,6 +142,8 @@ struct Call {
     cancel_sent: bool,
     /// UAS 2xx retransmission: (bytes, next at, interval, give up at).
     ok_retx: Option<(Vec<u8>, Instant, Duration, Instant)>,
+    /// When the UA first saw the call ended; it is forgotten 64×T1 later.
+    ended_at: Option<Instant>,
 }
 
 pub struct SipUa {
@@ -232,7 +234,15 @@ impl SipUa {
             .registration
             .as_ref()
             .and_then(|(r, _, _)| r.next_timeout());
-        [self.ep.next_timeout(), retx, reg]
+        // Ended calls are swept (see forget_ended): wake for them too.
+        let linger = self.cfg.timers.t1 * 64;
+        let sweep = self
+            .calls
+            .values()
+            .filter(|c| c.state == State::Ended)
+            .map(|c| c.ended_at.map_or(self.now, |at| at + linger))
+            .min();
+        [self.ep.next_timeout(), retx, reg, sweep]
             .into_iter()
             .flatten()
             .min()
@@ -362,6 +372,7 @@ impl SipUa {
                 hangup_requested: false,
                 cancel_sent: false,
                 ok_retx: None,
+                ended_at: None,
             },
         );
         call
@@ -830,6 +841,7 @@ impl SipUa {
                         hangup_requested: false,
                         cancel_sent: false,
                         ok_retx: None,
+                        ended_at: None,
                     },
                 );
                 self.emit(UaEvent::Incoming {
@@ -956,8 +968,44 @@ impl SipUa {
         for call in give_up {
             self.send_bye(now, call, EndCause::NoAck);
         }
+        self.forget_ended(now);
         self.drive_registration(now);
         self.process(now);
+    }
+
+    /// Drops calls that ended more than 64×T1 ago (RFC 3261 Timer H/J: no
+    /// retransmission of theirs can still arrive), so a long-running UA does
+    /// not grow with every call it ever had.
+    fn forget_ended(&mut self, now: Instant) {
+        let linger = self.cfg.timers.t1 * 64;
+        let mut forgotten = false;
+        self.calls.retain(|_, c| {
+            if c.state != State::Ended {
+                return true;
+            }
+            let at = *c.ended_at.get_or_insert(now);
+            let keep = now < at + linger;
+            forgotten |= !keep;
+            keep
+        });
+        if forgotten {
+            let calls = &self.calls;
+            self.by_client.retain(|_, call| calls.contains_key(call));
+            self.by_invite_server
+                .retain(|_, call| calls.contains_key(call));
+        }
+    }
+
+    /// Whether the call is over on the SIP side (or unknown).
+    pub fn is_ended(&self, call: CallRef) -> bool {
+        self.calls
+            .get(&call)
+            .is_none_or(|c| c.state == State::Ended)
+    }
+
+    /// Calls held in memory, ended ones included (for the leak test).
+    pub fn calls_held(&self) -> usize {
+        self.calls.len()
     }
 
     fn process(&mut self, now: Instant) {
@@ -1148,6 +1196,44 @@ mod tests {
         );
         assert_eq!(byes.first(), Some(&32000));
         assert_eq!(ended, vec![EndCause::NoAck]);
+    }
+
+    #[test]
+    fn ended_calls_are_forgotten_after_64_t1() {
+        let t0 = Instant::now();
+        let mut ua = test_ua();
+        let pbx = Peer {
+            transport: Transport::Udp,
+            addr: "127.0.0.1:5099".parse().unwrap(),
+        };
+        for i in 0..3 {
+            let mut inv = Msg::request("INVITE", "sip:14085551234@127.0.0.1:5060");
+            inv.push(
+                "via",
+                format!("SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bKgone{i}"),
+            )
+            .push("from", format!("<sip:agent@127.0.0.1:5099>;tag=g{i}"))
+            .push("to", "<sip:14085551234@127.0.0.1:5060>")
+            .push("call-id", format!("gone-{i}"))
+            .push("cseq", "1 INVITE")
+            .push("contact", "<sip:agent@127.0.0.1:5099>");
+            ua.handle_message(t0, &inv.to_bytes(), pbx);
+            while let Some(o) = ua.poll_output() {
+                if let UaOutput::Event(UaEvent::Incoming { call, .. }) = o {
+                    ua.reject(t0, call, 403, "Forbidden", &[]);
+                }
+            }
+        }
+        assert_eq!(ua.live_calls(), 0);
+        assert_eq!(ua.calls_held(), 3);
+        // Still held while retransmissions may arrive...
+        ua.handle_timeout(t0 + Duration::from_secs(1));
+        assert_eq!(ua.calls_held(), 3);
+        let wake = ua.next_timeout().expect("a sweep is scheduled");
+        assert!(wake <= t0 + Duration::from_secs(33));
+        // ...and forgotten 64·T1 (32 s) later.
+        ua.handle_timeout(t0 + Duration::from_secs(34));
+        assert_eq!(ua.calls_held(), 0);
     }
 
     #[test]
