@@ -37,7 +37,9 @@ pub fn draw(runs: &[Summary], path: &Path) -> Result<(), String> {
             s.latency_wa_to_pbx.p99_ms.max(s.latency_pbx_to_wa.p99_ms)
         }),
     ];
-    for (panel, (title, f)) in panels.iter().zip(metrics) {
+    for (i, (panel, (title, f))) in panels.iter().zip(metrics).enumerate() {
+        // Latency exists for passthrough runs only.
+        let has = |s: &Summary| i != 2 || s.latency_wa_to_pbx.samples > 0;
         let max_y = runs.iter().map(f).fold(0.0f64, f64::max).max(1e-3) * 1.2;
         let mut chart = ChartBuilder::on(panel)
             .caption(title, ("sans-serif", 18))
@@ -51,9 +53,16 @@ pub fn draw(runs: &[Summary], path: &Path) -> Result<(), String> {
             .x_desc("concurrent calls")
             .draw()
             .map_err(|e| e.to_string())?;
-        for (i, (name, pts)) in series.iter().enumerate() {
-            let color = Palette99::pick(i).to_rgba();
-            let mut pts: Vec<(f64, f64)> = pts.iter().map(|s| (s.calls as f64, f(s))).collect();
+        for (k, (name, pts)) in series.iter().enumerate() {
+            let color = Palette99::pick(k).to_rgba();
+            let mut pts: Vec<(f64, f64)> = pts
+                .iter()
+                .filter(|s| has(s))
+                .map(|s| (s.calls as f64, f(s)))
+                .collect();
+            if pts.is_empty() {
+                continue;
+            }
             pts.sort_by(|a, b| a.0.total_cmp(&b.0));
             chart
                 .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))

@@ -46,6 +46,9 @@ struct Args {
     /// Also run each configuration through rtpengine (reference mode), in the same invocation.
     #[arg(long)]
     reference: bool,
+    /// Only redraw the chart from a JSON file of an earlier run.
+    #[arg(long)]
+    replot: Option<PathBuf>,
     /// Do not draw the chart.
     #[arg(long)]
     no_chart: bool,
@@ -74,6 +77,13 @@ fn bridge_exe(given: Option<PathBuf>) -> Result<PathBuf, String> {
 #[tokio::main]
 async fn main() -> Result<(), String> {
     let args = Args::parse();
+    if let Some(json) = &args.replot {
+        let text = std::fs::read_to_string(json).map_err(|e| format!("{}: {e}", json.display()))?;
+        let runs: Vec<run::Summary> = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        chart::draw(&runs, &args.png)?;
+        eprintln!("chart: {}", args.png.display());
+        return Ok(());
+    }
     let exe = bridge_exe(args.bridge)?;
     let direction = match args.direction.as_str() {
         "inbound" => Dir::Inbound,
