@@ -1,8 +1,9 @@
-//! The real binary crashes (SIGKILL) in the middle of an answered inbound
-//! call; started again on the same database, it ends that call on both
-//! sides: terminate at Wati, and a BYE in the saved dialog that the PBX
-//! extension accepts as its own call's. The call record is closed with the
-//! cause `bridge_restarted`.
+//! The real binary crashes (SIGKILL) in the middle of two answered calls, an
+//! inbound one (the bridge is the SIP UAC) and an outbound one (the bridge is
+//! the UAS); started again on the same database, it ends both on both sides:
+//! terminate at Wati, and a BYE in each saved dialog that the PBX side
+//! accepts as its own call's. The records are closed with the cause
+//! `bridge_restarted`.
 
 mod support;
 
@@ -12,9 +13,10 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use support::fake_wati::{FakeWati, Route};
 use support::wa_peer::WaPeer;
+use support::wa_user::{answer_outbound_call, script_outbound_call_id};
 use support::wa_user::{run_media, wait_for_request};
 use support::WEBHOOK_KEY;
-use wa_sip_bridge::demo::pbx::{answer_one_call, extension_socket};
+use wa_sip_bridge::demo::pbx::{answer_one_call, extension_socket, place_call, Dial};
 
 fn free_tcp_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -56,6 +58,7 @@ async fn a_crash_mid_call_is_cleaned_up_on_both_sides_at_the_next_start() {
     let pbx_addr = pbx_sock.local_addr().unwrap();
     let pbx = tokio::spawn(answer_one_call(pbx_sock, "", Duration::from_secs(60)));
     let port = free_tcp_port();
+    let sip_port = support::free_port();
     let db = dir.path().join("calls.db");
     let config = dir.path().join("bridge.toml");
     std::fs::write(
@@ -74,7 +77,7 @@ bind_ip = "127.0.0.1"
 port_min = 42300
 port_max = 42399
 [sip]
-listen = "127.0.0.1:0"
+listen = "127.0.0.1:{sip_port}"
 [trunk]
 uri = "sip:{pbx_addr}"
 allowed_sources = ["127.0.0.1/32"]
@@ -119,6 +122,35 @@ url = "sqlite://{db}"
         .unwrap();
     assert!(media.connected);
 
+    // An agent calls a WhatsApp user, who answers.
+    let out_call_id = "wacid.crash-outbound-1";
+    script_outbound_call_id(&wati, out_call_id);
+    let bridge_sip: std::net::SocketAddr = format!("127.0.0.1:{sip_port}").parse().unwrap();
+    let agent = tokio::spawn(place_call(
+        extension_socket("agent").await.unwrap(),
+        bridge_sip,
+        Dial {
+            talk: Duration::from_secs(60),
+            limit: Duration::from_secs(60),
+            ..Dial::new("447700900123")
+        },
+    ));
+    let out_sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (mut out_peer, _) = answer_outbound_call(
+        &wati,
+        http,
+        WEBHOOK_KEY,
+        out_call_id,
+        &out_sock,
+        Duration::ZERO,
+    )
+    .await
+    .unwrap();
+    let media = run_media(&mut out_peer, &out_sock, Duration::from_secs(2), 1000.0, "")
+        .await
+        .unwrap();
+    assert!(media.connected);
+
     // Crash.
     first.kill().unwrap();
     first.wait().unwrap();
@@ -127,13 +159,32 @@ url = "sqlite://{db}"
     // Restart: the call is ended on both sides.
     let mut second = start(&config);
     wait_healthy(port).await;
-    let term = wait_for_request(&wati, Route::Terminate, Duration::from_secs(10))
+    let mut terms = Vec::new();
+    for _ in 0..200 {
+        terms = wati.requests_to(Route::Terminate);
+        if terms.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        terms.len(),
+        2,
+        "both calls terminated at Wati after the restart"
+    );
+    assert!(terms
+        .iter()
+        .any(|t| t.path.contains("crash-HBgMOTE3MzU4NTgwMTgwFQIAEhgg")));
+    assert!(terms.iter().any(|t| t.path.contains("crash-outbound-1")));
+    let agent_report = tokio::time::timeout(Duration::from_secs(10), agent)
         .await
-        .expect("terminate at Wati after the restart");
+        .expect("the agent's call ended")
+        .unwrap()
+        .unwrap();
+    assert_eq!(agent_report.final_code, Some(200));
     assert!(
-        term.path.contains("crash-HBgMOTE3MzU4NTgwMTgwFQIAEhgg"),
-        "{}",
-        term.path
+        agent_report.bye_received,
+        "BYE in the saved UAS-side dialog reached the agent"
     );
     let report = tokio::time::timeout(Duration::from_secs(10), pbx)
         .await
@@ -158,5 +209,7 @@ url = "sqlite://{db}"
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].end_cause.as_deref(), Some("bridge_restarted"));
     assert!(store.live_calls().await.unwrap().is_empty());
-    assert_eq!(wati.requests_to(Route::Terminate).len(), 1);
+    let rows = store.calls_by_wa_call_id(out_call_id.into()).await.unwrap();
+    assert_eq!(rows[0].end_cause.as_deref(), Some("bridge_restarted"));
+    assert_eq!(wati.requests_to(Route::Terminate).len(), 2);
 }
