@@ -150,7 +150,10 @@ impl Rtpengine {
                 &format!("--port-max={}", ports.1),
                 "--foreground",
                 "--log-stderr",
-                "--log-level=4",
+                &format!(
+                    "--log-level={}",
+                    std::env::var("LOADGEN_RTPENGINE_LOG_LEVEL").unwrap_or_else(|_| "4".into())
+                ),
                 "--num-threads=2",
             ])
             .stdout(std::process::Stdio::null())

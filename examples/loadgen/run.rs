@@ -901,6 +901,9 @@ async fn run_reference(cfg: Config) -> Result<Summary, String> {
     });
     let mut sum = drive(&cfg, shared.clone(), pid, stop_tx, stop_rx, "rtpengine").await?;
     sum.direction = "inbound".into();
+    if let Ok(keep) = std::env::var("LOADGEN_RTPENGINE_KEEP_LOG") {
+        let _ = std::fs::copy(dir.path().join("rtpengine.log"), keep);
+    }
     if !sum.failed.is_empty() {
         let log = std::fs::read_to_string(dir.path().join("rtpengine.log")).unwrap_or_default();
         for l in log

@@ -77,6 +77,10 @@ pub struct MediaPath {
     /// Our RTP address as written in SDP.
     pub local_media: SocketAddr,
     buf: Box<[u8; 2048]>,
+    /// The relay's timer (media timeout, SIP INFO key ends), re-armed only
+    /// when its deadline moves earlier: it moves later with every packet.
+    relay_timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    relay_armed: Option<Instant>,
 }
 
 impl MediaPath {
@@ -89,6 +93,8 @@ impl MediaPath {
             negotiated: None,
             local_media,
             buf: Box::new([0; 2048]),
+            relay_timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            relay_armed: None,
         }
     }
 
@@ -173,14 +179,16 @@ impl MediaPath {
     /// Relays media until something the call must decide on happens. Cancel-safe.
     pub async fn next(&mut self) -> PathEvent {
         loop {
-            let relay_deadline = self.relay.as_ref().map(|r| r.next_timeout());
-            let relay_timer = async {
-                match relay_deadline {
-                    Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
-                    None => std::future::pending().await,
+            if let Some(d) = self.relay.as_ref().map(|r| r.next_timeout()) {
+                if self.relay_armed.is_none_or(|armed| d < armed) {
+                    self.relay_timer
+                        .as_mut()
+                        .reset(tokio::time::Instant::from_std(d));
+                    self.relay_armed = Some(d);
                 }
-            };
+            }
             let relaying = self.relay.is_some();
+            let timer_armed = self.relay_armed.is_some();
             tokio::select! {
                 ev = self.leg.next_event() => match ev {
                     LegEvent::Audio { ssrc, timestamp, seq, marker, payload } => {
@@ -206,7 +214,8 @@ impl MediaPath {
                         }
                     }
                 }
-                _ = relay_timer => {
+                _ = self.relay_timer.as_mut(), if timer_armed => {
+                    self.relay_armed = None;
                     if let Some(r) = self.relay.as_mut() {
                         if let Some(t) = r.handle_timeout(Instant::now(), &mut WaSink(self.leg.leg())) {
                             return PathEvent::Timeout(t);

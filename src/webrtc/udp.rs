@@ -16,6 +16,12 @@ pub struct LegSocket {
     socket: UdpSocket,
     leg: WaLeg,
     buf: Box<[u8; RECV_BUF]>,
+    /// One timer for the leg's life, re-armed only when the leg's next
+    /// deadline is earlier than the armed one: str0m's deadline moves with
+    /// nearly every packet, and re-registering a tokio timer per packet costs
+    /// more than an occasional early wake-up (handled as a no-op timeout).
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    armed: Option<Instant>,
     /// Keeps the port out of the pool while the socket lives.
     _lease: Option<PortLease>,
     send_errors: u64,
@@ -27,6 +33,8 @@ impl LegSocket {
             socket,
             leg,
             buf: Box::new([0; RECV_BUF]),
+            timer: Box::pin(tokio::time::sleep(std::time::Duration::ZERO)),
+            armed: None,
             _lease: lease,
             send_errors: 0,
         }
@@ -57,14 +65,20 @@ impl LegSocket {
                 }
                 LegOutput::Event(e) => return e,
                 LegOutput::Timeout(at) => {
-                    let deadline = tokio::time::Instant::from_std(at);
+                    if self.armed.is_none_or(|armed| at < armed) {
+                        self.timer
+                            .as_mut()
+                            .reset(tokio::time::Instant::from_std(at));
+                        self.armed = Some(at);
+                    }
                     tokio::select! {
                         r = self.socket.recv_from(&mut self.buf[..]) => {
                             if let Ok((n, from)) = r {
                                 self.leg.handle_receive(Instant::now(), from, &self.buf[..n]);
                             }
                         }
-                        _ = tokio::time::sleep_until(deadline) => {
+                        _ = self.timer.as_mut() => {
+                            self.armed = None;
                             self.leg.handle_timeout(Instant::now());
                         }
                     }
