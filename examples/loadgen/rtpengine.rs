@@ -219,55 +219,53 @@ impl Rtpengine {
         Err("ng: no reply".into())
     }
 
-    /// `offer`: WhatsApp's SDP in, the SDP for the PBX side (plain RTP/AVP) out.
+    /// `offer`: the PBX's plain RTP offer in; out, the offer for WhatsApp
+    /// (ICE, DTLS-SRTP, Opus: transcoded from `transcode_from` when given).
+    /// This is the bridge's outbound shape: WhatsApp answers ICE-lite with
+    /// `a=setup:active`, and rtpengine meets the lite peer's candidates only
+    /// in its answer (offering the WhatsApp side first made rtpengine check a
+    /// peer that had no credentials yet, and most calls never got DTLS up).
     pub async fn offer(
         &mut self,
         call_id: &str,
-        wa_offer: &str,
-        transcode_to: Option<&str>,
+        pbx_offer: &str,
+        transcode_from: Option<&str>,
     ) -> Result<String, String> {
         let mut items = vec![
             ("command", B::s("offer")),
             ("call-id", B::s(call_id)),
-            ("from-tag", B::s("wa")),
-            ("sdp", B::s(wa_offer)),
-            ("transport-protocol", B::s("RTP/AVP")),
-            ("ICE", B::s("remove")),
-            ("rtcp-mux", B::List(vec![B::s("demux")])),
+            ("from-tag", B::s("pbx")),
+            ("sdp", B::s(pbx_offer)),
+            ("transport-protocol", B::s("UDP/TLS/RTP/SAVPF")),
+            ("ICE", B::s("force")),
+            ("rtcp-mux", B::List(vec![B::s("offer")])),
             ("flags", B::List(vec![B::s("SDES-off")])),
         ];
-        if let Some(codec) = transcode_to {
+        if let Some(codec) = transcode_from {
             items.push((
                 "codec",
                 B::dict(vec![
-                    ("transcode", B::List(vec![B::s(codec)])),
-                    // Not offered to the PBX, but still used toward WhatsApp.
-                    ("mask", B::List(vec![B::s("opus")])),
+                    ("transcode", B::List(vec![B::s("opus")])),
+                    // Not offered to WhatsApp, but still used toward the PBX.
+                    ("mask", B::List(vec![B::s(codec)])),
                 ]),
             ));
         }
-        self.sdp_command(B::dict(items)).await
-    }
-
-    /// `answer`: the PBX's SDP in, the SDP for WhatsApp (ICE, DTLS-SRTP) out.
-    /// rtpengine leaves out `a=group:BUNDLE`, which our WhatsApp peer (str0m)
-    /// requires; it is added back for the one media section.
-    pub async fn answer(&mut self, call_id: &str, pbx_answer: &str) -> Result<String, String> {
-        let sdp = self.answer_raw(call_id, pbx_answer).await?;
+        let sdp = self.sdp_command(B::dict(items)).await?;
         Ok(with_bundle(&sdp))
     }
 
-    async fn answer_raw(&mut self, call_id: &str, pbx_answer: &str) -> Result<String, String> {
+    /// `answer`: WhatsApp's SDP answer in, the answer for the PBX (plain RTP) out.
+    pub async fn answer(&mut self, call_id: &str, wa_answer: &str) -> Result<String, String> {
         self.sdp_command(B::dict(vec![
             ("command", B::s("answer")),
             ("call-id", B::s(call_id)),
-            ("from-tag", B::s("wa")),
-            ("to-tag", B::s("pbx")),
-            ("sdp", B::s(pbx_answer)),
-            ("transport-protocol", B::s("UDP/TLS/RTP/SAVPF")),
-            ("ICE", B::s("force")),
-            ("DTLS", B::s("active")),
-            ("rtcp-mux", B::List(vec![B::s("offer")])),
+            ("from-tag", B::s("pbx")),
+            ("to-tag", B::s("wa")),
+            ("sdp", B::s(wa_answer)),
+            ("transport-protocol", B::s("RTP/AVP")),
+            ("ICE", B::s("remove")),
+            ("rtcp-mux", B::List(vec![B::s("demux")])),
             ("flags", B::List(vec![B::s("SDES-off")])),
         ]))
         .await
@@ -279,7 +277,7 @@ impl Rtpengine {
                 B::dict(vec![
                     ("command", B::s("delete")),
                     ("call-id", B::s(call_id)),
-                    ("from-tag", B::s("wa")),
+                    ("from-tag", B::s("pbx")),
                 ]),
                 Duration::from_millis(500),
             )
@@ -303,29 +301,51 @@ impl Rtpengine {
     }
 }
 
-/// Adds `a=group:BUNDLE <mid>` at session level when the SDP has a mid but no group.
+/// Adds `a=group:BUNDLE <mid>` at session level (and `a=mid:0` when there is
+/// no mid): rtpengine leaves them out and our WhatsApp peer (str0m) needs them.
 pub fn with_bundle(sdp: &str) -> String {
     if sdp.contains("a=group:BUNDLE") {
         return sdp.to_string();
     }
-    let Some(mid) = sdp
+    // The end of the line that starts at `prefix`.
+    let after_line = |text: &str, prefix: &str| {
+        text.find(prefix)
+            .and_then(|i| text[i + 2..].find("\r\n").map(|j| i + 2 + j + 2))
+    };
+    let mut text = sdp.to_string();
+    if !text.contains("\r\na=mid:") {
+        let Some(at) = after_line(&text, "\r\nm=") else {
+            return text;
+        };
+        text.insert_str(at, "a=mid:0\r\n");
+    }
+    let mid = text
         .lines()
         .find_map(|l| l.trim_end().strip_prefix("a=mid:"))
-    else {
-        return sdp.to_string();
-    };
-    match sdp
-        .find("\r\nt=")
-        .and_then(|i| sdp[i + 2..].find("\r\n").map(|j| i + 2 + j + 2))
-    {
-        Some(at) => format!("{}a=group:BUNDLE {mid}\r\n{}", &sdp[..at], &sdp[at..]),
-        None => sdp.to_string(),
+        .unwrap_or("0")
+        .to_string();
+    if let Some(at) = after_line(&text, "\r\nt=") {
+        text.insert_str(at, &format!("a=group:BUNDLE {mid}\r\n"));
     }
+    text
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bundle_and_mid_are_added() {
+        let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 107\r\na=sendrecv\r\n";
+        let out = with_bundle(sdp);
+        assert!(
+            out.contains(
+                "t=0 0\r\na=group:BUNDLE 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 107\r\na=mid:0\r\n"
+            ),
+            "{out}"
+        );
+        assert_eq!(with_bundle(&out), out);
+    }
 
     #[test]
     fn bencode_round_trips() {

@@ -349,7 +349,8 @@ async fn with_limit<T>(
         .unwrap_or_else(|_| Err(format!("timeout_{what}")))
 }
 
-/// Reference mode: WhatsApp's offer through rtpengine to a plain RTP PBX leg.
+/// Reference mode: the PBX's plain RTP offer through rtpengine to the
+/// WhatsApp-like peer, which answers ICE-lite with `a=setup:active`.
 async fn establish_rtpengine(
     s: &Shared,
     r: &tokio::sync::Mutex<Rtpengine>,
@@ -360,35 +361,33 @@ async fn establish_rtpengine(
         .await
         .map_err(|e| e.to_string())?;
     let addr = sock.local_addr().map_err(|e| e.to_string())?;
-    let (mut peer, offer) = WaPeer::offer(addr, Instant::now(), None).map_err(|e| e.0)?;
-    let call_id = format!("load-{i}");
-    let t0 = Instant::now();
-    let transcode = (s.codec == Codec::Pcmu).then_some("PCMU");
-    // rtpengine listens on IPv4 only here: leave out the WhatsApp-style ::1 candidate.
-    let offer: String = offer
-        .split_inclusive("\r\n")
-        .filter(|l| !(l.starts_with("a=candidate:") && l.contains(" ::1 ")))
-        .collect();
-    let pbx_offer = r.lock().await.offer(&call_id, &offer, transcode).await?;
-    let m = sdp::parse(&pbx_offer).map_err(|e| format!("rtpengine sdp: {e}"))?;
-    let n = sdp::negotiate_offer(&m, &[s.codec]).map_err(|e| format!("rtpengine sdp: {e}"))?;
     let rtp = UdpSocket::bind("127.0.0.1:0")
         .await
         .map_err(|e| e.to_string())?;
     let raddr = rtp.local_addr().map_err(|e| e.to_string())?;
-    let pbx_answer = LocalSdp {
+    let call_id = format!("load-{i}");
+    let t0 = Instant::now();
+    let pbx_offer = LocalSdp {
         session_id: 1,
         version: 1,
         addr: raddr,
         codecs: &[s.codec],
-        chosen: Some(&n),
-        direction: n.our_direction,
+        chosen: None,
+        direction: Direction::SendRecv,
     }
     .render();
-    let wa_answer = r.lock().await.answer(&call_id, &pbx_answer).await?;
+    let transcode = (s.codec == Codec::Pcmu).then_some("PCMU");
+    let wa_offer = r
+        .lock()
+        .await
+        .offer(&call_id, &pbx_offer, transcode)
+        .await?;
+    let (peer, wa_answer) = WaPeer::answer(&wa_offer, addr, Instant::now(), None)
+        .map_err(|e| format!("{}: {wa_offer}", e.0))?;
+    let pbx_answer = r.lock().await.answer(&call_id, &wa_answer).await?;
     res.setup_inbound = Some(t0.elapsed().as_secs_f64() * 1000.0);
-    peer.accept_answer(&wa_answer)
-        .map_err(|e| format!("{}: {wa_answer}", e.0))?;
+    let m = sdp::parse(&pbx_answer).map_err(|e| format!("rtpengine sdp: {e}"))?;
+    let n = sdp::negotiate_answer(&m, &[s.codec]).map_err(|e| format!("rtpengine sdp: {e}"))?;
     let remote = n.remote.ok_or("rtpengine sdp without address")?;
     Ok((
         peer,
@@ -877,7 +876,8 @@ async fn drive(
 async fn run_reference(cfg: Config) -> Result<Summary, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let log = std::fs::File::create(dir.path().join("rtpengine.log")).map_err(|e| e.to_string())?;
-    let n = cfg.calls as u16 * 4 + 32;
+    // rtpengine keeps a deleted call's ports a while: room for retries.
+    let n = cfg.calls as u16 * 16 + 64;
     let r = Rtpengine::start(free_port()?, (cfg.port_base, cfg.port_base + n), log).await?;
     let pid = r.pid;
     let (pbx_tx, _pbx_rx) = mpsc::channel(1);

@@ -34,6 +34,22 @@ pub struct WaPeer {
     /// telephone-event payloads received (pt 126) with their RTP time.
     pub events: Vec<(u64, Vec<u8>)>,
     ts48: u64,
+    /// Payload types in use: WhatsApp's own (111, 126) unless the offer it
+    /// answers numbers them otherwise.
+    opus_pt: u8,
+    te_pt: u8,
+}
+
+/// The payload type an SDP maps to `encoding` (e.g. "opus/48000").
+fn pt_of(sdp: &str, encoding: &str) -> Option<u8> {
+    sdp.lines().find_map(|l| {
+        let rest = l.trim_end().strip_prefix("a=rtpmap:")?;
+        let (pt, enc) = rest.split_once(' ')?;
+        enc.to_ascii_lowercase()
+            .starts_with(encoding)
+            .then(|| pt.parse().ok())
+            .flatten()
+    })
 }
 
 fn config(cert: Option<DtlsCert>) -> RtcConfig {
@@ -106,6 +122,8 @@ impl WaPeer {
                 audio: vec![],
                 events: vec![],
                 ts48: 0,
+                opus_pt: 111,
+                te_pt: 126,
             },
             text,
         ))
@@ -135,6 +153,8 @@ impl WaPeer {
             d.start_dtls(true)?;
             d.set_ice_controlling(false);
         }
+        let opus_pt = pt_of(offer, "opus/48000").unwrap_or(111);
+        let te_pt = pt_of(offer, "telephone-event/8000").unwrap_or(126);
         let offer = SdpOffer::from_sdp_string(offer)?;
         let answer = rtc.sdp_api().accept_offer(offer)?.to_sdp_string();
         Ok((
@@ -147,6 +167,8 @@ impl WaPeer {
                 audio: vec![],
                 events: vec![],
                 ts48: 0,
+                opus_pt,
+                te_pt,
             },
             answer,
         ))
@@ -177,9 +199,9 @@ impl WaPeer {
                     Event::Connected => self.connected = true,
                     Event::MediaAdded(m) => self.mid = Some(m.mid),
                     Event::MediaData(d) => {
-                        if *d.pt == 111 {
+                        if *d.pt == self.opus_pt {
                             self.audio.push(d.data.to_vec());
-                        } else if *d.pt == 126 {
+                        } else if *d.pt == self.te_pt {
                             self.events.push((d.time.numer(), d.data.to_vec()));
                         }
                     }
@@ -195,7 +217,7 @@ impl WaPeer {
         let t = MediaTime::new(self.ts48, Frequency::FORTY_EIGHT_KHZ);
         self.ts48 += 960;
         if let Some(w) = self.rtc.writer(mid) {
-            let _ = w.write(111.into(), now, t, packet.to_vec());
+            let _ = w.write(self.opus_pt.into(), now, t, packet.to_vec());
         }
     }
 
@@ -204,7 +226,7 @@ impl WaPeer {
         let Some(mid) = self.mid else { return };
         if let Some(w) = self.rtc.writer(mid) {
             let _ = w.start_of_talkspurt(first).write(
-                126.into(),
+                self.te_pt.into(),
                 now,
                 MediaTime::new(ts8k, Frequency::EIGHT_KHZ),
                 payload.to_vec(),
