@@ -26,8 +26,18 @@ if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
     echo "setup-system: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    # rtpengine-daemon's package would start its system service (kernel
+    # forwarding, ng on localhost:2223); the tests run their own instance.
+    # Without a policy-rc.d, hold service starts back for this install only.
+    policy_added=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+        $sudo chmod +x /usr/sbin/policy-rc.d
+        policy_added=1
+    fi
     $sudo apt-get update -qq
     $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    if [ -n "$policy_added" ]; then $sudo rm -f /usr/sbin/policy-rc.d; fi
 fi
 
 # Python peers for the interop tests (PyPI): aiortc plays the WhatsApp user.
