@@ -32,6 +32,23 @@ async fn bridge(wati: &FakeWati, pbx_port: u16, ports: u16) -> Bridge {
         .unwrap()
 }
 
+/// pjsua2 dials a WhatsApp user through the bridge, recording to `rec`; waits until it runs.
+async fn pjsua_dials(
+    bridge: &Bridge,
+    rec: &std::path::Path,
+    extra: &[&str],
+) -> support::peers::JsonChild {
+    let port = free_port().to_string();
+    let target = format!("sip:447700900123@{}", bridge.sip_addr);
+    let mut args = vec!["dial", "--port", &port, "--target", &target];
+    args.extend(["--record", rec.to_str().unwrap(), "--limit", "40"]);
+    args.extend(extra);
+    let mut pbx = pjsua(&args);
+    let ready = pbx.read(Duration::from_secs(20)).await;
+    eprintln!("pjsua2 {}", ready["pjsua"]);
+    pbx
+}
+
 /// The tone's SNR in seconds 1 to 3 of the recording (the call's middle:
 /// the recording also holds the time before WhatsApp's media started).
 fn wav_snr(path: &std::path::Path, hz: f64) -> f64 {
@@ -117,23 +134,7 @@ async fn outbound_pjsua2_dials_aiortc_answers() {
     let call_id = "wacid.interop-pjsua-out";
     script_outbound_call_id(&wati, call_id);
     let bridge = bridge(&wati, free_port(), 200).await;
-    let mut pbx = pjsua(&[
-        "dial",
-        "--port",
-        &free_port().to_string(),
-        "--target",
-        &format!("sip:447700900123@{}", bridge.sip_addr),
-        "--tone",
-        "600",
-        "--record",
-        rec.to_str().unwrap(),
-        "--seconds",
-        "6",
-        "--limit",
-        "40",
-    ]);
-    let ready = pbx.read(Duration::from_secs(20)).await;
-    eprintln!("pjsua2 {}", ready["pjsua"]);
+    let mut pbx = pjsua_dials(&bridge, &rec, &["--tone", "600", "--seconds", "6"]).await;
 
     // Wati's side: the bridge's offer goes to aiortc, whose answer comes back as the webhook.
     let req = wait_for_request(&wati, Route::OutboundCall, Duration::from_secs(15))
@@ -185,22 +186,7 @@ async fn rfc4733_dtmf_from_pjsua2_reaches_the_whatsapp_user() {
     let call_id = "wacid.interop-pjsua-dtmf";
     script_outbound_call_id(&wati, call_id);
     let bridge = bridge(&wati, free_port(), 300).await;
-    let mut pbx = pjsua(&[
-        "dial",
-        "--port",
-        &free_port().to_string(),
-        "--target",
-        &format!("sip:447700900123@{}", bridge.sip_addr),
-        "--record",
-        rec.to_str().unwrap(),
-        "--dtmf",
-        "159#",
-        "--seconds",
-        "5",
-        "--limit",
-        "40",
-    ]);
-    pbx.read(Duration::from_secs(20)).await;
+    let mut pbx = pjsua_dials(&bridge, &rec, &["--dtmf", "159#", "--seconds", "5"]).await;
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let (mut peer, _) = answer_outbound_call(
         &wati,

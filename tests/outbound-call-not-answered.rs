@@ -39,6 +39,27 @@ async fn the_record(bridge: &Bridge) -> CallRow {
     rows.into_iter().next().unwrap()
 }
 
+/// Once the bridge has placed the call at Wati, the user's phone rings (status
+/// webhook with `status`); returns the webhook's HTTP status.
+async fn ring_when_placed(
+    wati: &FakeWati,
+    bridge_http: std::net::SocketAddr,
+    call_id: &str,
+    status: &str,
+) -> u16 {
+    wait_for_request(wati, Route::OutboundCall, Duration::from_secs(10))
+        .await
+        .expect("call placed at Wati");
+    wati.post_webhook(
+        bridge_http,
+        "outbound-call-status",
+        Some(WEBHOOK_KEY),
+        &json!({"callId": call_id, "status": status}),
+    )
+    .await
+    .0
+}
+
 #[tokio::test]
 async fn no_answer_within_ring_timeout_gets_480_and_is_terminated_at_wati() {
     let wati = FakeWati::start().await.unwrap();
@@ -46,21 +67,8 @@ async fn no_answer_within_ring_timeout_gets_480_and_is_terminated_at_wati() {
     let bridge = Bridge::start(settings_with(&wati.api_endpoint(), EXTRA))
         .await
         .unwrap();
-    let bridge_http = bridge.http_addr;
-    let w = &wati;
-    let ringing = async move {
-        wait_for_request(w, Route::OutboundCall, Duration::from_secs(10))
-            .await
-            .unwrap();
-        w.post_webhook(
-            bridge_http,
-            "outbound-call-status",
-            Some(WEBHOOK_KEY),
-            &json!({"callId": "wacid.ring-1", "status": "Ringing"}),
-        )
-        .await
-    };
-    let (report, (status, _)) = tokio::join!(dial(&bridge, Dial::new("447700900123")), ringing);
+    let ringing = ring_when_placed(&wati, bridge.http_addr, "wacid.ring-1", "Ringing");
+    let (report, status) = tokio::join!(dial(&bridge, Dial::new("447700900123")), ringing);
     assert_eq!(status, 200);
     assert_eq!(report.provisional.last(), Some(&180), "{report:?}");
     assert_eq!(report.final_code, Some(480), "{report:?}");
@@ -115,20 +123,7 @@ async fn pbx_cancel_while_ringing_terminates_the_whatsapp_call() {
     let bridge = Bridge::start(settings_with(&wati.api_endpoint(), EXTRA))
         .await
         .unwrap();
-    let bridge_http = bridge.http_addr;
-    let w = &wati;
-    let ringing = async move {
-        wait_for_request(w, Route::OutboundCall, Duration::from_secs(10))
-            .await
-            .unwrap();
-        w.post_webhook(
-            bridge_http,
-            "outbound-call-status",
-            Some(WEBHOOK_KEY),
-            &json!({"callId": "wacid.cancel-1", "status": "RINGING"}),
-        )
-        .await
-    };
+    let ringing = ring_when_placed(&wati, bridge.http_addr, "wacid.cancel-1", "RINGING");
     let d = Dial {
         cancel_after: Some(Duration::from_millis(300)),
         ..Dial::new("447700900123")

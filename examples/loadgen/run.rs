@@ -562,7 +562,7 @@ async fn media(
     let mut wbuf = vec![0u8; 2048];
     let mut pbuf = vec![0u8; 2048];
     let mut out = [0u8; 12 + 160];
-    let (mut seq, mut ts, ssrc) = (1u16, 0u32, 0x1000 + leg.call_id_hash());
+    let (mut seq, mut ts, ssrc) = (1u16, 0u32, 0x1000 + leg.ssrc_seed());
     let mut n = 0usize;
     let pcmu: Vec<u8> = {
         let pcm = wa_sip_bridge::demo::audio::sine(440.0, 8000, 0, 160 * 50);
@@ -674,7 +674,7 @@ async fn media(
 }
 
 impl PbxLeg {
-    fn call_id_hash(&self) -> u32 {
+    fn ssrc_seed(&self) -> u32 {
         self.rtp.local_addr().map(|a| a.port() as u32).unwrap_or(7)
     }
 }

@@ -32,3 +32,22 @@ from_error!(
 pub mod pbx;
 pub mod run;
 pub mod wa_user;
+
+/// The call records of `call_id`, once the first has ended (or after 5 s).
+pub async fn ended_call_records(
+    store: &crate::store::Store,
+    call_id: &str,
+) -> Vec<crate::store::CallRow> {
+    let mut rows = Vec::new();
+    for _ in 0..100 {
+        rows = store
+            .calls_by_wa_call_id(call_id.to_string())
+            .await
+            .unwrap_or_default();
+        if rows.first().is_some_and(|r| r.ended_at_ms.is_some()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    rows
+}

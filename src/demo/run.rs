@@ -9,14 +9,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::audio::{tone_snr_db, Sink, ToneSource};
+use super::audio::tone_snr_db;
 use super::fake_wati::{FakeWati, Route};
 use super::pbx::{answer_one_call, extension_socket, place_call, Dial};
 use super::wa_peer::WaPeer;
-use super::wa_user::{answer_outbound_call, run_media, script_outbound_call_id};
-use super::DemoError;
+use super::wa_user::{answer_outbound_call, run_media, script_outbound_call_id, wait_for_request};
+use super::{ended_call_records, DemoError};
 use crate::config::settings_from_toml_str;
-use crate::dtmf::{digit_of, event_of, TelephoneEvent};
 use crate::sip::acl::SourceAcl;
 use crate::sip::runtime::SipSocket;
 use crate::sip::transaction::Timers;
@@ -130,14 +129,7 @@ url = "sqlite::memory:"
         format!("New Inbound Call webhook answered {status}"),
     );
 
-    let mut accept = None;
-    for _ in 0..200 {
-        accept = wati.requests_to(Route::Accept).into_iter().next();
-        if accept.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let accept = wait_for_request(&wati, Route::Accept, Duration::from_secs(10)).await;
     let answer = accept
         .as_ref()
         .and_then(|a| a.json.as_ref())
@@ -166,85 +158,19 @@ url = "sqlite::memory:"
     peer.accept_answer(&answer)?;
 
     // Media for 5 s: 1 kHz from WhatsApp, DTMF "1#" after 1.5 s.
-    let mut tone = ToneSource::new(1000.0)?;
-    let mut buf = vec![0u8; 2048];
-    let end = Instant::now() + Duration::from_secs(5);
-    let mut next_tick = Instant::now();
-    let mut connected_from = None;
-    let mut dtmf_plan: Vec<(u64, [u8; 4], bool)> = Vec::new();
-    for (i, d) in "1#".chars().enumerate() {
-        let ev = event_of(d).unwrap_or(0);
-        for k in 0..7u16 {
-            let p = TelephoneEvent {
-                event: ev,
-                end: k >= 4,
-                volume: 10,
-                duration: 160 * (k.min(4) + 1),
-            }
-            .to_bytes();
-            dtmf_plan.push((8000 + i as u64 * 1600, p, k == 0));
-        }
-    }
-    dtmf_plan.reverse();
-    let mut ticks = 0u32;
-    while Instant::now() < end {
-        let (tx, timeout) = peer.poll()?;
-        for (to, data) in tx {
-            let _ = wa_sock.send_to(&data, to).await;
-        }
-        if peer.connected && connected_from.is_none() {
-            connected_from = Some(peer.audio.len());
-        }
-        if peer.connected && Instant::now() >= next_tick {
-            let now = Instant::now();
-            ticks += 1;
-            if ticks > 75 && !dtmf_plan.is_empty() {
-                if let Some((ts, p, first)) = dtmf_plan.pop() {
-                    peer.send_event(now, ts, p, first);
-                }
-            } else {
-                peer.send_audio(now, &tone.next_packet()?);
-            }
-            next_tick += Duration::from_millis(20);
-        }
-        let wake = timeout
-            .min(next_tick)
-            .max(Instant::now() + Duration::from_millis(1));
-        tokio::select! {
-            res = wa_sock.recv_from(&mut buf) => {
-                if let Ok((n, from)) = res {
-                    peer.handle_receive(Instant::now(), from, &buf[..n]);
-                }
-            }
-            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
-        }
-        peer.handle_timeout(Instant::now())?;
-    }
+    let wa = run_media(&mut peer, &wa_sock, Duration::from_secs(5), 1000.0, "1#").await?;
     r.check(
-        peer.connected,
+        wa.connected,
         "WhatsApp media: ICE (bridge controlling) and DTLS-SRTP connected",
     );
-    let mut sink = Sink::new()?;
-    for p in &peer.audio[connected_from.unwrap_or(0)..] {
-        sink.push(p)?;
-    }
     // 0.3 s to 1.3 s after connecting: the PBX's tone before its DTMF starts.
-    let window = &sink.pcm[sink.pcm.len().min(14_400)..sink.pcm.len().min(62_400)];
+    let window = &wa.pcm[wa.pcm.len().min(14_400)..wa.pcm.len().min(62_400)];
     let snr = tone_snr_db(window, 440.0, 48_000.0, 0);
     r.check(
         snr > MIN_SNR_DB,
         format!("440 Hz from the PBX detected at WhatsApp: SNR {snr:.1} dB"),
     );
-    let mut wa_digits = String::new();
-    let mut last_ts = None;
-    for (t, p) in &peer.events {
-        if last_ts != Some(*t) {
-            last_ts = Some(*t);
-            if let Some(d) = TelephoneEvent::parse(p).and_then(|e| digit_of(e.event)) {
-                wa_digits.push(d);
-            }
-        }
-    }
+    let wa_digits = wa.digits;
     r.check(
         wa_digits == "9*",
         format!("DTMF PBX → WhatsApp: sent \"9*\", received {wa_digits:?}"),
@@ -306,18 +232,7 @@ url = "sqlite::memory:"
         }
         _ => r.check(false, "the PBX extension finished its call"),
     }
-    let mut rows = Vec::new();
-    for _ in 0..50 {
-        rows = bridge
-            .store
-            .calls_by_wa_call_id(CALL_ID.into())
-            .await
-            .unwrap_or_default();
-        if rows.first().is_some_and(|c| c.ended_at_ms.is_some()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let rows = ended_call_records(&bridge.store, CALL_ID).await;
     let cause = rows
         .first()
         .and_then(|c| c.end_cause.clone())
@@ -442,18 +357,7 @@ async fn outbound_call(r: &mut Report, wati: &FakeWati, bridge: &Bridge) -> Resu
         term.is_some(),
         "the PBX hung up; the bridge terminated the WhatsApp call at Wati",
     );
-    let mut rows = Vec::new();
-    for _ in 0..50 {
-        rows = bridge
-            .store
-            .calls_by_wa_call_id(OUT_CALL_ID.into())
-            .await
-            .unwrap_or_default();
-        if rows.first().is_some_and(|c| c.ended_at_ms.is_some()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let rows = ended_call_records(&bridge.store, OUT_CALL_ID).await;
     let cause = rows
         .first()
         .and_then(|c| c.end_cause.clone())

@@ -88,19 +88,7 @@ pub async fn sipp_pbx(sip_port: u16, args: &[&str]) -> tokio::process::Child {
     child
 }
 
-/// The call records of `call_id`, once the first has ended (or after 5 s).
-pub async fn ended_call_records(
-    store: &wa_sip_bridge::store::Store,
-    call_id: &str,
-) -> Vec<wa_sip_bridge::store::CallRow> {
-    let mut rows = Vec::new();
-    for _ in 0..100 {
-        rows = store.calls_by_wa_call_id(call_id.into()).await.unwrap();
-        if rows.first().is_some_and(|r| r.ended_at_ms.is_some()) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    rows
-}
+#[allow(unused_imports)]
+pub use wa_sip_bridge::demo::ended_call_records;
+
 pub mod peers;
