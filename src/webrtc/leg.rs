@@ -20,10 +20,11 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::config::DtlsCert;
 use str0m::format::Codec;
 use str0m::media::{Direction, Frequency, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
@@ -47,6 +48,8 @@ const DTMF_GAP: Duration = Duration::from_millis(50);
 /// RFC 4733 §2.5.1.4: the end packet is sent three times.
 const DTMF_END_REPEATS: u8 = 3;
 const DTMF_VOLUME: u8 = 10;
+/// Already-due str0m timeouts handled within one `poll_output` call.
+const MAX_DUE_TIMEOUTS: u32 = 4;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -196,8 +199,27 @@ pub struct WaLeg {
     stats: LegStats,
 }
 
+/// The process' DTLS certificate, made once and shared by every leg. A
+/// certificate per call cost a key generation and a signature at every
+/// call setup for nothing: the SDP fingerprint binds whichever certificate
+/// we use, and each DTLS session still agrees fresh (ECDHE) keys. `None`
+/// if it could not be made; str0m then makes one per leg as before.
+fn shared_cert() -> Option<DtlsCert> {
+    static CERT: OnceLock<Option<DtlsCert>> = OnceLock::new();
+    CERT.get_or_init(|| {
+        str0m::crypto::from_feature_flags()
+            .dtls_provider
+            .generate_certificate()
+    })
+    .clone()
+}
+
 fn base_config() -> RtcConfig {
-    let mut cfg = RtcConfig::new()
+    let mut cfg = RtcConfig::new();
+    if let Some(cert) = shared_cert() {
+        cfg = cfg.set_dtls_cert(cert);
+    }
+    let mut cfg = cfg
         .clear_codecs()
         .set_rtp_mode(true)
         // The relay paces audio itself; str0m must not hold packets back.
@@ -444,6 +466,7 @@ impl WaLeg {
         if !self.is_connected() || self.dtmf.is_some() {
             return;
         }
+        self.now = self.now.max(now);
         // After a pause the timeline jumps by the time that passed, so the
         // receiver's playout stays in step with the sender's clock.
         if let Some(last) = self.last_sent {
@@ -628,6 +651,12 @@ impl WaLeg {
 
     /// Drains what the leg has to say; call until it returns [`LegOutput::Timeout`].
     pub fn poll_output(&mut self) -> LegOutput {
+        // str0m moves a written RTP packet to the wire only on its next
+        // timeout, which it reports as already due. Handling such timeouts
+        // here, with the time last fed in, sends the packet now instead of
+        // after a round through the runtime's timer: that round was one
+        // wake-up per sent packet. Bounded, in case a deadline stays due.
+        let mut due_handled = 0;
         loop {
             if let Some(e) = self.events.pop_front() {
                 return LegOutput::Event(e);
@@ -645,6 +674,14 @@ impl WaLeg {
                         from: t.source,
                         to: t.destination,
                         data: t.contents.into(),
+                    }
+                }
+                Output::Timeout(rtc_at)
+                    if rtc_at <= self.now && due_handled < MAX_DUE_TIMEOUTS && !self.ended =>
+                {
+                    due_handled += 1;
+                    if let Err(e) = self.rtc.handle_input(Input::Timeout(self.now)) {
+                        self.end(EndCause::Failed(e.to_string()));
                     }
                 }
                 Output::Timeout(rtc_at) => {
