@@ -38,6 +38,10 @@ async fn smoke(codec: Codec, reference: bool, port_base: u16) {
         );
     }
     assert!(s.cpu_s > 0.0 && s.rss_kib > 0);
+    // The set-up phase is measured: it lasts at least the ramp (20 calls at
+    // 50/s), and every call set up in it counts.
+    assert!(s.ramp_s >= 0.38 && s.setups_per_s > 0.0, "{s:?}");
+    assert!((s.setups_per_s * s.ramp_s).round() as usize == s.established);
     if codec == Codec::Opus {
         assert!(s.latency_wa_to_pbx.samples > 1000 && s.latency_pbx_to_wa.samples > 1000);
     }

@@ -379,3 +379,70 @@ fn legs_share_one_certificate() {
     b.run_for(Duration::from_secs(1), |_| {});
     assert!(a.connected() && b.connected());
 }
+
+/// While audio flows both ways every 20 ms, the leg asks its runtime for few
+/// wake-ups of its own: str0m's housekeeping (ICE, RTCP, pause checks) runs
+/// when packets arrive, and the leg's timer is only a fallback. Driven like
+/// `LegSocket` drives it: one timer, re-armed only when a deadline is earlier.
+#[test]
+fn flowing_media_needs_few_timer_wake_ups() {
+    use std::time::Instant;
+    use support::wa_sim::{leg_addr, peer_addr};
+    use wa_sip_bridge::webrtc::LegOutput;
+
+    let (mut sim, _) = inbound(None);
+    sim.run_for(Duration::from_secs(1), |_| {});
+    assert!(sim.connected());
+    let mut ours = ToneSource::new(700.0).unwrap();
+    let mut theirs = ToneSource::new(900.0).unwrap();
+    let start = sim.now;
+    let mut now = start;
+    let mut armed: Option<Instant> = None;
+    let mut wake_ups = 0;
+    let mut received = 0;
+    // Drains the leg; transmits go to the peer, the deadline re-arms the timer.
+    fn drain(sim: &mut Sim, now: Instant, armed: &mut Option<Instant>, received: &mut usize) {
+        loop {
+            match sim.leg.poll_output() {
+                LegOutput::Transmit { data, .. } => sim.peer.handle_receive(now, leg_addr(), &data),
+                LegOutput::Event(LegEvent::Audio { .. }) => *received += 1,
+                LegOutput::Event(_) => {}
+                LegOutput::Timeout(at) => {
+                    if armed.is_none_or(|a| at < a) {
+                        *armed = Some(at);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+    let mut next_packet = start;
+    while now < start + Duration::from_secs(5) {
+        // The timer fires if it is due before the next packet.
+        if let Some(at) = armed.filter(|&at| at < next_packet) {
+            now = now.max(at);
+            armed = None;
+            wake_ups += 1;
+            sim.leg.handle_timeout(now);
+            drain(&mut sim, now, &mut armed, &mut received);
+            continue;
+        }
+        now = next_packet;
+        next_packet += Duration::from_millis(20);
+        // A packet from WhatsApp, then one from the PBX through the relay.
+        sim.peer.send_audio(now, &theirs.next_packet().unwrap());
+        sim.peer.handle_timeout(now).unwrap();
+        let (tx, _) = sim.peer.poll().unwrap();
+        for (_, d) in tx {
+            sim.leg.handle_receive(now, peer_addr(), &d);
+        }
+        drain(&mut sim, now, &mut armed, &mut received);
+        sim.leg.send_audio(now, &ours.next_packet().unwrap(), 960);
+        drain(&mut sim, now, &mut armed, &mut received);
+    }
+    assert!(received >= 240, "audio from WhatsApp: {received} of 250");
+    assert!(sim.ended().is_empty());
+    // 5 s of media: 250 packets each way. str0m alone asked for ~40
+    // wake-ups a second; housekeeping with slack needs at most ~10.
+    assert!(wake_ups <= 60, "{wake_ups} timer wake-ups in 5 s");
+}

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use str0m::config::DtlsCert;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -108,6 +109,19 @@ pub struct Summary {
     pub generator_cpu_s: f64,
     /// Reference mode: call set-ups repeated because rtpengine's DTLS never came up.
     pub setup_retries: u32,
+    /// From the first call started to the last call's media up: the set-up
+    /// phase, its rate (calls set up per second) and the bridge's CPU
+    /// milliseconds per call set up in it (which includes relaying the media
+    /// of the calls already up).
+    pub ramp_s: f64,
+    pub setups_per_s: f64,
+    pub setup_cpu_ms_per_call: f64,
+}
+
+fn peer_cert() -> Option<DtlsCert> {
+    str0m::crypto::from_feature_flags()
+        .dtls_provider
+        .generate_certificate()
 }
 
 /// CPU seconds (user + system) and RSS (KiB) of a process, from /proc.
@@ -307,6 +321,9 @@ struct Shared {
     opus_tone: Arc<Vec<Vec<u8>>>,
     /// Reference mode: calls are set up through rtpengine instead of the bridge.
     rtpengine: Option<Arc<tokio::sync::Mutex<Rtpengine>>>,
+    /// One DTLS certificate for every simulated WhatsApp peer: generating one
+    /// per call cost the generator CPU the bridge's setups then waited for.
+    cert: Option<DtlsCert>,
 }
 
 #[derive(Default)]
@@ -382,7 +399,7 @@ async fn establish_rtpengine(
         .await
         .offer(&call_id, &pbx_offer, transcode)
         .await?;
-    let (peer, wa_answer) = WaPeer::answer(&wa_offer, addr, Instant::now(), None)
+    let (peer, wa_answer) = WaPeer::answer(&wa_offer, addr, Instant::now(), s.cert.clone())
         .map_err(|e| format!("{}: {wa_offer}", e.0))?;
     let pbx_answer = r.lock().await.answer(&call_id, &wa_answer).await?;
     res.setup_inbound = Some(t0.elapsed().as_secs_f64() * 1000.0);
@@ -418,7 +435,8 @@ async fn establish(
     let addr = sock.local_addr().map_err(|e| e.to_string())?;
     if inbound {
         let call_id = format!("wacid.load-{i}");
-        let (mut peer, offer) = WaPeer::offer(addr, Instant::now(), None).map_err(|e| e.0)?;
+        let (mut peer, offer) =
+            WaPeer::offer(addr, Instant::now(), s.cert.clone()).map_err(|e| e.0)?;
         let pbx_rx = waiter(&s.inbound, call_id.clone());
         let acc_rx = waiter(&s.accepts, call_id.clone());
         let t0 = Instant::now();
@@ -453,7 +471,7 @@ async fn establish(
         )
         .await?;
         let (mut peer, answer) =
-            WaPeer::answer(&offer, addr, Instant::now(), None).map_err(|e| e.0)?;
+            WaPeer::answer(&offer, addr, Instant::now(), s.cert.clone()).map_err(|e| e.0)?;
         post(
             s,
             "outbound-call",
@@ -776,7 +794,7 @@ async fn drive(
     stop_rx: watch::Receiver<u8>,
     mode: &str,
 ) -> Result<Summary, String> {
-    let (_, rss0) = proc_usage(pid).unwrap_or((0.0, 0));
+    let (ramp_cpu0, rss0) = proc_usage(pid).unwrap_or((0.0, 0));
     let (est_tx, mut est_rx) = mpsc::channel(cfg.calls.max(1));
     let mut tasks = Vec::with_capacity(cfg.calls);
     let gap = Duration::from_secs_f64(1.0 / cfg.rate.max(0.1));
@@ -809,6 +827,8 @@ async fn drive(
             break;
         }
     }
+    let ramp_s = start.elapsed().as_secs_f64();
+    let (ramp_cpu1, _) = proc_usage(pid).ok_or("bridge gone")?;
     // Let every call's media settle, then measure the window.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (cpu0, _) = proc_usage(pid).ok_or("bridge gone")?;
@@ -833,6 +853,9 @@ async fn drive(
         cpu_s: cpu1 - cpu0,
         rss_kib: rss1,
         generator_cpu_s: gen1 - gen0,
+        ramp_s,
+        setups_per_s: established as f64 / ramp_s.max(1e-3),
+        setup_cpu_ms_per_call: (ramp_cpu1 - ramp_cpu0) * 1000.0 / (established.max(1) as f64),
         ..Default::default()
     };
     let (mut lat_a, mut lat_b, mut set_in, mut set_out) = (vec![], vec![], vec![], vec![]);
@@ -898,6 +921,7 @@ async fn run_reference(cfg: Config) -> Result<Summary, String> {
         epoch: Instant::now(),
         opus_tone: Arc::new(opus_tone),
         rtpengine: Some(Arc::new(tokio::sync::Mutex::new(r))),
+        cert: peer_cert(),
     });
     let mut sum = drive(&cfg, shared.clone(), pid, stop_tx, stop_rx, "rtpengine").await?;
     sum.direction = "inbound".into();
@@ -1071,6 +1095,7 @@ pub async fn run(cfg: Config) -> Result<Summary, String> {
         epoch: Instant::now(),
         opus_tone: Arc::new(opus_tone),
         rtpengine: None,
+        cert: peer_cert(),
     });
 
     let sum = drive(&cfg, shared, pid, stop_tx, stop_rx, "bridge").await?;

@@ -48,6 +48,14 @@ const DTMF_GAP: Duration = Duration::from_millis(50);
 /// RFC 4733 §2.5.1.4: the end packet is sent three times.
 const DTMF_END_REPEATS: u8 = 3;
 const DTMF_VOLUME: u8 = 10;
+/// Deadlines that may run late share one grid of this step (from the leg's
+/// start): str0m's housekeeping once connected (ICE keep-alives and consent,
+/// RTCP reports, pause checks) and our check for the relay going quiet.
+/// While media flows, due housekeeping runs on the next packet anyway (due
+/// timeouts are handled in `poll_output`); the grid only stops these from
+/// asking for wake-ups of their own: they were about 50 a second per leg,
+/// each a full str0m timeout sweep, and are at most 10 on the grid.
+const LAZY_GRID: Duration = Duration::from_millis(100);
 /// Already-due str0m timeouts handled within one `poll_output` call.
 const MAX_DUE_TIMEOUTS: u32 = 4;
 
@@ -618,6 +626,14 @@ impl WaLeg {
         self.dtmf = Some(d);
     }
 
+    /// The first point of the [`LAZY_GRID`] at or after `t`.
+    fn on_grid(&self, t: Instant) -> Instant {
+        let step = LAZY_GRID.as_nanos();
+        let since = t.saturating_duration_since(self.started).as_nanos();
+        let steps = since.div_ceil(step);
+        self.started + Duration::from_nanos((steps * step).min(u64::MAX as u128) as u64)
+    }
+
     fn next_own_timeout(&self) -> Option<Instant> {
         if self.ended {
             return None;
@@ -636,7 +652,7 @@ impl WaLeg {
             } else if !self.dtmf_queue.is_empty() {
                 consider(Some(self.dtmf_not_before.unwrap_or(self.now)));
             }
-            let relay_active_until = self.last_audio.map(|t| t + IDLE_AFTER);
+            let relay_active_until = self.last_audio.map(|t| self.on_grid(t + IDLE_AFTER));
             match self.next_silence {
                 Some(s) => consider(Some(s)),
                 // Silence starts once the relay has been quiet for a while (or at once).
@@ -685,6 +701,12 @@ impl WaLeg {
                     }
                 }
                 Output::Timeout(rtc_at) => {
+                    let rtc_at =
+                        if self.connected && is_housekeeping(self.rtc.last_timeout_reason()) {
+                            self.on_grid(rtc_at.max(self.now))
+                        } else {
+                            rtc_at
+                        };
                     let at = match self.next_own_timeout() {
                         Some(own) => own.min(rtc_at),
                         None => rtc_at,
@@ -744,6 +766,13 @@ impl WaLeg {
             _ => {}
         }
     }
+}
+
+/// str0m deadlines that may wait for the [`LAZY_GRID`]: nothing here moves
+/// media or the handshake (those are DTLS, SendStream, Pacer, Nack).
+fn is_housekeeping(reason: str0m::Reason) -> bool {
+    use str0m::Reason::*;
+    matches!(reason, Ice | Feedback | PauseCheck | Stats | NotHappening)
 }
 
 /// Opus as WhatsApp wants it: FEC on, 20 ms minimum packet time.
