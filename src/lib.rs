@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod ports;
 pub mod sip;
 pub mod store;
+pub mod udp_batch;
 pub mod wati;
 pub mod webrtc;
 

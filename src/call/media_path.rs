@@ -76,7 +76,6 @@ pub struct MediaPath {
     negotiated: Option<Negotiated>,
     /// Our RTP address as written in SDP.
     pub local_media: SocketAddr,
-    buf: Box<[u8; 2048]>,
     /// The relay's timer (media timeout, SIP INFO key ends), re-armed only
     /// when its deadline moves earlier: it moves later with every packet.
     relay_timer: std::pin::Pin<Box<tokio::time::Sleep>>,
@@ -92,7 +91,6 @@ impl MediaPath {
             relay: None,
             negotiated: None,
             local_media,
-            buf: Box::new([0; 2048]),
             relay_timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
             relay_armed: None,
         }
@@ -207,9 +205,9 @@ impl MediaPath {
                     LegEvent::Connected => return PathEvent::Connected,
                     LegEvent::Ended(cause) => return PathEvent::LegEnded(cause),
                 },
-                r = self.rtp.recv(&mut self.buf[..]), if relaying => {
-                    if let (Ok((n, from)), Some(rl)) = (r, self.relay.as_mut()) {
-                        if rl.from_sip(Instant::now(), &self.buf[..n], &mut WaSink(self.leg.leg())).is_ok() {
+                r = self.rtp.recv(), if relaying => {
+                    if let (Ok((slot, from)), Some(rl)) = (r, self.relay.as_mut()) {
+                        if rl.from_sip(Instant::now(), self.rtp.datagram(slot), &mut WaSink(self.leg.leg())).is_ok() {
                             self.rtp.latch(from);
                         }
                     }

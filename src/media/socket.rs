@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use tokio::net::UdpSocket;
 
 use crate::ports::{bind_consecutive, PortError, PortLease, SharedPortPool};
+use crate::udp_batch::{RecvBatch, Slot};
 
 pub struct RtpSocket {
     rtp: UdpSocket,
@@ -21,6 +22,7 @@ pub struct RtpSocket {
     pub foreign: u64,
     /// Datagrams the OS would not send (full buffer), dropped.
     pub send_dropped: u64,
+    batch: RecvBatch,
 }
 
 impl RtpSocket {
@@ -48,6 +50,7 @@ impl RtpSocket {
             latched: None,
             foreign: 0,
             send_dropped: 0,
+            batch: RecvBatch::default(),
         })
     }
 
@@ -84,19 +87,26 @@ impl RtpSocket {
         }
     }
 
-    /// Receives the next RTP datagram from the peer into `buf`. Datagrams
-    /// from other sources are dropped (and counted) once the peer is known.
-    /// Call [`RtpSocket::latch`] when a datagram turned out to be valid RTP.
-    pub async fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    /// Receives the next RTP datagram from the peer (read it with
+    /// [`RtpSocket::datagram`]). Datagrams from other sources are dropped
+    /// (and counted) once the peer is known. Call [`RtpSocket::latch`] when a
+    /// datagram turned out to be valid RTP. Cancel-safe.
+    pub async fn recv(&mut self) -> std::io::Result<(Slot, SocketAddr)> {
         loop {
-            let (n, from) = self.rtp.recv_from(buf).await?;
+            let slot = self.batch.recv(&self.rtp).await?;
+            let (_, from) = self.batch.get(slot);
             let known =
                 self.latched == Some(from) || self.signalled.map(|s| s.ip()) == Some(from.ip());
             if self.latched.is_none() || known {
-                return Ok((n, from));
+                return Ok((slot, from));
             }
             self.foreign += 1;
         }
+    }
+
+    /// The datagram [`RtpSocket::recv`] returned.
+    pub fn datagram(&self, slot: Slot) -> &[u8] {
+        self.batch.get(slot).0
     }
 
     /// Symmetric RTP: send to `from` from now on (it sent us valid RTP).
@@ -142,15 +152,15 @@ mod tests {
         pbx.send_to(b"rtp-1", ("127.0.0.1", s.port()))
             .await
             .unwrap();
-        let mut buf = [0u8; 100];
-        let (n, from) = tokio::time::timeout(Duration::from_secs(5), s.recv(&mut buf))
+        let (slot, from) = tokio::time::timeout(Duration::from_secs(5), s.recv())
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(&buf[..n], b"rtp-1");
+        assert_eq!(s.datagram(slot), b"rtp-1");
         s.latch(from);
         assert_eq!(s.remote(), Some(pbx.local_addr().unwrap()));
         s.send(b"back");
+        let mut buf = [0u8; 100];
         let (n, _) = tokio::time::timeout(Duration::from_secs(5), pbx.recv_from(&mut buf))
             .await
             .unwrap()

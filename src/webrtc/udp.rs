@@ -8,14 +8,12 @@ use tokio::net::UdpSocket;
 
 use super::leg::{LegEvent, LegOutput, WaLeg};
 use crate::ports::PortLease;
-
-/// Largest datagram read (SRTP/DTLS/STUN toward WhatsApp stay under the MTU).
-const RECV_BUF: usize = 2048;
+use crate::udp_batch::RecvBatch;
 
 pub struct LegSocket {
     socket: UdpSocket,
     leg: WaLeg,
-    buf: Box<[u8; RECV_BUF]>,
+    received: RecvBatch,
     /// One timer for the leg's life, re-armed only when the leg's next
     /// deadline is earlier than the armed one: str0m's deadline moves with
     /// nearly every packet, and re-registering a tokio timer per packet costs
@@ -32,7 +30,7 @@ impl LegSocket {
         LegSocket {
             socket,
             leg,
-            buf: Box::new([0; RECV_BUF]),
+            received: RecvBatch::default(),
             timer: Box::pin(tokio::time::sleep(std::time::Duration::ZERO)),
             armed: None,
             _lease: lease,
@@ -72,9 +70,10 @@ impl LegSocket {
                         self.armed = Some(at);
                     }
                     tokio::select! {
-                        r = self.socket.recv_from(&mut self.buf[..]) => {
-                            if let Ok((n, from)) = r {
-                                self.leg.handle_receive(Instant::now(), from, &self.buf[..n]);
+                        r = self.received.recv(&self.socket) => {
+                            if let Ok(slot) = r {
+                                let (data, from) = self.received.get(slot);
+                                self.leg.handle_receive(Instant::now(), from, data);
                             }
                         }
                         _ = self.timer.as_mut() => {
