@@ -167,10 +167,7 @@ impl WatiClient {
         if let Some(b) = &body {
             req = req.json(b);
         }
-        // Boxed: reqwest's request future is several KiB, and inline it would
-        // size every call task's future for its whole life (not only while a
-        // request is in flight).
-        let result = Box::pin(self.exchange(op, req)).await;
+        let result = self.exchange(op, req).await;
         match &result {
             Ok(_) => self.health.set_wati_token_ok(true),
             Err(WatiError::TokenRejected { .. }) => {
