@@ -14,13 +14,6 @@ use wa_sip_bridge::demo::audio;
 #[allow(dead_code)]
 mod wa_sim;
 
-fn connected() -> wa_sim::Sim {
-    let (mut sim, _) = wa_sim::inbound(None);
-    sim.run_for(Duration::from_secs(1), |_| {});
-    assert!(sim.connected());
-    sim
-}
-
 fn bench(c: &mut Criterion) {
     let packet = audio::ToneSource::new(1000.0)
         .unwrap()
@@ -28,7 +21,7 @@ fn bench(c: &mut Criterion) {
         .unwrap();
 
     c.bench_function("wa_leg/send_audio+encrypt", |b| {
-        let mut sim = connected();
+        let mut sim = wa_sim::inbound_connected();
         b.iter_custom(|iters| {
             let mut now = sim.now;
             let start = Instant::now();
@@ -52,7 +45,7 @@ fn bench(c: &mut Criterion) {
     });
 
     c.bench_function("wa_leg/receive+decrypt", |b| {
-        let mut sim = connected();
+        let mut sim = wa_sim::inbound_connected();
         b.iter_custom(|iters| {
             // The peer encrypts `iters` fresh packets (not timed)...
             let mut datagrams = Vec::with_capacity(iters as usize);

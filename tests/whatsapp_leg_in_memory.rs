@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use str0m::config::DtlsCert;
 use support::audio::{tone_snr_db, Sink, ToneSource};
-use support::wa_sim::{inbound, outbound, Sim};
+use support::wa_sim::{inbound, inbound_connected, outbound, Sim};
 use wa_sip_bridge::dtmf::TelephoneEvent;
 use wa_sip_bridge::webrtc::{EndCause, LegEvent};
 
@@ -336,9 +336,7 @@ fn a_fingerprint_mismatch_fails_dtls_and_ends_the_leg_once() {
 #[test]
 fn relayed_audio_leaves_in_the_same_poll_without_a_timer() {
     use wa_sip_bridge::webrtc::LegOutput;
-    let (mut sim, _) = inbound(None);
-    sim.run_for(Duration::from_secs(1), |_| {});
-    assert!(sim.connected());
+    let mut sim = inbound_connected();
     let mut tone = ToneSource::new(800.0).unwrap();
     let mut now = sim.now;
     for i in 0..20 {
@@ -390,9 +388,7 @@ fn flowing_media_needs_few_timer_wake_ups() {
     use support::wa_sim::{leg_addr, peer_addr};
     use wa_sip_bridge::webrtc::LegOutput;
 
-    let (mut sim, _) = inbound(None);
-    sim.run_for(Duration::from_secs(1), |_| {});
-    assert!(sim.connected());
+    let mut sim = inbound_connected();
     let mut ours = ToneSource::new(700.0).unwrap();
     let mut theirs = ToneSource::new(900.0).unwrap();
     let start = sim.now;

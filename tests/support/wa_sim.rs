@@ -116,6 +116,14 @@ pub fn inbound(cert: Option<DtlsCert>) -> (Sim, String) {
     )
 }
 
+/// An inbound-call leg already connected to its peer (one simulated second).
+pub fn inbound_connected() -> Sim {
+    let (mut sim, _) = inbound(None);
+    sim.run_for(Duration::from_secs(1), |_| {});
+    assert!(sim.connected(), "not connected: {:?}", sim.events);
+    sim
+}
+
 pub fn outbound(cert: Option<DtlsCert>) -> (Sim, String, String) {
     let now = Instant::now();
     let (mut leg, offer) = WaLeg::offer(LegConfig::new(leg_addr(), leg_addr()), now).unwrap();
