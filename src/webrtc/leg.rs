@@ -178,7 +178,10 @@ struct DtmfSend {
 }
 
 pub struct WaLeg {
-    rtc: Rtc,
+    /// Boxed: str0m's session is ~10 KiB, and inline it would be copied into
+    /// every call-task state that holds the leg (it was, twice over, in the
+    /// outbound call's future).
+    rtc: Box<Rtc>,
     cfg: LegConfig,
     mid: Option<Mid>,
     pending: Option<SdpPendingOffer>,
@@ -251,7 +254,7 @@ impl WaLeg {
             h.finish()
         };
         WaLeg {
-            rtc,
+            rtc: Box::new(rtc),
             mid: None,
             pending: None,
             opus_pt: 111.into(),
