@@ -9,6 +9,7 @@ pub mod dtmf;
 pub mod health;
 pub mod http;
 pub mod ids;
+pub mod lazy_timer;
 pub mod media;
 pub mod metrics;
 pub mod ports;

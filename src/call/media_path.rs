@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::config::Codec;
+use crate::lazy_timer::LazyTimer;
 use crate::media::g711::Law;
 use crate::media::relay::{MediaTimeout, Relay, RelayConfig, SipCodec, ToWhatsApp};
 use crate::media::socket::RtpSocket;
@@ -76,10 +77,9 @@ pub struct MediaPath {
     negotiated: Option<Negotiated>,
     /// Our RTP address as written in SDP.
     pub local_media: SocketAddr,
-    /// The relay's timer (media timeout, SIP INFO key ends), re-armed only
-    /// when its deadline moves earlier: it moves later with every packet.
-    relay_timer: std::pin::Pin<Box<tokio::time::Sleep>>,
-    relay_armed: Option<Instant>,
+    /// The relay's timer (media timeout, SIP INFO key ends): its deadline
+    /// moves later with every packet.
+    relay_timer: LazyTimer,
 }
 
 impl MediaPath {
@@ -91,8 +91,7 @@ impl MediaPath {
             relay: None,
             negotiated: None,
             local_media,
-            relay_timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
-            relay_armed: None,
+            relay_timer: LazyTimer::default(),
         }
     }
 
@@ -178,15 +177,9 @@ impl MediaPath {
     pub async fn next(&mut self) -> PathEvent {
         loop {
             if let Some(d) = self.relay.as_ref().map(|r| r.next_timeout()) {
-                if self.relay_armed.is_none_or(|armed| d < armed) {
-                    self.relay_timer
-                        .as_mut()
-                        .reset(tokio::time::Instant::from_std(d));
-                    self.relay_armed = Some(d);
-                }
+                self.relay_timer.arm(d);
             }
             let relaying = self.relay.is_some();
-            let timer_armed = self.relay_armed.is_some();
             tokio::select! {
                 ev = self.leg.next_event() => match ev {
                     LegEvent::Audio { ssrc, timestamp, seq, marker, payload } => {
@@ -212,8 +205,7 @@ impl MediaPath {
                         }
                     }
                 }
-                _ = self.relay_timer.as_mut(), if timer_armed => {
-                    self.relay_armed = None;
+                _ = self.relay_timer.fired() => {
                     if let Some(r) = self.relay.as_mut() {
                         if let Some(t) = r.handle_timeout(Instant::now(), &mut WaSink(self.leg.leg())) {
                             return PathEvent::Timeout(t);

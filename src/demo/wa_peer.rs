@@ -19,6 +19,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 
 use super::DemoError;
+use crate::webrtc::sdp::payload_type;
 
 /// Datagrams to send: (destination, bytes).
 pub type Transmits = Vec<(SocketAddr, Vec<u8>)>;
@@ -38,18 +39,6 @@ pub struct WaPeer {
     /// answers numbers them otherwise.
     opus_pt: u8,
     te_pt: u8,
-}
-
-/// The payload type an SDP maps to `encoding` (e.g. "opus/48000").
-fn pt_of(sdp: &str, encoding: &str) -> Option<u8> {
-    sdp.lines().find_map(|l| {
-        let rest = l.trim_end().strip_prefix("a=rtpmap:")?;
-        let (pt, enc) = rest.split_once(' ')?;
-        enc.to_ascii_lowercase()
-            .starts_with(encoding)
-            .then(|| pt.parse().ok())
-            .flatten()
-    })
 }
 
 fn config(cert: Option<DtlsCert>) -> RtcConfig {
@@ -153,8 +142,8 @@ impl WaPeer {
             d.start_dtls(true)?;
             d.set_ice_controlling(false);
         }
-        let opus_pt = pt_of(offer, "opus/48000").unwrap_or(111);
-        let te_pt = pt_of(offer, "telephone-event/8000").unwrap_or(126);
+        let opus_pt = payload_type(offer, "opus", 48_000).unwrap_or(111);
+        let te_pt = payload_type(offer, "telephone-event", 8_000).unwrap_or(126);
         let offer = SdpOffer::from_sdp_string(offer)?;
         let answer = rtc.sdp_api().accept_offer(offer)?.to_sdp_string();
         Ok((

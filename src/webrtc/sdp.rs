@@ -76,7 +76,7 @@ fn lines(sdp: &str) -> impl Iterator<Item = &str> {
 }
 
 /// `a=rtpmap:111 opus/48000/2` → (111, "opus", 48000)
-fn rtpmap(line: &str) -> Option<(u8, String, u32)> {
+pub(crate) fn rtpmap(line: &str) -> Option<(u8, String, u32)> {
     let rest = line.strip_prefix("a=rtpmap:")?;
     let (pt, codec) = rest.split_once(' ')?;
     let pt: u8 = pt.trim().parse().ok()?;
@@ -84,6 +84,14 @@ fn rtpmap(line: &str) -> Option<(u8, String, u32)> {
     let name = parts.next()?.to_ascii_lowercase();
     let clock: u32 = parts.next()?.parse().ok()?;
     Some((pt, name, clock))
+}
+
+/// The payload type `sdp` maps to `name`/`clock` (name case-insensitive).
+pub(crate) fn payload_type(sdp: &str, name: &str, clock: u32) -> Option<u8> {
+    sdp.lines()
+        .filter_map(|l| rtpmap(l.trim_end()))
+        .find(|(_, n, c)| n.eq_ignore_ascii_case(name) && *c == clock)
+        .map(|(pt, _, _)| pt)
 }
 
 /// The connection address of a candidate line (`a=candidate:f c udp prio ADDR port typ …`).

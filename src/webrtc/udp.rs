@@ -7,6 +7,7 @@ use std::time::Instant;
 use tokio::net::UdpSocket;
 
 use super::leg::{LegEvent, LegOutput, WaLeg};
+use crate::lazy_timer::LazyTimer;
 use crate::ports::PortLease;
 use crate::udp_batch::RecvBatch;
 
@@ -14,12 +15,7 @@ pub struct LegSocket {
     socket: UdpSocket,
     leg: WaLeg,
     received: RecvBatch,
-    /// One timer for the leg's life, re-armed only when the leg's next
-    /// deadline is earlier than the armed one: str0m's deadline moves with
-    /// nearly every packet, and re-registering a tokio timer per packet costs
-    /// more than an occasional early wake-up (handled as a no-op timeout).
-    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
-    armed: Option<Instant>,
+    timer: LazyTimer,
     /// Keeps the port out of the pool while the socket lives.
     _lease: Option<PortLease>,
     send_errors: u64,
@@ -31,8 +27,7 @@ impl LegSocket {
             socket,
             leg,
             received: RecvBatch::default(),
-            timer: Box::pin(tokio::time::sleep(std::time::Duration::ZERO)),
-            armed: None,
+            timer: LazyTimer::default(),
             _lease: lease,
             send_errors: 0,
         }
@@ -63,12 +58,7 @@ impl LegSocket {
                 }
                 LegOutput::Event(e) => return e,
                 LegOutput::Timeout(at) => {
-                    if self.armed.is_none_or(|armed| at < armed) {
-                        self.timer
-                            .as_mut()
-                            .reset(tokio::time::Instant::from_std(at));
-                        self.armed = Some(at);
-                    }
+                    self.timer.arm(at);
                     tokio::select! {
                         r = self.received.recv(&self.socket) => {
                             if let Ok(slot) = r {
@@ -76,8 +66,7 @@ impl LegSocket {
                                 self.leg.handle_receive(Instant::now(), from, data);
                             }
                         }
-                        _ = self.timer.as_mut() => {
-                            self.armed = None;
+                        _ = self.timer.fired() => {
                             self.leg.handle_timeout(Instant::now());
                         }
                     }
