@@ -279,6 +279,26 @@ fn a_peer_that_never_answers_ends_the_leg_once_with_connect_timeout() {
     assert!(!sim.events.contains(&LegEvent::Connected));
 }
 
+/// WhatsApp's side is a DTLS server and only ever answers: if our
+/// ClientHello is lost, only our retransmission timer (RFC 6347 §4.2.4)
+/// saves the call. OpenSSL runs that timer on the wall clock, so this test
+/// lets real time pass along with the simulated.
+#[test]
+fn a_lost_client_hello_costs_a_retransmission_not_the_call() {
+    let (mut sim, _) = inbound(None);
+    sim.lose_leg_dtls = 1;
+    for _ in 0..25 {
+        if sim.connected() {
+            break;
+        }
+        sim.run_for(Duration::from_millis(200), |_| {});
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(sim.lose_leg_dtls, 0, "the ClientHello was lost");
+    assert!(sim.connected(), "{:?}", sim.events);
+    assert!(sim.ended().is_empty());
+}
+
 #[test]
 fn losing_the_peer_mid_call_ends_the_leg_once_with_consent_lost() {
     let (mut sim, _) = inbound(None);
@@ -313,6 +333,7 @@ fn a_fingerprint_mismatch_fails_dtls_and_ends_the_leg_once() {
         leg_sent: vec![],
         peer_sent: vec![],
         peer_reachable: true,
+        lose_leg_dtls: 0,
     };
     sim.run_for(Duration::from_secs(20), |_| {});
     assert!(

@@ -85,6 +85,13 @@ async fn main() -> Result<(), String> {
         return Ok(());
     }
     let exe = bridge_exe(args.bridge)?;
+    // The simulated WhatsApp peers do their DTLS with the bridge's provider
+    // (one shared OpenSSL context) rather than str0m's (a context per
+    // call): the generator shares the machine with what it measures, and
+    // every set-up it saves is CPU the bridge gets.
+    (*wa_sip_bridge::webrtc::dtls::crypto_provider())
+        .clone()
+        .install_process_default();
     let direction = match args.direction.as_str() {
         "inbound" => Dir::Inbound,
         "outbound" => Dir::Outbound,

@@ -226,7 +226,7 @@ fn shared_cert() -> Option<DtlsCert> {
 }
 
 fn base_config() -> RtcConfig {
-    let mut cfg = RtcConfig::new();
+    let mut cfg = RtcConfig::new().set_crypto_provider(super::dtls::crypto_provider());
     if let Some(cert) = shared_cert() {
         cfg = cfg.set_dtls_cert(cert);
     }

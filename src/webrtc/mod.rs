@@ -1,8 +1,10 @@
 //! The WhatsApp media leg: WebRTC (ICE, DTLS-SRTP, Opus) on str0m.
 //!
 //! [`sdp`] holds the SDP rules WhatsApp and Wati impose, [`leg`] the sans-IO
-//! session. Nothing here knows SIP, the relay or the call layer.
+//! session, [`dtls`] the DTLS str0m runs under it. Nothing here knows SIP, the
+//! relay or the call layer.
 
+pub mod dtls;
 pub mod leg;
 pub mod sdp;
 pub mod udp;

@@ -27,6 +27,8 @@ pub struct Sim {
     pub peer_sent: Vec<Vec<u8>>,
     /// When false, nothing from the peer reaches the leg (a dead network).
     pub peer_reachable: bool,
+    /// How many of the leg's next DTLS datagrams the network loses.
+    pub lose_leg_dtls: usize,
 }
 
 impl Sim {
@@ -48,6 +50,11 @@ impl Sim {
                         LegOutput::Transmit { to, data, .. } => {
                             assert_eq!(to, peer_addr());
                             self.leg_sent.push(data.clone());
+                            // RFC 7983 §7: first byte 20..=63 is DTLS.
+                            if (20..=63).contains(&data[0]) && self.lose_leg_dtls > 0 {
+                                self.lose_leg_dtls -= 1;
+                                continue;
+                            }
                             self.peer.handle_receive(self.now, leg_addr(), &data);
                             delivered = true;
                         }
@@ -111,6 +118,7 @@ pub fn inbound(cert: Option<DtlsCert>) -> (Sim, String) {
             leg_sent: vec![],
             peer_sent: vec![],
             peer_reachable: true,
+            lose_leg_dtls: 0,
         },
         answer,
     )
@@ -139,6 +147,7 @@ pub fn outbound(cert: Option<DtlsCert>) -> (Sim, String, String) {
             leg_sent: vec![],
             peer_sent: vec![],
             peer_reachable: true,
+            lose_leg_dtls: 0,
         },
         offer,
         answer,

@@ -1,0 +1,383 @@
+//! The DTLS instance driven in memory: two of ours, one client and one
+//! server, joined by a "network" that can lose chosen datagrams.
+
+use std::time::{Duration, Instant};
+
+use foreign_types::ForeignTypeRef;
+use str0m::crypto::dtls::{DtlsCert, DtlsInstance, DtlsOutput, DtlsProvider, SrtpProfile};
+
+use super::{OsslDtls, OsslDtlsProvider};
+
+#[derive(Debug, Clone, PartialEq)]
+enum Ev {
+    PeerCert(Vec<u8>),
+    Keys(Vec<u8>, SrtpProfile),
+    Connected,
+    CloseNotify,
+    Data(Vec<u8>),
+}
+
+struct Side {
+    dtls: OsslDtls,
+    cert: DtlsCert,
+    events: Vec<Ev>,
+    /// Datagrams this side has sent so far (lost ones included).
+    sent: usize,
+    timeout: Instant,
+}
+
+impl Side {
+    fn new(now: Instant, active: bool) -> Side {
+        Side::keeping_ssl(now, active, false)
+    }
+
+    fn keeping_ssl(now: Instant, active: bool, keep: bool) -> Side {
+        let cert = OsslDtlsProvider.generate_certificate().unwrap();
+        let mut dtls = OsslDtls::create(&cert, now, None, !keep).unwrap();
+        dtls.set_active(active);
+        Side {
+            dtls,
+            cert,
+            events: vec![],
+            sent: 0,
+            timeout: now,
+        }
+    }
+
+    /// Polls until the instance reports its timeout, as str0m does; returns
+    /// the datagrams it wants sent.
+    fn drain(&mut self) -> Vec<Vec<u8>> {
+        let mut buf = vec![0u8; 2000];
+        let mut out = vec![];
+        loop {
+            match self.dtls.poll_output(&mut buf) {
+                DtlsOutput::Packet(p) => out.push(p.to_vec()),
+                DtlsOutput::PeerCert(c) => self.events.push(Ev::PeerCert(c.to_vec())),
+                DtlsOutput::KeyingMaterial(k, p) => self.events.push(Ev::Keys(k.to_vec(), p)),
+                DtlsOutput::Connected => self.events.push(Ev::Connected),
+                DtlsOutput::CloseNotify => self.events.push(Ev::CloseNotify),
+                DtlsOutput::ApplicationData(d) => self.events.push(Ev::Data(d.to_vec())),
+                DtlsOutput::Timeout(t) => {
+                    self.timeout = t;
+                    return out;
+                }
+                other => panic!("unexpected output {other:?}"),
+            }
+        }
+    }
+
+    fn connected(&self) -> bool {
+        self.events.contains(&Ev::Connected)
+    }
+}
+
+/// A client and a server, the client's handshake started as str0m starts
+/// it (an empty datagram).
+fn pair(now: Instant) -> (Side, Side) {
+    let mut client = Side::new(now, true);
+    let server = Side::new(now, false);
+    client.dtls.handle_packet(&[]).unwrap();
+    (client, server)
+}
+
+/// Moves datagrams both ways until none moves; `lose(from_client, n, d)`
+/// drops the n-th datagram a side sends (`d`).
+fn exchange(
+    client: &mut Side,
+    server: &mut Side,
+    lose: &mut impl FnMut(bool, usize, &[u8]) -> bool,
+) {
+    for _ in 0..50 {
+        let mut moved = false;
+        for from_client in [true, false] {
+            let (from, to) = if from_client {
+                (&mut *client, &mut *server)
+            } else {
+                (&mut *server, &mut *client)
+            };
+            for d in from.drain() {
+                from.sent += 1;
+                if !lose(from_client, from.sent - 1, &d) {
+                    // A rejected datagram is the receiver's business; the
+                    // exchange goes on.
+                    let _ = to.dtls.handle_packet(&d);
+                    moved = true;
+                }
+            }
+        }
+        if !moved {
+            client.drain();
+            server.drain();
+            return;
+        }
+    }
+    panic!("datagrams still moving after 50 rounds");
+}
+
+/// Runs the handshake, firing timers on the wall clock (OpenSSL's timer
+/// runs on it) for at most `limit`.
+fn handshake(
+    client: &mut Side,
+    server: &mut Side,
+    limit: Duration,
+    mut lose: impl FnMut(bool, usize, &[u8]) -> bool,
+) {
+    let give_up = Instant::now() + limit;
+    exchange(client, server, &mut lose);
+    while !(client.connected() && server.connected()) && Instant::now() < give_up {
+        let next = client.timeout.min(server.timeout).min(give_up);
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        let now = Instant::now();
+        client.dtls.handle_timeout(now).unwrap();
+        server.dtls.handle_timeout(now).unwrap();
+        exchange(client, server, &mut lose);
+    }
+}
+
+fn keys(side: &Side) -> (Vec<u8>, SrtpProfile) {
+    side.events
+        .iter()
+        .find_map(|e| match e {
+            Ev::Keys(k, p) => Some((k.clone(), *p)),
+            _ => None,
+        })
+        .expect("keying material")
+}
+
+#[test]
+fn client_and_server_agree_keys_and_check_certificates_first() {
+    let now = Instant::now();
+    let (mut client, mut server) = pair(now);
+    handshake(&mut client, &mut server, Duration::ZERO, |_, _, _| false);
+
+    for (me, peer) in [(&client, &server), (&server, &client)] {
+        // The peer's certificate comes before the keys and "connected", so
+        // str0m can refuse a wrong fingerprint before anything is used.
+        assert_eq!(me.events[0], Ev::PeerCert(peer.cert.certificate.clone()));
+        assert!(matches!(me.events[1], Ev::Keys(..)));
+        assert_eq!(me.events[2], Ev::Connected);
+        assert_eq!(me.events.len(), 3);
+        assert_eq!(
+            me.dtls.protocol_version(),
+            Some(str0m::crypto::dtls::ProtocolVersion::DTLS1_2)
+        );
+        // Nothing left to retransmit once connected.
+        assert!(me.timeout >= now + Duration::from_secs(60));
+    }
+    let (ck, cp) = keys(&client);
+    let (sk, sp) = keys(&server);
+    assert_eq!(cp, sp);
+    assert_eq!(ck, sk, "both ends export the same SRTP keying material");
+    assert_eq!(ck.len(), cp.keying_material_len());
+    assert!(client.dtls.is_active() && !server.dtls.is_active());
+}
+
+#[test]
+fn instances_for_one_certificate_share_one_context() {
+    let now = Instant::now();
+    let cert = OsslDtlsProvider.generate_certificate().unwrap();
+    let other = OsslDtlsProvider.generate_certificate().unwrap();
+    let ctx = |c: &DtlsCert| {
+        let d = OsslDtls::create(c, now, None, true).unwrap();
+        d.ssl.as_ref().unwrap().ssl().ssl_context().as_ptr() as usize
+    };
+    assert_eq!(ctx(&cert), ctx(&cert));
+    assert_ne!(ctx(&cert), ctx(&other));
+}
+
+#[test]
+fn a_lost_client_hello_is_sent_again_when_the_timer_fires() {
+    let now = Instant::now();
+    let (mut client, mut server) = pair(now);
+    // Lost first flight: without a retransmission nothing would ever move.
+    handshake(
+        &mut client,
+        &mut server,
+        Duration::from_secs(5),
+        |from_client, n, _| from_client && n == 0,
+    );
+    assert!(
+        client.connected() && server.connected(),
+        "{:?} {:?}",
+        client.events,
+        server.events
+    );
+    assert!(client.sent >= 2, "the ClientHello went out again");
+    assert_eq!(keys(&client), keys(&server));
+}
+
+#[test]
+fn a_lost_server_flight_is_recovered() {
+    let now = Instant::now();
+    let (mut client, mut server) = pair(now);
+    // The server's whole first flight lost: the client's timer resends its
+    // ClientHello and the server answers it again.
+    let mut first_flight = None;
+    handshake(
+        &mut client,
+        &mut server,
+        Duration::from_secs(5),
+        |from_client, n, _| {
+            if from_client {
+                return false;
+            }
+            *first_flight.get_or_insert(n) == n || n < 3
+        },
+    );
+    assert!(
+        client.connected() && server.connected(),
+        "{:?} {:?}",
+        client.events,
+        server.events
+    );
+    assert_eq!(keys(&client), keys(&server));
+}
+
+#[test]
+fn a_lost_server_finished_is_sent_again_by_the_connected_server() {
+    let now = Instant::now();
+    let (mut client, mut server) = pair(now);
+    // The server's last flight (ChangeCipherSpec, content type 20, then
+    // its Finished) lost once: the server is connected, its buffers freed;
+    // the client resends its last flight and the server must answer it
+    // with its last flight again.
+    let mut lost = false;
+    handshake(
+        &mut client,
+        &mut server,
+        Duration::from_secs(5),
+        |from_client, _, d| {
+            let finished = !from_client && d[0] == 20;
+            if finished && !lost {
+                lost = true;
+                return true;
+            }
+            false
+        },
+    );
+    assert!(lost);
+    assert!(
+        client.connected() && server.connected(),
+        "{:?} {:?}",
+        client.events,
+        server.events
+    );
+    assert_eq!(keys(&client), keys(&server));
+}
+
+#[test]
+fn the_timer_does_not_fire_before_its_time() {
+    let now = Instant::now();
+    let (mut client, _server) = pair(now);
+    assert_eq!(client.drain().len(), 1, "ClientHello");
+    let at = client.timeout;
+    assert!(
+        at > now && at < now + Duration::from_secs(60),
+        "handshake timer running"
+    );
+    // str0m's clock says it is not yet time: nothing is resent.
+    client.dtls.handle_timeout(now).unwrap();
+    assert!(client.drain().is_empty());
+    assert_eq!(client.timeout, at);
+}
+
+#[test]
+fn hostile_datagrams_are_refused_without_harm() {
+    let now = Instant::now();
+    let (mut client, mut server) = pair(now);
+    // Before the handshake: garbage and an oversized datagram at the server.
+    let _ = server.dtls.handle_packet(&[0x16, 0xfe, 0xfd, 0, 0, 0xff]);
+    let _ = server.dtls.handle_packet(&vec![0x17; 5000]);
+    handshake(&mut client, &mut server, Duration::ZERO, |_, _, _| false);
+    assert!(client.connected() && server.connected());
+    let before = server.events.clone();
+
+    // After: a record that does not decrypt, truncated headers, a stray
+    // handshake record, and last one too short for the cipher (which
+    // OpenSSL takes as fatal). No event, and no alert toward the peer.
+    for junk in [
+        [
+            &[0x17, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 9, 0, 40][..],
+            &[7; 40],
+        ]
+        .concat(),
+        vec![0x15, 0xfe],
+        vec![0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 1],
+        vec![],
+        vec![0x17, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 9, 0, 4, 1, 2, 3, 4],
+    ] {
+        server.dtls.handle_packet(&junk).unwrap();
+        let out = server.drain();
+        assert!(out.is_empty(), "answered {junk:?} with {out:?}");
+    }
+    assert_eq!(server.events, before);
+    assert!(!server.dtls.is_closing());
+    // And nothing is given to OpenSSL after the fatal one: even a close
+    // from the peer goes unanswered (the call ends by signalling anyway).
+    client.dtls.close().unwrap();
+    exchange(&mut client, &mut server, &mut |_, _, _| false);
+    assert_eq!(server.events, before);
+    assert_eq!(
+        server.dtls.protocol_version(),
+        Some(str0m::crypto::dtls::ProtocolVersion::DTLS1_2)
+    );
+}
+
+#[test]
+fn application_data_given_early_is_sent_once_connected() {
+    let now = Instant::now();
+    let mut client = Side::keeping_ssl(now, true, true);
+    let mut server = Side::new(now, false);
+    client.dtls.handle_packet(&[]).unwrap();
+    client.dtls.send_application_data(b"early").unwrap();
+    handshake(&mut client, &mut server, Duration::ZERO, |_, _, _| false);
+    client.dtls.send_application_data(b"later").unwrap();
+    exchange(&mut client, &mut server, &mut |_, _, _| false);
+    let data: Vec<_> = server
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Ev::Data(d) => Some(d.as_slice()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(data, [b"early".as_slice(), b"later".as_slice()]);
+}
+
+#[test]
+fn the_client_frees_its_ssl_once_the_handshake_is_over() {
+    let now = Instant::now();
+    let (mut client, mut server) = pair(now);
+    handshake(&mut client, &mut server, Duration::ZERO, |_, _, _| false);
+    assert!(client.dtls.ssl.is_none(), "client: nothing left to resend");
+    assert!(
+        server.dtls.ssl.is_some(),
+        "server: may have to resend its Finished"
+    );
+    assert!(client.events.contains(&Ev::Connected));
+    // What reaches the client afterwards is ignored, and it sends nothing.
+    server.dtls.close().unwrap();
+    exchange(&mut client, &mut server, &mut |_, _, _| false);
+    assert!(!client.events.contains(&Ev::CloseNotify));
+    client.dtls.close().unwrap();
+    assert!(client.drain().is_empty());
+    assert!(client.dtls.is_closed());
+    assert!(client.dtls.send_application_data(b"x").is_err());
+}
+
+#[test]
+fn close_notify_is_reported_and_answered() {
+    let now = Instant::now();
+    let mut client = Side::keeping_ssl(now, true, true);
+    let mut server = Side::new(now, false);
+    client.dtls.handle_packet(&[]).unwrap();
+    handshake(&mut client, &mut server, Duration::ZERO, |_, _, _| false);
+    client.dtls.close().unwrap();
+    assert!(client.dtls.is_closing());
+    exchange(&mut client, &mut server, &mut |_, _, _| false);
+    assert!(server.events.contains(&Ev::CloseNotify));
+    assert!(server.dtls.is_closing() && server.dtls.is_closed());
+    // The server's answering close_notify reached the client.
+    assert!(client.events.contains(&Ev::CloseNotify));
+    assert!(client.dtls.is_closed());
+}
