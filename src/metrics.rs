@@ -29,6 +29,13 @@ pub struct RtpLabels {
     pub dir: &'static str,
 }
 
+/// `wsb_media_dropped_total{leg,reason}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DroppedLabels {
+    pub leg: &'static str,
+    pub reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DirectionLabel {
     pub direction: &'static str,
@@ -51,6 +58,10 @@ pub struct Metrics {
     pub calls_total: Family<CallLabels, Counter>,
     pub calls_active: Family<DirectionLabel, Gauge>,
     pub rtp_packets_total: Family<RtpLabels, Counter>,
+    /// `wsb_media_dropped_total{leg,reason}`: media datagrams a call threw
+    /// away (beyond design.md's list: what an operator looks at when audio
+    /// is missing or someone sprays a media port).
+    pub media_dropped_total: Family<DroppedLabels, Counter>,
     /// `wsb_call_setup_seconds{direction}`: inbound from the webhook to the
     /// PBX's answer, outbound from the PBX's INVITE to our 200.
     pub call_setup: Family<DirectionLabel, Histogram>,
@@ -110,6 +121,12 @@ impl Metrics {
             "Media packets relayed, by leg (whatsapp, pbx) and direction; added when a call ends",
             rtp_packets_total.clone(),
         );
+        let media_dropped_total = Family::<DroppedLabels, Counter>::default();
+        registry.register(
+            "wsb_media_dropped",
+            "Media datagrams dropped, by leg (whatsapp, pbx) and reason (invalid: not the peer's or not valid for the session; oversized: over 2048 bytes; foreign_source: from neither the signalled nor the latched address; send_failed: the OS refused to send); added when a call ends",
+            media_dropped_total.clone(),
+        );
         let call_setup = Family::<DirectionLabel, Histogram>::new_with_constructor(
             setup_histogram as fn() -> Histogram,
         );
@@ -127,6 +144,7 @@ impl Metrics {
             calls_total,
             calls_active,
             rtp_packets_total,
+            media_dropped_total,
         }
     }
 
@@ -177,6 +195,16 @@ impl Metrics {
             .inc_by(n);
     }
 
+    /// Adds a finished call's dropped media datagrams (zeros are not
+    /// written, so a clean call adds no series).
+    pub fn media_dropped(&self, leg: &'static str, reason: &'static str, n: u64) {
+        if n > 0 {
+            self.media_dropped_total
+                .get_or_create(&DroppedLabels { leg, reason })
+                .inc_by(n);
+        }
+    }
+
     /// The registry in the OpenMetrics text format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -196,7 +224,17 @@ mod tests {
         m.webhook("inbound_call", 200);
         m.wati_request("accept", "401");
         m.call_setup("outbound", 0.3);
+        m.media_dropped("pbx", "foreign_source", 3);
+        m.media_dropped("whatsapp", "invalid", 0);
         let text = m.encode();
+        assert!(
+            text.contains(r#"wsb_media_dropped_total{leg="pbx",reason="foreign_source"} 3"#),
+            "{text}"
+        );
+        assert!(
+            !text.contains(r#"leg="whatsapp",reason="invalid""#),
+            "{text}"
+        );
         assert!(
             text.contains(r#"wsb_call_setup_seconds_count{direction="outbound"} 1"#),
             "{text}"

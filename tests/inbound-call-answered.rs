@@ -131,6 +131,25 @@ async fn inbound_call_answered_with_audio_both_ways_then_whatsapp_hangs_up() {
         sink.packets
     );
 
+    // Someone else sprays the bridge's WhatsApp media port: dropped, and
+    // counted when the call ends.
+    let cand: Vec<&str> = answer
+        .lines()
+        .find(|l| l.starts_with("a=candidate:"))
+        .expect("candidate")
+        .split(' ')
+        .collect();
+    let media_addr: std::net::SocketAddr = format!("{}:{}", cand[4], cand[5]).parse().unwrap();
+    let stranger = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for junk in [
+        &[0x80u8, 111, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1][..],
+        b"hello",
+        &[0x17; 40],
+    ] {
+        stranger.send_to(junk, media_addr).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
     // WhatsApp hangs up: the bridge BYEs the PBX; sipp then completes its call.
     let (status, _) = wati
         .post_webhook(
@@ -183,6 +202,12 @@ async fn inbound_call_answered_with_audio_both_ways_then_whatsapp_hangs_up() {
         metrics.contains(r#"wsb_calls_total{direction="inbound",result="answered"} 1"#),
         "{metrics}"
     );
+    let dropped = metrics
+        .lines()
+        .find(|l| l.starts_with(r#"wsb_media_dropped_total{leg="whatsapp",reason="invalid"}"#))
+        .unwrap_or_else(|| panic!("no dropped count in {metrics}"));
+    let n: u64 = dropped.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n >= 3, "{dropped}");
     // WhatsApp ended the call itself: no terminate request to Wati.
     assert!(wati.requests_to(Route::Terminate).is_empty());
     bridge.shutdown().await.unwrap();

@@ -173,6 +173,19 @@ impl MediaPath {
         })
     }
 
+    /// Datagrams the call's sockets and legs dropped, as
+    /// `(leg, reason, count)` for `wsb_media_dropped_total`.
+    pub fn dropped(&mut self) -> [(&'static str, &'static str, u64); 6] {
+        [
+            ("whatsapp", "invalid", self.leg.leg().stats().dropped),
+            ("whatsapp", "oversized", self.leg.oversized()),
+            ("whatsapp", "send_failed", self.leg.send_errors()),
+            ("pbx", "foreign_source", self.rtp.foreign),
+            ("pbx", "oversized", self.rtp.oversized()),
+            ("pbx", "send_failed", self.rtp.send_dropped),
+        ]
+    }
+
     /// Relays media until something the call must decide on happens. Cancel-safe.
     pub async fn next(&mut self) -> PathEvent {
         loop {

@@ -54,6 +54,11 @@ impl RtpSocket {
         })
     }
 
+    /// Datagrams too big for the receive buffer, dropped.
+    pub fn oversized(&self) -> u64 {
+        self.batch.dropped
+    }
+
     /// The RTP port (even); RTCP is on the next one.
     pub fn port(&self) -> u16 {
         self.lease.port()

@@ -13,9 +13,10 @@
 //!   buffers stayed allocated although after the handshake DTLS carries
 //!   nothing (media is SRTP). They are freed once connected
 //!   (`SSL_free_buffers`: for DTLS, `SSL_MODE_RELEASE_BUFFERS` alone does
-//!   not). In the client role, the role we take toward WhatsApp, the whole
-//!   SSL (~40 KiB more, most of it a handshake buffer DTLS keeps) is freed
-//!   as soon as the handshake is over: see `OsslDtls::finish_when_idle`.
+//!   not). The whole SSL (~40 KiB more, most of it a handshake buffer DTLS
+//!   keeps) is freed when DTLS has nothing left to do: in the client role
+//!   (ours on inbound calls) as soon as the handshake is over, in the
+//!   server role 4 minutes later: see `OsslDtls::finish_when_idle`.
 //! * **no retransmission.** It never ran OpenSSL's retransmission timer, so
 //!   one lost handshake flight (our ClientHello, say) stalled the call until
 //!   WhatsApp gave up on it. RFC 6347 §4.2.4 resends the flight when the
@@ -80,6 +81,11 @@ const MAX_DATAGRAM: usize = 2048;
 /// What str0m is told when no handshake timer runs: it only needs a time
 /// that is not soon.
 const IDLE: Duration = Duration::from_secs(3600);
+
+/// How long the server keeps answering retransmissions of the client's
+/// last flight: "at least twice the default MSL defined for [TCP]"
+/// (RFC 6347 §4.2.4), MSL being 2 minutes (RFC 793).
+const SERVER_LINGER: Duration = Duration::from_secs(240);
 
 // From OpenSSL's ssl.h: the controls behind the DTLSv1_get_timeout and
 // DTLSv1_handle_timeout macros (stable since OpenSSL 1.0).
@@ -227,6 +233,8 @@ struct OsslDtls {
     now: Instant,
     /// When OpenSSL's retransmission timer expires (handshake only).
     retransmit_at: Option<Instant>,
+    /// When the handshake completed.
+    connected_at: Option<Instant>,
     /// Datagrams to send, taken from the SSL's `Wire` after each call into it.
     out: VecDeque<Vec<u8>>,
     // Results of the handshake, handed out by poll_output once each.
@@ -271,6 +279,7 @@ impl OsslDtls {
             phase: Phase::Idle,
             now,
             retransmit_at: None,
+            connected_at: None,
             out: VecDeque::new(),
             peer_cert: None,
             keying: None,
@@ -340,6 +349,7 @@ impl OsslDtls {
         self.peer_cert = Some(cert);
         self.keying = Some((keying, profile));
         self.connected_pending = true;
+        self.connected_at = Some(self.now);
         self.phase = Phase::Connected;
         while let Some(data) = self.queued.pop_front() {
             self.write(&data)?;
@@ -360,24 +370,44 @@ impl OsslDtls {
     /// to do, if this instance may (`finish_early`; the bridge's legs carry
     /// no data channel, media is SRTP with the keys already out).
     ///
-    /// Only in the client role: the client's handshake ends when it has
-    /// the server's Finished, the last message of a DTLS 1.2 handshake
-    /// (RFC 6347 §4.2.4: the client has nothing to resend after it). The
-    /// server keeps its SSL, as it must resend its last flight if the
-    /// client's Finished comes again. What the client gives up: the
-    /// close_notify exchange (RFC 5246 §7.2.1), which our legs never start
-    /// (a call ends by signalling) and whose arrival from the peer changes
-    /// nothing the call does.
+    /// The client (our role toward WhatsApp's inbound calls) at once: its
+    /// handshake ends when it has the server's Finished, the last message
+    /// of a DTLS 1.2 handshake, and it has nothing to resend after it. The
+    /// server (our role in business-initiated calls, where WhatsApp takes
+    /// `a=setup:active`) must resend its last flight whenever the client's
+    /// comes again, for [`SERVER_LINGER`] (RFC 6347 §4.2.4); it frees its
+    /// SSL after that. What both give up: the close_notify exchange
+    /// (RFC 5246 §7.2.1), which our legs never start (a call ends by
+    /// signalling) and whose arrival from the peer changes nothing the call
+    /// does.
     fn finish_when_idle(&mut self) {
+        let role_done = match self.active {
+            Some(true) => true,
+            Some(false) => self
+                .connected_at
+                .is_some_and(|t| self.now >= t + SERVER_LINGER),
+            None => false,
+        };
         if self.finish_early
+            && role_done
             && self.phase == Phase::Connected
-            && self.active == Some(true)
             && self.out.is_empty()
             && self.queued.is_empty()
             && !self.close_notify_received
         {
             self.ssl = None;
             self.phase = Phase::Done;
+        }
+    }
+
+    /// When this instance next needs `handle_timeout`.
+    fn next_timeout(&self) -> Instant {
+        if let Some(at) = self.retransmit_at {
+            return at;
+        }
+        match self.connected_at {
+            Some(t) if self.finish_early && self.phase == Phase::Connected => t + SERVER_LINGER,
+            _ => self.now + IDLE,
         }
     }
 
@@ -560,11 +590,12 @@ impl DtlsInstance for OsslDtls {
             return DtlsOutput::ApplicationData(&buf[..n]);
         }
         self.finish_when_idle();
-        DtlsOutput::Timeout(self.retransmit_at.unwrap_or(self.now + IDLE))
+        DtlsOutput::Timeout(self.next_timeout())
     }
 
     fn handle_timeout(&mut self, now: Instant) -> Result<(), DtlsImplError> {
         self.now = self.now.max(now);
+        self.finish_when_idle();
         if self.phase != Phase::Handshaking || self.retransmit_at.is_none_or(|at| now < at) {
             return Ok(());
         }

@@ -46,6 +46,11 @@ impl LegSocket {
         self.send_errors
     }
 
+    /// Datagrams too big for the receive buffer, dropped.
+    pub fn oversized(&self) -> u64 {
+        self.received.dropped
+    }
+
     /// Runs the leg until it has an event for the caller. Cancel-safe: a
     /// cancelled call loses at most a datagram being sent, which UDP may lose anyway.
     pub async fn next_event(&mut self) -> LegEvent {

@@ -366,6 +366,27 @@ fn the_client_frees_its_ssl_once_the_handshake_is_over() {
 }
 
 #[test]
+fn the_server_frees_its_ssl_twice_the_msl_after_the_handshake() {
+    let now = Instant::now();
+    let (mut client, mut server) = pair(now);
+    handshake(&mut client, &mut server, Duration::ZERO, |_, _, _| false);
+    // It asks to be woken then, and keeps its SSL until that time.
+    let linger = server.timeout;
+    assert_eq!(linger, now + super::SERVER_LINGER);
+    server
+        .dtls
+        .handle_timeout(linger - Duration::from_secs(1))
+        .unwrap();
+    server.drain();
+    assert!(server.dtls.ssl.is_some());
+    server.dtls.handle_timeout(linger).unwrap();
+    server.drain();
+    assert!(server.dtls.ssl.is_none());
+    assert_eq!(server.dtls.phase, super::Phase::Done);
+    assert!(server.timeout >= linger + Duration::from_secs(60));
+}
+
+#[test]
 fn close_notify_is_reported_and_answered() {
     let now = Instant::now();
     let mut client = Side::keeping_ssl(now, true, true);
