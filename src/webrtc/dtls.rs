@@ -212,8 +212,8 @@ enum Phase {
     /// Waiting for `set_active`.
     Idle,
     Handshaking,
-    /// Keys out; the SSL is kept to answer the peer (we are the server and
-    /// may have to resend our last flight, or data may follow).
+    /// Keys out; the SSL is kept while the peer may still need it (see
+    /// [`OsslDtls::finish_when_idle`]) or, without `finish_early`, for good.
     Connected,
     /// Keys out and the SSL freed: DTLS has nothing left to do (see
     /// [`OsslDtls::finish_when_idle`]). Datagrams are ignored.
@@ -226,7 +226,8 @@ enum Phase {
 struct OsslDtls {
     /// `None` once `Done` or `Failed`: an idle SSL is ~40 KiB per call.
     ssl: Option<SslStream<Wire>>,
-    /// Free the SSL as soon as the handshake allows (see `finish_when_idle`).
+    /// Free the SSL once DTLS has nothing left to do (see `finish_when_idle`):
+    /// for sessions that carry no data channel, as the bridge's legs.
     finish_early: bool,
     active: Option<bool>,
     phase: Phase,
