@@ -20,7 +20,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
@@ -210,24 +210,37 @@ pub struct WaLeg {
     stats: LegStats,
 }
 
-/// The process' DTLS certificate, made once and shared by every leg. A
-/// certificate per call cost a key generation and a signature at every
-/// call setup for nothing: the SDP fingerprint binds whichever certificate
-/// we use, and each DTLS session still agrees fresh (ECDHE) keys. `None`
-/// if it could not be made; str0m then makes one per leg as before.
-fn shared_cert() -> Option<DtlsCert> {
-    static CERT: OnceLock<Option<DtlsCert>> = OnceLock::new();
-    CERT.get_or_init(|| {
-        str0m::crypto::from_feature_flags()
-            .dtls_provider
-            .generate_certificate()
-    })
-    .clone()
+/// The process' DTLS certificate, shared by every leg. A certificate per
+/// call cost a key generation and a signature at every call setup for
+/// nothing: the SDP fingerprint binds whichever certificate we use, and each
+/// DTLS session still agrees fresh (ECDHE) keys. It is replaced after
+/// [`CERT_LIFETIME`]: the certificates str0m makes are valid for a year,
+/// and a bridge runs longer than that. `None` if none could be made; str0m
+/// then makes one per leg.
+fn shared_cert(now: Instant) -> Option<DtlsCert> {
+    static CERT: Mutex<Option<(Instant, DtlsCert)>> = Mutex::new(None);
+    // Call set-up only. A panic while holding the lock cannot leave a
+    // half-written value, so poisoning is ignored.
+    let mut current = CERT.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((made, cert)) = current.as_ref() {
+        if now.saturating_duration_since(*made) < CERT_LIFETIME {
+            return Some(cert.clone());
+        }
+    }
+    let cert = super::dtls::crypto_provider()
+        .dtls_provider
+        .generate_certificate()?;
+    *current = Some((now, cert.clone()));
+    Some(cert)
 }
 
-fn base_config() -> RtcConfig {
+/// How long one process certificate is used: well inside its one-year
+/// validity, so that no call ever presents an expired certificate.
+const CERT_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
+
+fn base_config(now: Instant) -> RtcConfig {
     let mut cfg = RtcConfig::new().set_crypto_provider(super::dtls::crypto_provider());
-    if let Some(cert) = shared_cert() {
+    if let Some(cert) = shared_cert(now) {
         cfg = cfg.set_dtls_cert(cert);
     }
     let mut cfg = cfg
@@ -290,7 +303,7 @@ impl WaLeg {
     /// complete SDP answer to send to Wati.
     pub fn answer(offer: &str, cfg: LegConfig, now: Instant) -> Result<(WaLeg, String), LegError> {
         let remote = sdp::prepare_remote(offer, cfg.local.ip())?;
-        let mut rc = base_config();
+        let mut rc = base_config(now);
         // Answer with the offer's own payload type numbers.
         rc.codec_config().add_config(
             remote.opus_pt.into(),
@@ -335,7 +348,7 @@ impl WaLeg {
     /// Creates a complete offer for an outbound call (`a=setup:actpass`, Opus
     /// 111, telephone-event/8000 126). Apply WhatsApp's answer with [`WaLeg::apply_answer`].
     pub fn offer(cfg: LegConfig, now: Instant) -> Result<(WaLeg, String), LegError> {
-        let mut rc = base_config();
+        let mut rc = base_config(now);
         rc.codec_config().add_config(
             111.into(),
             None,
@@ -784,5 +797,27 @@ fn opus_params() -> str0m::format::FormatParams {
         min_p_time: Some(10),
         use_inband_fec: Some(true),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_process_certificate_is_replaced_before_it_expires() {
+        let now = Instant::now();
+        let first = shared_cert(now).unwrap();
+        let an_hour_on = shared_cert(now + Duration::from_secs(3600)).unwrap();
+        assert_eq!(an_hour_on.certificate, first.certificate, "shared");
+        let later = now + CERT_LIFETIME;
+        let renewed = shared_cert(later).unwrap();
+        assert_ne!(renewed.certificate, first.certificate, "replaced");
+        let after = shared_cert(later + Duration::from_secs(1)).unwrap();
+        assert_eq!(after.certificate, renewed.certificate);
+        // Each one is valid well past the time it is used for.
+        let x509 = openssl::x509::X509::from_der(&renewed.certificate).unwrap();
+        let used_until = openssl::asn1::Asn1Time::days_from_now(2 * 30).unwrap();
+        assert!(x509.not_after() > used_until, "{}", x509.not_after());
     }
 }
