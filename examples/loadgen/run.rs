@@ -575,7 +575,16 @@ async fn media(
     mut established: Option<mpsc::Sender<bool>>,
 ) -> bool {
     let passthrough = s.codec == Codec::Opus;
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    // Each call sends on its own phase within the 20 ms period, as calls
+    // from independent phones do. Started when its media starts, the calls
+    // of a 100/s ramp fell on just two phases (10 ms apart), and every
+    // 20 ms the bridge got half of all packets at once: p99 latency measured
+    // the generator's bursts more than the relay.
+    let phase = Duration::from_micros((u64::from(leg.ssrc_seed()) * 2_654_435_761) % 20_000);
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + phase,
+        Duration::from_millis(20),
+    );
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut wbuf = vec![0u8; 2048];
     let mut pbuf = vec![0u8; 2048];
