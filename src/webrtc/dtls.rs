@@ -500,18 +500,36 @@ impl OsslDtls {
     /// Every later call into the SSL is wrapped in `restore_buffers` and
     /// this.
     fn release_buffers(&mut self) {
+        if !free_buffers_is_safe(openssl::version::number()) {
+            return;
+        }
         let Some(ssl) = &mut self.ssl else {
             return;
         };
         let ssl = ssl.ssl().as_ptr();
-        // SAFETY: the stream's SSL object is live and held mutably. OpenSSL
+        // SAFETY: the stream's SSL object is live and held mutably. The
+        // OpenSSL in use has the fix for CVE-2024-4741 (checked above): it
         // frees only buffers holding no pending data and returns 0
-        // otherwise (the fix for CVE-2024-4741 is in every OpenSSL 3.0
-        // Debian 12 ships since 3.0.14), which is fine: they are freed at
-        // the next chance.
+        // otherwise, which is fine: they are freed at the next chance.
         unsafe {
             SSL_free_buffers(ssl);
         }
+    }
+}
+
+/// Whether `SSL_free_buffers` is safe in the OpenSSL whose version number
+/// (`OPENSSL_VERSION_NUMBER`, 0xMNN00PP0 since 3.0) is `v`: before the fix
+/// for CVE-2024-4741 (3.0.14, 3.1.6, 3.2.2, 3.3.1) it freed a buffer still
+/// holding an unprocessed record. Older series (1.1.1) are not trusted.
+fn free_buffers_is_safe(v: i64) -> bool {
+    let (major, minor, patch) = (v >> 28, (v >> 20) & 0xff, (v >> 4) & 0xff);
+    match (major, minor) {
+        (3, 0) => patch >= 14,
+        (3, 1) => patch >= 6,
+        (3, 2) => patch >= 2,
+        (3, 3) => patch >= 1,
+        (3, _) => true,
+        (m, _) => m > 3,
     }
 }
 

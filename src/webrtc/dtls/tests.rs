@@ -370,3 +370,24 @@ fn close_notify_is_reported_and_answered() {
     assert!(client.events.contains(&Ev::CloseNotify));
     assert!(client.dtls.is_closed());
 }
+
+#[test]
+fn buffers_are_freed_only_where_openssl_has_the_cve_2024_4741_fix() {
+    use super::free_buffers_is_safe as safe;
+    // OPENSSL_VERSION_NUMBER of 3.x: 0xMNN00PP0.
+    assert!(safe(0x3000_00e0), "3.0.14");
+    assert!(safe(0x3000_0130), "3.0.19");
+    assert!(!safe(0x3000_00d0), "3.0.13");
+    assert!(!safe(0x3010_0050), "3.1.5");
+    assert!(safe(0x3010_0060), "3.1.6");
+    assert!(!safe(0x3020_0010), "3.2.1");
+    assert!(safe(0x3030_0010), "3.3.1");
+    assert!(safe(0x3050_0000), "3.5.0");
+    assert!(!safe(0x1010_119f), "1.1.1y");
+    // The OpenSSL these tests run against (Debian 12's, patched).
+    assert!(
+        safe(openssl::version::number()),
+        "{}",
+        openssl::version::version()
+    );
+}
