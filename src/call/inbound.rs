@@ -85,14 +85,7 @@ pub async fn run(
         }
     }
     tracing::info!(call_id = %call.call_id, cause = %end.cause, sip_code = ?end.sip_code, secs = started.elapsed().as_secs(), "inbound call ended");
-    let media = path.as_ref().and_then(MediaPath::counters);
-    if let Some(p) = path.as_mut() {
-        for (leg, reason, n) in p.dropped() {
-            ctx.metrics.media_dropped(leg, reason, n);
-        }
-    }
-    drop(path);
-    finish(&ctx, "inbound", record, end, media).await;
+    finish(&ctx, "inbound", record, end, path).await;
 }
 
 async fn run_call(

@@ -71,14 +71,22 @@ async fn save_dialog(ctx: &CallCtx, record: Option<i64>, call: crate::sip::ua::C
     }
 }
 
-/// Writes the call record's end and the metrics of a finished call.
+/// Writes the call record's end and the metrics of a finished call. The
+/// media path (if the call got one) is read for its counters, then closed
+/// (sockets and ports released) before the record is written.
 async fn finish(
     ctx: &CallCtx,
     direction: &'static str,
     record: Option<i64>,
     end: Ending,
-    media: Option<crate::store::MediaCounters>,
+    path: Option<media_path::MediaPath>,
 ) {
+    let media = path.as_ref().and_then(media_path::MediaPath::counters);
+    if let Some(mut p) = path {
+        for (leg, reason, n) in p.dropped() {
+            ctx.metrics.media_dropped(leg, reason, n);
+        }
+    }
     if let Some(m) = &media {
         ctx.metrics.rtp_packets("whatsapp", "in", m.wa_rx);
         ctx.metrics.rtp_packets("whatsapp", "out", m.wa_tx);

@@ -318,14 +318,7 @@ pub async fn run(
         }
     }
     tracing::info!(%sip_call_id, wa_call_id = ?wa_call.as_ref().map(|w| w.as_str()), cause = %end.cause, sip_code = ?end.sip_code, secs = started.elapsed().as_secs(), "outbound call ended");
-    let media = path.as_ref().and_then(MediaPath::counters);
-    if let Some(p) = path.as_mut() {
-        for (leg, reason, n) in p.dropped() {
-            ctx.metrics.media_dropped(leg, reason, n);
-        }
-    }
-    drop(path);
-    finish(&ctx, "outbound", record, end, media).await;
+    finish(&ctx, "outbound", record, end, path).await;
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -359,12 +359,18 @@ impl OsslDtls {
         Ok(())
     }
 
+    /// The handshake failed: what OpenSSL wrote (its alert) still goes out,
+    /// then nothing more is done.
     fn fail(&mut self, op: CryptoOperation) -> DtlsImplError {
         self.collect();
+        self.give_up();
+        DtlsImplError::CryptoError(DtlsCryptoError::OperationFailed(op))
+    }
+
+    fn give_up(&mut self) {
         self.phase = Phase::Failed;
         self.retransmit_at = None;
         self.ssl = None;
-        DtlsImplError::CryptoError(DtlsCryptoError::OperationFailed(op))
     }
 
     /// Frees the SSL once the handshake is over and DTLS has nothing left
@@ -382,6 +388,11 @@ impl OsslDtls {
     /// signalling) and whose arrival from the peer changes nothing the call
     /// does.
     fn finish_when_idle(&mut self) {
+        // Called at every poll (str0m polls DTLS for each of its own polls):
+        // the common case, a finished or not yet connected instance, stops here.
+        if self.phase != Phase::Connected || !self.finish_early {
+            return;
+        }
         let role_done = match self.active {
             Some(true) => true,
             Some(false) => self
@@ -389,12 +400,7 @@ impl OsslDtls {
                 .is_some_and(|t| self.now >= t + SERVER_LINGER),
             None => false,
         };
-        if self.finish_early
-            && role_done
-            && self.phase == Phase::Connected
-            && self.out.is_empty()
-            && self.queued.is_empty()
-            && !self.close_notify_received
+        if role_done && self.out.is_empty() && self.queued.is_empty() && !self.close_notify_received
         {
             self.ssl = None;
             self.phase = Phase::Done;
@@ -480,6 +486,15 @@ impl OsslDtls {
         }
     }
 
+    /// Runs `f`, a call into the connected SSL, with its record buffers in
+    /// place, and frees them again after. `None` (and `f` not run) if there
+    /// is no SSL or its buffers could not be allocated.
+    fn with_buffers<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> Option<R> {
+        let result = self.restore_buffers().then(|| f(self));
+        self.release_buffers();
+        result
+    }
+
     /// Gives the SSL its record buffers back before a call into it once
     /// connected: OpenSSL 3.0's DTLS write path (an alert, a resent flight,
     /// a close_notify) does not allocate a freed write buffer itself and
@@ -497,8 +512,7 @@ impl OsslDtls {
     /// Frees the SSL's record buffers (2 × 16.7 KiB) if nothing is in
     /// them. Once connected DTLS is idle (media is SRTP), but for DTLS
     /// OpenSSL keeps them allocated even with `SSL_MODE_RELEASE_BUFFERS`.
-    /// Every later call into the SSL is wrapped in `restore_buffers` and
-    /// this.
+    /// Every later call into the SSL goes through [`OsslDtls::with_buffers`].
     fn release_buffers(&mut self) {
         if !free_buffers_is_safe(openssl::version::number()) {
             return;
@@ -546,22 +560,20 @@ impl DtlsInstance for OsslDtls {
         if packet.len() > MAX_DATAGRAM {
             return Ok(());
         }
+        if !matches!(self.phase, Phase::Handshaking | Phase::Connected) {
+            return Ok(());
+        }
         let Some(ssl) = &mut self.ssl else {
             return Ok(());
         };
         let wire = ssl.get_mut();
         wire.incoming.clear();
         wire.incoming.extend_from_slice(packet);
-        let result = match self.phase {
-            Phase::Idle | Phase::Failed | Phase::Done => Ok(()),
-            Phase::Handshaking => self.drive_handshake(),
-            Phase::Connected => {
-                if self.restore_buffers() {
-                    self.read_connected();
-                }
-                self.release_buffers();
-                Ok(())
-            }
+        let result = if self.phase == Phase::Handshaking {
+            self.drive_handshake()
+        } else {
+            self.with_buffers(Self::read_connected);
+            Ok(())
         };
         self.collect();
         // Whatever OpenSSL left unread is not carried into the next datagram.
@@ -629,9 +641,7 @@ impl DtlsInstance for OsslDtls {
             Ok(()) => Ok(()),
             // RFC 6347 §4.2.4: too many retransmissions, the peer is gone.
             Err(()) => {
-                self.phase = Phase::Failed;
-                self.retransmit_at = None;
-                self.ssl = None;
+                self.give_up();
                 Err(DtlsImplError::Timeout(TimeoutError::Handshake))
             }
         }
@@ -639,15 +649,9 @@ impl DtlsInstance for OsslDtls {
 
     fn send_application_data(&mut self, data: &[u8]) -> Result<(), DtlsImplError> {
         match self.phase {
-            Phase::Connected => {
-                let written = if self.restore_buffers() {
-                    self.write(data)
-                } else {
-                    Err(DtlsImplError::ConnectionClosed)
-                };
-                self.release_buffers();
-                written
-            }
+            Phase::Connected => self
+                .with_buffers(|d| d.write(data))
+                .unwrap_or(Err(DtlsImplError::ConnectionClosed)),
             Phase::Idle | Phase::Handshaking => {
                 self.queued.push_back(data.to_vec());
                 Ok(())
@@ -673,12 +677,13 @@ impl DtlsInstance for OsslDtls {
     }
 
     fn close(&mut self) -> Result<(), DtlsImplError> {
-        if self.phase == Phase::Connected && !self.close_notify_sent && self.restore_buffers() {
-            if let Some(ssl) = &mut self.ssl {
-                let _ = ssl.shutdown();
-            }
-            self.collect();
-            self.release_buffers();
+        if self.phase == Phase::Connected && !self.close_notify_sent {
+            self.with_buffers(|d| {
+                if let Some(ssl) = &mut d.ssl {
+                    let _ = ssl.shutdown();
+                }
+                d.collect();
+            });
         }
         self.close_notify_sent = true;
         self.retransmit_at = None;

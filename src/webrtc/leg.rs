@@ -800,6 +800,8 @@ fn opus_params() -> str0m::format::FormatParams {
     }
 }
 
+// `unwrap`/`expect` in these tests are set-up and assertions: a failure is
+// the test's failure; none is reachable from the bridge's input.
 #[cfg(test)]
 mod tests {
     use super::*;

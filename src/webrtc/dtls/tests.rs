@@ -1,5 +1,7 @@
 //! The DTLS instance driven in memory: two of ours, one client and one
 //! server, joined by a "network" that can lose chosen datagrams.
+//! (`unwrap`/`expect` here are test set-up and assertions: a failure is the
+//! test's failure.)
 
 use std::time::{Duration, Instant};
 
