@@ -230,6 +230,33 @@ fn outbound_call_offer_connects_and_carries_audio_and_dtmf() {
     dtmf_crosses(&mut sim);
 }
 
+/// In business-initiated calls WhatsApp takes `a=setup:active`, so the
+/// leg is the DTLS server, which would keep its handshake state (~40 KiB)
+/// for 4 minutes in case the client's last flight comes again. The
+/// client's first SRTP shows it has our Finished: the leg tells DTLS then.
+#[test]
+fn the_peers_first_srtp_releases_the_dtls_server() {
+    let (mut sim, _, _) = outbound(None);
+    sim.run_for(Duration::from_secs(1), |_| {});
+    assert!(sim.connected(), "{:?}", sim.events);
+    // Connected, and the leg's own media (silence) flows, but nothing yet
+    // from the peer.
+    assert!(!sim.leg.told_dtls_peer_finished());
+    let mut theirs = ToneSource::new(440.0).unwrap();
+    sim.run_for(Duration::from_millis(100), |s| {
+        let now = s.now;
+        s.peer.send_audio(now, &theirs.next_packet().unwrap());
+    });
+    assert!(sim
+        .events
+        .iter()
+        .any(|e| matches!(e, LegEvent::Audio { .. })));
+    assert!(sim.leg.told_dtls_peer_finished());
+    // The call goes on as before.
+    tones_cross(&mut sim);
+    assert!(sim.ended().is_empty());
+}
+
 fn rsa_cert() -> DtlsCert {
     use openssl::asn1::Asn1Time;
     use openssl::hash::MessageDigest;

@@ -27,8 +27,10 @@
 //! only once real time has passed too; everything else follows the `now`
 //! str0m feeds in.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -99,6 +101,40 @@ extern "C" {
     fn SSL_alloc_buffers(ssl: *mut openssl_sys::SSL) -> libc::c_int;
 }
 
+/// The leg's word to its DTLS association that the peer's handshake is
+/// over: authenticated SRTP arrived from it. A DTLS client exports its SRTP
+/// keys only when its handshake has completed, which in DTLS 1.2 takes the
+/// server's Finished; a client that has our Finished never resends its last
+/// flight, so the server has nothing left to answer (RFC 6347 §4.2.4) and
+/// frees its SSL then instead of after [`SERVER_LINGER`].
+#[derive(Debug, Clone, Default)]
+pub struct PeerFinished(Arc<AtomicBool>);
+
+impl PeerFinished {
+    pub fn set(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+thread_local! {
+    /// The handle of the instance [`OsslDtlsProvider`] made last on this
+    /// thread. str0m's provider trait passes nothing per session, but it
+    /// makes the instance inside `Rtc` construction, synchronously, so the
+    /// leg that just built its `Rtc` picks the handle up here.
+    static CREATED: RefCell<Option<PeerFinished>> = const { RefCell::new(None) };
+}
+
+/// Takes the [`PeerFinished`] handle of the DTLS instance made last on this
+/// thread, if one is waiting. Call it before building an `Rtc` (to drop a
+/// stale one) and right after (to take that `Rtc`'s).
+pub fn take_created() -> Option<PeerFinished> {
+    CREATED.with(|c| c.borrow_mut().take())
+}
+
 /// Makes our DTLS instances.
 #[derive(Debug)]
 pub struct OsslDtlsProvider;
@@ -122,7 +158,7 @@ impl DtlsProvider for OsslDtlsProvider {
                 "{version} is not offered: the bridge speaks DTLS 1.2"
             )));
         }
-        Ok(Box::new(OsslDtls::create(cert, now, mtu, true)?))
+        Ok(Box::new(OsslDtls::create_for_leg(cert, now, mtu)?))
     }
 }
 
@@ -230,6 +266,8 @@ struct OsslDtls {
     /// for sessions that carry no data channel, as the bridge's legs.
     finish_early: bool,
     active: Option<bool>,
+    /// Set by the leg when the peer's handshake is over (see [`PeerFinished`]).
+    peer_finished: PeerFinished,
     phase: Phase,
     now: Instant,
     /// When OpenSSL's retransmission timer expires (handshake only).
@@ -277,6 +315,7 @@ impl OsslDtls {
             ssl: Some(stream),
             finish_early,
             active: None,
+            peer_finished: PeerFinished::default(),
             phase: Phase::Idle,
             now,
             retransmit_at: None,
@@ -291,6 +330,19 @@ impl OsslDtls {
             close_notify_reported: false,
             close_notify_sent: false,
         })
+    }
+
+    /// An instance for a WhatsApp leg: frees its SSL early, and leaves its
+    /// [`PeerFinished`] handle for the leg to [`take_created`].
+    fn create_for_leg(
+        cert: &DtlsCert,
+        now: Instant,
+        mtu: Option<usize>,
+    ) -> Result<Self, CryptoError> {
+        let dtls = OsslDtls::create(cert, now, mtu, true)?;
+        let handle = dtls.peer_finished.clone();
+        CREATED.with(|c| *c.borrow_mut() = Some(handle));
+        Ok(dtls)
     }
 
     /// Moves what OpenSSL wrote into our queue.
@@ -383,7 +435,8 @@ impl OsslDtls {
     /// server (our role in business-initiated calls, where WhatsApp takes
     /// `a=setup:active`) must resend its last flight whenever the client's
     /// comes again, for [`SERVER_LINGER`] (RFC 6347 §4.2.4); it frees its
-    /// SSL after that. What both give up: the close_notify exchange
+    /// SSL after that, or as soon as the leg has seen the client's SRTP
+    /// (see [`PeerFinished`]). What both give up: the close_notify exchange
     /// (RFC 5246 §7.2.1), which our legs never start (a call ends by
     /// signalling) and whose arrival from the peer changes nothing the call
     /// does.
@@ -395,9 +448,12 @@ impl OsslDtls {
         }
         let role_done = match self.active {
             Some(true) => true,
-            Some(false) => self
-                .connected_at
-                .is_some_and(|t| self.now >= t + SERVER_LINGER),
+            Some(false) => {
+                self.peer_finished.is_set()
+                    || self
+                        .connected_at
+                        .is_some_and(|t| self.now >= t + SERVER_LINGER)
+            }
             None => false,
         };
         if role_done && self.out.is_empty() && self.queued.is_empty() && !self.close_notify_received

@@ -31,6 +31,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 
+use super::dtls::{self, PeerFinished};
 use super::sdp::{self, SdpError};
 use crate::dtmf::{self, KeyPress, KeyPressDetector, TelephoneEvent};
 
@@ -208,6 +209,10 @@ pub struct WaLeg {
     keys: KeyPressDetector,
     events: VecDeque<LegEvent>,
     stats: LegStats,
+    /// Told at the peer's first SRTP packet: then its DTLS handshake is over
+    /// (see [`super::dtls::PeerFinished`]).
+    peer_finished: Option<PeerFinished>,
+    peer_finished_told: bool,
 }
 
 /// The process' DTLS certificate, shared by every leg. A certificate per
@@ -257,8 +262,15 @@ fn base_config(now: Instant) -> RtcConfig {
     cfg
 }
 
+/// Builds the session and picks up its DTLS instance's [`PeerFinished`].
+fn build_rtc(rc: RtcConfig, now: Instant) -> (Rtc, Option<PeerFinished>) {
+    let _stale = dtls::take_created();
+    let rtc = rc.build(now);
+    (rtc, dtls::take_created())
+}
+
 impl WaLeg {
-    fn new(rtc: Rtc, cfg: LegConfig, now: Instant) -> WaLeg {
+    fn new(rtc: Rtc, peer_finished: Option<PeerFinished>, cfg: LegConfig, now: Instant) -> WaLeg {
         // Random starting points (RFC 3550 §5.1) from the process' random state.
         let seed = {
             use std::hash::{BuildHasher, Hasher};
@@ -289,6 +301,8 @@ impl WaLeg {
             keys: KeyPressDetector::default(),
             events: VecDeque::new(),
             stats: LegStats::default(),
+            peer_finished,
+            peer_finished_told: false,
             cfg,
         }
     }
@@ -323,7 +337,7 @@ impl WaLeg {
                 Default::default(),
             );
         }
-        let mut rtc = rc.build(now);
+        let (mut rtc, peer_finished) = build_rtc(rc, now);
         Self::add_candidate(&mut rtc, &cfg)?;
         {
             let mut d = rtc.direct_api();
@@ -337,7 +351,7 @@ impl WaLeg {
             SdpOffer::from_sdp_string(&remote.text).map_err(|e| SdpError::Parse(e.to_string()))?;
         let answer = rtc.sdp_api().accept_offer(parsed).map_err(rtc_err)?;
         let text = sdp::finish_local(&answer.to_sdp_string(), cfg.advertised)?;
-        let mut leg = WaLeg::new(rtc, cfg, now);
+        let mut leg = WaLeg::new(rtc, peer_finished, cfg, now);
         leg.opus_pt = remote.opus_pt.into();
         leg.mid = remote.mid.as_deref().map(Mid::from);
         leg.te = remote.telephone_event.map(|(pt, c)| (pt.into(), c));
@@ -365,7 +379,7 @@ impl WaLeg {
             None,
             Default::default(),
         );
-        let mut rtc = rc.build(now);
+        let (mut rtc, peer_finished) = build_rtc(rc, now);
         Self::add_candidate(&mut rtc, &cfg)?;
         // We are the full agent facing an ICE-lite peer: always controlling.
         rtc.direct_api().set_ice_controlling(true);
@@ -375,7 +389,7 @@ impl WaLeg {
             .apply()
             .ok_or(LegError::Rtc("no offer produced".into()))?;
         let text = sdp::finish_local(&offer.to_sdp_string(), cfg.advertised)?;
-        let mut leg = WaLeg::new(rtc, cfg, now);
+        let mut leg = WaLeg::new(rtc, peer_finished, cfg, now);
         leg.pending = Some(pending);
         leg.mid = Some(mid);
         leg.te = Some((126.into(), 8000));
@@ -427,6 +441,14 @@ impl WaLeg {
 
     pub fn is_connected(&self) -> bool {
         self.connected && !self.ended
+    }
+
+    /// Whether the leg has told its DTLS association that the peer's
+    /// handshake is over (its first SRTP arrived), so that a DTLS server
+    /// frees its state. For tests.
+    #[doc(hidden)]
+    pub fn told_dtls_peer_finished(&self) -> bool {
+        self.peer_finished_told
     }
 
     pub fn is_ended(&self) -> bool {
@@ -756,6 +778,12 @@ impl WaLeg {
             },
             Event::RtpPacket(p) => {
                 self.stats.rx_packets += 1;
+                if !self.peer_finished_told {
+                    if let Some(h) = &self.peer_finished {
+                        h.set();
+                        self.peer_finished_told = true;
+                    }
+                }
                 let pt = p.header.payload_type;
                 if pt == self.opus_pt {
                     self.events.push_back(LegEvent::Audio {

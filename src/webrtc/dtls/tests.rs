@@ -357,6 +357,67 @@ fn the_server_frees_its_ssl_twice_the_msl_after_the_handshake() {
 }
 
 #[test]
+fn the_server_frees_its_ssl_once_the_client_is_known_to_have_finished() {
+    let now = Instant::now();
+    let (mut client, mut server) = pair(now);
+    // The server's last flight (ChangeCipherSpec, content type 20, and
+    // Finished) never arrives: the server is connected, the client is not.
+    handshake(
+        &mut client,
+        &mut server,
+        Duration::ZERO,
+        |from_client, _, d| !from_client && d[0] == 20,
+    );
+    assert!(server.connected() && !client.connected());
+    // The client resends its last flight when its timer fires; the server,
+    // still holding its SSL, answers with its own again (RFC 6347 §4.2.4).
+    std::thread::sleep(Duration::from_millis(1100));
+    client.dtls.handle_timeout(Instant::now()).unwrap();
+    let resent = client.drain();
+    assert!(!resent.is_empty(), "the client resends its last flight");
+    for d in &resent {
+        server.dtls.handle_packet(d).unwrap();
+    }
+    assert!(
+        !server.drain().is_empty(),
+        "answered while the client may need it"
+    );
+    assert!(server.dtls.ssl.is_some());
+
+    // The leg saw the client's SRTP, so the client has the server's Finished.
+    server.dtls.peer_finished.set();
+    assert!(server.drain().is_empty());
+    assert!(
+        server.dtls.ssl.is_none(),
+        "freed at once, not after 4 minutes"
+    );
+    assert_eq!(server.dtls.phase, super::Phase::Done);
+}
+
+#[test]
+fn each_leg_instance_leaves_its_own_handle_for_the_leg() {
+    let cert = OsslDtlsProvider.generate_certificate().unwrap();
+    let now = Instant::now();
+    let _ = super::take_created();
+    let a = OsslDtls::create_for_leg(&cert, now, None).unwrap();
+    let taken_a = super::take_created().expect("a's handle");
+    assert!(super::take_created().is_none(), "taken once");
+    let b = OsslDtls::create_for_leg(&cert, now, None).unwrap();
+    let taken_b = super::take_created().expect("b's handle");
+    taken_a.set();
+    assert!(a.peer_finished.is_set());
+    assert!(!b.peer_finished.is_set(), "b's handle is its own");
+    taken_b.set();
+    assert!(b.peer_finished.is_set());
+    // Another thread's instances never land here.
+    std::thread::spawn(move || OsslDtls::create_for_leg(&cert, now, None).map(|_| ()))
+        .join()
+        .unwrap()
+        .unwrap();
+    assert!(super::take_created().is_none());
+}
+
+#[test]
 fn close_notify_is_reported_and_answered() {
     let now = Instant::now();
     let mut client = Side::keeping_ssl(now, true, true);
