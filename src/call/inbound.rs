@@ -13,7 +13,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use super::media_path::{MediaPath, PathEvent};
-use super::registry::CallCommand;
+use super::registry::{CallCommand, ENDING};
 use super::{ending, finish, save_dialog, CallCtx, Ending};
 use crate::config::AnswerMode;
 use crate::media::relay::MediaTimeout;
@@ -79,6 +79,7 @@ pub async fn run(
         started,
     )
     .await;
+    ctx.registry.set_state(live_id, ENDING);
     if end.terminate_at_wati {
         if let Err(e) = ctx.wati.terminate(&call.call_id).await {
             tracing::warn!(call_id = %call.call_id, error = %e, "terminate at Wati failed");

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::media_path::{MediaPath, PathEvent};
-use super::registry::CallCommand;
+use super::registry::{CallCommand, ENDING};
 use super::{ending, finish, save_dialog, CallCtx, Ending};
 use crate::config::Settings;
 use crate::ids::{WaCallId, Waid};
@@ -309,6 +309,7 @@ pub async fn run(
         started,
     )
     .await;
+    ctx.registry.set_state(live_id, ENDING);
     let end = out;
     if end.terminate_at_wati {
         if let Some(id) = &wa_call {
@@ -339,6 +340,7 @@ async fn run_call(
     // when a call was placed there.
     let refuse = |f: Final, cause: String| {
         let sip = ctx.sip.clone();
+        ctx.registry.set_state(live_id, ENDING);
         async move {
             let mut headers = Vec::new();
             if let Some(r) = &f.reason {

@@ -60,6 +60,10 @@ pub struct LiveCall {
     pub answered_at_ms: Option<i64>,
 }
 
+/// The state of a call whose outcome is decided: it is cleaning up
+/// (terminate at Wati, call record) and no longer counts for admission.
+pub const ENDING: &str = "ending";
+
 /// How long a webhook for a not-yet-known Wati call id is kept, and how many.
 const EARLY_TTL: Duration = Duration::from_secs(60);
 const EARLY_MAX: usize = 1024;
@@ -127,7 +131,11 @@ impl Registry {
         if g.draining {
             return Err(Refusal::Draining);
         }
-        if g.calls.len() >= max {
+        // A call that is ending (its final response sent or on its way)
+        // no longer counts: a PBX that places its next call the moment it
+        // has our final response finds the slot free.
+        let counted = g.calls.values().filter(|e| e.info.state != ENDING).count();
+        if counted >= max {
             return Err(Refusal::Capacity);
         }
         g.next_id += 1;
@@ -269,6 +277,27 @@ mod tests {
 
     fn wa(s: &str) -> WaCallId {
         WaCallId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn a_call_that_is_ending_leaves_its_slot_to_the_next() {
+        let r = Registry::default();
+        let (a, _rx) = r.admit("outbound", 1, None, None, None).unwrap();
+        assert_eq!(
+            r.admit("outbound", 1, None, None, None).unwrap_err(),
+            Refusal::Capacity
+        );
+        // Its final response is on its way to the PBX; it still cleans up.
+        r.set_state(a, ENDING);
+        let (b, _rx2) = r.admit("outbound", 1, None, None, None).unwrap();
+        assert_eq!(r.len(), 2, "both listed until the first is gone");
+        assert_eq!(
+            r.admit("inbound", 1, None, None, None).unwrap_err(),
+            Refusal::Capacity
+        );
+        drop(r.guard(a));
+        drop(r.guard(b));
+        assert!(r.is_empty());
     }
 
     #[test]
