@@ -273,6 +273,7 @@ impl Registry {
 
 #[cfg(test)]
 mod tests {
+    //! (`unwrap` here is test set-up and assertions: a failure is the test's failure.)
     use super::*;
 
     fn wa(s: &str) -> WaCallId {
