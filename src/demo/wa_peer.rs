@@ -44,7 +44,12 @@ pub struct WaPeer {
 fn config(cert: Option<DtlsCert>) -> RtcConfig {
     let mut cfg = RtcConfig::new().clear_codecs().set_ice_lite(true);
     if let Some(c) = cert {
-        cfg = cfg.set_dtls_cert(c);
+        // A certificate of the caller's choosing may be RSA, which str0m's
+        // own DTLS (dimpl: ECDSA suites only) cannot use: such a peer runs
+        // the bridge's OpenSSL DTLS.
+        cfg = cfg
+            .set_crypto_provider(crate::webrtc::dtls::crypto_provider())
+            .set_dtls_cert(c);
     }
     cfg.codec_config().add_config(
         111.into(),

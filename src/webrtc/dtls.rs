@@ -1,8 +1,10 @@
 //! DTLS 1.2 for the WhatsApp leg: OpenSSL's DTLS behind str0m's
 //! `DtlsProvider` trait.
 //!
-//! str0m's own OpenSSL backend (str0m-openssl 0.6) is replaced for the DTLS
-//! part only (SRTP ciphers, the STUN HMAC and SHA-256 stay str0m's) for three
+//! str0m's DTLS is replaced (its SRTP ciphers, STUN HMAC and hashing, from
+//! its aws-lc-rs backend, stay). str0m 0.25's own DTLS (dimpl) offers
+//! ECDHE-ECDSA suites only, and an RSA peer must work too; OpenSSL speaks
+//! both. str0m 0.24's OpenSSL backend, which this first replaced, had three
 //! things a bridge carrying hundreds of calls cannot live with:
 //!
 //! * **a TLS context per call.** It built an `SSL_CTX` for every session and
@@ -36,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use dimpl::{CryptoError as DtlsCryptoError, CryptoOperation, TimeoutError};
 use foreign_types::ForeignTypeRef;
+use openssl::error::ErrorStack;
 use openssl::pkey::PKey;
 use openssl::srtp::SrtpProfileId;
 use openssl::ssl::{ErrorCode, ShutdownState, Ssl, SslContext, SslContextBuilder, SslMethod};
@@ -182,7 +185,16 @@ fn context_for(cert: &DtlsCert) -> Result<SslContext, CryptoError> {
     Ok(ctx)
 }
 
+/// OpenSSL's errors, as str0m's provider trait takes them.
+fn ossl(e: ErrorStack) -> CryptoError {
+    CryptoError::Other(format!("OpenSSL: {e}"))
+}
+
 fn build_context(cert: &DtlsCert) -> Result<SslContext, CryptoError> {
+    build_ossl_context(cert).map_err(ossl)
+}
+
+fn build_ossl_context(cert: &DtlsCert) -> Result<SslContext, ErrorStack> {
     let mut ctx = SslContextBuilder::new(SslMethod::dtls())?;
     ctx.set_cipher_list(CIPHERS)?;
     ctx.set_tlsext_use_srtp(SRTP_PROFILES)?;
@@ -305,12 +317,15 @@ impl OsslDtls {
         finish_early: bool,
     ) -> Result<Self, CryptoError> {
         let ctx = context_for(cert)?;
-        let mut ssl = Ssl::new(&ctx)?;
         // str0m's MTU target (1150) unless told otherwise; never above what
         // str0m's poll buffer takes.
         let mtu = mtu.unwrap_or(1150).min(MAX_DATAGRAM - 100);
-        ssl.set_mtu(mtu as u32)?;
-        let stream = SslStream::new(ssl, Wire::default())?;
+        let stream = Ssl::new(&ctx)
+            .and_then(|mut ssl| {
+                ssl.set_mtu(mtu as u32)?;
+                SslStream::new(ssl, Wire::default())
+            })
+            .map_err(ossl)?;
         Ok(OsslDtls {
             ssl: Some(stream),
             finish_early,
@@ -703,14 +718,17 @@ impl DtlsInstance for OsslDtls {
         }
     }
 
-    fn send_application_data(&mut self, data: &[u8]) -> Result<(), DtlsImplError> {
+    /// All of `data` is taken (sent, or queued until the handshake is
+    /// over): the count is its length.
+    fn send_application_data(&mut self, data: &[u8]) -> Result<usize, DtlsImplError> {
         match self.phase {
             Phase::Connected => self
                 .with_buffers(|d| d.write(data))
-                .unwrap_or(Err(DtlsImplError::ConnectionClosed)),
+                .unwrap_or(Err(DtlsImplError::ConnectionClosed))
+                .map(|()| data.len()),
             Phase::Idle | Phase::Handshaking => {
                 self.queued.push_back(data.to_vec());
-                Ok(())
+                Ok(data.len())
             }
             Phase::Failed | Phase::Done => Err(DtlsImplError::ConnectionClosed),
         }
