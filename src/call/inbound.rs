@@ -8,13 +8,14 @@
 //! after the INVITE goes out, and the PBX's early media (183) reaches the caller.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
 
 use super::media_path::{MediaPath, PathEvent};
 use super::registry::{CallCommand, ENDING};
-use super::{ending, finish, save_dialog, CallCtx, Ending};
+use super::{cold, ending, finish, save_dialog, CallCtx, Ending};
 use crate::config::AnswerMode;
 use crate::media::relay::MediaTimeout;
 use crate::media::socket::RtpSocket;
@@ -48,7 +49,7 @@ fn request_uri(user: &str, host: &str) -> String {
 }
 
 pub async fn run(
-    ctx: CallCtx,
+    ctx: Arc<CallCtx>,
     live_id: u64,
     call: InboundCall,
     mut commands: mpsc::Receiver<CallCommand>,
@@ -81,12 +82,12 @@ pub async fn run(
     .await;
     ctx.registry.set_state(live_id, ENDING);
     if end.terminate_at_wati {
-        if let Err(e) = ctx.wati.terminate(&call.call_id).await {
+        if let Err(e) = cold(ctx.wati.terminate(&call.call_id)).await {
             tracing::warn!(call_id = %call.call_id, error = %e, "terminate at Wati failed");
         }
     }
     tracing::info!(call_id = %call.call_id, cause = %end.cause, sip_code = ?end.sip_code, secs = started.elapsed().as_secs(), "inbound call ended");
-    finish(&ctx, "inbound", record, end, path).await;
+    cold(finish(&ctx, "inbound", record, end, path)).await;
 }
 
 async fn run_call(
@@ -158,25 +159,23 @@ async fn run_call(
         transport: Transport::Udp,
         addr: trunk,
     };
-    let Some(sip_call) = ctx
-        .sip
-        .invite(
-            request_uri.clone(),
-            from,
-            format!("<{request_uri}>"),
-            headers,
-            offer,
-            peer,
-            events_tx,
-        )
-        .await
+    let Some(sip_call) = cold(ctx.sip.invite(
+        request_uri.clone(),
+        from,
+        format!("<{request_uri}>"),
+        headers,
+        offer,
+        peer,
+        events_tx,
+    ))
+    .await
     else {
         return ending("sip_unavailable", None, true);
     };
 
     let immediate = s.calls.answer_mode == AnswerMode::Immediate;
     if immediate {
-        if let Err(e) = ctx.wati.accept(&call.call_id, &answer).await {
+        if let Err(e) = cold(ctx.wati.accept(&call.call_id, &answer)).await {
             ctx.sip.hangup(sip_call).await;
             return ending(format!("wati_accept: {e}"), None, true);
         }
@@ -240,7 +239,7 @@ async fn run_call(
                         }
                     }
                     if !immediate {
-                        if let Err(e) = ctx.wati.accept(&call.call_id, &answer).await {
+                        if let Err(e) = cold(ctx.wati.accept(&call.call_id, &answer)).await {
                             ctx.sip.hangup(sip_call).await;
                             return ending(format!("wati_accept: {e}"), Some(200), true);
                         }

@@ -11,13 +11,14 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
 use super::media_path::{MediaPath, PathEvent};
 use super::registry::{CallCommand, ENDING};
-use super::{ending, finish, save_dialog, CallCtx, Ending};
+use super::{cold, ending, finish, save_dialog, CallCtx, Ending};
 use crate::config::Settings;
 use crate::ids::{WaCallId, Waid};
 use crate::media::relay::MediaTimeout;
@@ -273,7 +274,7 @@ fn reason_header(code: u16, text: &str) -> (&'static str, String) {
 }
 
 pub async fn run(
-    ctx: CallCtx,
+    ctx: Arc<CallCtx>,
     live_id: u64,
     mut inc: IncomingInvite,
     mut commands: mpsc::Receiver<CallCommand>,
@@ -313,13 +314,13 @@ pub async fn run(
     let end = out;
     if end.terminate_at_wati {
         if let Some(id) = &wa_call {
-            if let Err(e) = ctx.wati.terminate(id).await {
+            if let Err(e) = cold(ctx.wati.terminate(id)).await {
                 tracing::warn!(call_id = %id, error = %e, "terminate at Wati failed");
             }
         }
     }
     tracing::info!(%sip_call_id, wa_call_id = ?wa_call.as_ref().map(|w| w.as_str()), cause = %end.cause, sip_code = ?end.sip_code, secs = started.elapsed().as_secs(), "outbound call ended");
-    finish(&ctx, "outbound", record, end, path).await;
+    cold(finish(&ctx, "outbound", record, end, path)).await;
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -382,12 +383,12 @@ async fn run_call(
 
     // 3. Call permission.
     let mut queued = VecDeque::new();
-    let (permit, interrupt) = watching(
+    let (permit, interrupt) = cold(watching(
         check_permission(ctx, &waid),
         &mut inc.events,
         commands,
         &mut queued,
-    )
+    ))
     .await;
     if let Some(i) = interrupt {
         return interrupted(ctx, call, i).await;
@@ -472,12 +473,12 @@ async fn run_call(
     ));
 
     // 5. Place the call at Wati.
-    let (placed, interrupt) = watching(
+    let (placed, interrupt) = cold(watching(
         ctx.wati.outbound_call(&waid, &offer),
         &mut inc.events,
         commands,
         &mut queued,
-    )
+    ))
     .await;
     let wa_id = match placed {
         Ok(id) => id,
