@@ -9,15 +9,13 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use support::fake_wati::{FakeWati, Route};
 use support::wa_peer::WaPeer;
-use support::{ended_call_records, free_port, settings_with, sipp_pbx, WEBHOOK_KEY};
+use support::{ended_call_records, settings_with, sipp_pbx, WEBHOOK_KEY};
 use wa_sip_bridge::Bridge;
 
 #[tokio::test]
 async fn silent_whatsapp_leg_times_out_and_both_sides_hang_up() {
-    let sip_port = free_port();
     // sipp's built-in UAS answers and then waits for our BYE.
-    let mp = free_port().to_string();
-    let mut pbx = sipp_pbx(sip_port, &["-sn", "uas", "-mp", &mp, "-m", "1"]).await;
+    let (mut pbx, sip_port) = sipp_pbx(&["-sn", "uas", "-m", "1"]).await;
 
     let wati = FakeWati::start().await.unwrap();
     let extra = format!(

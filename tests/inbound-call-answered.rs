@@ -15,19 +15,13 @@ use serde_json::json;
 use support::audio::{tone_snr_db, Sink, ToneSource};
 use support::fake_wati::{FakeWati, Route};
 use support::wa_peer::WaPeer;
-use support::{ended_call_records, free_port, settings_with, sipp_pbx, WEBHOOK_KEY};
+use support::{ended_call_records, settings_with, sipp_pbx, WEBHOOK_KEY};
 use wa_sip_bridge::Bridge;
 
 #[tokio::test]
 async fn inbound_call_answered_with_audio_both_ways_then_whatsapp_hangs_up() {
     // The PBX: sipp answering (180, 200 with PCMU SDP) and echoing RTP.
-    let (sip_port, media_port) = (free_port(), free_port() & !1);
-    let mp = media_port.to_string();
-    let mut pbx = sipp_pbx(
-        sip_port,
-        &["-sn", "uas", "-mp", &mp, "-rtp_echo", "-m", "1"],
-    )
-    .await;
+    let (mut pbx, sip_port) = sipp_pbx(&["-sn", "uas", "-rtp_echo", "-m", "1"]).await;
 
     let wati = FakeWati::start().await.unwrap();
     let extra = format!(

@@ -13,22 +13,16 @@ use support::audio::tone_snr_db;
 use support::fake_wati::{FakeWati, Route};
 use support::wa_peer::WaPeer;
 use support::wa_user::{run_media, wait_for_request};
-use support::{ended_call_records, free_port, settings_with, sipp_pbx, WEBHOOK_KEY};
+use support::{ended_call_records, settings_with, sipp_pbx, WEBHOOK_KEY};
 use wa_sip_bridge::Bridge;
 
 #[tokio::test]
 async fn immediate_accept_relays_early_media_then_pbx_rejects() {
-    let (sip_port, media_port) = (free_port(), free_port() & !1);
     let scenario = format!(
         "{}/tests/sipp/uas_183_then_486.xml",
         env!("CARGO_MANIFEST_DIR")
     );
-    let mp = media_port.to_string();
-    let mut pbx = sipp_pbx(
-        sip_port,
-        &["-sf", &scenario, "-mp", &mp, "-rtp_echo", "-m", "1"],
-    )
-    .await;
+    let (mut pbx, sip_port) = sipp_pbx(&["-sf", &scenario, "-rtp_echo", "-m", "1"]).await;
     let wati = FakeWati::start().await.unwrap();
     let extra = format!(
         "[calls]\nanswer_mode = \"immediate\"\n[trunk]\nuri = \"sip:127.0.0.1:{sip_port}\"\n[webrtc]\nport_min = 42700\nport_max = 42799\n[media]\nrtp_port_min = 22000\nrtp_port_max = 22999\ncodecs = [\"pcmu\"]\n"

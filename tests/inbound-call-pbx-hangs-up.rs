@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use support::fake_wati::{FakeWati, Route};
 use support::wa_peer::WaPeer;
-use support::{ended_call_records, free_port, settings_with, sipp_pbx, WEBHOOK_KEY};
+use support::{ended_call_records, settings_with, sipp_pbx, WEBHOOK_KEY};
 use wa_sip_bridge::Bridge;
 
 async fn pbx_ends_the_call(
@@ -19,12 +19,8 @@ async fn pbx_ends_the_call(
     sip_code: u16,
     answered: bool,
 ) {
-    let sip_port = free_port();
-    let (mp, sf) = (
-        free_port().to_string(),
-        format!("{}/tests/sipp/{scenario}", env!("CARGO_MANIFEST_DIR")),
-    );
-    let mut pbx = sipp_pbx(sip_port, &["-mp", &mp, "-sf", &sf, "-m", "1"]).await;
+    let sf = format!("{}/tests/sipp/{scenario}", env!("CARGO_MANIFEST_DIR"));
+    let (mut pbx, sip_port) = sipp_pbx(&["-sf", &sf, "-m", "1"]).await;
 
     let wati = FakeWati::start().await.unwrap();
     let extra = format!(

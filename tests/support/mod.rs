@@ -65,27 +65,39 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Starts sipp as the PBX on 127.0.0.1:`sip_port` with `args` (scenario,
-/// `-m`, ...), its control and media ports chosen free; waits for it to bind.
-pub async fn sipp_pbx(sip_port: u16, args: &[&str]) -> tokio::process::Child {
-    let child = tokio::process::Command::new("sipp")
-        .args([
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &sip_port.to_string(),
-            "-cp",
-            &free_port().to_string(),
-        ])
-        .args(args)
-        .args(["-nostdin", "-timeout", "60s", "-timeout_error"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("sipp is installed (tests/setup-system.sh)");
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    child
+/// Starts sipp as the PBX on 127.0.0.1 with `args` (scenario, `-m`, ...)
+/// and returns it with its SIP port. Its SIP, control and media ports are
+/// chosen free; a port found free can be taken by another test before sipp
+/// binds it, and sipp then exits at once, so a sipp that has not lasted its
+/// start-up wait is started again on other ports.
+pub async fn sipp_pbx(args: &[&str]) -> (tokio::process::Child, u16) {
+    for _ in 0..5 {
+        let sip_port = free_port();
+        let mut child = tokio::process::Command::new("sipp")
+            .args([
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &sip_port.to_string(),
+                "-cp",
+                &free_port().to_string(),
+                // sipp's RTP echo binds this port and the one two above.
+                "-mp",
+                &(free_port() & !1).to_string(),
+            ])
+            .args(args)
+            .args(["-nostdin", "-timeout", "60s", "-timeout_error"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("sipp is installed (tests/setup-system.sh)");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        if matches!(child.try_wait(), Ok(None)) {
+            return (child, sip_port);
+        }
+    }
+    panic!("sipp exited at start five times (ports taken?)");
 }
 
 #[allow(unused_imports)]
