@@ -110,6 +110,9 @@ impl Bridge {
     pub async fn start_with_events(
         settings: Settings,
     ) -> Result<(Bridge, mpsc::Receiver<Received>), Error> {
+        // Off the runtime's threads, while the rest starts.
+        let prepared =
+            tokio::task::spawn_blocking(|| webrtc::leg::prepare(std::time::Instant::now()));
         let health = Arc::new(Health::default());
         let metrics = Arc::new(Metrics::new());
         let store = Store::open(&settings.storage, health.clone())?;
@@ -164,6 +167,10 @@ impl Bridge {
             registry: registry.clone(),
             admin_token: settings.http.admin_token.as_deref().map(Arc::from),
         }));
+        // Before webhooks can arrive: the first call does not wait for it.
+        if let Err(e) = prepared.await.map_err(|e| e.to_string()).and_then(|r| r) {
+            tracing::warn!(error = %e, "DTLS certificate not ready at start");
+        }
         let listener = tokio::net::TcpListener::bind(settings.http.listen)
             .await
             .map_err(|source| Error::Bind {

@@ -165,6 +165,12 @@ impl DtlsProvider for OsslDtlsProvider {
     }
 }
 
+/// Builds the shared context for `cert` now, so that the first call using
+/// it does not wait the ~6 ms OpenSSL takes to decode key and certificate.
+pub fn prepare(cert: &DtlsCert) -> Result<(), CryptoError> {
+    context_for(cert).map(drop)
+}
+
 /// The shared context for `cert`, built at its first use.
 fn context_for(cert: &DtlsCert) -> Result<SslContext, CryptoError> {
     static CONTEXTS: Mutex<Vec<(DtlsCert, SslContext)>> = Mutex::new(Vec::new());

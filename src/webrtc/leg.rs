@@ -239,6 +239,15 @@ fn shared_cert(now: Instant) -> Option<DtlsCert> {
     Some(cert)
 }
 
+/// Makes the process certificate and its DTLS context before any call needs
+/// them. The first certificate costs ~60 ms (aws-lc seeds its random
+/// generator at first use) and its context ~6 ms: the first call after a
+/// start would otherwise wait that long before its SDP answer.
+pub fn prepare(now: Instant) -> Result<(), String> {
+    let cert = shared_cert(now).ok_or("no certificate could be made")?;
+    dtls::prepare(&cert).map_err(|e| e.to_string())
+}
+
 /// How long one process certificate is used: well inside its one-year
 /// validity, so that no call ever presents an expired certificate.
 const CERT_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);

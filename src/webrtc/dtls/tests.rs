@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use foreign_types::ForeignTypeRef;
 use str0m::crypto::dtls::{DtlsCert, DtlsInstance, DtlsOutput, DtlsProvider, SrtpProfile};
 
-use super::{OsslDtls, OsslDtlsProvider};
+use super::{context_for, prepare, OsslDtls, OsslDtlsProvider};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Ev {
@@ -453,4 +453,13 @@ fn buffers_are_freed_only_where_openssl_has_the_cve_2024_4741_fix() {
         "{}",
         openssl::version::version()
     );
+}
+
+#[test]
+fn a_prepared_context_is_the_one_the_certificates_sessions_use() {
+    let cert = OsslDtlsProvider.generate_certificate().unwrap();
+    prepare(&cert).unwrap();
+    let first = context_for(&cert).unwrap();
+    let again = context_for(&cert).unwrap();
+    assert_eq!(first.as_ptr(), again.as_ptr(), "built once, at prepare");
 }
