@@ -15,6 +15,7 @@
 //! to tell them apart; a PBX behind NAT is told apart only by the port it
 //! was given. One local port per call per leg is what keeps calls apart.
 
+use std::cell::RefCell;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
@@ -33,8 +34,11 @@ const BATCH: usize = 2;
 pub struct Slot(usize);
 
 pub struct RecvBatch {
-    bufs: Box<[[u8; MAX_DATAGRAM]; BATCH]>,
-    lens: [usize; BATCH],
+    /// The datagrams of the last read, back to back: sized by what arrives
+    /// (a few hundred bytes of audio), not by [`MAX_DATAGRAM`] per slot.
+    held: Vec<u8>,
+    /// Where each kept datagram ends in `held`.
+    ends: [usize; BATCH],
     from: [SocketAddr; BATCH],
     count: usize,
     next: usize,
@@ -42,11 +46,25 @@ pub struct RecvBatch {
     pub dropped: u64,
 }
 
+/// `held` is given back to the allocator when it grew past this (DTLS
+/// flights at set-up) and the audio that follows would fit in far less.
+const HELD_SHRINK_ABOVE: usize = 1024;
+const HELD_KEEP: usize = 512;
+
+thread_local! {
+    /// Where the kernel writes: one set of full-size buffers per thread, not
+    /// per socket (two sockets per call at 4 KiB each were 8 KiB of every
+    /// call). Borrowed only inside [`RecvBatch::read`], which never yields,
+    /// and what came is copied out to the socket's own `held`.
+    static SCRATCH: RefCell<Box<[[u8; MAX_DATAGRAM]; BATCH]>> =
+        RefCell::new(Box::new([[0; MAX_DATAGRAM]; BATCH]));
+}
+
 impl Default for RecvBatch {
     fn default() -> Self {
         RecvBatch {
-            bufs: Box::new([[0; MAX_DATAGRAM]; BATCH]),
-            lens: [0; BATCH],
+            held: Vec::new(),
+            ends: [0; BATCH],
             from: [SocketAddr::from(([0, 0, 0, 0], 0)); BATCH],
             count: 0,
             next: 0,
@@ -85,20 +103,38 @@ impl RecvBatch {
 
     /// The datagram in `slot` and its source.
     pub fn get(&self, slot: Slot) -> (&[u8], SocketAddr) {
-        (&self.bufs[slot.0][..self.lens[slot.0]], self.from[slot.0])
+        let start = match slot.0 {
+            0 => 0,
+            i => self.ends[i - 1],
+        };
+        (&self.held[start..self.ends[slot.0]], self.from[slot.0])
     }
 
     /// One `recvmmsg` without blocking; keeps what came (truncated datagrams
     /// dropped) and returns how many the kernel handed over.
     fn read(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        SCRATCH.with(|scratch| {
+            // Never fails: nothing else borrows it on this thread meanwhile.
+            let Ok(mut bufs) = scratch.try_borrow_mut() else {
+                return Err(io::ErrorKind::WouldBlock.into());
+            };
+            self.read_into(socket, &mut bufs)
+        })
+    }
+
+    fn read_into(
+        &mut self,
+        socket: &UdpSocket,
+        bufs: &mut [[u8; MAX_DATAGRAM]; BATCH],
+    ) -> io::Result<usize> {
         // SAFETY: every pointer handed to the kernel points into `names`,
-        // `iovs` or `self.bufs`, which outlive the call; lengths are theirs.
+        // `iovs` or `bufs`, which outlive the call; lengths are theirs.
         let mut names: [libc::sockaddr_storage; BATCH] = unsafe { std::mem::zeroed() };
         let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
         for i in 0..BATCH {
             iovs[i] = libc::iovec {
-                iov_base: self.bufs[i].as_mut_ptr().cast(),
+                iov_base: bufs[i].as_mut_ptr().cast(),
                 iov_len: MAX_DATAGRAM,
             };
             hdrs[i].msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
@@ -122,21 +158,23 @@ impl RecvBatch {
         let n = n as usize;
         self.count = 0;
         self.next = 0;
+        self.held.clear();
         for i in 0..n {
             let h = &hdrs[i];
             let from = sockaddr_of(&names[i]);
             match from {
                 Some(from) if h.msg_hdr.msg_flags & libc::MSG_TRUNC == 0 => {
                     let k = self.count;
-                    if k != i {
-                        self.bufs.copy_within(i..i + 1, k);
-                    }
-                    self.lens[k] = h.msg_len as usize;
+                    self.held.extend_from_slice(&bufs[i][..h.msg_len as usize]);
+                    self.ends[k] = self.held.len();
                     self.from[k] = from;
                     self.count += 1;
                 }
                 _ => self.dropped += 1,
             }
+        }
+        if self.held.capacity() > HELD_SHRINK_ABOVE && self.held.len() <= HELD_KEEP {
+            self.held.shrink_to(HELD_KEEP);
         }
         Ok(n)
     }
@@ -242,5 +280,50 @@ mod tests {
         for i in 0..3u8 {
             assert_eq!(next(&mut batch, &rx).await.0, vec![i]);
         }
+    }
+
+    #[tokio::test]
+    async fn a_datagram_read_ahead_survives_another_sockets_read() {
+        let (rx, tx) = pair("127.0.0.1").await;
+        let (other, _) = pair("127.0.0.1").await;
+        let (mut batch, mut other_batch) = (RecvBatch::default(), RecvBatch::default());
+        tx.send_to(b"first", rx.local_addr().unwrap())
+            .await
+            .unwrap();
+        tx.send_to(b"second", rx.local_addr().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(next(&mut batch, &rx).await.0, b"first");
+        assert_eq!(batch.count, 2, "both were read at once");
+        // Another socket's read on this thread reuses the kernel's buffers.
+        tx.send_to(b"XXXXXXXXXXXX", other.local_addr().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(next(&mut other_batch, &other).await.0, b"XXXXXXXXXXXX");
+        assert_eq!(next(&mut batch, &rx).await.0, b"second");
+    }
+
+    #[tokio::test]
+    async fn a_large_flight_is_not_kept_once_small_datagrams_follow() {
+        let (rx, tx) = pair("127.0.0.1").await;
+        let mut batch = RecvBatch::default();
+        tx.send_to(&[1u8; 1400], rx.local_addr().unwrap())
+            .await
+            .unwrap();
+        tx.send_to(&[2u8; 1400], rx.local_addr().unwrap())
+            .await
+            .unwrap();
+        next(&mut batch, &rx).await;
+        next(&mut batch, &rx).await;
+        assert!(batch.held.capacity() >= 2800);
+        tx.send_to(&[3u8; 160], rx.local_addr().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(next(&mut batch, &rx).await.0, vec![3u8; 160]);
+        assert!(
+            batch.held.capacity() <= HELD_SHRINK_ABOVE,
+            "{}",
+            batch.held.capacity()
+        );
     }
 }
