@@ -44,11 +44,11 @@ pub struct CallCtx {
 }
 
 /// Puts a step a call takes once (set-up, its end at Wati, its record) on
-/// the heap for its `.await`. A task's future is as large as its largest await, and
-/// tokio keeps that size for the task's whole life: inline, these steps
-/// (reqwest futures, the record's write) made a call task 7–8.5 KiB that
-/// its steady state (relaying) never needs.
-/// (A plain function: an `async fn` would hold `step` inline again.)
+/// the heap for its `.await`. A task's future is as large as its largest
+/// await, and tokio keeps that size for the task's whole life: inline, these
+/// steps (reqwest futures, the record's write) made a call task 7–8.5 KiB
+/// that its steady state (relaying) never needs. (A plain function: an
+/// `async fn` would hold `step` inline again.)
 pub fn cold<F: std::future::Future>(step: F) -> std::pin::Pin<Box<F>> {
     Box::pin(step)
 }

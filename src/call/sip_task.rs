@@ -354,7 +354,7 @@ pub async fn run(
                 let (tx, rx) = mpsc::channel(64);
                 let inc = IncomingInvite {
                     call,
-                    invite,
+                    invite: *invite,
                     source,
                     events: rx,
                 };

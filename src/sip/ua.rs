@@ -46,7 +46,10 @@ pub enum UaEvent {
     /// Answer with [`SipUa::ring`], [`SipUa::answer`] or [`SipUa::reject`].
     Incoming {
         call: CallRef,
-        invite: Msg,
+        /// Boxed: events travel in per-call channels whose blocks hold 32 of
+        /// them from the start; inline, the INVITE made every event 120
+        /// bytes and each call's channel ~3.9 KiB.
+        invite: Box<Msg>,
         source: Peer,
     },
     /// A provisional response to our INVITE.
@@ -846,7 +849,7 @@ impl SipUa {
                 );
                 self.emit(UaEvent::Incoming {
                     call,
-                    invite: msg,
+                    invite: Box::new(msg),
                     source,
                 });
             }
