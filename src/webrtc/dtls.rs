@@ -183,7 +183,7 @@ fn context_for(cert: &DtlsCert) -> Result<SslContext, CryptoError> {
     {
         return Ok(ctx.clone());
     }
-    let ctx = build_context(cert)?;
+    let ctx = build_context(cert).map_err(ossl)?;
     if cache.len() >= CONTEXT_CACHE {
         cache.remove(0);
     }
@@ -196,11 +196,7 @@ fn ossl(e: ErrorStack) -> CryptoError {
     CryptoError::Other(format!("OpenSSL: {e}"))
 }
 
-fn build_context(cert: &DtlsCert) -> Result<SslContext, CryptoError> {
-    build_ossl_context(cert).map_err(ossl)
-}
-
-fn build_ossl_context(cert: &DtlsCert) -> Result<SslContext, ErrorStack> {
+fn build_context(cert: &DtlsCert) -> Result<SslContext, ErrorStack> {
     let mut ctx = SslContextBuilder::new(SslMethod::dtls())?;
     ctx.set_cipher_list(CIPHERS)?;
     ctx.set_tlsext_use_srtp(SRTP_PROFILES)?;
