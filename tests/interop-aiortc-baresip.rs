@@ -14,13 +14,14 @@ use support::audio::tone_snr_db;
 use support::fake_wati::{FakeWati, Route};
 use support::peers::{aiortc, Baresip};
 use support::wa_user::wait_for_request;
-use support::{ended_call_records, free_port, settings_with, WEBHOOK_KEY};
+use support::{ended_call_records, free_ports, settings_with, WEBHOOK_KEY};
 use wa_sip_bridge::Bridge;
 
 async fn call(codec_bridge: &str, codec_baresip: &str, call_id: &str, ports: u16) {
     let dir = tempfile::tempdir().unwrap();
-    let sip_port = free_port();
-    let rtp = (free_port() & !1, 0);
+    // baresip listens for SIP on this port (UDP, TCP) and for SIP/TLS on the next.
+    let sip_port = free_ports(2);
+    let rtp = (free_ports(12), 0);
     let baresip = Baresip::start(
         dir.path(),
         sip_port,

@@ -14,7 +14,7 @@ use support::fake_wati::{FakeWati, Route};
 use support::wa_user::{
     answer_outbound_call, run_media, script_outbound_call_id, wait_for_request,
 };
-use support::{ended_call_records, free_port, settings_with, WEBHOOK_KEY};
+use support::{ended_call_records, free_port, free_ports, settings_with, WEBHOOK_KEY};
 use wa_sip_bridge::Bridge;
 
 #[tokio::test]
@@ -54,7 +54,7 @@ async fn sipp_dials_with_digest_auth_and_sip_info_dtmf() {
             "-cp",
             &free_port().to_string(),
             "-mp",
-            &(free_port() & !1).to_string(),
+            &free_ports(4).to_string(),
             "-rtp_echo",
             "-m",
             "1",

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::json;
 use support::fake_wati::{FakeWati, Reply, Route};
 use support::wa_user::{script_outbound_call_id, wait_for_request};
-use support::{free_port, settings_with, TOKEN, WEBHOOK_KEY};
+use support::{free_port, free_ports, settings_with, TOKEN, WEBHOOK_KEY};
 use wa_sip_bridge::demo::pbx::{extension_socket, place_call, Dial};
 use wa_sip_bridge::Bridge;
 
@@ -30,7 +30,7 @@ async fn sipp_call(bridge: std::net::SocketAddr, scenario: &str, number: &str) -
             "-cp",
             &free_port().to_string(),
             "-mp",
-            &(free_port() & !1).to_string(),
+            &free_ports(4).to_string(),
             "-m",
             "1",
             "-nostdin",

@@ -1,17 +1,13 @@
 //! The real binary: `run` serves /healthz, /readyz and /metrics, and stops
 //! cleanly on SIGTERM.
 
+mod support;
+
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::free_port;
 
 #[tokio::test]
 async fn run_serves_health_and_stops_on_sigterm() {

@@ -5,10 +5,13 @@
 //! our own events. A missing sipp fails the test; the README's test command
 //! installs it.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use support::{free_port, free_ports};
 use tokio::process::Command;
 use wa_sip_bridge::sip::acl::SourceAcl;
 use wa_sip_bridge::sip::endpoint::{Peer, Transport};
@@ -17,14 +20,6 @@ use wa_sip_bridge::sip::transaction::Timers;
 use wa_sip_bridge::sip::ua::{EndCause, Invite, SipUa, UaConfig, UaEvent};
 
 const SDP: &str = "v=0\r\no=wa-sip-bridge 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn sipp_version() {
     let out = std::process::Command::new("sipp")
@@ -71,8 +66,8 @@ fn sipp(args: &[String]) -> tokio::process::Child {
 }
 
 fn common(port: u16) -> Vec<String> {
-    let cp = free_udp_port();
-    let mp = free_udp_port();
+    let cp = free_port();
+    let mp = free_ports(4);
     vec![
         "-i".into(),
         "127.0.0.1".into(),
@@ -107,7 +102,7 @@ async fn wait_sipp(mut child: tokio::process::Child) -> i32 {
 
 #[tokio::test]
 async fn sipp_as_pbx_answers_our_invite_and_we_hang_up() {
-    let port = free_udp_port();
+    let port = free_port();
     let mut args = common(port);
     args.extend(["-sn".into(), "uas".into(), "-m".into(), "1".into()]);
     let child = sipp(&args);
@@ -197,7 +192,7 @@ async fn answer_calls(s: &mut SipSocket, calls: usize, within: Duration) -> (usi
 async fn sipp_as_pbx_calls_us_we_answer_and_it_hangs_up() {
     let mut s = ua_socket().await;
     let ours = s.local_addr().unwrap();
-    let mut args = common(free_udp_port());
+    let mut args = common(free_port());
     args.extend([
         "-sn".into(),
         "uac".into(),
@@ -224,7 +219,7 @@ async fn sipp_as_pbx_calls_us_we_answer_and_it_hangs_up() {
 async fn calls_complete_with_ten_percent_loss() {
     let mut s = ua_socket().await;
     let ours = s.local_addr().unwrap();
-    let mut args = common(free_udp_port());
+    let mut args = common(free_port());
     args.extend([
         "-sn".into(),
         "uac".into(),
@@ -295,7 +290,7 @@ async fn call_sipp_uas(
     s: &mut SipSocket,
     mut on: impl FnMut(&mut SipSocket, UaEvent) -> bool,
 ) -> i32 {
-    let port = free_udp_port();
+    let port = free_port();
     let mut args = common(port);
     args.extend(["-sf".into(), scenario(file), "-m".into(), "1".into()]);
     let child = sipp(&args);
@@ -329,7 +324,7 @@ async fn sipp_calls_us(
     mut on: impl FnMut(&mut SipSocket, UaEvent) -> bool,
 ) -> i32 {
     let ours = s.local_addr().unwrap();
-    let mut args = common(free_udp_port());
+    let mut args = common(free_port());
     args.extend([
         "-sf".into(),
         scenario(file),
@@ -463,7 +458,7 @@ async fn a_source_outside_the_acl_gets_403_and_no_call() {
         ua_socket_with(|c| c.acl = SourceAcl::new(vec!["192.0.2.0/24".parse().unwrap()], vec![]))
             .await;
     let ours = s.local_addr().unwrap();
-    let mut args = common(free_udp_port());
+    let mut args = common(free_port());
     args.extend([
         "-sn".into(),
         "uac".into(),
@@ -484,7 +479,7 @@ async fn a_source_outside_the_acl_gets_403_and_no_call() {
 async fn registration_is_challenged_granted_and_refreshed_before_expiry() {
     use wa_sip_bridge::sip::register::RegisterConfig;
     let mut s = ua_socket().await;
-    let port = free_udp_port();
+    let port = free_port();
     let mut args = common(port);
     args.extend([
         "-sf".into(),
@@ -550,7 +545,7 @@ async fn ua_socket_tcp() -> SipSocket {
 async fn over_tcp_sipp_calls_us_on_one_connection() {
     let mut s = ua_socket_tcp().await;
     let ours = s.local_addr().unwrap();
-    let mut args = common(free_udp_port());
+    let mut args = common(free_port());
     args.extend([
         "-t".into(),
         "t1".into(),
@@ -577,7 +572,7 @@ async fn over_tcp_sipp_calls_us_on_one_connection() {
 #[tokio::test]
 async fn over_tcp_we_call_sipp() {
     let mut s = ua_socket_tcp().await;
-    let port = free_udp_port();
+    let port = free_port();
     let mut args = common(port);
     args.extend([
         "-t".into(),

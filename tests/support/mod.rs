@@ -56,20 +56,62 @@ url = "sqlite::memory:"
 
 pub mod wa_sim;
 
-/// A UDP port nothing listens on right now.
+/// Ports for peers the tests start (sipp, baresip, pjsua, a bridge's SIP
+/// listener) come from here, not from the OS: a port the OS hands out for
+/// `bind(0)` and the test releases can be handed to any other socket before
+/// the peer binds it (another test's bridge, a client's source port), and
+/// the peer then fails at start. This range is below Linux's ephemeral
+/// range (32768-60999), so `bind(0)` never lands in it, and above the
+/// bridge's default RTP pool (20000-29999) that test bridges use; within a
+/// test binary each port is handed out once (an atomic cursor), and
+/// binaries started side by side (nextest) begin at different places.
+const TEST_PORTS: std::ops::Range<u16> = 30000..32760;
+
+fn next_candidate(step: u16) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static CURSOR: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = (TEST_PORTS.end - TEST_PORTS.start) as u32;
+    let _ = CURSOR.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(97) % span,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    let at = CURSOR.fetch_add(step as u32, Ordering::Relaxed) % span;
+    TEST_PORTS.start + at as u16
+}
+
+fn bindable(port: u16) -> bool {
+    std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// A port (UDP and TCP) nothing listens on now and that no other caller in
+/// this test binary gets.
 pub fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_ports(1)
+}
+
+/// The first of `n` consecutive free ports, even (RTP pairs; sipp's RTP
+/// echo takes its `-mp` port and the one two above).
+pub fn free_ports(n: u16) -> u16 {
+    // An even start may sit one above the cursor: take one port more.
+    let step = if n == 1 { 1 } else { n + 1 };
+    for _ in 0..(TEST_PORTS.end - TEST_PORTS.start) {
+        let first = next_candidate(step);
+        let first = if n == 1 { first } else { (first + 1) & !1 };
+        if first + n <= TEST_PORTS.end && (first..first + n).all(bindable) {
+            return first;
+        }
+    }
+    panic!("no {n} free ports in {TEST_PORTS:?}");
 }
 
 /// Starts sipp as the PBX on 127.0.0.1 with `args` (scenario, `-m`, ...)
-/// and returns it with its SIP port. Its SIP, control and media ports are
-/// chosen free; a port found free can be taken by another test before sipp
-/// binds it, and sipp then exits at once, so a sipp that has not lasted its
-/// start-up wait is started again on other ports.
+/// and returns it with its SIP port. Its SIP, control and media ports come
+/// from [`free_ports`]; should one still be taken before sipp binds it (by a
+/// process outside the tests), sipp exits at once, so a sipp that has not
+/// lasted its start-up wait is started again on other ports.
 pub async fn sipp_pbx(args: &[&str]) -> (tokio::process::Child, u16) {
     for _ in 0..5 {
         let sip_port = free_port();
@@ -83,7 +125,7 @@ pub async fn sipp_pbx(args: &[&str]) -> (tokio::process::Child, u16) {
                 &free_port().to_string(),
                 // sipp's RTP echo binds this port and the one two above.
                 "-mp",
-                &(free_port() & !1).to_string(),
+                &free_ports(4).to_string(),
             ])
             .args(args)
             .args(["-nostdin", "-timeout", "60s", "-timeout_error"])
