@@ -1,5 +1,6 @@
 //! The running bridge's SIP side: bound on `sip.listen`, answers OPTIONS,
-//! refuses an INVITE without an SDP offer with 488, refuses INVITEs over
+//! refuses an INVITE requiring an extension it lacks with 420, one without
+//! an SDP offer with 488, refuses INVITEs over
 //! `calls.max_concurrent` with 503 + Retry-After, and
 //! registers to a challenging registrar (sipp) with the state in `/readyz`
 //! and `wsb_sip_registered`.
@@ -60,7 +61,7 @@ async fn responses(sock: &tokio::net::UdpSocket, until_final: bool) -> Vec<Strin
 }
 
 #[tokio::test]
-async fn options_answered_invite_without_offer_488_and_over_capacity_503() {
+async fn options_answered_required_extension_420_invite_without_offer_488_and_over_capacity_503() {
     let wati = FakeWati::start().await.unwrap();
     let bridge = Bridge::start(settings_with(
         &wati.api_endpoint(),
@@ -79,6 +80,24 @@ async fn options_answered_invite_without_offer_488_and_over_capacity_503() {
     let r = responses(&sock, true).await;
     assert!(r[0].starts_with("SIP/2.0 200 OK"), "{r:?}");
     assert!(r[0].contains("Allow: INVITE"), "{r:?}");
+
+    // An extension the bridge lacks, required (RFC 3261 §8.2.2.3): 420 naming it, no call.
+    let requiring = String::from_utf8(invite_with_sdp(bridge.sip_addr, ours, 10))
+        .unwrap()
+        .replace(
+            "Max-Forwards: 70\r\n",
+            "Max-Forwards: 70\r\nRequire: 100rel\r\n",
+        );
+    sock.send_to(requiring.as_bytes(), bridge.sip_addr)
+        .await
+        .unwrap();
+    let r = responses(&sock, true).await;
+    let last = r.last().unwrap();
+    assert!(last.starts_with("SIP/2.0 420 Bad Extension"), "{r:?}");
+    assert!(last.contains("Unsupported: 100rel"), "{last}");
+    assert!(wati
+        .requests_to(support::fake_wati::Route::OutboundCall)
+        .is_empty());
 
     sock.send_to(
         &request("INVITE", bridge.sip_addr, ours, 2),

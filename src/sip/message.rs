@@ -29,6 +29,8 @@ const LIST_HEADERS: &[&str] = &[
     "contact",
     "allow",
     "supported",
+    "require",
+    "unsupported",
 ];
 
 impl Msg {

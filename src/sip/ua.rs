@@ -4,7 +4,7 @@
 //! ACL, digest challenge, 100/180/183/200, 2xx retransmitted until the ACK
 //! and a BYE if it never comes, CANCEL → 487, BYE → 200, OPTIONS → 200,
 //! INFO DTMF, re-INVITE/UPDATE handed to the call layer, unknown methods →
-//! 405).
+//! 405, a required extension we lack → 420).
 //!
 //! One object for all calls, fed datagrams and time, drained with
 //! [`SipUa::poll_output`]; the call layer sees [`UaEvent`]s per call.
@@ -23,6 +23,21 @@ use super::register::{RegState, RegisterConfig, Registration};
 use super::transaction::Timers;
 
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE";
+
+/// SIP extensions (option tags, RFC 3261 §19.2) the bridge implements:
+/// none — no reliable provisional responses (100rel), no session timers
+/// (`timer`; a refresh re-INVITE or UPDATE is answered all the same), no
+/// `replaces`.
+const OPTION_TAGS: &[&str] = &[];
+
+/// The option tags a request's `Require` names that the bridge does not
+/// implement. RFC 3261 §8.2.2.3: such a request gets 420 listing them.
+fn unsupported_required(msg: &Msg) -> Vec<&str> {
+    msg.all("require")
+        .into_iter()
+        .filter(|tag| !OPTION_TAGS.iter().any(|t| t.eq_ignore_ascii_case(tag)))
+        .collect()
+}
 
 /// Our handle for one call's SIP side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -723,6 +738,28 @@ impl SipUa {
             return;
         }
         let in_dialog = msg.to_tag().is_some();
+        // RFC 3261 §8.2.2.3, for the methods handled below (an unknown
+        // method gets 405 first, §8.2.1; CANCEL ignores Require, §9.2).
+        if matches!(
+            method.as_str(),
+            "INVITE" | "UPDATE" | "INFO" | "BYE" | "OPTIONS"
+        ) {
+            let unsupported = unsupported_required(&msg);
+            if !unsupported.is_empty() {
+                let unsupported = unsupported.join(", ");
+                let tag = (!in_dialog).then(random_token);
+                self.respond(
+                    now,
+                    tx,
+                    &msg,
+                    420,
+                    "Bad Extension",
+                    tag.as_deref(),
+                    &[("unsupported", unsupported)],
+                );
+                return;
+            }
+        }
         if in_dialog {
             let call = self
                 .calls
@@ -1237,6 +1274,110 @@ mod tests {
         // ...and forgotten 64·T1 (32 s) later.
         ua.handle_timeout(t0 + Duration::from_secs(34));
         assert_eq!(ua.calls_held(), 0);
+    }
+
+    /// Feeds `msg` from the PBX and returns what the UA sent back and the
+    /// events it raised.
+    fn exchange(ua: &mut SipUa, now: Instant, msg: &Msg) -> (Vec<Msg>, Vec<UaEvent>) {
+        let pbx = Peer {
+            transport: Transport::Udp,
+            addr: "127.0.0.1:5099".parse().unwrap(),
+        };
+        ua.handle_message(now, &msg.to_bytes(), pbx);
+        let (mut sent, mut events) = (Vec::new(), Vec::new());
+        while let Some(o) = ua.poll_output() {
+            match o {
+                UaOutput::Transmit { data, .. } => sent.push(parse_incoming(&data).unwrap()),
+                UaOutput::Event(e) => events.push(e),
+            }
+        }
+        (sent, events)
+    }
+
+    fn pbx_invite(branch: &str, to_tag: Option<&str>, cseq: u32, extra: &[(&str, &str)]) -> Msg {
+        let mut inv = Msg::request("INVITE", "sip:14085551234@127.0.0.1:5060");
+        inv.push(
+            "via",
+            format!("SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bK{branch}"),
+        )
+        .push("from", "<sip:agent@127.0.0.1:5099>;tag=pbx")
+        .push(
+            "to",
+            match to_tag {
+                Some(t) => format!("<sip:14085551234@127.0.0.1:5060>;tag={t}"),
+                None => "<sip:14085551234@127.0.0.1:5060>".into(),
+            },
+        )
+        .push("call-id", "require-test")
+        .push("cseq", format!("{cseq} INVITE"))
+        .push("contact", "<sip:agent@127.0.0.1:5099>");
+        for (k, v) in extra {
+            inv.push(k, *v);
+        }
+        inv.with_body("application/sdp", b"v=0\r\n".to_vec());
+        inv
+    }
+
+    /// The final responses among `sent` (an INVITE also gets 100 Trying).
+    fn finals(sent: &[Msg]) -> Vec<&Msg> {
+        sent.iter()
+            .filter(|m| m.status().is_some_and(|c| c >= 200))
+            .collect()
+    }
+
+    fn status_of(sent: &[Msg]) -> Vec<u16> {
+        finals(sent).iter().filter_map(|m| m.status()).collect()
+    }
+
+    #[test]
+    fn an_invite_requiring_an_extension_we_lack_gets_420_naming_it() {
+        let t0 = Instant::now();
+        let mut ua = test_ua();
+        let inv = pbx_invite("r1", None, 1, &[("require", "100rel, Timer")]);
+        let (sent, events) = exchange(&mut ua, t0, &inv);
+        assert_eq!(status_of(&sent), vec![420]);
+        let resp = finals(&sent)[0];
+        assert_eq!(resp.all("unsupported"), vec!["100rel", "Timer"]);
+        assert!(resp.to_tag().is_some(), "a final response carries a To tag");
+        assert!(events.is_empty(), "no call for the call layer: {events:?}");
+        assert_eq!(ua.live_calls(), 0);
+    }
+
+    #[test]
+    fn extensions_only_offered_in_supported_do_not_stop_a_call() {
+        let t0 = Instant::now();
+        let mut ua = test_ua();
+        let inv = pbx_invite("s1", None, 1, &[("supported", "100rel, timer, replaces")]);
+        let (sent, events) = exchange(&mut ua, t0, &inv);
+        assert!(!status_of(&sent).contains(&420), "{:?}", status_of(&sent));
+        assert!(matches!(events.as_slice(), [UaEvent::Incoming { .. }]));
+    }
+
+    #[test]
+    fn a_re_invite_requiring_an_extension_gets_420_and_the_call_goes_on() {
+        let t0 = Instant::now();
+        let mut ua = test_ua();
+        let (_, events) = exchange(&mut ua, t0, &pbx_invite("c1", None, 1, &[]));
+        let Some(UaEvent::Incoming { call, .. }) = events.into_iter().next() else {
+            panic!("the INVITE reaches the call layer");
+        };
+        ua.answer(t0, call, "v=0\r\n");
+        let ok = std::iter::from_fn(|| ua.poll_output())
+            .find_map(|o| match o {
+                UaOutput::Transmit { data, .. } => parse_incoming(&data).ok(),
+                _ => None,
+            })
+            .expect("200 sent");
+        let tag = ok.to_tag().expect("our tag").to_string();
+        let reinv = pbx_invite("c2", Some(&tag), 2, &[("require", "timer")]);
+        let (sent, events) = exchange(&mut ua, t0, &reinv);
+        assert_eq!(status_of(&sent), vec![420]);
+        assert_eq!(finals(&sent)[0].header("unsupported"), Some("timer"));
+        assert!(
+            events.is_empty(),
+            "no re-offer for the call layer: {events:?}"
+        );
+        assert_eq!(ua.live_calls(), 1, "the call itself is not ended");
     }
 
     #[test]
