@@ -166,7 +166,7 @@ fn final_(code: u16, phrase: &'static str, reason: impl Into<Option<String>>) ->
 /// The PBX's offer, negotiated against `media.codecs` (no SDP: 488 too, as
 /// offers in the ACK are not supported).
 fn pbx_offer(invite: &Msg, s: &Settings) -> Result<Negotiated, SdpError> {
-    let m = sdp::parse(invite.body_str())?;
+    let m = sdp::parse(invite.sdp().unwrap_or(""))?;
     sdp::negotiate_offer(&m, &s.media.codecs)
 }
 

@@ -117,6 +117,111 @@ impl Msg {
     pub fn body_str(&self) -> &str {
         std::str::from_utf8(&self.body).unwrap_or("")
     }
+
+    /// The session description the message carries: the body when it is
+    /// `application/sdp` (or untyped, which RFC 3261 §20.15 forbids but
+    /// some UAs send), or the `application/sdp` part of a multipart body —
+    /// SBCs and SIP-I gateways send SDP beside ISUP that way (RFC 5621,
+    /// RFC 3204). `None` when there is none.
+    pub fn sdp(&self) -> Option<&str> {
+        let ct = self.header("content-type").unwrap_or("application/sdp");
+        sdp_in(ct, self.body_str(), 0)
+    }
+}
+
+/// Multipart bodies nested deeper than this are not searched.
+const MAX_MULTIPART_DEPTH: u8 = 2;
+
+fn sdp_in<'a>(content_type: &str, body: &'a str, depth: u8) -> Option<&'a str> {
+    let kind = content_type.split(';').next().unwrap_or("").trim();
+    if kind.eq_ignore_ascii_case("application/sdp") {
+        return (!body.trim().is_empty()).then_some(body);
+    }
+    let is_multipart = kind
+        .get(..10)
+        .is_some_and(|p| p.eq_ignore_ascii_case("multipart/"));
+    if !is_multipart || depth >= MAX_MULTIPART_DEPTH {
+        return None;
+    }
+    let boundary = param(content_type, "boundary")?.trim_matches('"');
+    // RFC 2046 §5.1.1: 1 to 70 characters.
+    if boundary.is_empty() || boundary.len() > 70 {
+        return None;
+    }
+    multipart_parts(body, boundary)
+        .into_iter()
+        .find_map(|part| {
+            let (headers, content) = split_part(part);
+            // RFC 2045 §5.2: a part without Content-Type is text/plain.
+            let part_type = headers
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    let name = name.trim();
+                    (name.eq_ignore_ascii_case("content-type") || name.eq_ignore_ascii_case("c"))
+                        .then(|| value.trim())
+                })
+                .unwrap_or("text/plain");
+            sdp_in(part_type, content, depth + 1)
+        })
+}
+
+/// The parts of a multipart body (RFC 2046 §5.1.1): what lies between
+/// delimiter lines `--boundary`, each delimiter at the start of a line,
+/// the line break before it belonging to it; the preamble before the first
+/// and the epilogue after the closing `--boundary--` are not parts. A body
+/// cut before its closing delimiter keeps its last part.
+fn multipart_parts<'a>(body: &'a str, boundary: &str) -> Vec<&'a str> {
+    let delimiter = format!("--{boundary}");
+    // (where the delimiter line starts, where the part after it starts, closing?)
+    let mut lines: Vec<(usize, usize, bool)> = Vec::new();
+    let mut from = 0;
+    while let Some(i) = body[from..].find(&delimiter) {
+        let at = from + i;
+        from = at + delimiter.len();
+        if at != 0 && !body[..at].ends_with('\n') {
+            continue;
+        }
+        let closing = body[from..].starts_with("--");
+        let next_line = body[from..].find('\n').map_or(body.len(), |n| from + n + 1);
+        lines.push((at, next_line, closing));
+        if closing {
+            break;
+        }
+    }
+    let mut parts = Vec::new();
+    for (i, &(_, begin, closing)) in lines.iter().enumerate() {
+        if closing {
+            break;
+        }
+        let part = match lines.get(i + 1) {
+            Some(&(next, _, _)) => {
+                let part = &body[begin..next];
+                part.strip_suffix("\r\n")
+                    .or_else(|| part.strip_suffix('\n'))
+                    .unwrap_or(part)
+            }
+            None => &body[begin..],
+        };
+        parts.push(part);
+    }
+    parts
+}
+
+/// A body part's header lines and its content, split at the first empty line.
+fn split_part(part: &str) -> (&str, &str) {
+    if let Some(content) = part
+        .strip_prefix("\r\n")
+        .or_else(|| part.strip_prefix('\n'))
+    {
+        return ("", content);
+    }
+    match (part.find("\r\n\r\n"), part.find("\n\n")) {
+        (Some(a), Some(b)) if b < a => (&part[..b], &part[b + 2..]),
+        (Some(a), _) => (&part[..a], &part[a + 4..]),
+        (None, Some(b)) => (&part[..b], &part[b + 2..]),
+        (None, None) => (part, ""),
+    }
 }
 
 /// Canonical spelling of a header name for output.
@@ -509,6 +614,128 @@ mod tests {
             Err(Rejected::Respond { code, .. }) => Some(code),
             Err(Rejected::Drop(_)) => Some(0),
             Ok(_) => None,
+        }
+    }
+
+    const OFFER: &str = "v=0\r\no=pbx 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+
+    fn invite_with(content_type: Option<&str>, body: &str) -> Msg {
+        let ct = content_type.map_or(String::new(), |c| format!("Content-Type: {c}\r\n"));
+        parse_incoming(&msg(
+            "INVITE sip:bridge@192.0.2.20 SIP/2.0",
+            &format!("{BASE}{ct}"),
+            body,
+        ))
+        .expect("valid INVITE")
+    }
+
+    #[test]
+    fn sdp_from_a_plain_or_untyped_body() {
+        assert_eq!(
+            invite_with(Some("application/sdp"), OFFER).sdp(),
+            Some(OFFER)
+        );
+        assert_eq!(
+            invite_with(Some("Application/SDP; charset=utf-8"), OFFER).sdp(),
+            Some(OFFER)
+        );
+        assert_eq!(invite_with(None, OFFER).sdp(), Some(OFFER));
+        assert_eq!(invite_with(Some("application/sdp"), "").sdp(), None);
+        assert_eq!(invite_with(Some("text/plain"), OFFER).sdp(), None);
+    }
+
+    /// SDP beside ISUP, as a SIP-I gateway sends it (RFC 3204 §5, RFC 5621).
+    #[test]
+    fn sdp_from_a_multipart_body() {
+        let body = format!(
+            "preamble, ignored\r\n--unique-boundary-1\r\nContent-Type: application/ISUP; version=itu-t92+\r\nContent-Disposition: signal; handling=optional\r\n\r\n\u{1}\u{2}\u{3}\r\n--unique-boundary-1\r\ncontent-type: application/sdp\r\nContent-Disposition: session\r\n\r\n{OFFER}\r\n--unique-boundary-1--\r\nepilogue\r\n"
+        );
+        let m = invite_with(Some("multipart/mixed; boundary=unique-boundary-1"), &body);
+        assert_eq!(m.sdp(), Some(OFFER));
+        // Quoted boundary, LF-only lines, the SDP part first.
+        let lf_offer = OFFER.replace("\r\n", "\n");
+        let body = format!(
+            "--b 1\nContent-Type: application/sdp\n\n{lf_offer}\n--b 1\n\nplain text\n--b 1--\n"
+        );
+        let m = invite_with(Some("multipart/mixed;boundary=\"b 1\""), &body);
+        assert_eq!(m.sdp(), Some(lf_offer.as_str()));
+        // Nested one level (multipart/alternative inside multipart/mixed).
+        let inner = format!("--in\r\nContent-Type: application/sdp\r\n\r\n{OFFER}\r\n--in--");
+        let body = format!("--out\r\nContent-Type: multipart/alternative; boundary=in\r\n\r\n{inner}\r\n--out--\r\n");
+        let m = invite_with(Some("multipart/mixed; boundary=out"), &body);
+        assert_eq!(m.sdp(), Some(OFFER));
+    }
+
+    #[test]
+    fn multipart_bodies_without_usable_sdp() {
+        let no_sdp = "--x\r\nContent-Type: application/ISUP\r\n\r\nabc\r\n--x--\r\n";
+        // No SDP part; a part without Content-Type is text/plain.
+        assert_eq!(
+            invite_with(Some("multipart/mixed; boundary=x"), no_sdp).sdp(),
+            None
+        );
+        let untyped = format!("--x\r\n\r\n{OFFER}\r\n--x--\r\n");
+        assert_eq!(
+            invite_with(Some("multipart/mixed; boundary=x"), &untyped).sdp(),
+            None
+        );
+        // No boundary, an empty one, one over 70 characters, or none in the body.
+        let sdp_part = format!("--x\r\nContent-Type: application/sdp\r\n\r\n{OFFER}\r\n--x--\r\n");
+        for ct in [
+            "multipart/mixed".to_string(),
+            "multipart/mixed; boundary=\"\"".to_string(),
+            format!("multipart/mixed; boundary={}", "x".repeat(71)),
+            "multipart/mixed; boundary=y".to_string(),
+        ] {
+            assert_eq!(invite_with(Some(&ct), &sdp_part).sdp(), None, "{ct}");
+        }
+        // A delimiter inside a line is content, not a delimiter.
+        let inline =
+            format!("--x\r\nContent-Type: application/sdp\r\n\r\n{OFFER}a=tool:--x\r\n--x--\r\n");
+        assert_eq!(
+            invite_with(Some("multipart/mixed; boundary=x"), &inline).sdp(),
+            Some(format!("{OFFER}a=tool:--x").as_str())
+        );
+        // Cut before the closing delimiter: the last part still counts.
+        let cut = format!("--x\r\nContent-Type: application/sdp\r\n\r\n{OFFER}");
+        assert_eq!(
+            invite_with(Some("multipart/mixed; boundary=x"), &cut).sdp(),
+            Some(OFFER)
+        );
+        // Nested deeper than two levels is not searched.
+        let l3 = format!("--c\r\nContent-Type: application/sdp\r\n\r\n{OFFER}\r\n--c--");
+        let l2 = format!("--b\r\nContent-Type: multipart/mixed; boundary=c\r\n\r\n{l3}\r\n--b--");
+        let l1 = format!("--a\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n{l2}\r\n--a--");
+        assert_eq!(
+            invite_with(Some("multipart/mixed; boundary=a"), &l1).sdp(),
+            None
+        );
+    }
+
+    /// Any body and boundary: never a panic (slicing stays on char boundaries).
+    #[test]
+    fn multipart_scanning_survives_arbitrary_bodies() {
+        let pieces = [
+            "--x",
+            "\r\n",
+            "\n",
+            "--",
+            "Content-Type: application/sdp",
+            "é",
+            "x",
+            "\r\n\r\n",
+            "v=0",
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..5000 {
+            let mut body = String::new();
+            for _ in 0..(seed % 12) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                body.push_str(pieces[(seed % pieces.len() as u64) as usize]);
+            }
+            let _ = sdp_in("multipart/mixed; boundary=x", &body, 0);
         }
     }
 

@@ -186,9 +186,7 @@ fn via_line(host: &str, t: Transport) -> String {
 }
 
 fn sdp_of(msg: &Msg) -> Option<String> {
-    let ct = msg.header("content-type").unwrap_or("");
-    (ct.to_ascii_lowercase().starts_with("application/sdp") && !msg.body.is_empty())
-        .then(|| msg.body_str().to_string())
+    msg.sdp().map(str::to_string)
 }
 
 /// Parses INFO DTMF bodies: `Signal=5\r\nDuration=160` (dtmf-relay) or `5` (dtmf).
@@ -1378,6 +1376,48 @@ mod tests {
             "no re-offer for the call layer: {events:?}"
         );
         assert_eq!(ua.live_calls(), 1, "the call itself is not ended");
+    }
+
+    /// A PBX behind a SIP-I gateway answers with its SDP beside ISUP in a
+    /// multipart body (RFC 3204, RFC 5621): the call layer gets the SDP part.
+    #[test]
+    fn an_answer_in_a_multipart_body_reaches_the_call_layer_as_its_sdp_part() {
+        let t0 = Instant::now();
+        let mut ua = test_ua();
+        let pbx = Peer {
+            transport: Transport::Udp,
+            addr: "127.0.0.1:5099".parse().unwrap(),
+        };
+        ua.invite(
+            t0,
+            Invite {
+                request_uri: "sip:ivr@127.0.0.1:5099",
+                from: "<sip:+15551234567@wa.example.com>",
+                to: "<sip:ivr@127.0.0.1:5099>",
+                headers: &[],
+                sdp: "v=0\r\n",
+                peer: pbx,
+            },
+        );
+        let invite = std::iter::from_fn(|| ua.poll_output())
+            .find_map(|o| match o {
+                UaOutput::Transmit { data, .. } => parse_incoming(&data).ok(),
+                _ => None,
+            })
+            .expect("our INVITE");
+        let answer = "v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+        let body = format!(
+            "--gw\r\nContent-Type: application/ISUP; version=itu-t92+\r\n\r\n\u{6}\u{0}\r\n--gw\r\nContent-Type: application/sdp\r\n\r\n{answer}\r\n--gw--\r\n"
+        );
+        let mut ok = Msg::response_to(&invite, 200, "OK", Some("pbx-tag"));
+        ok.push("contact", "<sip:ivr@127.0.0.1:5099>")
+            .with_body("multipart/mixed; boundary=gw", body.into_bytes());
+        let (_, events) = exchange(&mut ua, t0, &ok);
+        let sdp = events.iter().find_map(|e| match e {
+            UaEvent::Answered { sdp, .. } => Some(sdp.clone()),
+            _ => None,
+        });
+        assert_eq!(sdp, Some(Some(answer.to_string())), "{events:?}");
     }
 
     #[test]
