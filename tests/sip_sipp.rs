@@ -656,7 +656,8 @@ async fn a_hold_re_invite_is_answered_recvonly_and_its_new_port_seen() {
                 direction: n.our_direction,
             }
             .render();
-            s.ua().answer_reoffer(Instant::now(), call, tx, &answer);
+            s.ua()
+                .answer_reoffer(Instant::now(), call, tx, Some(&answer));
             false
         }
         UaEvent::Ended { cause, .. } => {

@@ -257,9 +257,8 @@ async fn run_call(
                 Some(UaEvent::Ended { cause: SipEnd::PeerBye, .. }) => return ending("pbx_bye", Some(200), true),
                 Some(UaEvent::Ended { cause, .. }) => return ending(format!("sip: {cause:?}"), Some(200), true),
                 Some(UaEvent::Reoffer { tx, sdp: offer, .. }) => {
-                    if let Some(answer) = path.answer_reoffer(offer.as_deref(), &s.media.codecs) {
-                        ctx.sip.answer_reoffer(sip_call, tx, answer).await;
-                    }
+                    let answer = path.answer_reoffer(offer.as_deref(), &s.media.codecs);
+                    ctx.sip.answer_reoffer(sip_call, tx, answer).await;
                 }
                 Some(UaEvent::Dtmf { digit, duration, .. }) => path.sip_info_dtmf(digit, duration),
                 Some(_) => {}

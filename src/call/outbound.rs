@@ -645,9 +645,8 @@ async fn run_call(
                     return gone(format!("sip: {cause:?}"), answered.then_some(200));
                 }
                 Some(UaEvent::Reoffer { tx, sdp: offer, .. }) => {
-                    if let Some(answer) = path.answer_reoffer(offer.as_deref(), &s.media.codecs) {
-                        ctx.sip.answer_reoffer(call, tx, answer).await;
-                    }
+                    let answer = path.answer_reoffer(offer.as_deref(), &s.media.codecs);
+                    ctx.sip.answer_reoffer(call, tx, answer).await;
                 }
                 Some(UaEvent::Dtmf { digit, duration, .. }) => path.sip_info_dtmf(digit, duration),
                 // Our 200 was acknowledged: the dialog is confirmed.

@@ -668,16 +668,35 @@ impl SipUa {
         self.respond(now, tx, &inv, code, reason, Some(&tag), extra);
     }
 
-    /// Answers a re-INVITE/UPDATE with our SDP.
-    pub fn answer_reoffer(&mut self, now: Instant, call: CallRef, tx: ServerTxId, sdp: &str) {
+    /// Answers a re-INVITE/UPDATE with our SDP: 200 carrying it (the answer,
+    /// or our offer when a re-INVITE came without one, RFC 3261 §14.2), but
+    /// none for an UPDATE without an offer (a refresh: RFC 3311 §5.2 lets
+    /// its 2xx carry no offer). `None` (our media is not negotiated yet, an
+    /// offer of ours outstanding): 491 Request Pending, RFC 3261 §14.2 /
+    /// RFC 3311 §5.2, so the request is answered and may come again.
+    pub fn answer_reoffer(
+        &mut self,
+        now: Instant,
+        call: CallRef,
+        tx: ServerTxId,
+        sdp: Option<&str>,
+    ) {
         let Some(req) = self.ep.server_request(tx).cloned() else {
             return;
         };
-        let contact = format!("<{}>", self.cfg.contact_uri);
         let tag = self.calls.get(&call).map(|c| c.local_tag.clone());
+        let Some(sdp) = sdp else {
+            let r = Msg::response_to(&req, 491, "Request Pending", tag.as_deref());
+            self.ep.respond(now, tx, r);
+            return;
+        };
+        let contact = format!("<{}>", self.cfg.contact_uri);
         let mut r = Msg::response_to(&req, 200, "OK", tag.as_deref());
         r.push("contact", contact);
-        r.with_body("application/sdp", sdp.as_bytes().to_vec());
+        let offerless_update = req.method() == Some("UPDATE") && req.sdp().is_none();
+        if !offerless_update {
+            r.with_body("application/sdp", sdp.as_bytes().to_vec());
+        }
         self.ep.respond(now, tx, r);
     }
 
@@ -1376,6 +1395,92 @@ mod tests {
             "no re-offer for the call layer: {events:?}"
         );
         assert_eq!(ua.live_calls(), 1, "the call itself is not ended");
+    }
+
+    /// Sets up a call from the PBX that we answered; returns it with our tag.
+    fn answered_call(ua: &mut SipUa, now: Instant) -> (CallRef, String) {
+        let (_, events) = exchange(ua, now, &pbx_invite("a1", None, 1, &[]));
+        let Some(UaEvent::Incoming { call, .. }) = events.into_iter().next() else {
+            panic!("the INVITE reaches the call layer");
+        };
+        ua.answer(now, call, "v=0\r\n");
+        let ok = std::iter::from_fn(|| ua.poll_output())
+            .find_map(|o| match o {
+                UaOutput::Transmit { data, .. } => parse_incoming(&data).ok(),
+                _ => None,
+            })
+            .expect("200 sent");
+        (call, ok.to_tag().expect("our tag").to_string())
+    }
+
+    fn pbx_update(tag: &str, cseq: u32, sdp: Option<&str>) -> Msg {
+        let mut up = Msg::request("UPDATE", "sip:bridge@127.0.0.1:5060");
+        up.push(
+            "via",
+            format!("SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bKup{cseq}"),
+        )
+        .push("from", "<sip:agent@127.0.0.1:5099>;tag=pbx")
+        .push("to", format!("<sip:14085551234@127.0.0.1:5060>;tag={tag}"))
+        .push("call-id", "require-test")
+        .push("cseq", format!("{cseq} UPDATE"))
+        .push("contact", "<sip:agent@127.0.0.1:5099>");
+        if let Some(sdp) = sdp {
+            up.with_body("application/sdp", sdp.as_bytes().to_vec());
+        }
+        up
+    }
+
+    /// Feeds a re-offer, answers it as the call layer would and returns the final response.
+    fn reoffer_answered(ua: &mut SipUa, now: Instant, req: &Msg, ours: Option<&str>) -> Msg {
+        let (_, events) = exchange(ua, now, req);
+        let Some(UaEvent::Reoffer { call, tx, .. }) = events.into_iter().next() else {
+            panic!("the request reaches the call layer");
+        };
+        ua.answer_reoffer(now, call, tx, ours);
+        let sent: Vec<Msg> = std::iter::from_fn(|| ua.poll_output())
+            .filter_map(|o| match o {
+                UaOutput::Transmit { data, .. } => parse_incoming(&data).ok(),
+                _ => None,
+            })
+            .collect();
+        finals(&sent)
+            .first()
+            .map(|m| (*m).clone())
+            .expect("a final response")
+    }
+
+    #[test]
+    fn an_update_without_an_offer_gets_200_without_sdp_and_one_with_an_offer_gets_our_answer() {
+        let t0 = Instant::now();
+        let mut ua = test_ua();
+        let (_, tag) = answered_call(&mut ua, t0);
+        let ours = "v=0\r\no=wa-sip-bridge 1 2 IN IP4 127.0.0.1\r\n";
+        // RFC 3311 §5.2: a refresh without an offer; its 2xx carries none.
+        let r = reoffer_answered(&mut ua, t0, &pbx_update(&tag, 2, None), Some(ours));
+        assert_eq!(r.status(), Some(200));
+        assert!(r.body.is_empty(), "{}", r.body_str());
+        let r = reoffer_answered(
+            &mut ua,
+            t0,
+            &pbx_update(&tag, 3, Some("v=0\r\n")),
+            Some(ours),
+        );
+        assert_eq!((r.status(), r.sdp()), (Some(200), Some(ours)));
+        // A re-INVITE without an offer gets ours in the 200 (RFC 3261 §14.2).
+        let mut reinvite = pbx_invite("ri", Some(&tag), 4, &[]);
+        reinvite.body.clear();
+        let r = reoffer_answered(&mut ua, t0, &reinvite, Some(ours));
+        assert_eq!((r.status(), r.sdp()), (Some(200), Some(ours)));
+    }
+
+    #[test]
+    fn a_re_offer_the_call_cannot_take_yet_gets_491_not_silence() {
+        let t0 = Instant::now();
+        let mut ua = test_ua();
+        let (_, tag) = answered_call(&mut ua, t0);
+        let r = reoffer_answered(&mut ua, t0, &pbx_update(&tag, 2, Some("v=0\r\n")), None);
+        assert_eq!(r.status(), Some(491));
+        assert_eq!(ua.live_calls(), 1);
     }
 
     /// A PBX behind a SIP-I gateway answers with its SDP beside ISUP in a
