@@ -595,6 +595,8 @@ pub fn response_destination(top_via: &str, fallback: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, port)
 }
 
+// `unwrap`/`expect` in these tests are set-up and assertions: a failure is
+// the test's failure; none is reachable from the bridge's input.
 #[cfg(test)]
 mod tests {
     use super::*;
