@@ -297,6 +297,74 @@ fn dtls_works_with_an_rsa_peer_in_both_roles() {
     assert!(sim.peer.audio.len() > 10);
 }
 
+/// Feeds the leg a distinct audio packet every 20 ms until it has
+/// connected, with WhatsApp unreachable for `unreachable` first; returns
+/// what was fed, in order.
+fn feed_while_connecting(sim: &mut Sim, unreachable: Duration) -> Vec<Vec<u8>> {
+    let mut tone = ToneSource::new(1000.0).unwrap();
+    let mut fed = Vec::new();
+    let mut feed = |s: &mut Sim| {
+        if !s.events.contains(&LegEvent::Connected) {
+            let p = tone.next_packet().unwrap();
+            s.leg.send_audio(s.now, &p, 960);
+            fed.push(p);
+        }
+    };
+    sim.peer_reachable = false;
+    sim.run_for(unreachable, &mut feed);
+    sim.peer_reachable = true;
+    sim.run_for(Duration::from_secs(3), &mut feed);
+    assert!(sim.connected(), "{:?}", sim.events);
+    fed
+}
+
+/// The PBX's first words (an IVR greeting) reach WhatsApp: audio the relay
+/// hands over while the leg is still connecting is held and sent first once
+/// it is up, in order, instead of being dropped.
+#[test]
+fn audio_from_before_the_leg_connected_is_sent_once_it_is() {
+    let (mut sim, _) = inbound(None);
+    let fed = feed_while_connecting(&mut sim, Duration::from_millis(400));
+    assert!(
+        fed.len() >= 20,
+        "only {} packets before connecting",
+        fed.len()
+    );
+    assert!(
+        fed.len() <= 50,
+        "{} packets: more than the leg holds",
+        fed.len()
+    );
+    assert!(sim.peer.audio.len() >= fed.len());
+    assert_eq!(
+        &sim.peer.audio[..fed.len()],
+        &fed[..],
+        "held audio arrives first, whole and in order"
+    );
+    let stats = sim.leg.stats();
+    assert_eq!(
+        (stats.held_packets, stats.held_dropped),
+        (fed.len() as u64, 0)
+    );
+}
+
+/// A leg slow to connect keeps the newest second of audio: the caller hears
+/// the audio just before the leg came up, continuous with what follows, and
+/// their jitter buffer absorbs at most a second.
+#[test]
+fn held_audio_is_bounded_to_the_newest_second() {
+    let (mut sim, _) = inbound(None);
+    let fed = feed_while_connecting(&mut sim, Duration::from_millis(2500));
+    assert!(fed.len() > 100, "{} packets", fed.len());
+    let newest = &fed[fed.len() - 50..];
+    assert_eq!(&sim.peer.audio[..50], newest);
+    let stats = sim.leg.stats();
+    assert_eq!(
+        (stats.held_packets, stats.held_dropped),
+        (50, fed.len() as u64 - 50)
+    );
+}
+
 #[test]
 fn a_peer_that_never_answers_ends_the_leg_once_with_connect_timeout() {
     let (mut sim, _) = inbound(None);

@@ -59,6 +59,14 @@ const DTMF_VOLUME: u8 = 10;
 const LAZY_GRID: Duration = Duration::from_millis(100);
 /// Already-due str0m timeouts handled within one `poll_output` call.
 const MAX_DUE_TIMEOUTS: u32 = 4;
+/// Audio from the PBX held while the leg connects, in 20 ms frames (1 s).
+/// An inbound call is accepted at Wati when the PBX answers, and WhatsApp
+/// can only start ICE and DTLS once it has our answer, so the PBX's first
+/// words (an IVR greeting) come before the leg can carry them. Meta's
+/// advice for that clipping is to hold the audio until the leg is up; the
+/// newest second is kept, which bounds the extra delay the caller's jitter
+/// buffer then has to absorb.
+const HELD_MAX: usize = 50;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -159,6 +167,10 @@ pub struct LegStats {
     pub rx_bytes: u64,
     pub tx_packets: u64,
     pub silence_packets: u64,
+    /// Audio held before the leg connected and sent once it did.
+    pub held_packets: u64,
+    /// Audio held before the leg connected that [`HELD_MAX`] pushed out.
+    pub held_dropped: u64,
     /// Datagrams that were not ours or not valid, dropped.
     pub dropped: u64,
 }
@@ -202,6 +214,8 @@ pub struct WaLeg {
     /// Last time the relay gave us audio.
     last_audio: Option<Instant>,
     next_silence: Option<Instant>,
+    /// Relay audio (payload, samples) that came before the leg connected.
+    held: VecDeque<(Vec<u8>, u32)>,
     dtmf_queue: VecDeque<(u8, Duration)>,
     dtmf: Option<DtmfSend>,
     dtmf_not_before: Option<Instant>,
@@ -303,6 +317,7 @@ impl WaLeg {
             last_sent: None,
             last_audio: None,
             next_silence: None,
+            held: VecDeque::new(),
             dtmf_queue: VecDeque::new(),
             dtmf: None,
             dtmf_not_before: None,
@@ -516,9 +531,18 @@ impl WaLeg {
 
     /// Sends one Opus packet from the relay; `samples` is its length at 48 kHz.
     /// Dropped while a DTMF event is being sent (RFC 4733 §2.5.1.1 lets the
-    /// event replace the audio) or before the leg is connected.
+    /// event replace the audio) or once the leg has ended; held (the newest
+    /// [`HELD_MAX`]) while it connects, and sent as soon as it has.
     pub fn send_audio(&mut self, now: Instant, payload: &[u8], samples: u32) {
-        if !self.is_connected() || self.dtmf.is_some() {
+        if self.ended || self.dtmf.is_some() {
+            return;
+        }
+        if !self.connected {
+            if self.held.len() == HELD_MAX {
+                self.held.pop_front();
+                self.stats.held_dropped += 1;
+            }
+            self.held.push_back((payload.to_vec(), samples));
             return;
         }
         self.now = self.now.max(now);
@@ -537,6 +561,23 @@ impl WaLeg {
         let pt = self.opus_pt;
         self.write(now, pt, false, payload);
         self.ts = self.ts.wrapping_add(samples);
+    }
+
+    /// Sends the audio held while the leg connected, back to back on one
+    /// timeline: they are WhatsApp's first SRTP packets (it waits for ours),
+    /// and its jitter buffer plays them out from there.
+    fn send_held(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let now = self.now;
+        let pt = self.opus_pt;
+        for (payload, samples) in std::mem::take(&mut self.held) {
+            self.write(now, pt, false, &payload);
+            self.ts = self.ts.wrapping_add(samples);
+            self.stats.held_packets += 1;
+        }
+        self.last_audio = Some(now);
     }
 
     /// Advances the outgoing timeline over audio that was lost before it
@@ -772,6 +813,7 @@ impl WaLeg {
                 if self.ssrc.is_none() {
                     self.bind_media();
                 }
+                self.send_held();
                 self.events.push_back(LegEvent::Connected);
             }
             Event::IceConnectionStateChange(state) => match state {
