@@ -365,6 +365,82 @@ fn held_audio_is_bounded_to_the_newest_second() {
     );
 }
 
+/// WhatsApp's audio is relayed even when it comes from an SSRC its SDP did
+/// not announce (an offer without `a=ssrc`, or a media server that changed
+/// streams): with no RTP header extensions to name the mid, str0m alone
+/// drops such packets, and the call would be one-way.
+#[test]
+fn audio_from_an_ssrc_the_offer_did_not_announce_reaches_the_bridge() {
+    let (mut sim, _) = support::wa_sim::inbound_with(None, |offer| {
+        offer
+            .split_inclusive("\r\n")
+            .filter(|l| !l.starts_with("a=ssrc:"))
+            .collect()
+    });
+    let mut theirs = ToneSource::new(440.0).unwrap();
+    sim.run_for(Duration::from_secs(2), |s| {
+        let now = s.now;
+        s.peer.send_audio(now, &theirs.next_packet().unwrap());
+    });
+    assert!(sim.connected(), "{:?}", sim.events);
+    let mut at_leg = Sink::new().unwrap();
+    for e in &sim.events {
+        if let LegEvent::Audio { payload, .. } = e {
+            at_leg.push(payload).unwrap();
+        }
+    }
+    assert!(
+        at_leg.packets > 50,
+        "{} packets of WhatsApp's audio at the bridge",
+        at_leg.packets
+    );
+    let snr = tone_snr_db(&at_leg.pcm, 440.0, 48_000.0, 9600);
+    assert!(snr > MIN_SNR_DB, "440 Hz at the bridge: SNR {snr:.1} dB");
+}
+
+/// Forged RTP headers from the peer's address, each with a new SSRC (they
+/// fail SRTP authentication), neither pile up receive streams nor keep a
+/// real unannounced stream from being taken.
+#[test]
+fn forged_ssrcs_do_not_crowd_out_a_real_unannounced_stream() {
+    let (mut sim, _) = support::wa_sim::inbound_with(None, |offer| {
+        offer
+            .split_inclusive("\r\n")
+            .filter(|l| !l.starts_with("a=ssrc:"))
+            .collect()
+    });
+    sim.run_for(Duration::from_secs(1), |_| {});
+    assert!(sim.connected(), "{:?}", sim.events);
+    let mut forged_ssrc = 0x1000_0000u32;
+    let mut forge = |s: &mut Sim, n: usize| {
+        for _ in 0..n {
+            forged_ssrc += 1;
+            let mut p = vec![0x80, 111, 0, 1, 0, 0, 0, 0];
+            p.extend_from_slice(&forged_ssrc.to_be_bytes());
+            p.extend_from_slice(&[0x55; 40]);
+            let now = s.now;
+            s.leg.handle_receive(now, support::wa_sim::peer_addr(), &p);
+        }
+    };
+    forge(&mut sim, 100);
+    let mut theirs = ToneSource::new(440.0).unwrap();
+    sim.run_for(Duration::from_secs(2), |s| {
+        let now = s.now;
+        s.peer.send_audio(now, &theirs.next_packet().unwrap());
+        forge(s, 3);
+    });
+    let audio = sim
+        .events
+        .iter()
+        .filter(|e| matches!(e, LegEvent::Audio { .. }))
+        .count();
+    assert!(
+        audio > 80,
+        "{audio} packets of WhatsApp's audio at the bridge"
+    );
+    assert!(sim.ended().is_empty(), "{:?}", sim.ended());
+}
+
 #[test]
 fn a_peer_that_never_answers_ends_the_leg_once_with_connect_timeout() {
     let (mut sim, _) = inbound(None);

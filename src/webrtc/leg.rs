@@ -67,6 +67,9 @@ const MAX_DUE_TIMEOUTS: u32 = 4;
 /// newest second is kept, which bounds the extra delay the caller's jitter
 /// buffer then has to absorb.
 const HELD_MAX: usize = 50;
+/// Receive streams the leg declares at most for SSRCs WhatsApp's SDP did not
+/// announce (see [`WaLeg::adopt_ssrc`]).
+const MAX_ADOPTED_SSRCS: usize = 4;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -216,6 +219,11 @@ pub struct WaLeg {
     next_silence: Option<Instant>,
     /// Relay audio (payload, samples) that came before the leg connected.
     held: VecDeque<(Vec<u8>, u32)>,
+    /// The SSRC of the last RTP packet that had a receive stream: one
+    /// compare per packet instead of a lookup.
+    rx_ssrc: Option<u32>,
+    /// Receive streams declared for unannounced SSRCs, oldest first.
+    adopted: [Option<u32>; MAX_ADOPTED_SSRCS],
     dtmf_queue: VecDeque<(u8, Duration)>,
     dtmf: Option<DtmfSend>,
     dtmf_not_before: Option<Instant>,
@@ -318,6 +326,8 @@ impl WaLeg {
             last_audio: None,
             next_silence: None,
             held: VecDeque::new(),
+            rx_ssrc: None,
+            adopted: [None; MAX_ADOPTED_SSRCS],
             dtmf_queue: VecDeque::new(),
             dtmf: None,
             dtmf_not_before: None,
@@ -496,11 +506,74 @@ impl WaLeg {
             return;
         }
         self.stats.rx_bytes += data.len() as u64;
+        if self.connected {
+            self.adopt_ssrc(data);
+        }
         if let Err(e) = self.rtc.handle_input(input) {
             // A bad packet from the peer's address: drop it, the session goes on.
             self.stats.dropped += 1;
             tracing::debug!(error = %e, "WhatsApp leg: input dropped");
         }
+    }
+
+    /// Gives an RTP packet from an SSRC that WhatsApp's SDP did not announce
+    /// (an offer without `a=ssrc`, a media server that switched streams) a
+    /// receive stream on our audio media, so that str0m decrypts and hands
+    /// it over: with no RTP header extension naming the mid (WhatsApp
+    /// negotiates none), str0m itself drops such packets and the call would
+    /// be one-way. The SSRC sits in the clear in SRTP's header (RFC 3711
+    /// §3.1). Only packets `accepts` took reach here (from the peer's ICE
+    /// address); at most [`MAX_ADOPTED_SSRCS`] are kept, and a new one
+    /// displaces the oldest that never delivered a packet, so forged
+    /// headers cannot crowd out a real stream.
+    fn adopt_ssrc(&mut self, data: &[u8]) {
+        // RFC 7983 §7: RTP and RTCP start with 128..=191; RFC 5761 §4: RTCP
+        // packet types (192..=223) where RTP has marker and payload type.
+        let (Some(&first), Some(&second), Some(s)) = (data.first(), data.get(1), data.get(8..12))
+        else {
+            return;
+        };
+        if !(128..=191).contains(&first) || (192..=223).contains(&second) {
+            return;
+        }
+        let ssrc = u32::from_be_bytes([s[0], s[1], s[2], s[3]]);
+        if self.rx_ssrc == Some(ssrc) {
+            return;
+        }
+        let Some(mid) = self.mid else {
+            return;
+        };
+        if self.rtc.media(mid).is_none() {
+            return;
+        }
+        let mut api = self.rtc.direct_api();
+        if api.stream_rx(&ssrc.into()).is_none() {
+            let slot = match self.adopted.iter().position(Option::is_none) {
+                Some(free) => free,
+                None => {
+                    let silent = self.adopted.iter().position(|a| {
+                        a.is_some_and(|a| {
+                            api.stream_rx(&a.into())
+                                .is_none_or(|rx| rx.last_time().is_none())
+                        })
+                    });
+                    let Some(silent) = silent else {
+                        return;
+                    };
+                    if let Some(old) = self.adopted[silent] {
+                        api.remove_stream_rx(old.into());
+                    }
+                    self.adopted[silent..].rotate_left(1);
+                    MAX_ADOPTED_SSRCS - 1
+                }
+            };
+            self.adopted[slot] = Some(ssrc);
+            // WhatsApp negotiates no NACK feedback.
+            api.expect_stream_rx(ssrc.into(), None, mid, None)
+                .suppress_nack(true);
+            tracing::debug!(ssrc, "WhatsApp leg: receiving from an unannounced SSRC");
+        }
+        self.rx_ssrc = Some(ssrc);
     }
 
     /// Advances the leg's clock: str0m's timers, silence, DTMF, deadlines.

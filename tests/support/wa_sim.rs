@@ -105,8 +105,15 @@ impl Sim {
 }
 
 pub fn inbound(cert: Option<DtlsCert>) -> (Sim, String) {
+    inbound_with(cert, |offer| offer)
+}
+
+/// As [`inbound`], with the peer's offer passed through `edit` on its way
+/// to the leg (the peer itself behaves as its own offer says).
+pub fn inbound_with(cert: Option<DtlsCert>, edit: impl FnOnce(String) -> String) -> (Sim, String) {
     let now = Instant::now();
     let (mut peer, offer) = WaPeer::offer(peer_addr(), now, cert).unwrap();
+    let offer = edit(offer);
     let (leg, answer) = WaLeg::answer(&offer, LegConfig::new(leg_addr(), leg_addr()), now).unwrap();
     peer.accept_answer(&answer).unwrap();
     (
