@@ -656,8 +656,7 @@ async fn a_hold_re_invite_is_answered_recvonly_and_its_new_port_seen() {
                 direction: n.our_direction,
             }
             .render();
-            s.ua()
-                .answer_reoffer(Instant::now(), call, tx, Some(&answer));
+            s.ua().answer_reoffer(Instant::now(), call, tx, Ok(&answer));
             false
         }
         UaEvent::Ended { cause, .. } => {

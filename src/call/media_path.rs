@@ -139,10 +139,18 @@ impl MediaPath {
     }
 
     /// Answers a re-INVITE/UPDATE (hold, resume, new address) with our current
-    /// media: the same codec, the mirrored direction (RFC 3264 §8).
-    pub fn answer_reoffer(&mut self, offer: Option<&str>, codecs: &[Codec]) -> Option<String> {
-        let current = self.negotiated.as_mut()?;
-        if let Some(m) = offer.and_then(|o| sdp::parse(o).ok()) {
+    /// media: the same codec, the mirrored direction (RFC 3264 §8). `Err`
+    /// is the SIP status instead: 491 before our media is negotiated, 488
+    /// for an offer we cannot read or that drops our codec (the session
+    /// then stays as it was, RFC 3261 §14.2).
+    pub fn answer_reoffer(&mut self, offer: Option<&str>, codecs: &[Codec]) -> Result<String, u16> {
+        let current = self.negotiated.as_mut().ok_or(491u16)?;
+        let offer = match offer.map(sdp::parse) {
+            None => None,
+            Some(Ok(m)) if sdp::reoffer_keeps(current, &m) => Some(m),
+            Some(_) => return Err(488),
+        };
+        if let Some(m) = offer {
             current.our_direction = m.direction.answer_to();
             if !m.is_hold() || m.rtp.is_some() {
                 self.rtp.set_remote(m.rtp);
@@ -151,7 +159,7 @@ impl MediaPath {
                 r.set_pbx_on_hold(m.is_hold(), Instant::now());
             }
         }
-        self.local_sdp(codecs, now_ms() as u64)
+        self.local_sdp(codecs, now_ms() as u64).ok_or(491)
     }
 
     /// A key press the PBX sent as SIP INFO.

@@ -56,8 +56,12 @@ pub enum SipCommand {
     Dialog(CallRef, oneshot::Sender<Option<Dialog>>),
     /// BYE in a dialog saved before a restart.
     ByeSaved(Dialog),
-    /// Answer a re-INVITE/UPDATE with our SDP (`None`: 491, not now).
-    AnswerReoffer(CallRef, crate::sip::endpoint::ServerTxId, Option<String>),
+    /// Answer a re-INVITE/UPDATE with our SDP, or refuse it with this status.
+    AnswerReoffer(
+        CallRef,
+        crate::sip::endpoint::ServerTxId,
+        Result<String, u16>,
+    ),
 }
 
 /// A call task's way to the SIP side.
@@ -140,7 +144,7 @@ impl SipHandle {
         &self,
         call: CallRef,
         tx: crate::sip::endpoint::ServerTxId,
-        sdp: Option<String>,
+        sdp: Result<String, u16>,
     ) {
         let _ = self.tx.send(SipCommand::AnswerReoffer(call, tx, sdp)).await;
     }
@@ -326,7 +330,7 @@ pub async fn run(
                         // A rejected call has no more events for its task.
                         routes.remove(&call);
                     }
-                    Some(SipCommand::AnswerReoffer(call, tx, sdp)) => sip.ua().answer_reoffer(Instant::now(), call, tx, sdp.as_deref()),
+                    Some(SipCommand::AnswerReoffer(call, tx, sdp)) => sip.ua().answer_reoffer(Instant::now(), call, tx, sdp.as_deref().map_err(|c| *c)),
                     None => return,
                 }
                 continue;

@@ -284,6 +284,17 @@ pub fn negotiate_answer(answer: &RemoteMedia, offered: &[Codec]) -> Result<Negot
     Ok(finish(codec, pt, answer, Direction::SendRecv))
 }
 
+/// Whether a re-offer in the call (re-INVITE/UPDATE: hold, resume, a new
+/// address) can be answered with the media we have: it must still offer our
+/// codec, since the relay does not switch codecs mid-call. Otherwise the
+/// answer is 488 and the session stays as it was (RFC 3261 §14.2).
+pub fn reoffer_keeps(current: &Negotiated, offer: &RemoteMedia) -> bool {
+    offer
+        .formats
+        .iter()
+        .any(|f| codec_of(f) == Some(current.codec))
+}
+
 fn finish(codec: Codec, pt: u8, remote: &RemoteMedia, our_direction: Direction) -> Negotiated {
     let clock = if codec == Codec::Opus { 48000 } else { 8000 };
     // telephone-event at the audio clock (RFC 4733 §2.1), else whichever exists.
@@ -542,6 +553,41 @@ mod tests {
         .render();
         assert!(a.contains("m=audio 20000 RTP/AVP 8 101\r\n"), "{a}");
         assert!(a.contains("a=recvonly\r\n"));
+    }
+
+    #[test]
+    fn a_re_offer_is_answered_only_while_it_keeps_our_codec() {
+        let sdp = |formats: &str, rtpmaps: &str, dir: &str| {
+            parse(&format!(
+                "v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP {formats}\r\n{rtpmaps}a={dir}\r\n"
+            ))
+            .unwrap()
+        };
+        let current = negotiate_offer(
+            &sdp("0 101", "a=rtpmap:101 telephone-event/8000\r\n", "sendrecv"),
+            &ALL,
+        )
+        .unwrap();
+        assert_eq!(current.codec, Codec::Pcmu);
+        // Hold and resume, another port or payload order: still PCMU.
+        assert!(reoffer_keeps(&current, &sdp("0 101", "", "sendonly")));
+        assert!(reoffer_keeps(&current, &sdp("8 0", "", "sendrecv")));
+        // PCMU gone (a switch to G.729, or PCMA only): 488.
+        assert!(!reoffer_keeps(
+            &current,
+            &sdp("18", "a=rtpmap:18 G729/8000\r\n", "sendrecv")
+        ));
+        assert!(!reoffer_keeps(&current, &sdp("8", "", "sendrecv")));
+        // Opus kept under another payload type number.
+        let opus = negotiate_offer(
+            &sdp("107", "a=rtpmap:107 opus/48000/2\r\n", "sendrecv"),
+            &ALL,
+        )
+        .unwrap();
+        assert!(reoffer_keeps(
+            &opus,
+            &sdp("96 0", "a=rtpmap:96 opus/48000/2\r\n", "sendrecv")
+        ));
     }
 
     #[test]

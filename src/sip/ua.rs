@@ -671,24 +671,34 @@ impl SipUa {
     /// Answers a re-INVITE/UPDATE with our SDP: 200 carrying it (the answer,
     /// or our offer when a re-INVITE came without one, RFC 3261 §14.2), but
     /// none for an UPDATE without an offer (a refresh: RFC 3311 §5.2 lets
-    /// its 2xx carry no offer). `None` (our media is not negotiated yet, an
-    /// offer of ours outstanding): 491 Request Pending, RFC 3261 §14.2 /
-    /// RFC 3311 §5.2, so the request is answered and may come again.
+    /// its 2xx carry no offer). `Err(code)` refuses it instead, the session
+    /// unchanged (RFC 3261 §14.2): 491 Request Pending while an offer of
+    /// ours is outstanding (the request may come again), 488 for an offer
+    /// we cannot accept.
     pub fn answer_reoffer(
         &mut self,
         now: Instant,
         call: CallRef,
         tx: ServerTxId,
-        sdp: Option<&str>,
+        sdp: Result<&str, u16>,
     ) {
         let Some(req) = self.ep.server_request(tx).cloned() else {
             return;
         };
         let tag = self.calls.get(&call).map(|c| c.local_tag.clone());
-        let Some(sdp) = sdp else {
-            let r = Msg::response_to(&req, 491, "Request Pending", tag.as_deref());
-            self.ep.respond(now, tx, r);
-            return;
+        let sdp = match sdp {
+            Ok(sdp) => sdp,
+            Err(code) => {
+                let phrase = match code {
+                    488 => "Not Acceptable Here",
+                    491 => "Request Pending",
+                    _ => "Server Internal Error",
+                };
+                let code = if matches!(code, 488 | 491) { code } else { 500 };
+                let r = Msg::response_to(&req, code, phrase, tag.as_deref());
+                self.ep.respond(now, tx, r);
+                return;
+            }
         };
         let contact = format!("<{}>", self.cfg.contact_uri);
         let mut r = Msg::response_to(&req, 200, "OK", tag.as_deref());
@@ -1433,7 +1443,7 @@ mod tests {
     }
 
     /// Feeds a re-offer, answers it as the call layer would and returns the final response.
-    fn reoffer_answered(ua: &mut SipUa, now: Instant, req: &Msg, ours: Option<&str>) -> Msg {
+    fn reoffer_answered(ua: &mut SipUa, now: Instant, req: &Msg, ours: Result<&str, u16>) -> Msg {
         let (_, events) = exchange(ua, now, req);
         let Some(UaEvent::Reoffer { call, tx, .. }) = events.into_iter().next() else {
             panic!("the request reaches the call layer");
@@ -1458,30 +1468,27 @@ mod tests {
         let (_, tag) = answered_call(&mut ua, t0);
         let ours = "v=0\r\no=wa-sip-bridge 1 2 IN IP4 127.0.0.1\r\n";
         // RFC 3311 §5.2: a refresh without an offer; its 2xx carries none.
-        let r = reoffer_answered(&mut ua, t0, &pbx_update(&tag, 2, None), Some(ours));
+        let r = reoffer_answered(&mut ua, t0, &pbx_update(&tag, 2, None), Ok(ours));
         assert_eq!(r.status(), Some(200));
         assert!(r.body.is_empty(), "{}", r.body_str());
-        let r = reoffer_answered(
-            &mut ua,
-            t0,
-            &pbx_update(&tag, 3, Some("v=0\r\n")),
-            Some(ours),
-        );
+        let r = reoffer_answered(&mut ua, t0, &pbx_update(&tag, 3, Some("v=0\r\n")), Ok(ours));
         assert_eq!((r.status(), r.sdp()), (Some(200), Some(ours)));
         // A re-INVITE without an offer gets ours in the 200 (RFC 3261 §14.2).
         let mut reinvite = pbx_invite("ri", Some(&tag), 4, &[]);
         reinvite.body.clear();
-        let r = reoffer_answered(&mut ua, t0, &reinvite, Some(ours));
+        let r = reoffer_answered(&mut ua, t0, &reinvite, Ok(ours));
         assert_eq!((r.status(), r.sdp()), (Some(200), Some(ours)));
     }
 
     #[test]
-    fn a_re_offer_the_call_cannot_take_yet_gets_491_not_silence() {
+    fn a_re_offer_the_call_cannot_take_gets_491_or_488_not_silence() {
         let t0 = Instant::now();
         let mut ua = test_ua();
         let (_, tag) = answered_call(&mut ua, t0);
-        let r = reoffer_answered(&mut ua, t0, &pbx_update(&tag, 2, Some("v=0\r\n")), None);
+        let r = reoffer_answered(&mut ua, t0, &pbx_update(&tag, 2, Some("v=0\r\n")), Err(491));
         assert_eq!(r.status(), Some(491));
+        let r = reoffer_answered(&mut ua, t0, &pbx_update(&tag, 3, Some("v=0\r\n")), Err(488));
+        assert_eq!(r.status(), Some(488));
         assert_eq!(ua.live_calls(), 1);
     }
 
