@@ -14,7 +14,7 @@ use support::fake_wati::{FakeWati, Route};
 use support::wa_user::{
     answer_outbound_call, run_media, script_outbound_call_id, wait_for_request,
 };
-use support::{ended_call_records, free_port, free_ports, settings_with, WEBHOOK_KEY};
+use support::{ended_call_records, settings_with, WEBHOOK_KEY};
 use wa_sip_bridge::Bridge;
 
 #[tokio::test]
@@ -38,37 +38,12 @@ async fn sipp_dials_with_digest_auth_and_sip_info_dtmf() {
             .unwrap_or("sipp")
             .trim()
     );
-    let mut sipp = tokio::process::Command::new("sipp")
-        .args([
-            "-sf",
-            &format!(
-                "{}/tests/sipp/uac_auth_outbound_info_dtmf.xml",
-                env!("CARGO_MANIFEST_DIR")
-            ),
-            "-s",
-            "447700900123",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &free_port().to_string(),
-            "-cp",
-            &free_port().to_string(),
-            "-mp",
-            &free_ports(4).to_string(),
-            "-rtp_echo",
-            "-m",
-            "1",
-            "-nostdin",
-            "-timeout",
-            "30s",
-            "-timeout_error",
-            &bridge.sip_addr.to_string(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("sipp is installed (tests/setup-system.sh)");
+    let mut sipp = support::sipp_dials(
+        "uac_auth_outbound_info_dtmf.xml",
+        "447700900123",
+        bridge.sip_addr,
+        &["-rtp_echo"],
+    );
 
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let (mut peer, req) = answer_outbound_call(
@@ -91,7 +66,7 @@ async fn sipp_dials_with_digest_auth_and_sip_info_dtmf() {
     let snr = tone_snr_db(window, 1000.0, 48_000.0, 0);
     assert!(snr > 10.0, "1 kHz back through sipp's echo: {snr:.1} dB");
 
-    let status = tokio::time::timeout(Duration::from_secs(30), sipp.wait())
+    let status = tokio::time::timeout(Duration::from_secs(40), sipp.wait())
         .await
         .expect("sipp finished")
         .unwrap();

@@ -12,39 +12,13 @@ use std::time::Duration;
 use serde_json::json;
 use support::fake_wati::{FakeWati, Reply, Route};
 use support::wa_user::{script_outbound_call_id, wait_for_request};
-use support::{free_port, free_ports, settings_with, TOKEN, WEBHOOK_KEY};
+use support::{settings_with, TOKEN, WEBHOOK_KEY};
 use wa_sip_bridge::demo::pbx::{extension_socket, place_call, Dial};
 use wa_sip_bridge::Bridge;
 
 async fn sipp_call(bridge: std::net::SocketAddr, scenario: &str, number: &str) -> i32 {
-    let mut child = tokio::process::Command::new("sipp")
-        .args([
-            "-sf",
-            &format!("{}/tests/sipp/{scenario}", env!("CARGO_MANIFEST_DIR")),
-            "-s",
-            number,
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &free_port().to_string(),
-            "-cp",
-            &free_port().to_string(),
-            "-mp",
-            &free_ports(4).to_string(),
-            "-m",
-            "1",
-            "-nostdin",
-            "-timeout",
-            "20s",
-            "-timeout_error",
-            &bridge.to_string(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("sipp is installed (tests/setup-system.sh)");
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+    let mut child = support::sipp_dials(scenario, number, bridge, &[]);
+    let status = tokio::time::timeout(Duration::from_secs(40), child.wait())
         .await
         .expect("sipp finished")
         .unwrap();

@@ -12,7 +12,7 @@ use support::fake_wati::Route;
 use support::wa_user::{
     answer_outbound_call, run_media, script_outbound_call_id, wait_for_request,
 };
-use support::{ended_call_records, free_port, free_ports, settings_with, WEBHOOK_KEY};
+use support::{ended_call_records, settings_with, WEBHOOK_KEY};
 use wa_sip_bridge::Bridge;
 
 #[tokio::test]
@@ -24,36 +24,12 @@ async fn a_re_invite_without_our_codec_gets_488_and_a_hold_gets_recvonly() {
     let bridge = Bridge::start(settings_with(&wati.api_endpoint(), extra))
         .await
         .unwrap();
-    let mut sipp = tokio::process::Command::new("sipp")
-        .args([
-            "-sf",
-            &format!(
-                "{}/tests/sipp/uac_outbound_reoffers.xml",
-                env!("CARGO_MANIFEST_DIR")
-            ),
-            "-s",
-            "447700900123",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &free_port().to_string(),
-            "-cp",
-            &free_port().to_string(),
-            "-mp",
-            &free_ports(4).to_string(),
-            "-m",
-            "1",
-            "-nostdin",
-            "-timeout",
-            "30s",
-            "-timeout_error",
-            &bridge.sip_addr.to_string(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("sipp is installed (tests/setup-system.sh)");
+    let mut sipp = support::sipp_dials(
+        "uac_outbound_reoffers.xml",
+        "447700900123",
+        bridge.sip_addr,
+        &[],
+    );
 
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let (mut peer, _) = answer_outbound_call(
@@ -71,7 +47,7 @@ async fn a_re_invite_without_our_codec_gets_488_and_a_hold_gets_recvonly() {
         .unwrap();
     assert!(heard.connected);
 
-    let status = tokio::time::timeout(Duration::from_secs(30), sipp.wait())
+    let status = tokio::time::timeout(Duration::from_secs(40), sipp.wait())
         .await
         .expect("sipp finished")
         .unwrap();

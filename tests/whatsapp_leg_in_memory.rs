@@ -365,18 +365,21 @@ fn held_audio_is_bounded_to_the_newest_second() {
     );
 }
 
+/// The offer with its `a=ssrc` lines taken out.
+fn without_ssrc_lines(offer: String) -> String {
+    offer
+        .split_inclusive("\r\n")
+        .filter(|l| !l.starts_with("a=ssrc:"))
+        .collect()
+}
+
 /// WhatsApp's audio is relayed even when it comes from an SSRC its SDP did
 /// not announce (an offer without `a=ssrc`, or a media server that changed
 /// streams): with no RTP header extensions to name the mid, str0m alone
 /// drops such packets, and the call would be one-way.
 #[test]
 fn audio_from_an_ssrc_the_offer_did_not_announce_reaches_the_bridge() {
-    let (mut sim, _) = support::wa_sim::inbound_with(None, |offer| {
-        offer
-            .split_inclusive("\r\n")
-            .filter(|l| !l.starts_with("a=ssrc:"))
-            .collect()
-    });
+    let (mut sim, _) = support::wa_sim::inbound_with(None, without_ssrc_lines);
     let mut theirs = ToneSource::new(440.0).unwrap();
     sim.run_for(Duration::from_secs(2), |s| {
         let now = s.now;
@@ -403,12 +406,7 @@ fn audio_from_an_ssrc_the_offer_did_not_announce_reaches_the_bridge() {
 /// real unannounced stream from being taken.
 #[test]
 fn forged_ssrcs_do_not_crowd_out_a_real_unannounced_stream() {
-    let (mut sim, _) = support::wa_sim::inbound_with(None, |offer| {
-        offer
-            .split_inclusive("\r\n")
-            .filter(|l| !l.starts_with("a=ssrc:"))
-            .collect()
-    });
+    let (mut sim, _) = support::wa_sim::inbound_with(None, without_ssrc_lines);
     sim.run_for(Duration::from_secs(1), |_| {});
     assert!(sim.connected(), "{:?}", sim.events);
     let mut forged_ssrc = 0x1000_0000u32;

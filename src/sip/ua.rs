@@ -1386,18 +1386,7 @@ mod tests {
     fn a_re_invite_requiring_an_extension_gets_420_and_the_call_goes_on() {
         let t0 = Instant::now();
         let mut ua = test_ua();
-        let (_, events) = exchange(&mut ua, t0, &pbx_invite("c1", None, 1, &[]));
-        let Some(UaEvent::Incoming { call, .. }) = events.into_iter().next() else {
-            panic!("the INVITE reaches the call layer");
-        };
-        ua.answer(t0, call, "v=0\r\n");
-        let ok = std::iter::from_fn(|| ua.poll_output())
-            .find_map(|o| match o {
-                UaOutput::Transmit { data, .. } => parse_incoming(&data).ok(),
-                _ => None,
-            })
-            .expect("200 sent");
-        let tag = ok.to_tag().expect("our tag").to_string();
+        let (_, tag) = answered_call(&mut ua, t0);
         let reinv = pbx_invite("c2", Some(&tag), 2, &[("require", "timer")]);
         let (sent, events) = exchange(&mut ua, t0, &reinv);
         assert_eq!(status_of(&sent), vec![420]);
@@ -1416,13 +1405,18 @@ mod tests {
             panic!("the INVITE reaches the call layer");
         };
         ua.answer(now, call, "v=0\r\n");
-        let ok = std::iter::from_fn(|| ua.poll_output())
-            .find_map(|o| match o {
+        let ok = sent(ua).into_iter().next().expect("200 sent");
+        (call, ok.to_tag().expect("our tag").to_string())
+    }
+
+    /// The messages the UA sends next (its events are dropped).
+    fn sent(ua: &mut SipUa) -> Vec<Msg> {
+        std::iter::from_fn(|| ua.poll_output())
+            .filter_map(|o| match o {
                 UaOutput::Transmit { data, .. } => parse_incoming(&data).ok(),
                 _ => None,
             })
-            .expect("200 sent");
-        (call, ok.to_tag().expect("our tag").to_string())
+            .collect()
     }
 
     fn pbx_update(tag: &str, cseq: u32, sdp: Option<&str>) -> Msg {
@@ -1449,12 +1443,7 @@ mod tests {
             panic!("the request reaches the call layer");
         };
         ua.answer_reoffer(now, call, tx, ours);
-        let sent: Vec<Msg> = std::iter::from_fn(|| ua.poll_output())
-            .filter_map(|o| match o {
-                UaOutput::Transmit { data, .. } => parse_incoming(&data).ok(),
-                _ => None,
-            })
-            .collect();
+        let sent = sent(ua);
         finals(&sent)
             .first()
             .map(|m| (*m).clone())
@@ -1513,12 +1502,7 @@ mod tests {
                 peer: pbx,
             },
         );
-        let invite = std::iter::from_fn(|| ua.poll_output())
-            .find_map(|o| match o {
-                UaOutput::Transmit { data, .. } => parse_incoming(&data).ok(),
-                _ => None,
-            })
-            .expect("our INVITE");
+        let invite = sent(&mut ua).into_iter().next().expect("our INVITE");
         let answer = "v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
         let body = format!(
             "--gw\r\nContent-Type: application/ISUP; version=itu-t92+\r\n\r\n\u{6}\u{0}\r\n--gw\r\nContent-Type: application/sdp\r\n\r\n{answer}\r\n--gw--\r\n"

@@ -142,6 +142,45 @@ pub async fn sipp_pbx(args: &[&str]) -> (tokio::process::Child, u16) {
     panic!("sipp exited at start five times (ports taken?)");
 }
 
+/// Starts sipp as the PBX placing one call to `service` at `target` with the
+/// scenario `tests/sipp/{scenario}` and `extra` arguments (`-rtp_echo`, ...),
+/// on its own free ports; it gives up after 30 s (exit status non-zero).
+pub fn sipp_dials(
+    scenario: &str,
+    service: &str,
+    target: std::net::SocketAddr,
+    extra: &[&str],
+) -> tokio::process::Child {
+    tokio::process::Command::new("sipp")
+        .args([
+            "-sf",
+            &format!("{}/tests/sipp/{scenario}", env!("CARGO_MANIFEST_DIR")),
+            "-s",
+            service,
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &free_port().to_string(),
+            "-cp",
+            &free_port().to_string(),
+            "-mp",
+            &free_ports(4).to_string(),
+            "-m",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "30s",
+            "-timeout_error",
+        ])
+        .args(extra)
+        .arg(target.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("sipp is installed (tests/setup-system.sh)")
+}
+
 #[allow(unused_imports)]
 pub use wa_sip_bridge::demo::ended_call_records;
 
