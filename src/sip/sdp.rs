@@ -394,9 +394,18 @@ fn rtpmap(c: Codec) -> String {
     }
 }
 
+/// Opus toward the PBX is relayed to and from WhatsApp untouched, so our
+/// Opus parameters are WhatsApp's own (its offers, whatsapp-wire.md §1.1):
+/// the PBX is asked for 20 ms packets at most 16 kHz audio bandwidth and
+/// 20 kb/s on average, with in-band FEC, and told WhatsApp captures at
+/// 16 kHz (RFC 7587 §6.1). (`minptime=10` here once invited 10 ms packets
+/// WhatsApp, `minptime=20`, does not ask for.)
+const OPUS_FMTP: &str =
+    "minptime=20;useinbandfec=1;maxplaybackrate=16000;sprop-maxcapturerate=16000;maxaveragebitrate=20000";
+
 fn fmtp(c: Codec) -> Option<String> {
     match c {
-        Codec::Opus => Some("useinbandfec=1;minptime=10".into()),
+        Codec::Opus => Some(OPUS_FMTP.into()),
         _ => None,
     }
 }
@@ -536,6 +545,12 @@ mod tests {
         .render();
         let back = parse(&o).unwrap();
         assert_eq!(back.rtp, Some(addr));
+        assert!(
+            o.contains(&format!(
+                "a=fmtp:{PT_OPUS} minptime=20;useinbandfec=1;maxplaybackrate=16000;"
+            )),
+            "{o}"
+        );
         let names: Vec<&str> = back.formats.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(
             names,
