@@ -9,11 +9,9 @@ use std::time::{Duration, Instant};
 
 use support::free_port;
 
-#[tokio::test]
-async fn run_serves_health_and_stops_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = dir.path().join("bridge.toml");
+/// The bridge binary with a config whose HTTP listener is on `port`.
+fn spawn_bridge(dir: &std::path::Path, port: u16) -> std::process::Child {
+    let config = dir.join("bridge.toml");
     std::fs::write(
         &config,
         format!(
@@ -35,31 +33,63 @@ rtp_ip = "127.0.0.1"
 [storage]
 url = "sqlite://{}"
 "#,
-            dir.path().join("calls.db").display()
+            dir.join("calls.db").display()
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wa-sip-bridge"))
+    Command::new(env!("CARGO_BIN_EXE_wa-sip-bridge"))
         .arg("--config")
         .arg(&config)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
 
+fn stderr_of(child: &mut std::process::Child) -> String {
+    let mut log = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut log);
+    }
+    log
+}
+
+#[tokio::test]
+async fn run_serves_health_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
     let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let health = loop {
-        match http.get(format!("{base}/healthz")).send().await {
-            Ok(r) => break r,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await
+    // A bridge that exits at start says why (a port taken by a process
+    // outside the tests: started again on another port).
+    let mut attempt = 0;
+    let (mut child, base, health) = loop {
+        attempt += 1;
+        let port = free_port();
+        let mut child = spawn_bridge(dir.path(), port);
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let health = loop {
+            if let Some(exit) = child.try_wait().unwrap() {
+                break Err(format!(
+                    "bridge exited at start ({exit}):\n{}",
+                    stderr_of(&mut child)
+                ));
             }
-            Err(e) => {
-                let _ = child.kill();
-                panic!("bridge never listened: {e}");
+            match http.get(format!("{base}/healthz")).send().await {
+                Ok(r) => break Ok(r),
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("bridge never listened: {e}\n{}", stderr_of(&mut child));
+                }
             }
+        };
+        match health {
+            Ok(h) => break (child, base, h),
+            Err(why) if attempt < 3 && why.contains("in use") => eprintln!("{why}"),
+            Err(why) => panic!("{why}"),
         }
     };
     assert_eq!(health.status().as_u16(), 200);
