@@ -348,6 +348,41 @@ fn audio_from_before_the_leg_connected_is_sent_once_it_is() {
     );
 }
 
+/// Held audio and the audio the relay keeps delivering once the leg is up
+/// (here every millisecond) reach WhatsApp as one stream, in the order fed,
+/// minus only what the one-second bound dropped.
+#[test]
+fn held_audio_and_the_audio_after_it_arrive_as_one_stream_in_order() {
+    let (mut sim, _) = inbound(None);
+    let mut tone = ToneSource::new(1000.0).unwrap();
+    let mut fed = Vec::new();
+    let mut feed = |s: &mut Sim, fed: &mut Vec<Vec<u8>>| {
+        let p = tone.next_packet().unwrap();
+        let now = s.now;
+        s.leg.send_audio(now, &p, 960);
+        fed.push(p);
+    };
+    // 1.2 s without WhatsApp: more than the second the leg holds.
+    sim.peer_reachable = false;
+    for _ in 0..60 {
+        feed(&mut sim, &mut fed);
+        sim.run_for(Duration::from_millis(20), |_| {});
+    }
+    // Then a packet from the relay after every millisecond of the leg's work.
+    sim.peer_reachable = true;
+    for _ in 0..600 {
+        sim.run_for(Duration::from_millis(1), |_| {});
+        feed(&mut sim, &mut fed);
+    }
+    sim.run_for(Duration::from_millis(20), |_| {});
+    assert!(sim.connected(), "{:?}", sim.events);
+    let skipped = sim.leg.stats().held_dropped as usize;
+    assert!(skipped >= 10, "{skipped} held packets dropped");
+    let got = &sim.peer.audio;
+    assert_eq!(got.len(), fed.len() - skipped);
+    assert!(got[..] == fed[skipped..], "one stream, in the order fed");
+}
+
 /// A leg slow to connect keeps the newest second of audio: the caller hears
 /// the audio just before the leg came up, continuous with what follows, and
 /// their jitter buffer absorbs at most a second.

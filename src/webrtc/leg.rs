@@ -67,6 +67,10 @@ const MAX_DUE_TIMEOUTS: u32 = 4;
 /// newest second is kept, which bounds the extra delay the caller's jitter
 /// buffer then has to absorb.
 const HELD_MAX: usize = 50;
+/// Held packets handed to str0m at a time (each batch goes out before the
+/// next is written): its send queue keeps the capacity it once grew to, and
+/// a whole second written at once would stay allocated for the call.
+const HELD_PER_ROUND: usize = 4;
 /// Receive streams the leg declares at most for SSRCs WhatsApp's SDP did not
 /// announce (see [`WaLeg::adopt_ssrc`]).
 const MAX_ADOPTED_SSRCS: usize = 4;
@@ -610,7 +614,8 @@ impl WaLeg {
         if self.ended || self.dtmf.is_some() {
             return;
         }
-        if !self.connected {
+        // Until the held audio is out, new audio queues behind it.
+        if !self.connected || !self.held.is_empty() {
             if self.held.len() == HELD_MAX {
                 self.held.pop_front();
                 self.stats.held_dropped += 1;
@@ -636,21 +641,26 @@ impl WaLeg {
         self.ts = self.ts.wrapping_add(samples);
     }
 
-    /// Sends the audio held while the leg connected, back to back on one
-    /// timeline: they are WhatsApp's first SRTP packets (it waits for ours),
-    /// and its jitter buffer plays them out from there.
+    /// Sends the next [`HELD_PER_ROUND`] packets of the audio held while the
+    /// leg connected, back to back on one timeline: they are WhatsApp's
+    /// first SRTP packets (it waits for ours), and its jitter buffer plays
+    /// them out from there. `poll_output` calls it again until none is left.
     fn send_held(&mut self) {
-        if self.held.is_empty() {
-            return;
-        }
         let now = self.now;
         let pt = self.opus_pt;
-        for (payload, samples) in std::mem::take(&mut self.held) {
+        for _ in 0..HELD_PER_ROUND {
+            let Some((payload, samples)) = self.held.pop_front() else {
+                break;
+            };
             self.write(now, pt, false, &payload);
             self.ts = self.ts.wrapping_add(samples);
             self.stats.held_packets += 1;
+            self.last_audio = Some(now);
         }
-        self.last_audio = Some(now);
+        if self.held.is_empty() {
+            // Give the second's worth of room back.
+            self.held = VecDeque::new();
+        }
     }
 
     /// Advances the outgoing timeline over audio that was lost before it
@@ -860,6 +870,15 @@ impl WaLeg {
                     if let Err(e) = self.rtc.handle_input(Input::Timeout(self.now)) {
                         self.end(EndCause::Failed(e.to_string()));
                     }
+                }
+                // Nothing due: the next batch of held audio, if any.
+                Output::Timeout(rtc_at)
+                    if rtc_at > self.now
+                        && self.connected
+                        && !self.ended
+                        && !self.held.is_empty() =>
+                {
+                    self.send_held();
                 }
                 Output::Timeout(rtc_at) => {
                     let rtc_at =
