@@ -183,9 +183,10 @@ impl MediaPath {
 
     /// Datagrams the call's sockets and legs dropped, as
     /// `(leg, reason, count)` for `wsb_media_dropped_total`.
-    pub fn dropped(&mut self) -> [(&'static str, &'static str, u64); 6] {
+    pub fn dropped(&mut self) -> [(&'static str, &'static str, u64); 7] {
         [
             ("whatsapp", "invalid", self.leg.leg().stats().dropped),
+            ("whatsapp", "held_overflow", self.leg.leg().stats().held_dropped),
             ("whatsapp", "oversized", self.leg.oversized()),
             ("whatsapp", "send_failed", self.leg.send_errors()),
             ("pbx", "foreign_source", self.rtp.foreign),
