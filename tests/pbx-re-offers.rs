@@ -1,7 +1,8 @@
 //! Re-offers from the PBX in a call through the bridge (sipp dials a
 //! WhatsApp user): a re-INVITE that drops the call's codec gets 488 and the
 //! call goes on (RFC 3261 §14.2), a hold re-INVITE gets 200 with
-//! `a=recvonly`, and the call ends normally with the PBX's BYE. sipp checks
+//! `a=recvonly` and our SDP's version one above the first answer's
+//! (RFC 3264 §8), and the call ends normally with the PBX's BYE. sipp checks
 //! each response (its exit status is 0 only if every step matched).
 
 mod support;

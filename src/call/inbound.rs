@@ -21,7 +21,7 @@ use crate::media::relay::MediaTimeout;
 use crate::media::socket::RtpSocket;
 use crate::ports::bind_udp;
 use crate::sip::endpoint::{Peer, Transport};
-use crate::sip::sdp::{self, Direction, LocalSdp};
+use crate::sip::sdp;
 use crate::sip::ua::{EndCause as SipEnd, UaEvent};
 use crate::store::{now_ms, Direction as CallDirection, NewCall};
 use crate::wati::InboundCall;
@@ -125,15 +125,7 @@ async fn run_call(
         Err(e) => return ending(format!("rtp_ports: {e}"), None, true),
     };
     let path = path_slot.insert(MediaPath::new(leg, rtp, s.media.public_ip));
-    let offer = LocalSdp {
-        session_id: now_ms() as u64,
-        version: 1,
-        addr: path.local_media,
-        codecs: &s.media.codecs,
-        chosen: None,
-        direction: Direction::SendRecv,
-    }
-    .render();
+    let offer = path.offer_sdp(&s.media.codecs);
     let Some(trunk) = ctx.trunk else {
         return ending("trunk_unresolved", None, true);
     };

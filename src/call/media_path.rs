@@ -11,7 +11,7 @@ use crate::media::g711::Law;
 use crate::media::relay::{MediaTimeout, Relay, RelayConfig, SipCodec, ToWhatsApp};
 use crate::media::socket::RtpSocket;
 use crate::media::transcode::TranscodeError;
-use crate::sip::sdp::{self, LocalSdp, Negotiated};
+use crate::sip::sdp::{self, Direction, LocalSdp, Negotiated, SdpOrigin};
 use crate::store::{now_ms, MediaCounters};
 use crate::webrtc::udp::LegSocket;
 use crate::webrtc::{EndCause, LegEvent, WaLeg};
@@ -77,6 +77,8 @@ pub struct MediaPath {
     negotiated: Option<Negotiated>,
     /// Our RTP address as written in SDP.
     pub local_media: SocketAddr,
+    /// The `o=` line of every SDP the call sends the PBX.
+    origin: SdpOrigin,
     /// The relay's timer (media timeout, SIP INFO key ends): its deadline
     /// moves later with every packet.
     relay_timer: LazyTimer,
@@ -91,6 +93,7 @@ impl MediaPath {
             relay: None,
             negotiated: None,
             local_media,
+            origin: SdpOrigin::new(now_ms() as u64),
             relay_timer: LazyTimer::default(),
         }
     }
@@ -122,20 +125,38 @@ impl MediaPath {
         self.negotiated.as_ref().map(|n| n.codec)
     }
 
-    /// Our RTP SDP (answer or offer) for the agreed codec.
-    pub fn local_sdp(&self, codecs: &[Codec], version: u64) -> Option<String> {
-        let n = self.negotiated.as_ref()?;
-        Some(
+    /// Our first RTP offer (an inbound call's INVITE): every codec of `codecs`.
+    pub fn offer_sdp(&mut self, codecs: &[Codec]) -> String {
+        let addr = self.local_media;
+        self.origin.stamp(|session_id, version| {
             LocalSdp {
-                session_id: 1,
+                session_id,
                 version,
-                addr: self.local_media,
+                addr,
+                codecs,
+                chosen: None,
+                direction: Direction::SendRecv,
+            }
+            .render()
+        })
+    }
+
+    /// Our RTP SDP for the agreed codec (an answer, or our offer when a
+    /// re-INVITE came without one).
+    pub fn local_sdp(&mut self, codecs: &[Codec]) -> Option<String> {
+        let n = self.negotiated.as_ref()?;
+        let addr = self.local_media;
+        Some(self.origin.stamp(|session_id, version| {
+            LocalSdp {
+                session_id,
+                version,
+                addr,
                 codecs,
                 chosen: Some(n),
                 direction: n.our_direction,
             }
-            .render(),
-        )
+            .render()
+        }))
     }
 
     /// Answers a re-INVITE/UPDATE (hold, resume, new address) with our current
@@ -159,7 +180,7 @@ impl MediaPath {
                 r.set_pbx_on_hold(m.is_hold(), Instant::now());
             }
         }
-        self.local_sdp(codecs, now_ms() as u64).ok_or(491)
+        self.local_sdp(codecs).ok_or(491)
     }
 
     /// A key press the PBX sent as SIP INFO.
@@ -186,7 +207,11 @@ impl MediaPath {
     pub fn dropped(&mut self) -> [(&'static str, &'static str, u64); 7] {
         [
             ("whatsapp", "invalid", self.leg.leg().stats().dropped),
-            ("whatsapp", "held_overflow", self.leg.leg().stats().held_dropped),
+            (
+                "whatsapp",
+                "held_overflow",
+                self.leg.leg().stats().held_dropped,
+            ),
             ("whatsapp", "oversized", self.leg.oversized()),
             ("whatsapp", "send_failed", self.leg.send_errors()),
             ("pbx", "foreign_source", self.rtp.foreign),

@@ -599,7 +599,7 @@ async fn run_call(
                     if let Err(e) = path.start_relay(n, s.media.rtp_timeout) {
                         return refuse(final_(500, "Server Internal Error", None), format!("relay: {e}")).await;
                     }
-                    let Some(our_sdp) = path.local_sdp(&s.media.codecs, 1) else {
+                    let Some(our_sdp) = path.local_sdp(&s.media.codecs) else {
                         return refuse(final_(500, "Server Internal Error", None), "local_sdp".into()).await;
                     };
                     ctx.sip.answer(call, our_sdp).await;

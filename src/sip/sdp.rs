@@ -314,6 +314,47 @@ fn finish(codec: Codec, pt: u8, remote: &RemoteMedia, our_direction: Direction) 
     }
 }
 
+/// The `o=` line of the SDP we send in one call: one session id throughout
+/// and a version raised by exactly one whenever what we describe changes,
+/// kept when it does not (RFC 3264 §8; a PBX reads a new version as a
+/// changed session). Before: the id changed between our offer and our later
+/// answers, and the version jumped from 1 to the clock's milliseconds.
+#[derive(Debug, Clone)]
+pub struct SdpOrigin {
+    session_id: u64,
+    version: u64,
+    /// A hash of the last SDP sent, to tell a change from a repeat.
+    last: Option<u64>,
+}
+
+impl SdpOrigin {
+    pub fn new(session_id: u64) -> SdpOrigin {
+        SdpOrigin {
+            session_id,
+            version: 0,
+            last: None,
+        }
+    }
+
+    /// `sdp` rendered with this call's origin and the right version.
+    pub fn stamp(&mut self, sdp: impl Fn(u64, u64) -> String) -> String {
+        use std::hash::{Hash, Hasher};
+        let hash = |s: &str| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            s.hash(&mut h);
+            h.finish()
+        };
+        let again = sdp(self.session_id, self.version);
+        if self.last == Some(hash(&again)) {
+            return again;
+        }
+        self.version += 1;
+        let new = sdp(self.session_id, self.version);
+        self.last = Some(hash(&new));
+        new
+    }
+}
+
 /// Our SDP: an offer of `codecs` (in order) with telephone-event, or (with
 /// `chosen`) an answer carrying the negotiated codec only.
 pub struct LocalSdp<'a> {
@@ -603,6 +644,33 @@ mod tests {
             &opus,
             &sdp("96 0", "a=rtpmap:96 opus/48000/2\r\n", "sendrecv")
         ));
+    }
+
+    #[test]
+    fn our_origin_keeps_its_id_and_counts_changes_one_by_one() {
+        let addr: SocketAddr = "192.0.2.20:20000".parse().unwrap();
+        let sdp = |direction: Direction| {
+            move |id: u64, version: u64| {
+                LocalSdp {
+                    session_id: id,
+                    version,
+                    addr,
+                    codecs: &ALL,
+                    chosen: None,
+                    direction,
+                }
+                .render()
+            }
+        };
+        let origin_of = |s: &str| s.lines().find(|l| l.starts_with("o=")).unwrap().to_string();
+        let mut o = SdpOrigin::new(4242);
+        let first = o.stamp(sdp(Direction::SendRecv));
+        assert!(origin_of(&first).contains(" 4242 1 IN IP4 "), "{first}");
+        // The same description again (an offerless UPDATE, a repeat): same version.
+        assert_eq!(o.stamp(sdp(Direction::SendRecv)), first);
+        // On hold: changed, version 2; resumed: changed again, 3.
+        assert!(origin_of(&o.stamp(sdp(Direction::RecvOnly))).contains(" 4242 2 IN "));
+        assert!(origin_of(&o.stamp(sdp(Direction::SendRecv))).contains(" 4242 3 IN "));
     }
 
     #[test]
