@@ -451,6 +451,8 @@ fn fmtp(c: Codec) -> Option<String> {
     }
 }
 
+// `unwrap`/`expect` in these tests are set-up and assertions: a failure is
+// the test's failure; none is reachable from the bridge's input.
 #[cfg(test)]
 mod tests {
     use super::*;

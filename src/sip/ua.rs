@@ -1210,10 +1210,7 @@ mod tests {
     fn an_unacknowledged_200_is_retransmitted_then_the_call_is_ended_with_bye() {
         let t0 = Instant::now();
         let mut ua = test_ua();
-        let pbx = Peer {
-            transport: Transport::Udp,
-            addr: "127.0.0.1:5099".parse().unwrap(),
-        };
+        let pbx = pbx_peer();
         let mut inv = Msg::request("INVITE", "sip:14085551234@127.0.0.1:5060");
         inv.push("via", "SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bKnoack")
             .push("from", "<sip:agent@127.0.0.1:5099>;tag=p1")
@@ -1271,10 +1268,7 @@ mod tests {
     fn ended_calls_are_forgotten_after_64_t1() {
         let t0 = Instant::now();
         let mut ua = test_ua();
-        let pbx = Peer {
-            transport: Transport::Udp,
-            addr: "127.0.0.1:5099".parse().unwrap(),
-        };
+        let pbx = pbx_peer();
         for i in 0..3 {
             let mut inv = Msg::request("INVITE", "sip:14085551234@127.0.0.1:5060");
             inv.push(
@@ -1305,13 +1299,18 @@ mod tests {
         assert_eq!(ua.calls_held(), 0);
     }
 
+    /// The PBX of these tests.
+    fn pbx_peer() -> Peer {
+        Peer {
+            transport: Transport::Udp,
+            addr: "127.0.0.1:5099".parse().unwrap(),
+        }
+    }
+
     /// Feeds `msg` from the PBX and returns what the UA sent back and the
     /// events it raised.
     fn exchange(ua: &mut SipUa, now: Instant, msg: &Msg) -> (Vec<Msg>, Vec<UaEvent>) {
-        let pbx = Peer {
-            transport: Transport::Udp,
-            addr: "127.0.0.1:5099".parse().unwrap(),
-        };
+        let pbx = pbx_peer();
         ua.handle_message(now, &msg.to_bytes(), pbx);
         let (mut sent, mut events) = (Vec::new(), Vec::new());
         while let Some(o) = ua.poll_output() {
@@ -1487,10 +1486,7 @@ mod tests {
     fn an_answer_in_a_multipart_body_reaches_the_call_layer_as_its_sdp_part() {
         let t0 = Instant::now();
         let mut ua = test_ua();
-        let pbx = Peer {
-            transport: Transport::Udp,
-            addr: "127.0.0.1:5099".parse().unwrap(),
-        };
+        let pbx = pbx_peer();
         ua.invite(
             t0,
             Invite {
