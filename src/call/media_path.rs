@@ -70,6 +70,28 @@ pub fn relay_config(n: &Negotiated, rtp_timeout: Duration) -> RelayConfig {
     }
 }
 
+/// Our SDP (an offer of `codecs`, or the answer for `chosen`) under the
+/// call's `o=` line.
+fn stamped_sdp(
+    origin: &mut SdpOrigin,
+    addr: SocketAddr,
+    codecs: &[Codec],
+    chosen: Option<&Negotiated>,
+) -> String {
+    let direction = chosen.map_or(Direction::SendRecv, |n| n.our_direction);
+    origin.stamp(|session_id, version| {
+        LocalSdp {
+            session_id,
+            version,
+            addr,
+            codecs,
+            chosen,
+            direction,
+        }
+        .render()
+    })
+}
+
 pub struct MediaPath {
     pub leg: LegSocket,
     pub rtp: RtpSocket,
@@ -127,36 +149,19 @@ impl MediaPath {
 
     /// Our first RTP offer (an inbound call's INVITE): every codec of `codecs`.
     pub fn offer_sdp(&mut self, codecs: &[Codec]) -> String {
-        let addr = self.local_media;
-        self.origin.stamp(|session_id, version| {
-            LocalSdp {
-                session_id,
-                version,
-                addr,
-                codecs,
-                chosen: None,
-                direction: Direction::SendRecv,
-            }
-            .render()
-        })
+        stamped_sdp(&mut self.origin, self.local_media, codecs, None)
     }
 
     /// Our RTP SDP for the agreed codec (an answer, or our offer when a
     /// re-INVITE came without one).
     pub fn local_sdp(&mut self, codecs: &[Codec]) -> Option<String> {
         let n = self.negotiated.as_ref()?;
-        let addr = self.local_media;
-        Some(self.origin.stamp(|session_id, version| {
-            LocalSdp {
-                session_id,
-                version,
-                addr,
-                codecs,
-                chosen: Some(n),
-                direction: n.our_direction,
-            }
-            .render()
-        }))
+        Some(stamped_sdp(
+            &mut self.origin,
+            self.local_media,
+            codecs,
+            Some(n),
+        ))
     }
 
     /// Answers a re-INVITE/UPDATE (hold, resume, new address) with our current

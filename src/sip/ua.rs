@@ -689,12 +689,11 @@ impl SipUa {
         let sdp = match sdp {
             Ok(sdp) => sdp,
             Err(code) => {
-                let phrase = match code {
-                    488 => "Not Acceptable Here",
-                    491 => "Request Pending",
-                    _ => "Server Internal Error",
+                let (code, phrase) = match code {
+                    488 => (488, "Not Acceptable Here"),
+                    491 => (491, "Request Pending"),
+                    _ => (500, "Server Internal Error"),
                 };
-                let code = if matches!(code, 488 | 491) { code } else { 500 };
                 let r = Msg::response_to(&req, code, phrase, tag.as_deref());
                 self.ep.respond(now, tx, r);
                 return;

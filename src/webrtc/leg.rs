@@ -905,7 +905,7 @@ impl WaLeg {
                 if self.ssrc.is_none() {
                     self.bind_media();
                 }
-                self.send_held();
+                // Held audio goes out from `poll_output`, in batches.
                 self.events.push_back(LegEvent::Connected);
             }
             Event::IceConnectionStateChange(state) => match state {
