@@ -1,7 +1,8 @@
 //! The running bridge's SIP side: bound on `sip.listen`, answers OPTIONS,
 //! refuses an INVITE requiring an extension it lacks with 420, one without
 //! an SDP offer with 488, refuses INVITEs over
-//! `calls.max_concurrent` with 503 + Retry-After, and
+//! `calls.max_concurrent` with 503 + Retry-After (and a WhatsApp call over
+//! it is terminated at Wati; each refused call leaves an ended record), and
 //! registers to a challenging registrar (sipp) with the state in `/readyz`
 //! and `wsb_sip_registered`.
 
@@ -148,6 +149,56 @@ async fn options_answered_required_extension_420_invite_without_offer_488_and_ov
     assert!(
         metrics.contains(r#"wsb_calls_total{direction="outbound",result="refused_capacity"} 1"#),
         "{metrics}"
+    );
+    // The refused INVITE leaves a call record, ended at once (design §2).
+    let mut refused = None;
+    for _ in 0..100 {
+        let rows = bridge.store.recent_calls(10).await.unwrap();
+        refused = rows
+            .into_iter()
+            .find(|r| r.sip_call_id.as_deref() == Some("svc-4@test"));
+        if refused.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = refused.expect("a record of the refused INVITE");
+    assert_eq!(refused.end_cause.as_deref(), Some("refused_capacity"));
+    assert_eq!(refused.sip_code, Some(503));
+    assert_eq!(refused.waid.as_deref(), Some("14085551234"));
+    assert!(refused.ended_at_ms.is_some());
+
+    // A WhatsApp call over capacity: terminated at Wati, and recorded.
+    let (_peer, offer) = support::wa_peer::WaPeer::offer(
+        "127.0.0.1:9".parse().unwrap(),
+        std::time::Instant::now(),
+        None,
+    )
+    .unwrap();
+    let (status, _) = wati
+        .post_webhook(
+            bridge.http_addr,
+            "inbound-call",
+            Some(support::WEBHOOK_KEY),
+            &serde_json::json!({"callId": "wacid.over-capacity", "sdp": offer, "from": "447700900123"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let rows = support::ended_call_records(&bridge.store, "wacid.over-capacity").await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].end_cause.as_deref(), Some("refused_capacity"));
+    assert_eq!(rows[0].waid.as_deref(), Some("447700900123"));
+    let terminated = support::wa_user::wait_for_request(
+        &wati,
+        support::fake_wati::Route::Terminate,
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("the refused WhatsApp call terminated at Wati");
+    assert!(
+        terminated.path.contains("wacid.over-capacity"),
+        "{}",
+        terminated.path
     );
 
     let ready: serde_json::Value = reqwest::get(format!("http://{}/readyz", bridge.http_addr))

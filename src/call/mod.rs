@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::ports::SharedPortPool;
-use crate::store::{now_ms, PermissionState, Store};
+use crate::store::{now_ms, Direction, NewCall, PermissionState, Store};
 use crate::wati::{Received, WatiClient, WebhookEvent};
 use outbound::IncomingInvite;
 use registry::{CallCommand, Registry, Routed};
@@ -158,6 +158,24 @@ async fn on_invite(ctx: &Arc<CallCtx>, inc: IncomingInvite, max: usize) {
         Err(refusal) => {
             tracing::warn!(%sip_call_id, ?refusal, "INVITE refused");
             ctx.metrics.call_ended("outbound", refusal.label());
+            let waid = outbound::waid_from_request_uri(
+                &inc.invite,
+                &ctx.settings.routing.outbound_strip_prefix,
+            );
+            let record = NewCall {
+                direction: Direction::Outbound,
+                wa_call_id: None,
+                sip_call_id: Some(sip_call_id.clone()),
+                waid: waid.ok().map(|w| w.to_string()),
+                business_number: None,
+                offered_at_ms: now_ms(),
+            };
+            tokio::spawn(record_refused(
+                ctx.store.clone(),
+                record,
+                refusal,
+                Some(503),
+            ));
             let (retry, text) = match refusal {
                 registry::Refusal::Capacity => (10, "calls.max_concurrent calls in progress"),
                 registry::Refusal::Draining => (60, "the bridge is shutting down"),
@@ -174,6 +192,23 @@ async fn on_invite(ctx: &Arc<CallCtx>, inc: IncomingInvite, max: usize) {
                 )
                 .await;
         }
+    }
+}
+
+/// A refused call leaves a record like every other way a call ends
+/// (design §2), started and ended at its offer. Written off the dispatch
+/// loop: the next webhook or INVITE does not wait for the store.
+async fn record_refused(
+    store: Store,
+    call: NewCall,
+    refusal: registry::Refusal,
+    sip_code: Option<u16>,
+) {
+    if let Err(e) = store
+        .insert_refused_call(call, refusal.label(), sip_code)
+        .await
+    {
+        tracing::error!(error = %e, "could not record a refused call");
     }
 }
 
@@ -198,10 +233,22 @@ async fn on_webhook(ctx: &Arc<CallCtx>, r: Received, max: usize) {
                 Err(refusal) => {
                     tracing::warn!(log_id, call_id = %call.call_id, ?refusal, "inbound call refused: terminated at Wati");
                     ctx.metrics.call_ended("inbound", refusal.label());
+                    let record = NewCall {
+                        direction: Direction::Inbound,
+                        wa_call_id: Some(call.call_id.to_string()),
+                        sip_call_id: None,
+                        waid: call.caller.as_ref().map(|c| c.to_string()),
+                        business_number: call.business_number.as_ref().map(|b| b.to_string()),
+                        offered_at_ms: now_ms(),
+                    };
                     let wati = ctx.wati.clone();
+                    let store = ctx.store.clone();
                     let id = call.call_id.clone();
                     tokio::spawn(async move {
-                        let _ = wati.terminate(&id).await;
+                        if let Err(e) = wati.terminate(&id).await {
+                            tracing::warn!(call_id = %id, error = %e, "terminate at Wati failed");
+                        }
+                        record_refused(store, record, refusal, None).await;
                     });
                 }
             }

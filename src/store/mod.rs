@@ -299,6 +299,36 @@ impl Store {
         .await
     }
 
+    /// Records a call refused at its offer (capacity, draining): started and
+    /// ended at once, in one statement, so that a refused call leaves a
+    /// record like any other and never a live one.
+    pub async fn insert_refused_call(
+        &self,
+        call: NewCall,
+        cause: &'static str,
+        sip_code: Option<u16>,
+    ) -> Result<i64, StoreError> {
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO calls (direction, wa_call_id, sip_call_id, waid, business_number, offered_at_ms,
+                                    ended_at_ms, end_cause, sip_code)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8)",
+                params![
+                    call.direction.as_str(),
+                    call.wa_call_id,
+                    call.sip_call_id,
+                    call.waid,
+                    call.business_number,
+                    call.offered_at_ms,
+                    cause,
+                    sip_code
+                ],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+        .await
+    }
+
     /// Fills in ids learnt after the record was started (e.g. the Wati call id of an outbound call).
     pub async fn set_call_ids(
         &self,
@@ -383,7 +413,6 @@ impl Store {
         .await
     }
 
-    /// Every record of a WhatsApp call id (normally one).
     /// The newest `limit` call records, newest first.
     pub async fn recent_calls(&self, limit: u32) -> Result<Vec<CallRow>, StoreError> {
         self.with(move |c| {
@@ -394,6 +423,7 @@ impl Store {
         .await
     }
 
+    /// Every record of a WhatsApp call id (normally one).
     pub async fn calls_by_wa_call_id(
         &self,
         wa_call_id: String,
@@ -588,6 +618,33 @@ mod tests {
         assert_eq!(row.raw_body, b"{1}");
         assert_eq!(row.route, "inbound-call");
         assert_eq!(s.recent_webhooks(10).await.unwrap().len(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_refused_call_is_recorded_ended() {
+        let s = store();
+        let id = s
+            .insert_refused_call(
+                NewCall {
+                    direction: Direction::Inbound,
+                    wa_call_id: Some("wacid.refused".into()),
+                    sip_call_id: None,
+                    waid: Some("14085551234".into()),
+                    business_number: Some("15550001111".into()),
+                    offered_at_ms: 7,
+                },
+                "refused_capacity",
+                None,
+            )
+            .await
+            .unwrap();
+        assert!(s.live_calls().await.unwrap().is_empty());
+        let row = s.call(id).await.unwrap().unwrap();
+        assert_eq!(row.ended_at_ms, Some(7));
+        assert_eq!(row.end_cause.as_deref(), Some("refused_capacity"));
+        assert_eq!(row.answered_at_ms, None);
+        assert_eq!(row.waid.as_deref(), Some("14085551234"));
+        assert!(!s.end_call(id, 9, "late".into(), None, None).await.unwrap());
     }
 
     #[tokio::test]
