@@ -646,12 +646,22 @@ pub struct Credentials {
     pub password: String,
 }
 
+/// How SIP reaches the trunk: the `;transport=` of `trunk.uri`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TrunkTransport {
+    #[default]
+    Udp,
+    Tcp,
+}
+
 #[derive(Debug, Clone)]
 pub struct TrunkSettings {
     /// The PBX, as a SIP URI (`sip:pbx.example.com:5060`).
     pub uri: String,
     pub host: String,
     pub port: Option<u16>,
+    /// UDP unless the URI says `;transport=tcp`.
+    pub transport: TrunkTransport,
     /// Used when the PBX challenges us.
     pub credentials: Option<Credentials>,
     pub register: bool,
@@ -1012,7 +1022,7 @@ impl RawConfig {
         let trunk_uri = c
             .required("trunk.uri", &self.trunk.uri)
             .and_then(|s| match parse_sip_uri(&s) {
-                Ok((host, port)) => Some((s, host, port)),
+                Ok((host, port, transport)) => Some((s, host, port, transport)),
                 Err(msg) => {
                     c.problem("trunk.uri", msg);
                     None
@@ -1168,7 +1178,7 @@ impl RawConfig {
         }
         // Every Option below is Some: each None above recorded a problem and returned early.
         let missing = || ConfigError::one("config", "internal: a value was not validated");
-        let (uri, host, port) = trunk_uri.ok_or_else(missing)?;
+        let (uri, host, port, transport) = trunk_uri.ok_or_else(missing)?;
         Ok(Settings {
             wati: WatiSettings {
                 api_endpoint: api_endpoint.ok_or_else(missing)?,
@@ -1194,6 +1204,7 @@ impl RawConfig {
                 uri,
                 host,
                 port,
+                transport,
                 credentials: trunk_creds,
                 register: self.trunk.register,
                 register_expires: self.trunk.register_expires,
@@ -1223,12 +1234,34 @@ impl RawConfig {
     }
 }
 
-/// Checks a SIP URI for the trunk with rsip and returns its host and port.
-fn parse_sip_uri(s: &str) -> Result<(String, Option<u16>), String> {
+/// Checks a SIP URI for the trunk with rsip and returns its host, port and
+/// transport. The bridge speaks SIP over UDP and TCP only, so a URI that
+/// asks for TLS (`sips:`, `;transport=tls`) or anything else is refused
+/// here rather than silently sent over UDP.
+fn parse_sip_uri(s: &str) -> Result<(String, Option<u16>, TrunkTransport), String> {
     let uri = rsip::Uri::try_from(s).map_err(|e| format!("{s:?} is not a SIP URI: {e}"))?;
     match uri.scheme {
-        Some(rsip::Scheme::Sip) | Some(rsip::Scheme::Sips) => {}
-        _ => return Err(format!("{s:?} must start with sip: or sips:")),
+        Some(rsip::Scheme::Sip) => {}
+        Some(rsip::Scheme::Sips) => {
+            return Err(format!(
+                "{s:?}: sips: needs TLS, which the bridge does not speak; use sip: (UDP, or ;transport=tcp)"
+            ))
+        }
+        _ => return Err(format!("{s:?} must start with sip:")),
+    }
+    let mut transport = TrunkTransport::Udp;
+    for p in &uri.params {
+        if let rsip::Param::Transport(t) = p {
+            transport = match t {
+                rsip::Transport::Udp => TrunkTransport::Udp,
+                rsip::Transport::Tcp => TrunkTransport::Tcp,
+                other => {
+                    return Err(format!(
+                        "{s:?}: transport={other} is not supported (udp or tcp)"
+                    ))
+                }
+            };
+        }
     }
     let host = match &uri.host_with_port.host {
         rsip::Host::Domain(d) => d.to_string(),
@@ -1247,7 +1280,7 @@ fn parse_sip_uri(s: &str) -> Result<(String, Option<u16>), String> {
         }
         None => None,
     };
-    Ok((host, port))
+    Ok((host, port, transport))
 }
 
 fn parse_storage_url(url: &str) -> Result<StorageSettings, String> {
@@ -1330,6 +1363,24 @@ public_ip = "192.0.2.20"
         }
     }
 
+    #[test]
+    fn the_trunk_transport_comes_from_the_uri() {
+        let udp = load(VALID, &[]).unwrap();
+        assert_eq!(udp.trunk.transport, TrunkTransport::Udp);
+        for (uri, want) in [
+            (
+                "sip:pbx.example.com:5060;transport=tcp",
+                TrunkTransport::Tcp,
+            ),
+            ("sip:pbx.example.com;transport=TCP", TrunkTransport::Tcp),
+            ("sip:pbx.example.com;transport=udp", TrunkTransport::Udp),
+        ] {
+            let s = load(&with("trunk", "uri", &format!("{uri:?}")), &[]).unwrap();
+            assert_eq!(s.trunk.transport, want, "{uri}");
+            assert_eq!(s.trunk.host, "pbx.example.com", "{uri}");
+        }
+    }
+
     /// Each row: (section, key, bad TOML value, key that must be named).
     #[test]
     fn every_invalid_key_is_named() {
@@ -1371,6 +1422,19 @@ public_ip = "192.0.2.20"
             ("trunk", "uri", r#""pbx.example.com""#, "trunk.uri"),
             ("trunk", "uri", r#""http://pbx.example.com""#, "trunk.uri"),
             ("trunk", "uri", r#""""#, "trunk.uri"),
+            ("trunk", "uri", r#""sips:pbx.example.com""#, "trunk.uri"),
+            (
+                "trunk",
+                "uri",
+                r#""sip:pbx.example.com;transport=tls""#,
+                "trunk.uri",
+            ),
+            (
+                "trunk",
+                "uri",
+                r#""sip:pbx.example.com;transport=ws""#,
+                "trunk.uri",
+            ),
             (
                 "trunk",
                 "allowed_sources",

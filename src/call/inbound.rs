@@ -20,7 +20,6 @@ use crate::config::AnswerMode;
 use crate::media::relay::MediaTimeout;
 use crate::media::socket::RtpSocket;
 use crate::ports::bind_udp;
-use crate::sip::endpoint::{Peer, Transport};
 use crate::sip::sdp;
 use crate::sip::ua::{EndCause as SipEnd, UaEvent};
 use crate::store::{now_ms, Direction as CallDirection, NewCall};
@@ -147,10 +146,7 @@ async fn run_call(
         headers.push(("x-wa-caller", c.to_string()));
     }
     let (events_tx, mut sip_events) = mpsc::channel(64);
-    let peer = Peer {
-        transport: Transport::Udp,
-        addr: trunk,
-    };
+    let peer = super::sip_task::trunk_peer(s, trunk);
     let Some(sip_call) = cold(ctx.sip.invite(
         request_uri.clone(),
         from,

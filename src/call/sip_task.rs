@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::Settings;
+use crate::config::{Settings, TrunkTransport};
 use crate::health::{Check, Health};
 use crate::metrics::Metrics;
 use crate::sip::acl::SourceAcl;
@@ -226,6 +226,17 @@ pub async fn bind(
     Ok((SipSocket::with_tcp(udp, Some(tcp), SipUa::new(cfg)), bound))
 }
 
+/// Where SIP for the trunk goes: `addr`, over `trunk.uri`'s transport.
+pub fn trunk_peer(settings: &Settings, addr: SocketAddr) -> Peer {
+    Peer {
+        transport: match settings.trunk.transport {
+            TrunkTransport::Udp => Transport::Udp,
+            TrunkTransport::Tcp => Transport::Tcp,
+        },
+        addr,
+    }
+}
+
 /// The trunk's addresses (DNS resolved once at start).
 pub async fn resolve_trunk(settings: &Settings) -> Vec<SocketAddr> {
     let port = settings.trunk.port.unwrap_or(5060);
@@ -269,22 +280,24 @@ pub async fn run(
                         ),
                         aor: format!("sip:{}@{host}", c.username),
                         contact: format!(
-                            "sip:{}@{}",
+                            "sip:{}@{}{}",
                             c.username,
                             if settings.sip.public_addr.port == 0 {
                                 public
                             } else {
                                 settings.sip.public_addr.to_string()
+                            },
+                            // The PBX calls us the way we registered (RFC 3261 §10.2.1).
+                            match settings.trunk.transport {
+                                TrunkTransport::Tcp => ";transport=tcp",
+                                TrunkTransport::Udp => "",
                             }
                         ),
                         expires: settings.trunk.register_expires,
                         username: c.username.clone(),
                         password: c.password.clone(),
                     },
-                    Peer {
-                        transport: Transport::Udp,
-                        addr: *addr,
-                    },
+                    trunk_peer(&settings, *addr),
                 );
             }
             _ => tracing::error!(

@@ -185,6 +185,16 @@ fn via_line(host: &str, t: Transport) -> String {
     format!("SIP/2.0/{proto} {host};branch={};rport", new_branch())
 }
 
+/// Our Contact for a call or registration over `t`. Over TCP it says so:
+/// a sip: URI without a transport parameter means UDP (RFC 3263 §4.1), and
+/// the PBX's requests in the dialog should come the way the call did.
+fn contact_header(uri: &str, t: Transport) -> String {
+    match t {
+        Transport::Tcp => format!("<{uri};transport=tcp>"),
+        Transport::Udp => format!("<{uri}>"),
+    }
+}
+
 fn sdp_of(msg: &Msg) -> Option<String> {
     msg.sdp().map(str::to_string)
 }
@@ -360,7 +370,10 @@ impl SipUa {
             .push("to", to.to_string())
             .push("call-id", format!("{}@wa-sip-bridge", random_token()))
             .push("cseq", "1 INVITE")
-            .push("contact", format!("<{}>", self.cfg.contact_uri))
+            .push(
+                "contact",
+                contact_header(&self.cfg.contact_uri, peer.transport),
+            )
             .push("allow", ALLOW)
             .push(
                 "user-agent",
@@ -623,7 +636,10 @@ impl SipUa {
             Some(_) => Msg::response_to(&c.invite, 183, "Session Progress", Some(&c.local_tag)),
             None => Msg::response_to(&c.invite, 180, "Ringing", Some(&c.local_tag)),
         };
-        r.push("contact", format!("<{}>", self.cfg.contact_uri));
+        r.push(
+            "contact",
+            contact_header(&self.cfg.contact_uri, c.peer.transport),
+        );
         if let Some(s) = sdp {
             r.with_body("application/sdp", s.as_bytes().to_vec());
         }
@@ -633,10 +649,10 @@ impl SipUa {
     /// Answers an incoming call with 200 and our SDP, retransmitted until the ACK.
     pub fn answer(&mut self, now: Instant, call: CallRef, sdp: &str) {
         let t1 = self.cfg.timers.t1;
-        let contact = format!("<{}>", self.cfg.contact_uri);
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
+        let contact = contact_header(&self.cfg.contact_uri, c.peer.transport);
         let (Some(tx), State::Ringing) = (c.invite_server, c.state) else {
             return;
         };
@@ -699,7 +715,11 @@ impl SipUa {
                 return;
             }
         };
-        let contact = format!("<{}>", self.cfg.contact_uri);
+        let transport = self
+            .calls
+            .get(&call)
+            .map_or(Transport::Udp, |c| c.peer.transport);
+        let contact = contact_header(&self.cfg.contact_uri, transport);
         let mut r = Msg::response_to(&req, 200, "OK", tag.as_deref());
         r.push("contact", contact);
         let offerless_update = req.method() == Some("UPDATE") && req.sdp().is_none();
@@ -1511,6 +1531,66 @@ mod tests {
             _ => None,
         });
         assert_eq!(sdp, Some(Some(answer.to_string())), "{events:?}");
+    }
+
+    /// A trunk reached over TCP (`trunk.uri` with `;transport=tcp`): the
+    /// INVITE, its ACK and the BYE all go over TCP, each Via says TCP, and
+    /// our Contact says `transport=tcp` so the PBX's requests come back the
+    /// same way (a sip: URI without it means UDP, RFC 3263 §4.1).
+    #[test]
+    fn a_call_over_tcp_stays_on_tcp_and_says_so() {
+        let t0 = Instant::now();
+        let mut ua = test_ua();
+        let pbx = Peer {
+            transport: Transport::Tcp,
+            addr: "127.0.0.1:5099".parse().unwrap(),
+        };
+        let call = ua.invite(
+            t0,
+            Invite {
+                request_uri: "sip:ivr@127.0.0.1:5099",
+                from: "<sip:+15551234567@wa.example.com>",
+                to: "<sip:ivr@127.0.0.1:5099>",
+                headers: &[],
+                sdp: "v=0\r\n",
+                peer: pbx,
+            },
+        );
+        let transmits = |ua: &mut SipUa| -> Vec<(Peer, Msg)> {
+            std::iter::from_fn(|| ua.poll_output())
+                .filter_map(|o| match o {
+                    UaOutput::Transmit { to, data } => Some((to, parse_incoming(&data).ok()?)),
+                    _ => None,
+                })
+                .collect()
+        };
+        let out = transmits(&mut ua);
+        let (to, invite) = &out[0];
+        assert_eq!(to.transport, Transport::Tcp);
+        assert!(invite.header("via").unwrap().starts_with("SIP/2.0/TCP "));
+        assert_eq!(
+            invite.header("contact"),
+            Some("<sip:bridge@127.0.0.1:5060;transport=tcp>")
+        );
+        let mut ok = Msg::response_to(invite, 200, "OK", Some("pbx-tag"));
+        ok.push("contact", "<sip:ivr@127.0.0.1:5099;transport=tcp>")
+            .with_body("application/sdp", b"v=0\r\n".to_vec());
+        ua.handle_message(t0, &ok.to_bytes(), pbx);
+        let out = transmits(&mut ua);
+        let (to, ack) = out
+            .iter()
+            .find(|(_, m)| m.method() == Some("ACK"))
+            .expect("ACK");
+        assert_eq!(to.transport, Transport::Tcp);
+        assert!(ack.header("via").unwrap().starts_with("SIP/2.0/TCP "));
+        ua.hangup(t0, call);
+        let out = transmits(&mut ua);
+        let (to, bye) = out
+            .iter()
+            .find(|(_, m)| m.method() == Some("BYE"))
+            .expect("BYE");
+        assert_eq!(to.transport, Transport::Tcp);
+        assert!(bye.header("via").unwrap().starts_with("SIP/2.0/TCP "));
     }
 
     #[test]
