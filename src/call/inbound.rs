@@ -172,6 +172,8 @@ async fn run_call(
     ctx.registry.set_state(live_id, "ringing");
     // The PBX has answered (200), as opposed to early media only.
     let mut answered = false;
+    // The SDP of the PBX's last 18x: its answer, should the 200 not repeat it.
+    let mut early_answer: Option<String> = None;
     loop {
         tokio::select! {
             ev = path.next() => match ev {
@@ -203,7 +205,12 @@ async fn run_call(
                         Err(e) => tracing::warn!(call_id = %call.call_id, error = %e, "unusable SDP in the PBX's 183; waiting for its answer"),
                     }
                 }
+                // RFC 3261 §13.2.1 wants the answer of an unreliable 18x
+                // repeated in the 200, but some PBXs leave it out there: the
+                // 18x's SDP is their answer.
+                Some(UaEvent::Progress { sdp: Some(early), .. }) => early_answer = Some(early),
                 Some(UaEvent::Answered { sdp: answer_sdp, .. }) => {
+                    let answer_sdp = answer_sdp.or_else(|| early_answer.take());
                     let negotiated = answer_sdp
                         .as_deref()
                         .map(|a| sdp::parse(a).and_then(|m| sdp::negotiate_answer(&m, &s.media.codecs)));
