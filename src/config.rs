@@ -1301,7 +1301,7 @@ fn parse_storage_url(url: &str) -> Result<StorageSettings, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A complete, valid configuration; tests change one key at a time.

@@ -1,6 +1,6 @@
 //! The running bridge's SIP side: bound on `sip.listen`, answers OPTIONS,
 //! refuses an INVITE requiring an extension it lacks with 420, one without
-//! an SDP offer with 488, refuses INVITEs over
+//! an audio offer with 488, refuses INVITEs over
 //! `calls.max_concurrent` with 503 + Retry-After (and a WhatsApp call over
 //! it is terminated at Wati; each refused call leaves an ended record), and
 //! registers to a challenging registrar (sipp) with the state in `/readyz`
@@ -62,7 +62,7 @@ async fn responses(sock: &tokio::net::UdpSocket, until_final: bool) -> Vec<Strin
 }
 
 #[tokio::test]
-async fn options_answered_required_extension_420_invite_without_offer_488_and_over_capacity_503() {
+async fn options_answered_required_extension_420_offer_without_audio_488_and_over_capacity_503() {
     let wati = FakeWati::start().await.unwrap();
     let bridge = Bridge::start(settings_with(
         &wati.api_endpoint(),
@@ -100,12 +100,13 @@ async fn options_answered_required_extension_420_invite_without_offer_488_and_ov
         .requests_to(support::fake_wati::Route::OutboundCall)
         .is_empty());
 
-    sock.send_to(
-        &request("INVITE", bridge.sip_addr, ours, 2),
-        bridge.sip_addr,
-    )
-    .await
-    .unwrap();
+    // An offer without audio (same length: the Content-Length still holds).
+    let video_only = String::from_utf8(invite_with_sdp(bridge.sip_addr, ours, 2))
+        .unwrap()
+        .replace("m=audio ", "m=video ");
+    sock.send_to(video_only.as_bytes(), bridge.sip_addr)
+        .await
+        .unwrap();
     let r = responses(&sock, true).await;
     assert!(
         r.first()

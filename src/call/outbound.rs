@@ -163,11 +163,16 @@ fn final_(code: u16, phrase: &'static str, reason: impl Into<Option<String>>) ->
     }
 }
 
-/// The PBX's offer, negotiated against `media.codecs` (no SDP: 488 too, as
-/// offers in the ACK are not supported).
-fn pbx_offer(invite: &Msg, s: &Settings) -> Result<Negotiated, SdpError> {
+/// The PBX's offer, negotiated against `media.codecs`. `Ok(None)` for an
+/// INVITE without a body: a delayed offer (RFC 3261 §13.2.1), so our 200
+/// carries the offer and the PBX answers in its ACK. A body that is not a
+/// usable offer is a 488.
+fn pbx_offer(invite: &Msg, s: &Settings) -> Result<Option<Negotiated>, SdpError> {
+    if !invite.has_body() {
+        return Ok(None);
+    }
     let m = sdp::parse(invite.sdp().unwrap_or(""))?;
-    sdp::negotiate_offer(&m, &s.media.codecs)
+    sdp::negotiate_offer(&m, &s.media.codecs).map(Some)
 }
 
 /// The PBX's answer to a call that was not answered: WhatsApp's status
@@ -379,7 +384,7 @@ async fn run_call(
             .await
         }
     };
-    tracing::info!(%waid, source = %inc.source.addr, codec = negotiated.codec.name(), "call from the PBX to a WhatsApp user");
+    tracing::info!(%waid, source = %inc.source.addr, codec = negotiated.as_ref().map(|n| n.codec.name()), "call from the PBX to a WhatsApp user");
 
     // 3. Call permission.
     let mut queued = VecDeque::new();
@@ -512,7 +517,9 @@ async fn run_call(
     let mut rang = false;
     let mut answer_applied = false;
     let mut answered = false;
-    let mut negotiated = Some(negotiated);
+    // A delayed offer: ours goes in the 200, the PBX's answer in its ACK.
+    let late_offer = negotiated.is_none();
+    let mut negotiated = negotiated;
     loop {
         let next_cmd = async {
             match queued.pop_front() {
@@ -595,12 +602,17 @@ async fn run_call(
                     if answered {
                         continue;
                     }
-                    let Some(n) = negotiated.take() else { continue };
-                    if let Err(e) = path.start_relay(n, s.media.rtp_timeout) {
-                        return refuse(final_(500, "Server Internal Error", None), format!("relay: {e}")).await;
-                    }
-                    let Some(our_sdp) = path.local_sdp(&s.media.codecs) else {
-                        return refuse(final_(500, "Server Internal Error", None), "local_sdp".into()).await;
+                    let our_sdp = if late_offer {
+                        path.offer_sdp(&s.media.codecs)
+                    } else {
+                        let Some(n) = negotiated.take() else { continue };
+                        if let Err(e) = path.start_relay(n, s.media.rtp_timeout) {
+                            return refuse(final_(500, "Server Internal Error", None), format!("relay: {e}")).await;
+                        }
+                        let Some(our_sdp) = path.local_sdp(&s.media.codecs) else {
+                            return refuse(final_(500, "Server Internal Error", None), "local_sdp".into()).await;
+                        };
+                        our_sdp
                     };
                     ctx.sip.answer(call, our_sdp).await;
                     answered = true;
@@ -649,11 +661,80 @@ async fn run_call(
                     ctx.sip.answer_reoffer(call, tx, answer).await;
                 }
                 Some(UaEvent::Dtmf { digit, duration, .. }) => path.sip_info_dtmf(digit, duration),
-                // Our 200 was acknowledged: the dialog is confirmed.
-                Some(UaEvent::Answered { .. }) => save_dialog(ctx, record, call).await,
+                // Our 200 was acknowledged: the dialog is confirmed. After a
+                // delayed offer the ACK holds the PBX's answer; without a
+                // usable one the call cannot have media, so it ends with a
+                // BYE (RFC 3261 §13.3.1.4 leaves no other way out).
+                Some(UaEvent::Answered { sdp: ack_sdp, .. }) => {
+                    if late_offer && !path.relaying() {
+                        let n = match ack_sdp.as_deref().map(|a| sdp::parse(a).and_then(|m| sdp::negotiate_answer(&m, &s.media.codecs))) {
+                            Some(Ok(n)) => n,
+                            Some(Err(e)) => {
+                                ctx.sip.hangup(call).await;
+                                path.leg.leg().close();
+                                return gone(format!("pbx_sdp: {e}"), Some(200));
+                            }
+                            None => {
+                                ctx.sip.hangup(call).await;
+                                path.leg.leg().close();
+                                return gone("pbx_ack_without_answer".into(), Some(200));
+                            }
+                        };
+                        if let Err(e) = path.start_relay(n, s.media.rtp_timeout) {
+                            ctx.sip.hangup(call).await;
+                            path.leg.leg().close();
+                            return gone(format!("relay: {e}"), Some(200));
+                        }
+                        tracing::info!(wa_call_id = %wa_id, codec = ?path.codec().map(|c| c.name()), "the PBX answered our offer in its ACK");
+                    }
+                    save_dialog(ctx, record, call).await
+                }
                 Some(_) => {}
                 None => return gone("sip_gone".into(), None),
             },
         }
+    }
+}
+
+// `unwrap`/`expect` in these tests are set-up and assertions: a failure is
+// the test's failure; none is reachable from the bridge's input.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::message::parse_incoming;
+
+    fn invite(content_type: Option<&str>, body: &str) -> Msg {
+        let mut m = Msg::request("INVITE", "sip:447700900123@bridge");
+        m.push("via", "SIP/2.0/UDP 192.0.2.10;branch=z9hG4bK9")
+            .push("from", "<sip:a@pbx>;tag=1")
+            .push("to", "<sip:447700900123@bridge>")
+            .push("call-id", "c")
+            .push("cseq", "1 INVITE");
+        match content_type {
+            Some(ct) => {
+                m.with_body(ct, body.as_bytes().to_vec());
+            }
+            None => m.body = body.as_bytes().to_vec(),
+        }
+        parse_incoming(&m.to_bytes()).unwrap()
+    }
+
+    /// RFC 3261 §13.2.1: an INVITE without a body leaves the offer to our
+    /// 200; a body that is not a usable offer is refused (488), not taken
+    /// for a delayed offer.
+    #[test]
+    fn only_an_invite_without_a_body_is_a_delayed_offer() {
+        let s =
+            crate::config::settings_from_toml_str(crate::config::tests::VALID, std::iter::empty())
+                .unwrap();
+        assert!(matches!(pbx_offer(&invite(None, ""), &s), Ok(None)));
+        assert!(matches!(pbx_offer(&invite(None, "\r\n"), &s), Ok(None)));
+        let pcmu = "v=0\r\no=pbx 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+        let n = pbx_offer(&invite(Some("application/sdp"), pcmu), &s)
+            .unwrap()
+            .expect("an offer");
+        assert_eq!(n.codec.name(), "pcmu");
+        assert!(pbx_offer(&invite(Some("text/plain"), "hello"), &s).is_err());
+        assert!(pbx_offer(&invite(Some("application/sdp"), "v=0\r\n"), &s).is_err());
     }
 }

@@ -114,6 +114,11 @@ impl Msg {
         }
     }
 
+    /// Whether the message carries a body (anything but whitespace).
+    pub fn has_body(&self) -> bool {
+        !self.body.iter().all(u8::is_ascii_whitespace)
+    }
+
     pub fn body_str(&self) -> &str {
         std::str::from_utf8(&self.body).unwrap_or("")
     }
