@@ -213,3 +213,61 @@ url = "sqlite://{db}"
     assert_eq!(rows[0].end_cause.as_deref(), Some("bridge_restarted"));
     assert_eq!(wati.requests_to(Route::Terminate).len(), 2);
 }
+
+/// The crash came after a New Inbound Call webhook was accepted (logged,
+/// answered 200) but before its call was recorded: the next start finds the
+/// logged offer without a record, terminates the WhatsApp call at Wati (its
+/// caller would otherwise ring until WhatsApp gives up) and records it with
+/// the cause `bridge_restarted`. A call that has its record is left alone.
+#[tokio::test]
+async fn an_inbound_offer_accepted_but_never_started_is_ended_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let wati = FakeWati::start().await.unwrap();
+    let storage = format!(
+        "[storage]\nurl = \"sqlite://{}\"\n",
+        dir.path().join("bridge.db").display()
+    );
+    let settings = || support::settings_with(&wati.api_endpoint(), &storage);
+    let (_peer, offer) =
+        WaPeer::offer("127.0.0.1:9".parse().unwrap(), Instant::now(), None).unwrap();
+
+    // The first run: webhooks are accepted and logged, but (as in a crash
+    // right after) no call task ever starts: the events go nowhere.
+    let (first, events) = wa_sip_bridge::Bridge::start_with_events(settings())
+        .await
+        .unwrap();
+    let (status, _) = wati
+        .post_webhook(
+            first.http_addr,
+            "inbound-call",
+            Some(WEBHOOK_KEY),
+            &json!({"callId": "wacid.never-started", "sdp": offer, "from": "447700900123", "businessNumber": "15551441906"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    first.shutdown().await.unwrap();
+    drop(events);
+    assert!(wati.requests_to(Route::Terminate).is_empty());
+
+    let second = wa_sip_bridge::Bridge::start(settings()).await.unwrap();
+    let terminated = wait_for_request(&wati, Route::Terminate, Duration::from_secs(10))
+        .await
+        .expect("the unstarted call terminated at Wati");
+    assert!(
+        terminated.path.ends_with("/wacid.never-started/terminate"),
+        "{}",
+        terminated.path
+    );
+    let rows = support::ended_call_records(&second.store, "wacid.never-started").await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].end_cause.as_deref(), Some("bridge_restarted"));
+    assert_eq!(rows[0].waid.as_deref(), Some("447700900123"));
+    assert_eq!(rows[0].business_number.as_deref(), Some("15551441906"));
+    second.shutdown().await.unwrap();
+
+    // A third start: the offer has its record now, so nothing more is done.
+    let third = wa_sip_bridge::Bridge::start(settings()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(wati.requests_to(Route::Terminate).len(), 1);
+    third.shutdown().await.unwrap();
+}

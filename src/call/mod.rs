@@ -204,8 +204,9 @@ async fn record_refused(
     refusal: registry::Refusal,
     sip_code: Option<u16>,
 ) {
+    let at = call.offered_at_ms;
     if let Err(e) = store
-        .insert_refused_call(call, refusal.label(), sip_code)
+        .insert_ended_call(call, at, refusal.label(), sip_code)
         .await
     {
         tracing::error!(error = %e, "could not record a refused call");

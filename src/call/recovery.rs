@@ -1,11 +1,14 @@
 //! After a crash: calls the store says were live cannot be carried on (their
 //! media keys and sockets died with the process), so they are ended on both
 //! sides: terminated at Wati, BYE to the PBX where the dialog was saved, and
-//! each record closed with the cause `bridge_restarted`.
+//! each record closed with the cause `bridge_restarted`. WhatsApp calls whose
+//! New Inbound Call webhook was accepted (logged, answered 200) but whose
+//! task had not recorded them yet are terminated at Wati too, and recorded.
 
 use crate::ids::WaCallId;
 use crate::sip::dialog::Dialog;
-use crate::store::{now_ms, CallRow};
+use crate::store::{now_ms, CallRow, Direction, NewCall, WebhookRow};
+use crate::wati::{WebhookEvent, WebhookKind};
 
 use super::CallCtx;
 
@@ -58,4 +61,48 @@ pub async fn recover(ctx: &CallCtx, live: Vec<CallRow>) -> Recovered {
         tracing::warn!(record = row.id, wa_call_id = ?row.wa_call_id, direction = row.direction.as_str(), "call live before the restart ended");
     }
     done
+}
+
+/// How far back [`recover_unrecorded`] looks: WhatsApp gives up on a call
+/// that is not accepted within 30–60 s (whatsapp-wire.md §3.6), so older
+/// offers need nothing more.
+pub const UNRECORDED_WINDOW_MS: i64 = 120_000;
+
+/// Ends the inbound calls of `offers` (from
+/// [`Store::unrecorded_inbound_calls`](crate::store::Store::unrecorded_inbound_calls)):
+/// each is terminated at Wati (the caller would otherwise ring until
+/// WhatsApp gives up) and gets its record, cause `bridge_restarted`.
+/// Returns how many were terminated at Wati.
+pub async fn recover_unrecorded(ctx: &CallCtx, offers: Vec<WebhookRow>) -> usize {
+    let mut terminated = 0;
+    for row in offers {
+        let Ok(WebhookEvent::InboundCall(call)) =
+            crate::wati::payload::parse(WebhookKind::InboundCall, &row.raw_body)
+        else {
+            continue;
+        };
+        match ctx.wati.terminate(&call.call_id).await {
+            Ok(()) => terminated += 1,
+            Err(e) => {
+                tracing::warn!(call_id = %call.call_id, error = %e, "terminate at Wati after restart failed")
+            }
+        }
+        let record = NewCall {
+            direction: Direction::Inbound,
+            wa_call_id: Some(call.call_id.to_string()),
+            sip_call_id: None,
+            waid: call.caller.as_ref().map(|c| c.to_string()),
+            business_number: call.business_number.as_ref().map(|b| b.to_string()),
+            offered_at_ms: row.received_at_ms,
+        };
+        if let Err(e) = ctx
+            .store
+            .insert_ended_call(record, now_ms(), "bridge_restarted", None)
+            .await
+        {
+            tracing::error!(call_id = %call.call_id, error = %e, "cannot record the call");
+        }
+        tracing::warn!(call_id = %call.call_id, webhook = row.id, "inbound call offered before the restart, never started: ended");
+    }
+    terminated
 }

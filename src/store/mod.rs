@@ -299,12 +299,14 @@ impl Store {
         .await
     }
 
-    /// Records a call refused at its offer (capacity, draining): started and
-    /// ended at once, in one statement, so that a refused call leaves a
-    /// record like any other and never a live one.
-    pub async fn insert_refused_call(
+    /// Records a call that ended without ever running (refused at its offer
+    /// for capacity or draining; offered before a crash): started and ended
+    /// in one statement, so it leaves a record like any other call and never
+    /// a live one.
+    pub async fn insert_ended_call(
         &self,
         call: NewCall,
+        ended_at_ms: i64,
         cause: &'static str,
         sip_code: Option<u16>,
     ) -> Result<i64, StoreError> {
@@ -312,7 +314,7 @@ impl Store {
             c.execute(
                 "INSERT INTO calls (direction, wa_call_id, sip_call_id, waid, business_number, offered_at_ms,
                                     ended_at_ms, end_cause, sip_code)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     call.direction.as_str(),
                     call.wa_call_id,
@@ -320,6 +322,7 @@ impl Store {
                     call.waid,
                     call.business_number,
                     call.offered_at_ms,
+                    ended_at_ms,
                     cause,
                     sip_code
                 ],
@@ -432,6 +435,29 @@ impl Store {
             let mut stmt =
                 c.prepare(&format!("{CALL_SELECT} WHERE wa_call_id = ?1 ORDER BY id"))?;
             let rows = stmt.query_map([wa_call_id], call_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// New Inbound Call webhooks received in `since_ms..until_ms` (first
+    /// deliveries answered 200) whose call has no record: offered calls a
+    /// crash stopped before their task recorded them. Oldest first.
+    pub async fn unrecorded_inbound_calls(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+    ) -> Result<Vec<WebhookRow>, StoreError> {
+        self.with(move |c| {
+            // 'inbound-call:' is 13 characters; the call id follows it.
+            let mut stmt = c.prepare(&format!(
+                "{WEBHOOK_SELECT} w WHERE w.route = 'inbound-call' AND w.status = 200
+                   AND w.dedupe_key LIKE 'inbound-call:%'
+                   AND w.received_at_ms >= ?1 AND w.received_at_ms < ?2
+                   AND NOT EXISTS (SELECT 1 FROM calls c WHERE c.wa_call_id = substr(w.dedupe_key, 14))
+                 ORDER BY w.id"
+            ))?;
+            let rows = stmt.query_map([since_ms, until_ms], webhook_row)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
@@ -620,11 +646,54 @@ mod tests {
         assert_eq!(s.recent_webhooks(10).await.unwrap().len(), 5);
     }
 
+    /// Offers that a crash left without a record: in the window, answered
+    /// 200, first deliveries, and no call record with their call id.
+    #[tokio::test]
+    async fn unrecorded_inbound_offers_are_found_once_and_only_in_the_window() {
+        let s = store();
+        let at = |key: &'static str, ms: i64, status: u16| NewWebhook {
+            received_at_ms: ms,
+            status,
+            ..hook(Some(key), b"{}")
+        };
+        s.log_webhook(at("inbound-call:old", 100, 200))
+            .await
+            .unwrap();
+        s.log_webhook(at("inbound-call:lost", 1000, 200))
+            .await
+            .unwrap();
+        s.log_webhook(at("inbound-call:lost", 1001, 200))
+            .await
+            .unwrap(); // a duplicate
+        s.log_webhook(at("inbound-call:bad", 1002, 400))
+            .await
+            .unwrap();
+        s.log_webhook(at("inbound-call:ran", 1003, 200))
+            .await
+            .unwrap();
+        s.log_webhook(at("inbound-call:new", 5000, 200))
+            .await
+            .unwrap();
+        s.insert_call(NewCall {
+            direction: Direction::Inbound,
+            wa_call_id: Some("ran".into()),
+            sip_call_id: None,
+            waid: None,
+            business_number: None,
+            offered_at_ms: 1003,
+        })
+        .await
+        .unwrap();
+        let found = s.unrecorded_inbound_calls(500, 5000).await.unwrap();
+        let keys: Vec<_> = found.iter().map(|r| r.dedupe_key.as_deref()).collect();
+        assert_eq!(keys, [Some("inbound-call:lost")]);
+    }
+
     #[tokio::test]
     async fn a_refused_call_is_recorded_ended() {
         let s = store();
         let id = s
-            .insert_refused_call(
+            .insert_ended_call(
                 NewCall {
                     direction: Direction::Inbound,
                     wa_call_id: Some("wacid.refused".into()),
@@ -633,6 +702,7 @@ mod tests {
                     business_number: Some("15550001111".into()),
                     offered_at_ms: 7,
                 },
+                7,
                 "refused_capacity",
                 None,
             )
