@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use str0m::config::DtlsCert;
 use support::audio::{tone_snr_db, Sink, ToneSource};
-use support::wa_sim::{inbound, inbound_connected, outbound, Sim};
+use support::wa_sim::{inbound, inbound_connected, outbound, outbound_with, Sim};
 use wa_sip_bridge::dtmf::TelephoneEvent;
 use wa_sip_bridge::webrtc::{EndCause, LegEvent};
 
@@ -223,6 +223,85 @@ fn outbound_call_offer_connects_and_carries_audio_and_dtmf() {
         "{answer}"
     );
 
+    sim.run_for(Duration::from_secs(2), |_| {});
+    assert!(sim.connected(), "not connected; events {:?}", sim.events);
+    assert_controlling(&sim);
+    tones_cross(&mut sim);
+    dtmf_crosses(&mut sim);
+}
+
+/// WhatsApp's answer to a business-initiated call in the shape Meta
+/// documents (whatsapp-wire.md §1.5): `a=extmap-allow-mixed`, header
+/// extensions, `a=ice-options:trickle`, candidates ending in `ufrag …`,
+/// `mid`-less legacy `a=ssrc` lines, and more payload types than we offered,
+/// among them a second telephone-event at 48 kHz (PT 110). The peer behind
+/// it is our str0m peer; the leg must read the answer, keep Opus 111 and
+/// telephone-event 126 at 8 kHz, connect, and carry audio and DTMF.
+#[test]
+fn an_answer_shaped_like_metas_sample_connects_and_keeps_126_for_dtmf() {
+    let (mut sim, _, answer) = outbound_with(None, |answer| {
+        let ufrag = answer
+            .lines()
+            .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+            .unwrap()
+            .to_string();
+        let ssrc = answer
+            .lines()
+            .find_map(|l| l.strip_prefix("a=ssrc:"))
+            .and_then(|l| l.split(' ').next())
+            .unwrap()
+            .to_string();
+        let mut out = String::new();
+        for line in answer.split("\r\n").filter(|l| !l.is_empty()) {
+            if line.starts_with("a=ssrc:") || line.starts_with("a=fmtp:111") {
+                continue;
+            }
+            if line.starts_with("a=msid-semantic") {
+                out.push_str("a=extmap-allow-mixed\r\n");
+            }
+            if let Some(rest) = line.strip_prefix("m=audio ") {
+                let port = rest.split(' ').next().unwrap();
+                out.push_str(&format!(
+                    "m=audio {port} UDP/TLS/RTP/SAVPF 111 9 0 8 110 126\r\n"
+                ));
+                continue;
+            }
+            if line.starts_with("a=candidate:") {
+                out.push_str(&format!("{line} ufrag {ufrag}\r\n"));
+                continue;
+            }
+            out.push_str(line);
+            out.push_str("\r\n");
+            if line.starts_with("a=ice-pwd:") {
+                out.push_str("a=ice-options:trickle\r\n");
+            }
+            if line.starts_with("a=mid:") {
+                out.push_str("a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n");
+                out.push_str(
+                    "a=extmap:2 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time\r\n",
+                );
+                out.push_str("a=extmap:3 http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01\r\n");
+            }
+            if line.starts_with("a=rtpmap:111 ") {
+                out.push_str("a=fmtp:111 minptime=10;useinbandfec=1\r\n");
+                out.push_str(
+                    "a=rtpmap:9 G722/8000\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n",
+                );
+                out.push_str("a=rtpmap:110 telephone-event/48000\r\n");
+            }
+        }
+        for attr in [
+            "cname:bg8KQDoIk2UJa6sf",
+            "msid:798a9670-c0d6-47a8-925e-5f082ef4d8a0 audio#nuxVMf9EAJX",
+            "mslabel:798a9670-c0d6-47a8-925e-5f082ef4d8a0",
+            "label:audio#nuxVMf9EAJX",
+        ] {
+            out.push_str(&format!("a=ssrc:{ssrc} {attr}\r\n"));
+        }
+        out
+    });
+    assert!(answer.contains(" 111 9 0 8 110 126\r\n"), "{answer}");
+    assert!(answer.contains("a=ice-options:trickle"), "{answer}");
     sim.run_for(Duration::from_secs(2), |_| {});
     assert!(sim.connected(), "not connected; events {:?}", sim.events);
     assert_controlling(&sim);

@@ -140,9 +140,19 @@ pub fn inbound_connected() -> Sim {
 }
 
 pub fn outbound(cert: Option<DtlsCert>) -> (Sim, String, String) {
+    outbound_with(cert, |answer| answer)
+}
+
+/// As [`outbound`], with the peer's answer passed through `edit` on its way
+/// to the leg (the peer itself behaves as its own answer says).
+pub fn outbound_with(
+    cert: Option<DtlsCert>,
+    edit: impl FnOnce(String) -> String,
+) -> (Sim, String, String) {
     let now = Instant::now();
     let (mut leg, offer) = WaLeg::offer(LegConfig::new(leg_addr(), leg_addr()), now).unwrap();
     let (peer, answer) = WaPeer::answer(&offer, peer_addr(), now, cert).unwrap();
+    let answer = edit(answer);
     leg.apply_answer(std::time::Instant::now(), &answer)
         .unwrap();
     (
