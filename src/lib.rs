@@ -165,7 +165,11 @@ impl Bridge {
                 2,
                 ports::DEFAULT_QUARANTINE,
             ))),
-            trunk: trunk.first().copied(),
+            trunk: Arc::new(call::trunk::Trunk::new(
+                settings.trunk.host.clone(),
+                settings.trunk.port.unwrap_or(5060),
+                &trunk,
+            )),
         };
         let sip = tokio::spawn(call::sip_task::run(
             sip_socket,

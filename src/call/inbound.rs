@@ -47,6 +47,43 @@ fn request_uri(user: &str, host: &str) -> String {
     }
 }
 
+/// The INVITE's From: the caller's number on `sip.domain`, with their
+/// WhatsApp profile name (Wati's contact name) as the display name so the
+/// agent's phone shows it; anonymous without a caller (RFC 3323 §4.1.1.3).
+fn from_header(call: &InboundCall, domain: &str) -> String {
+    match &call.caller {
+        Some(c) => match call.caller_name.as_deref().map(display_name) {
+            Some(name) if !name.is_empty() => format!("\"{name}\" <sip:+{c}@{domain}>"),
+            _ => format!("<sip:+{c}@{domain}>"),
+        },
+        None => "\"Anonymous\" <sip:anonymous@anonymous.invalid>".to_string(),
+    }
+}
+
+/// A name from the webhook as the inside of a SIP quoted-string (RFC 3261
+/// §25.1): control characters (CR/LF would split the header) dropped, `"`
+/// and `\` escaped, whitespace collapsed, at most 64 characters.
+fn display_name(raw: &str) -> String {
+    let words = raw
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|w| !w.is_empty());
+    let mut out = String::new();
+    let mut kept = 0;
+    for (i, w) in words.enumerate() {
+        for c in (i > 0).then_some(' ').into_iter().chain(w.chars()) {
+            if kept == 64 {
+                return out;
+            }
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+            kept += 1;
+        }
+    }
+    out
+}
+
 pub async fn run(
     ctx: Arc<CallCtx>,
     live_id: u64,
@@ -125,7 +162,7 @@ async fn run_call(
     };
     let path = path_slot.insert(MediaPath::new(leg, rtp, s.media.public_ip));
     let offer = path.offer_sdp(&s.media.codecs);
-    let Some(trunk) = ctx.trunk else {
+    let Some(trunk) = ctx.trunk.addr().await else {
         return ending("trunk_unresolved", None, true);
     };
     let host = match s.trunk.port {
@@ -134,10 +171,7 @@ async fn run_call(
     };
     let user = inbound_user(&s.routing.inbound_user, call);
     let request_uri = request_uri(&user, &host);
-    let from = match &call.caller {
-        Some(c) => format!("<sip:+{c}@{}>", s.sip.domain),
-        None => "\"Anonymous\" <sip:anonymous@anonymous.invalid>".to_string(),
-    };
+    let from = from_header(call, &s.sip.domain);
     let mut headers = vec![("x-wa-call-id", call.call_id.to_string())];
     if let Some(b) = &call.business_number {
         headers.push(("x-wa-business-number", b.to_string()));
@@ -285,6 +319,39 @@ mod tests {
     fn request_uri_without_a_user_has_no_at_sign() {
         assert_eq!(request_uri("", "pbx:5060"), "sip:pbx:5060");
         assert_eq!(request_uri("1555", "pbx"), "sip:1555@pbx");
+    }
+
+    #[test]
+    fn the_from_header_carries_the_callers_name_safely() {
+        let call = |name: Option<&str>, caller: Option<&str>| InboundCall {
+            call_id: crate::ids::WaCallId::parse("c").unwrap(),
+            sdp: String::new(),
+            business_number: None,
+            caller: caller.map(|c| crate::ids::Waid::parse(c).unwrap()),
+            caller_name: name.map(str::to_string),
+        };
+        assert_eq!(
+            from_header(
+                &call(Some("Ana  María"), Some("447700900123")),
+                "wa.example.com"
+            ),
+            "\"Ana María\" <sip:+447700900123@wa.example.com>"
+        );
+        assert_eq!(
+            from_header(&call(None, Some("447700900123")), "d"),
+            "<sip:+447700900123@d>"
+        );
+        assert_eq!(
+            from_header(&call(Some(" \r\n "), Some("447700900123")), "d"),
+            "<sip:+447700900123@d>"
+        );
+        assert_eq!(
+            from_header(&call(Some("x"), None), "d"),
+            "\"Anonymous\" <sip:anonymous@anonymous.invalid>"
+        );
+        // A header cannot be split or the quoted string left early.
+        assert_eq!(display_name("Eve\"\r\nVia: x\\"), "Eve\\\" Via: x\\\\");
+        assert_eq!(display_name(&"a".repeat(100)).len(), 64);
     }
 
     #[test]

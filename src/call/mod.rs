@@ -12,8 +12,8 @@ pub mod outbound;
 pub mod recovery;
 pub mod registry;
 pub mod sip_task;
+pub mod trunk;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -39,8 +39,8 @@ pub struct CallCtx {
     pub registry: Arc<Registry>,
     pub webrtc_ports: SharedPortPool,
     pub rtp_ports: SharedPortPool,
-    /// The trunk's address (resolved at start).
-    pub trunk: Option<SocketAddr>,
+    /// The trunk's address (resolved at start, and again as DNS ages).
+    pub trunk: Arc<trunk::Trunk>,
 }
 
 /// Puts a step a call takes once (set-up, its end at Wati, its record) on

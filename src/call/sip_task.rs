@@ -237,16 +237,9 @@ pub fn trunk_peer(settings: &Settings, addr: SocketAddr) -> Peer {
     }
 }
 
-/// The trunk's addresses (DNS resolved once at start).
+/// The trunk's addresses at start (for the ACL and the registration).
 pub async fn resolve_trunk(settings: &Settings) -> Vec<SocketAddr> {
-    let port = settings.trunk.port.unwrap_or(5060);
-    match tokio::net::lookup_host((settings.trunk.host.as_str(), port)).await {
-        Ok(addrs) => addrs.collect(),
-        Err(e) => {
-            tracing::error!(trunk = %settings.trunk.host, error = %e, "cannot resolve the trunk host");
-            Vec::new()
-        }
-    }
+    super::trunk::resolve(&settings.trunk.host, settings.trunk.port.unwrap_or(5060)).await
 }
 
 /// Runs the SIP side until the task is aborted.

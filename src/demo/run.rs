@@ -210,7 +210,7 @@ url = "sqlite::memory:"
             r.check(
                 rep.from
                     .as_deref()
-                    .is_some_and(|f| f.contains("+917358580180@")),
+                    .is_some_and(|f| f.starts_with("\"Demo\" <sip:+917358580180@")),
                 format!("From: {}", rep.from.as_deref().unwrap_or("missing")),
             );
             let snr = tone_snr_db(&rep.pcm, 1000.0, 8000.0, 8000);
