@@ -6,6 +6,10 @@
 //! side ends first, the other side hung up, one call record with its cause.
 //! With `calls.answer_mode = "immediate"` the call is accepted at Wati right
 //! after the INVITE goes out, and the PBX's early media (183) reaches the caller.
+//!
+//! Setting the call up (ports, SDP, the INVITE) is done here; from then on
+//! the call's rules live in the sans-IO [`super::inbound_state`], which this
+//! task feeds and whose actions it carries out.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,14 +17,13 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
+use super::inbound_state::{Action, InboundState, Input};
 use super::media_path::{MediaPath, PathEvent};
 use super::registry::{CallCommand, ENDING};
 use super::{cold, ending, finish, save_dialog, CallCtx, Ending};
 use crate::config::AnswerMode;
-use crate::media::relay::MediaTimeout;
 use crate::media::socket::RtpSocket;
 use crate::ports::bind_udp;
-use crate::sip::sdp;
 use crate::sip::ua::{EndCause as SipEnd, UaEvent};
 use crate::store::{now_ms, Direction as CallDirection, NewCall};
 use crate::wati::InboundCall;
@@ -204,77 +207,67 @@ async fn run_call(
         tracing::info!(call_id = %call.call_id, "call accepted at Wati before the PBX answered (answer_mode = immediate)");
     }
     ctx.registry.set_state(live_id, "ringing");
-    // The PBX has answered (200), as opposed to early media only.
-    let mut answered = false;
-    // The SDP of the PBX's last 18x: its answer, should the 200 not repeat it.
-    let mut early_answer: Option<String> = None;
+    // The call's rules are in `InboundState`; this loop turns what happens
+    // into its inputs and carries out its actions.
+    let mut state = InboundState::new(immediate, &s.media.codecs);
     loop {
-        tokio::select! {
+        let input = tokio::select! {
             ev = path.next() => match ev {
-                PathEvent::Connected => tracing::info!(call_id = %call.call_id, "WhatsApp media connected"),
-                PathEvent::LegEnded(cause) => {
-                    ctx.sip.hangup(sip_call).await;
-                    return ending(format!("whatsapp_leg: {cause:?}"), answered.then_some(200), true);
+                PathEvent::Connected => {
+                    tracing::info!(call_id = %call.call_id, "WhatsApp media connected");
+                    Input::LegConnected
                 }
-                PathEvent::Timeout(t) => {
-                    ctx.sip.hangup(sip_call).await;
-                    let cause = match t {
-                        MediaTimeout::WhatsAppSilent => "media_timeout_whatsapp",
-                        MediaTimeout::PbxSilent => "media_timeout_pbx",
-                    };
-                    return ending(cause, answered.then_some(200), true);
-                }
+                PathEvent::LegEnded(cause) => Input::LegEnded(cause),
+                PathEvent::Timeout(t) => Input::MediaTimeout(t),
             },
             ev = sip_events.recv() => match ev {
-                Some(UaEvent::Progress { sdp: Some(early), .. }) if immediate && !path.relaying() => {
-                    // Early media: relay the PBX's announcements/ringback to the caller.
-                    match sdp::parse(&early).and_then(|m| sdp::negotiate_answer(&m, &s.media.codecs)) {
-                        Ok(n) => {
-                            if let Err(e) = path.start_relay(n, s.media.rtp_timeout) {
-                                ctx.sip.hangup(sip_call).await;
-                                return ending(format!("relay: {e}"), None, true);
-                            }
-                            tracing::info!(call_id = %call.call_id, "early media from the PBX");
-                        }
-                        Err(e) => tracing::warn!(call_id = %call.call_id, error = %e, "unusable SDP in the PBX's 183; waiting for its answer"),
-                    }
+                Some(UaEvent::Progress { sdp, .. }) => Input::PbxProgress { sdp },
+                Some(UaEvent::Answered { sdp, .. }) => Input::PbxAnswered { sdp },
+                Some(UaEvent::Failed { code, .. }) => Input::PbxFailed { code },
+                Some(UaEvent::Ended { cause: SipEnd::PeerBye, .. }) => Input::PbxBye,
+                Some(UaEvent::Ended { cause, .. }) => Input::SipEnded { cause: format!("{cause:?}") },
+                // Media only: the call's state does not change.
+                Some(UaEvent::Reoffer { tx, sdp: offer, .. }) => {
+                    let answer = path.answer_reoffer(offer.as_deref(), &s.media.codecs);
+                    ctx.sip.answer_reoffer(sip_call, tx, answer).await;
+                    continue;
                 }
-                // RFC 3261 §13.2.1 wants the answer of an unreliable 18x
-                // repeated in the 200, but some PBXs leave it out there: the
-                // 18x's SDP is their answer.
-                Some(UaEvent::Progress { sdp: Some(early), .. }) => early_answer = Some(early),
-                Some(UaEvent::Answered { sdp: answer_sdp, .. }) => {
-                    let answer_sdp = answer_sdp.or_else(|| early_answer.take());
-                    let negotiated = answer_sdp
-                        .as_deref()
-                        .map(|a| sdp::parse(a).and_then(|m| sdp::negotiate_answer(&m, &s.media.codecs)));
-                    match (negotiated, path.relaying()) {
-                        // Early media already runs: the 200 may move the PBX's media.
-                        (Some(Ok(n)), true) => path.set_pbx_remote(n.remote),
-                        (None, true) => {}
-                        (Some(Ok(n)), false) => {
-                            if let Err(e) = path.start_relay(n, s.media.rtp_timeout) {
-                                ctx.sip.hangup(sip_call).await;
-                                return ending(format!("relay: {e}"), Some(200), true);
-                            }
-                        }
-                        (Some(Err(e)), _) => {
-                            ctx.sip.hangup(sip_call).await;
-                            return ending(format!("pbx_sdp: {e}"), Some(200), true);
-                        }
-                        (None, false) => {
-                            ctx.sip.hangup(sip_call).await;
-                            return ending("pbx_answer_without_sdp", Some(200), true);
-                        }
+                Some(UaEvent::Dtmf { digit, duration, .. }) => {
+                    path.sip_info_dtmf(digit, duration);
+                    continue;
+                }
+                Some(_) => continue,
+                None => Input::SipGone,
+            },
+            cmd = commands.recv() => match cmd {
+                Some(CallCommand::Terminated) | None => Input::WhatsAppTerminated,
+                Some(CallCommand::Hangup(why)) => Input::Hangup(why),
+                // Outbound-call webhooks are not about an inbound call.
+                Some(CallCommand::Status(_) | CallCommand::Answer(_)) => continue,
+            },
+        };
+        state.handle(input);
+        while let Some(action) = state.poll_action() {
+            match action {
+                Action::StartRelay(n) => {
+                    let relay = path
+                        .start_relay(n, s.media.rtp_timeout)
+                        .map_err(|e| e.to_string());
+                    if relay.is_ok() {
+                        tracing::info!(call_id = %call.call_id, codec = ?path.codec().map(|c| c.name()), "relaying media with the PBX");
                     }
-                    if !immediate {
-                        if let Err(e) = cold(ctx.wati.accept(&call.call_id, &answer)).await {
-                            ctx.sip.hangup(sip_call).await;
-                            return ending(format!("wati_accept: {e}"), Some(200), true);
-                        }
-                    }
-                    answered = true;
-                    ctx.metrics.call_setup("inbound", started.elapsed().as_secs_f64());
+                    state.handle(Input::RelayStarted(relay));
+                }
+                Action::MovePbxMedia(remote) => path.set_pbx_remote(remote),
+                Action::AcceptAtWati => {
+                    let accepted = cold(ctx.wati.accept(&call.call_id, &answer))
+                        .await
+                        .map_err(|e| e.to_string());
+                    state.handle(Input::Accepted(accepted));
+                }
+                Action::Answered => {
+                    ctx.metrics
+                        .call_setup("inbound", started.elapsed().as_secs_f64());
                     ctx.registry.set_state(live_id, "answered");
                     tracing::info!(call_id = %call.call_id, codec = ?path.codec().map(|c| c.name()), "call answered by the PBX");
                     if let Some(id) = record {
@@ -282,31 +275,12 @@ async fn run_call(
                     }
                     save_dialog(ctx, record, sip_call).await;
                 }
-                Some(UaEvent::Failed { code, .. }) => return ending(format!("pbx_rejected_{code}"), Some(code), true),
-                Some(UaEvent::Ended { cause: SipEnd::PeerBye, .. }) => return ending("pbx_bye", Some(200), true),
-                Some(UaEvent::Ended { cause, .. }) => return ending(format!("sip: {cause:?}"), Some(200), true),
-                Some(UaEvent::Reoffer { tx, sdp: offer, .. }) => {
-                    let answer = path.answer_reoffer(offer.as_deref(), &s.media.codecs);
-                    ctx.sip.answer_reoffer(sip_call, tx, answer).await;
-                }
-                Some(UaEvent::Dtmf { digit, duration, .. }) => path.sip_info_dtmf(digit, duration),
-                Some(_) => {}
-                None => return ending("sip_gone", None, true),
-            },
-            cmd = commands.recv() => match cmd {
-                Some(CallCommand::Terminated) | None => {
-                    ctx.sip.hangup(sip_call).await;
-                    path.leg.leg().close();
-                    return ending("whatsapp_terminated", answered.then_some(200), false);
-                }
-                Some(CallCommand::Hangup(why)) => {
-                    ctx.sip.hangup(sip_call).await;
-                    path.leg.leg().close();
-                    return ending(why, answered.then_some(200), true);
-                }
-                // Outbound-call webhooks are not about an inbound call.
-                Some(CallCommand::Status(_) | CallCommand::Answer(_)) => {}
-            },
+                Action::HangUpPbx => ctx.sip.hangup(sip_call).await,
+                Action::CloseLeg => path.leg.leg().close(),
+            }
+        }
+        if let Some(end) = state.ending() {
+            return end;
         }
     }
 }

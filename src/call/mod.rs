@@ -7,6 +7,7 @@
 //! Permission updates go to the permission cache in the store.
 
 pub mod inbound;
+pub mod inbound_state;
 pub mod media_path;
 pub mod outbound;
 pub mod recovery;
