@@ -10,6 +10,7 @@ pub mod inbound;
 pub mod inbound_state;
 pub mod media_path;
 pub mod outbound;
+pub mod outbound_state;
 pub mod recovery;
 pub mod registry;
 pub mod sip_task;

@@ -7,6 +7,10 @@
 //! offer → Wati outbound-call → status webhooks (RINGING → 180) → the user's
 //! SDP answer → ICE/DTLS up → 200 with our RTP answer → relay. Every way out
 //! gives the PBX a final response or a BYE and ends the WhatsApp side.
+//!
+//! The steps up to placing the call are here; from then on the call's rules
+//! live in the sans-IO [`super::outbound_state`], which this task feeds and
+//! whose actions it carries out.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -17,11 +21,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::media_path::{MediaPath, PathEvent};
+use super::outbound_state::{Action, Input, OutboundState};
 use super::registry::{CallCommand, ENDING};
 use super::{cold, ending, finish, save_dialog, CallCtx, Ending};
 use crate::config::Settings;
 use crate::ids::{WaCallId, Waid};
-use crate::media::relay::MediaTimeout;
 use crate::media::socket::RtpSocket;
 use crate::ports::bind_udp;
 use crate::sip::endpoint::Peer;
@@ -149,13 +153,13 @@ async fn check_permission(ctx: &CallCtx, waid: &Waid) -> Result<Permit, WatiErro
 
 /// What the PBX is told when the call does not get answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Final {
-    code: u16,
-    phrase: &'static str,
-    reason: Option<String>,
+pub struct Final {
+    pub code: u16,
+    pub phrase: &'static str,
+    pub reason: Option<String>,
 }
 
-fn final_(code: u16, phrase: &'static str, reason: impl Into<Option<String>>) -> Final {
+pub(super) fn final_(code: u16, phrase: &'static str, reason: impl Into<Option<String>>) -> Final {
     Final {
         code,
         phrase,
@@ -177,7 +181,7 @@ fn pbx_offer(invite: &Msg, s: &Settings) -> Result<Option<Negotiated>, SdpError>
 
 /// The PBX's answer to a call that was not answered: WhatsApp's status
 /// mapped to SIP (design.md §2 and §4).
-fn final_for_status(status: OutboundStatus) -> Option<Final> {
+pub(super) fn final_for_status(status: OutboundStatus) -> Option<Final> {
     match status {
         OutboundStatus::Calling | OutboundStatus::Ringing | OutboundStatus::Accepted => None,
         OutboundStatus::Busy => Some(final_(486, "Busy Here", None)),
@@ -265,7 +269,7 @@ async fn interrupted(ctx: &CallCtx, call: CallRef, i: Interrupt) -> Ending {
     }
 }
 
-fn declined() -> Final {
+pub(super) fn declined() -> Final {
     final_(
         603,
         "Decline",
@@ -356,7 +360,6 @@ async fn run_call(
             ending(cause, Some(f.code), true)
         }
     };
-    let gone = |cause: String, code: Option<u16>| ending(cause, code, true);
 
     // 1. Who is called.
     let waid = match waid {
@@ -512,14 +515,11 @@ async fn run_call(
     ctx.registry.set_state(live_id, "calling");
     tracing::info!(%waid, wa_call_id = %wa_id, "WhatsApp call placed");
 
-    // 6. Ringing, the user's answer, media up, then the call itself.
+    // 6. Ringing, the user's answer, media up, then the call itself: the
+    // rules are in `OutboundState`; this loop turns what happens into its
+    // inputs and carries out its actions.
     let ring_deadline = tokio::time::Instant::from_std(started + s.calls.ring_timeout);
-    let mut rang = false;
-    let mut answer_applied = false;
-    let mut answered = false;
-    // A delayed offer: ours goes in the 200, the PBX's answer in its ACK.
-    let late_offer = negotiated.is_none();
-    let mut negotiated = negotiated;
+    let mut state = OutboundState::new(negotiated, &s.media.codecs);
     loop {
         let next_cmd = async {
             match queued.pop_front() {
@@ -527,171 +527,103 @@ async fn run_call(
                 None => commands.recv().await,
             }
         };
-        tokio::select! {
-            _ = tokio::time::sleep_until(ring_deadline), if !answer_applied => {
+        let input = tokio::select! {
+            _ = tokio::time::sleep_until(ring_deadline), if state.awaiting_answer() => {
                 tracing::info!(wa_call_id = %wa_id, "no answer within calls.ring_timeout_s");
-                return refuse(
-                    final_(480, "Temporarily Unavailable", Some("no answer from the WhatsApp user".to_string())),
-                    "ring_timeout".into(),
-                )
-                .await;
+                Input::RingTimeout
             }
             cmd = next_cmd => match cmd {
-                Some(CallCommand::Status(st)) => {
-                    if answered {
-                        if matches!(st, OutboundStatus::Ended | OutboundStatus::Rejected | OutboundStatus::Failed) {
-                            ctx.sip.hangup(call).await;
-                            path.leg.leg().close();
-                            return gone(format!("whatsapp_{}", st.as_str().to_ascii_lowercase()), Some(200));
-                        }
-                        continue;
-                    }
-                    if st == OutboundStatus::Ringing && !rang {
-                        rang = true;
-                        ctx.sip.ring(call, None).await;
-                        ctx.registry.set_state(live_id, "ringing");
-                    }
-                    if let Some(f) = final_for_status(st) {
-                        let cause = format!("whatsapp_{}", st.as_str().to_ascii_lowercase());
-                        let mut out = refuse(f, cause).await;
-                        // The WhatsApp side ended it; nothing to terminate there.
-                        out.terminate_at_wati = false;
-                        return out;
-                    }
-                }
-                Some(CallCommand::Answer(answer_sdp)) => {
-                    if answer_applied {
-                        continue;
-                    }
-                    if let Err(e) = path.leg.leg().apply_answer(Instant::now(), &answer_sdp) {
-                        return refuse(
-                            final_(502, "Bad Gateway", Some(format!("unusable WhatsApp answer: {e}"))),
-                            format!("whatsapp_answer: {e}"),
-                        )
-                        .await;
-                    }
-                    answer_applied = true;
-                    ctx.registry.set_state(live_id, "connecting");
-                }
-                Some(CallCommand::Terminated) => {
-                    path.leg.leg().close();
-                    if answered {
-                        ctx.sip.hangup(call).await;
-                        let mut out = gone("whatsapp_terminated".into(), Some(200));
-                        out.terminate_at_wati = false;
-                        return out;
-                    }
-                    let mut out = refuse(declined(), "whatsapp_terminated".into()).await;
-                    out.terminate_at_wati = false;
-                    return out;
-                }
-                Some(CallCommand::Hangup(why)) => {
-                    // Before the answer the SIP side rejects with 480, after it sends BYE.
-                    ctx.sip.hangup(call).await;
-                    path.leg.leg().close();
-                    return gone(why.into(), Some(if answered { 200 } else { 480 }));
-                }
-                None => {
-                    ctx.sip.hangup(call).await;
-                    path.leg.leg().close();
-                    return gone("call_layer_gone".into(), Some(if answered { 200 } else { 480 }));
-                }
+                Some(CallCommand::Status(st)) => Input::Status(st),
+                Some(CallCommand::Answer(sdp)) => Input::WhatsAppAnswer(sdp),
+                Some(CallCommand::Terminated) => Input::WhatsAppTerminated,
+                Some(CallCommand::Hangup(why)) => Input::Hangup(why),
+                None => Input::CallLayerGone,
             },
             ev = path.next() => match ev {
-                PathEvent::Connected => {
-                    if answered {
-                        continue;
+                PathEvent::Connected => Input::LegConnected,
+                PathEvent::LegEnded(cause) => Input::LegEnded(cause),
+                PathEvent::Timeout(t) => Input::MediaTimeout(t),
+            },
+            ev = inc.events.recv() => match ev {
+                Some(UaEvent::Ended { cause: SipEnd::PeerCancel, .. }) => Input::PbxCancelled,
+                Some(UaEvent::Ended { cause: SipEnd::PeerBye, .. }) => Input::PbxBye,
+                Some(UaEvent::Ended { cause, .. }) => Input::SipEnded { cause: format!("{cause:?}") },
+                // Our 200 was acknowledged.
+                Some(UaEvent::Answered { sdp, .. }) => Input::PbxAck { sdp },
+                // Media only: the call's state does not change.
+                Some(UaEvent::Reoffer { tx, sdp: offer, .. }) => {
+                    let answer = path.answer_reoffer(offer.as_deref(), &s.media.codecs);
+                    ctx.sip.answer_reoffer(call, tx, answer).await;
+                    continue;
+                }
+                Some(UaEvent::Dtmf { digit, duration, .. }) => {
+                    path.sip_info_dtmf(digit, duration);
+                    continue;
+                }
+                Some(_) => continue,
+                None => Input::SipGone,
+            },
+        };
+        state.handle(input);
+        while let Some(action) = state.poll_action() {
+            match action {
+                Action::Ring => ctx.sip.ring(call, None).await,
+                Action::ShowState(name) => ctx.registry.set_state(live_id, name),
+                Action::ApplyAnswer(sdp) => {
+                    let applied = path
+                        .leg
+                        .leg()
+                        .apply_answer(Instant::now(), &sdp)
+                        .map_err(|e| e.to_string());
+                    state.handle(Input::AnswerApplied(applied));
+                }
+                Action::StartRelay(n) => {
+                    let relay = path
+                        .start_relay(n, s.media.rtp_timeout)
+                        .map_err(|e| e.to_string());
+                    if relay.is_ok() {
+                        tracing::info!(wa_call_id = %wa_id, codec = ?path.codec().map(|c| c.name()), "relaying media with the PBX");
                     }
-                    let our_sdp = if late_offer {
-                        path.offer_sdp(&s.media.codecs)
+                    state.handle(Input::RelayStarted(relay));
+                }
+                Action::AnswerPbx { offer } => {
+                    let ours = if offer {
+                        Some(path.offer_sdp(&s.media.codecs))
                     } else {
-                        let Some(n) = negotiated.take() else { continue };
-                        if let Err(e) = path.start_relay(n, s.media.rtp_timeout) {
-                            return refuse(final_(500, "Server Internal Error", None), format!("relay: {e}")).await;
-                        }
-                        let Some(our_sdp) = path.local_sdp(&s.media.codecs) else {
-                            return refuse(final_(500, "Server Internal Error", None), "local_sdp".into()).await;
-                        };
-                        our_sdp
+                        path.local_sdp(&s.media.codecs)
                     };
-                    ctx.sip.answer(call, our_sdp).await;
-                    answered = true;
-                    ctx.metrics.call_setup("outbound", started.elapsed().as_secs_f64());
+                    let sent = ours.is_some();
+                    if let Some(sdp) = ours {
+                        ctx.sip.answer(call, sdp).await;
+                    }
+                    state.handle(Input::PbxAnswerSent(sent));
+                }
+                Action::Answered => {
+                    ctx.metrics
+                        .call_setup("outbound", started.elapsed().as_secs_f64());
                     ctx.registry.set_state(live_id, "answered");
                     if let Some(id) = record {
                         let _ = ctx.store.call_answered(id, now_ms()).await;
                     }
                     tracing::info!(wa_call_id = %wa_id, codec = ?path.codec().map(|c| c.name()), "WhatsApp user answered; 200 to the PBX");
                 }
-                PathEvent::LegEnded(cause) => {
-                    if answered {
-                        ctx.sip.hangup(call).await;
-                        return gone(format!("whatsapp_leg: {cause:?}"), Some(200));
+                Action::SaveDialog => save_dialog(ctx, record, call).await,
+                Action::Reject(f) => {
+                    // No longer counted: the PBX may place its next call as
+                    // soon as it has this response.
+                    ctx.registry.set_state(live_id, ENDING);
+                    let mut headers = Vec::new();
+                    if let Some(r) = &f.reason {
+                        headers.push(reason_header(f.code, r));
                     }
-                    return refuse(
-                        final_(503, "Service Unavailable", Some("WhatsApp media could not be connected".to_string())),
-                        format!("whatsapp_leg: {cause:?}"),
-                    )
-                    .await;
+                    ctx.sip.reject(call, f.code, f.phrase, headers).await;
                 }
-                PathEvent::Timeout(t) => {
-                    ctx.sip.hangup(call).await;
-                    let cause = match t {
-                        MediaTimeout::WhatsAppSilent => "media_timeout_whatsapp",
-                        MediaTimeout::PbxSilent => "media_timeout_pbx",
-                    };
-                    return gone(cause.into(), Some(200));
-                }
-            },
-            ev = inc.events.recv() => match ev {
-                Some(UaEvent::Ended { cause: SipEnd::PeerCancel, .. }) => {
-                    path.leg.leg().close();
-                    return gone("pbx_cancel".into(), Some(487));
-                }
-                Some(UaEvent::Ended { cause: SipEnd::PeerBye, .. }) => {
-                    path.leg.leg().close();
-                    return gone("pbx_bye".into(), Some(200));
-                }
-                Some(UaEvent::Ended { cause, .. }) => {
-                    path.leg.leg().close();
-                    return gone(format!("sip: {cause:?}"), answered.then_some(200));
-                }
-                Some(UaEvent::Reoffer { tx, sdp: offer, .. }) => {
-                    let answer = path.answer_reoffer(offer.as_deref(), &s.media.codecs);
-                    ctx.sip.answer_reoffer(call, tx, answer).await;
-                }
-                Some(UaEvent::Dtmf { digit, duration, .. }) => path.sip_info_dtmf(digit, duration),
-                // Our 200 was acknowledged: the dialog is confirmed. After a
-                // delayed offer the ACK holds the PBX's answer; without a
-                // usable one the call cannot have media, so it ends with a
-                // BYE (RFC 3261 §13.3.1.4 leaves no other way out).
-                Some(UaEvent::Answered { sdp: ack_sdp, .. }) => {
-                    if late_offer && !path.relaying() {
-                        let n = match ack_sdp.as_deref().map(|a| sdp::parse(a).and_then(|m| sdp::negotiate_answer(&m, &s.media.codecs))) {
-                            Some(Ok(n)) => n,
-                            Some(Err(e)) => {
-                                ctx.sip.hangup(call).await;
-                                path.leg.leg().close();
-                                return gone(format!("pbx_sdp: {e}"), Some(200));
-                            }
-                            None => {
-                                ctx.sip.hangup(call).await;
-                                path.leg.leg().close();
-                                return gone("pbx_ack_without_answer".into(), Some(200));
-                            }
-                        };
-                        if let Err(e) = path.start_relay(n, s.media.rtp_timeout) {
-                            ctx.sip.hangup(call).await;
-                            path.leg.leg().close();
-                            return gone(format!("relay: {e}"), Some(200));
-                        }
-                        tracing::info!(wa_call_id = %wa_id, codec = ?path.codec().map(|c| c.name()), "the PBX answered our offer in its ACK");
-                    }
-                    save_dialog(ctx, record, call).await
-                }
-                Some(_) => {}
-                None => return gone("sip_gone".into(), None),
-            },
+                Action::HangUpPbx => ctx.sip.hangup(call).await,
+                Action::CloseLeg => path.leg.leg().close(),
+            }
+        }
+        if let Some(end) = state.ending() {
+            return end;
         }
     }
 }

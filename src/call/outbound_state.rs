@@ -1,0 +1,617 @@
+//! An outbound call once it is placed at Wati, as a sans-IO state machine:
+//! fed the WhatsApp user's progress (status webhooks, their SDP answer, the
+//! leg connecting), the PBX's side (CANCEL, BYE, the ACK of our 200), the
+//! ring timeout and the outcome of its own steps, it says what to do and
+//! how the call ended. No sockets, no clock, no awaits: the rules of
+//! design.md §2 ("Outbound", "Every way a call ends") are unit tests below.
+//! [`super::outbound`] sets the call up (who is called, permission, the
+//! WebRTC offer, placing the call) and then drives this machine.
+//!
+//! Re-offers and SIP INFO key presses change no call state; the driver
+//! hands them straight to the media path.
+
+use std::collections::VecDeque;
+
+use super::outbound::{declined, final_, final_for_status, Final};
+use super::{ending, Ending};
+use crate::config::Codec;
+use crate::media::relay::MediaTimeout;
+use crate::sip::sdp::{self, Negotiated};
+use crate::wati::OutboundStatus;
+use crate::webrtc::EndCause as LegEnd;
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// `calls.ring_timeout_s` passed without the user's answer.
+    RingTimeout,
+    /// An Outbound Call Status webhook.
+    Status(OutboundStatus),
+    /// The New Outbound Call webhook: the user's SDP answer.
+    WhatsAppAnswer(String),
+    /// Terminate webhook.
+    WhatsAppTerminated,
+    /// Hang up both sides (admin API, shutdown) with this cause.
+    Hangup(&'static str),
+    /// The call layer dropped the call's channel.
+    CallLayerGone,
+    /// ICE and DTLS with WhatsApp are up.
+    LegConnected,
+    LegEnded(LegEnd),
+    MediaTimeout(MediaTimeout),
+    /// The PBX cancelled its INVITE.
+    PbxCancelled,
+    /// The PBX sent BYE.
+    PbxBye,
+    /// The SIP side ended the call otherwise (`cause` for the record).
+    SipEnded {
+        cause: String,
+    },
+    /// The SIP task is gone.
+    SipGone,
+    /// The PBX acknowledged our 200 (with its answer after a delayed offer).
+    PbxAck {
+        sdp: Option<String>,
+    },
+    /// The outcome of [`Action::ApplyAnswer`].
+    AnswerApplied(Result<(), String>),
+    /// The outcome of [`Action::StartRelay`].
+    RelayStarted(Result<(), String>),
+    /// The outcome of [`Action::AnswerPbx`]: false when there was no SDP to
+    /// answer with.
+    PbxAnswerSent(bool),
+}
+
+/// What to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// `180 Ringing` to the PBX.
+    Ring,
+    /// The state the admin API shows.
+    ShowState(&'static str),
+    /// Apply the user's SDP answer to the WhatsApp leg; feed
+    /// [`Input::AnswerApplied`] back.
+    ApplyAnswer(String),
+    /// Start relaying with these media; feed [`Input::RelayStarted`] back.
+    StartRelay(Negotiated),
+    /// `200 OK` to the PBX with our SDP: the answer to its offer, or our
+    /// offer after a delayed one (`offer`). Feed [`Input::PbxAnswerSent`] back.
+    AnswerPbx { offer: bool },
+    /// The call is answered on both sides: metrics, record.
+    Answered,
+    /// The PBX's ACK confirmed the dialog: save it for a restart.
+    SaveDialog,
+    /// A final response to the PBX's INVITE (the call is no longer counted
+    /// from now on).
+    Reject(Final),
+    /// Hang up the SIP side (BYE after the 200, 480 before it).
+    HangUpPbx,
+    /// Close the WhatsApp leg.
+    CloseLeg,
+}
+
+/// Where the call is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Placed at Wati; no SDP answer from the user yet.
+    Placed,
+    /// The user's answer is applied: ICE and DTLS run.
+    Connecting,
+    /// 200 sent to the PBX.
+    Answered,
+    Ended,
+}
+
+/// Which step a [`Input::RelayStarted`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RelayFor {
+    /// Before our 200 (the PBX's offer was in its INVITE).
+    Answer,
+    /// After the PBX's ACK brought its answer to our offer.
+    Ack,
+}
+
+pub struct OutboundState {
+    /// `media.codecs`: what our offer held after a delayed offer.
+    codecs: Vec<Codec>,
+    /// The PBX's offer, negotiated; `None` after a delayed offer (ours goes
+    /// in the 200, its answer comes in the ACK).
+    negotiated: Option<Negotiated>,
+    late_offer: bool,
+    phase: Phase,
+    rang: bool,
+    relaying: bool,
+    relay_for: RelayFor,
+    actions: VecDeque<Action>,
+    ending: Option<Ending>,
+}
+
+impl OutboundState {
+    pub fn new(negotiated: Option<Negotiated>, codecs: &[Codec]) -> OutboundState {
+        OutboundState {
+            codecs: codecs.to_vec(),
+            late_offer: negotiated.is_none(),
+            negotiated,
+            phase: Phase::Placed,
+            rang: false,
+            relaying: false,
+            relay_for: RelayFor::Answer,
+            actions: VecDeque::new(),
+            ending: None,
+        }
+    }
+
+    /// The next thing to do, until `None`.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// How the call ended, once it has (after its actions are drained).
+    pub fn ending(&mut self) -> Option<Ending> {
+        if self.actions.is_empty() {
+            self.ending.take()
+        } else {
+            None
+        }
+    }
+
+    /// Whether the ring timeout still applies (no answer from the user yet).
+    pub fn awaiting_answer(&self) -> bool {
+        self.phase == Phase::Placed
+    }
+
+    pub fn is_answered(&self) -> bool {
+        self.phase == Phase::Answered
+    }
+
+    fn end(&mut self, e: Ending) {
+        self.phase = Phase::Ended;
+        self.ending = Some(e);
+    }
+
+    /// Refuses the PBX's INVITE with `f` and ends the call.
+    fn reject(&mut self, f: Final, cause: impl Into<String>, terminate_at_wati: bool) {
+        let code = f.code;
+        self.actions.push_back(Action::Reject(f));
+        self.end(ending(cause, Some(code), terminate_at_wati));
+    }
+
+    /// Hangs up both sides of an answered call.
+    fn hang_up(&mut self, cause: impl Into<String>) {
+        self.actions.push_back(Action::HangUpPbx);
+        self.actions.push_back(Action::CloseLeg);
+        self.end(ending(cause, Some(200), true));
+    }
+
+    pub fn handle(&mut self, input: Input) {
+        if self.phase == Phase::Ended {
+            return;
+        }
+        let answered = self.is_answered();
+        match input {
+            Input::RingTimeout if self.phase == Phase::Placed => self.reject(
+                final_(
+                    480,
+                    "Temporarily Unavailable",
+                    Some("no answer from the WhatsApp user".to_string()),
+                ),
+                "ring_timeout",
+                true,
+            ),
+            Input::RingTimeout => {}
+            Input::Status(st) => self.on_status(st),
+            Input::WhatsAppAnswer(sdp) if self.phase == Phase::Placed => {
+                self.actions.push_back(Action::ApplyAnswer(sdp));
+            }
+            Input::WhatsAppAnswer(_) => {}
+            Input::AnswerApplied(Ok(())) => {
+                self.phase = Phase::Connecting;
+                self.actions.push_back(Action::ShowState("connecting"));
+            }
+            Input::AnswerApplied(Err(e)) => self.reject(
+                final_(
+                    502,
+                    "Bad Gateway",
+                    Some(format!("unusable WhatsApp answer: {e}")),
+                ),
+                format!("whatsapp_answer: {e}"),
+                true,
+            ),
+            Input::WhatsAppTerminated => {
+                self.actions.push_back(Action::CloseLeg);
+                if answered {
+                    self.actions.push_back(Action::HangUpPbx);
+                    // WhatsApp ended it: nothing to terminate there.
+                    self.end(ending("whatsapp_terminated", Some(200), false));
+                } else {
+                    self.reject(declined(), "whatsapp_terminated", false);
+                }
+            }
+            Input::Hangup(why) => {
+                self.actions.push_back(Action::HangUpPbx);
+                self.actions.push_back(Action::CloseLeg);
+                // Before the answer the SIP side rejects with 480, after it sends BYE.
+                self.end(ending(why, Some(if answered { 200 } else { 480 }), true));
+            }
+            Input::CallLayerGone => {
+                self.actions.push_back(Action::HangUpPbx);
+                self.actions.push_back(Action::CloseLeg);
+                let code = if answered { 200 } else { 480 };
+                self.end(ending("call_layer_gone", Some(code), true));
+            }
+            Input::LegConnected if answered => {}
+            Input::LegConnected => {
+                if self.late_offer {
+                    self.actions.push_back(Action::AnswerPbx { offer: true });
+                } else if let Some(n) = self.negotiated.take() {
+                    self.relay_for = RelayFor::Answer;
+                    self.actions.push_back(Action::StartRelay(n));
+                }
+            }
+            Input::RelayStarted(Ok(())) => {
+                self.relaying = true;
+                if self.relay_for == RelayFor::Answer {
+                    self.actions.push_back(Action::AnswerPbx { offer: false });
+                }
+            }
+            Input::RelayStarted(Err(e)) => match self.relay_for {
+                RelayFor::Answer => self.reject(
+                    final_(500, "Server Internal Error", None),
+                    format!("relay: {e}"),
+                    true,
+                ),
+                RelayFor::Ack => self.hang_up(format!("relay: {e}")),
+            },
+            Input::PbxAnswerSent(true) => {
+                self.phase = Phase::Answered;
+                self.actions.push_back(Action::Answered);
+            }
+            Input::PbxAnswerSent(false) => self.reject(
+                final_(500, "Server Internal Error", None),
+                "local_sdp",
+                true,
+            ),
+            Input::LegEnded(cause) if answered => self.hang_up(format!("whatsapp_leg: {cause:?}")),
+            Input::LegEnded(cause) => self.reject(
+                final_(
+                    503,
+                    "Service Unavailable",
+                    Some("WhatsApp media could not be connected".to_string()),
+                ),
+                format!("whatsapp_leg: {cause:?}"),
+                true,
+            ),
+            Input::MediaTimeout(t) => {
+                self.actions.push_back(Action::HangUpPbx);
+                let cause = match t {
+                    MediaTimeout::WhatsAppSilent => "media_timeout_whatsapp",
+                    MediaTimeout::PbxSilent => "media_timeout_pbx",
+                };
+                self.end(ending(cause, Some(200), true));
+            }
+            Input::PbxCancelled => {
+                self.actions.push_back(Action::CloseLeg);
+                self.end(ending("pbx_cancel", Some(487), true));
+            }
+            Input::PbxBye => {
+                self.actions.push_back(Action::CloseLeg);
+                self.end(ending("pbx_bye", Some(200), true));
+            }
+            Input::SipEnded { cause } => {
+                self.actions.push_back(Action::CloseLeg);
+                self.end(ending(
+                    format!("sip: {cause}"),
+                    answered.then_some(200),
+                    true,
+                ));
+            }
+            Input::SipGone => self.end(ending("sip_gone", None, true)),
+            Input::PbxAck { sdp } => self.on_ack(sdp),
+        }
+    }
+
+    fn on_status(&mut self, st: OutboundStatus) {
+        if self.is_answered() {
+            if matches!(
+                st,
+                OutboundStatus::Ended | OutboundStatus::Rejected | OutboundStatus::Failed
+            ) {
+                self.hang_up(format!("whatsapp_{}", st.as_str().to_ascii_lowercase()));
+            }
+            return;
+        }
+        if st == OutboundStatus::Ringing && !self.rang {
+            self.rang = true;
+            self.actions.push_back(Action::Ring);
+            self.actions.push_back(Action::ShowState("ringing"));
+        }
+        if let Some(f) = final_for_status(st) {
+            let cause = format!("whatsapp_{}", st.as_str().to_ascii_lowercase());
+            // The WhatsApp side ended it; nothing to terminate there.
+            self.reject(f, cause, false);
+        }
+    }
+
+    /// Our 200 was acknowledged: the dialog is confirmed. After a delayed
+    /// offer the ACK holds the PBX's answer; without a usable one the call
+    /// cannot have media, so it ends with a BYE (RFC 3261 §13.3.1.4 leaves
+    /// no other way out).
+    fn on_ack(&mut self, sdp: Option<String>) {
+        if self.late_offer && !self.relaying {
+            let n =
+                sdp.map(|a| sdp::parse(&a).and_then(|m| sdp::negotiate_answer(&m, &self.codecs)));
+            match n {
+                Some(Ok(n)) => {
+                    self.relay_for = RelayFor::Ack;
+                    self.actions.push_back(Action::StartRelay(n));
+                }
+                Some(Err(e)) => return self.hang_up(format!("pbx_sdp: {e}")),
+                None => return self.hang_up("pbx_ack_without_answer"),
+            }
+        }
+        self.actions.push_back(Action::SaveDialog);
+    }
+}
+
+// `unwrap`/`expect` in these tests are set-up and assertions: a failure is
+// the test's failure; none is reachable from the bridge's input.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PCMU: &str = "v=0\r\no=pbx 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    const CODECS: [Codec; 3] = [Codec::Opus, Codec::Pcmu, Codec::Pcma];
+
+    fn pbx_offer() -> Negotiated {
+        sdp::negotiate_offer(&sdp::parse(PCMU).unwrap(), &CODECS).unwrap()
+    }
+
+    fn feed(m: &mut OutboundState, input: Input) -> Vec<Action> {
+        m.handle(input);
+        std::iter::from_fn(|| m.poll_action()).collect()
+    }
+
+    fn ended(m: &mut OutboundState) -> (String, Option<u16>, bool) {
+        let e = m.ending().expect("the call ended");
+        (e.cause, e.sip_code, e.terminate_at_wati)
+    }
+
+    fn rejected_with(actions: &[Action]) -> Option<u16> {
+        actions.iter().find_map(|a| match a {
+            Action::Reject(f) => Some(f.code),
+            _ => None,
+        })
+    }
+
+    /// Design §2 outbound, steps 4–5: RINGING → 180; the answer applied;
+    /// media up → relay → 200; the ACK saves the dialog.
+    fn answered_call() -> OutboundState {
+        let mut m = OutboundState::new(Some(pbx_offer()), &CODECS);
+        assert_eq!(
+            feed(&mut m, Input::Status(OutboundStatus::Ringing)),
+            [Action::Ring, Action::ShowState("ringing")]
+        );
+        // A repeated RINGING rings once.
+        assert!(feed(&mut m, Input::Status(OutboundStatus::Ringing)).is_empty());
+        assert!(feed(&mut m, Input::Status(OutboundStatus::Accepted)).is_empty());
+        assert_eq!(
+            feed(&mut m, Input::WhatsAppAnswer("v=0".into())),
+            [Action::ApplyAnswer("v=0".into())]
+        );
+        assert!(m.awaiting_answer());
+        assert_eq!(
+            feed(&mut m, Input::AnswerApplied(Ok(()))),
+            [Action::ShowState("connecting")]
+        );
+        assert!(!m.awaiting_answer());
+        assert!(matches!(
+            feed(&mut m, Input::LegConnected).as_slice(),
+            [Action::StartRelay(n)] if n.codec == Codec::Pcmu
+        ));
+        assert_eq!(
+            feed(&mut m, Input::RelayStarted(Ok(()))),
+            [Action::AnswerPbx { offer: false }]
+        );
+        assert_eq!(feed(&mut m, Input::PbxAnswerSent(true)), [Action::Answered]);
+        assert!(m.is_answered());
+        assert_eq!(
+            feed(&mut m, Input::PbxAck { sdp: None }),
+            [Action::SaveDialog]
+        );
+        m
+    }
+
+    #[test]
+    fn the_users_answer_and_media_lead_to_the_200() {
+        let mut m = answered_call();
+        // A second answer webhook or a late ring timeout changes nothing.
+        assert!(feed(&mut m, Input::WhatsAppAnswer("v=0".into())).is_empty());
+        assert!(feed(&mut m, Input::RingTimeout).is_empty());
+        assert!(m.ending().is_none());
+    }
+
+    /// Before the answer: REJECTED/ENDED → 603, BUSY → 486, FAILED → 480,
+    /// none of them terminated at Wati (WhatsApp ended the call); no answer
+    /// in time → 480 and terminated.
+    #[test]
+    fn an_unanswered_call_gets_the_final_response_its_status_says() {
+        for (st, code) in [
+            (OutboundStatus::Rejected, 603),
+            (OutboundStatus::Ended, 603),
+            (OutboundStatus::Busy, 486),
+            (OutboundStatus::Failed, 480),
+        ] {
+            let mut m = OutboundState::new(Some(pbx_offer()), &CODECS);
+            let a = feed(&mut m, Input::Status(st));
+            assert_eq!(rejected_with(&a), Some(code), "{st:?}");
+            let (cause, sip, terminate) = ended(&mut m);
+            assert_eq!(
+                cause,
+                format!("whatsapp_{}", st.as_str().to_ascii_lowercase())
+            );
+            assert_eq!((sip, terminate), (Some(code), false), "{st:?}");
+        }
+        let mut m = OutboundState::new(Some(pbx_offer()), &CODECS);
+        assert_eq!(rejected_with(&feed(&mut m, Input::RingTimeout)), Some(480));
+        assert_eq!(ended(&mut m), ("ring_timeout".into(), Some(480), true));
+    }
+
+    #[test]
+    fn an_unusable_whatsapp_answer_is_a_502_and_media_that_never_connects_a_503() {
+        let mut m = OutboundState::new(Some(pbx_offer()), &CODECS);
+        feed(&mut m, Input::WhatsAppAnswer("x".into()));
+        let a = feed(&mut m, Input::AnswerApplied(Err("no fingerprint".into())));
+        assert_eq!(rejected_with(&a), Some(502));
+        assert_eq!(
+            ended(&mut m),
+            ("whatsapp_answer: no fingerprint".into(), Some(502), true)
+        );
+        let mut m = OutboundState::new(Some(pbx_offer()), &CODECS);
+        feed(&mut m, Input::WhatsAppAnswer("v=0".into()));
+        feed(&mut m, Input::AnswerApplied(Ok(())));
+        let a = feed(&mut m, Input::LegEnded(LegEnd::ConnectTimeout));
+        assert_eq!(rejected_with(&a), Some(503));
+        assert_eq!(
+            ended(&mut m),
+            ("whatsapp_leg: ConnectTimeout".into(), Some(503), true)
+        );
+    }
+
+    /// A delayed offer: our 200 carries our offer; the ACK's answer picks the
+    /// codec and starts the relay; without a usable answer the call is hung up.
+    #[test]
+    fn a_delayed_offer_is_answered_in_the_ack() {
+        let connected = || {
+            let mut m = OutboundState::new(None, &CODECS);
+            feed(&mut m, Input::WhatsAppAnswer("v=0".into()));
+            feed(&mut m, Input::AnswerApplied(Ok(())));
+            assert_eq!(
+                feed(&mut m, Input::LegConnected),
+                [Action::AnswerPbx { offer: true }]
+            );
+            assert_eq!(feed(&mut m, Input::PbxAnswerSent(true)), [Action::Answered]);
+            m
+        };
+        let mut m = connected();
+        let a = feed(
+            &mut m,
+            Input::PbxAck {
+                sdp: Some(PCMU.into()),
+            },
+        );
+        assert!(
+            matches!(a.as_slice(), [Action::StartRelay(n), Action::SaveDialog] if n.codec == Codec::Pcmu),
+            "{a:?}"
+        );
+        assert!(feed(&mut m, Input::RelayStarted(Ok(()))).is_empty());
+        assert!(m.ending().is_none());
+
+        let mut m = connected();
+        assert_eq!(
+            feed(&mut m, Input::PbxAck { sdp: None }),
+            [Action::HangUpPbx, Action::CloseLeg]
+        );
+        assert_eq!(
+            ended(&mut m),
+            ("pbx_ack_without_answer".into(), Some(200), true)
+        );
+        let mut m = connected();
+        feed(
+            &mut m,
+            Input::PbxAck {
+                sdp: Some(PCMU.into()),
+            },
+        );
+        assert_eq!(
+            feed(&mut m, Input::RelayStarted(Err("x".into()))),
+            [Action::HangUpPbx, Action::CloseLeg]
+        );
+        assert_eq!(ended(&mut m), ("relay: x".into(), Some(200), true));
+    }
+
+    /// Design §2's table, the outbound rows after the answer.
+    #[test]
+    fn every_way_an_answered_outbound_call_ends() {
+        // (what happens, what is done, the record: cause, SIP code, terminated at Wati)
+        type Case = (Input, Vec<Action>, (&'static str, Option<u16>, bool));
+        let cases: Vec<Case> = vec![
+            (
+                Input::WhatsAppTerminated,
+                vec![Action::CloseLeg, Action::HangUpPbx],
+                ("whatsapp_terminated", Some(200), false),
+            ),
+            (
+                Input::Status(OutboundStatus::Ended),
+                vec![Action::HangUpPbx, Action::CloseLeg],
+                ("whatsapp_ended", Some(200), true),
+            ),
+            (
+                Input::Hangup("shutdown"),
+                vec![Action::HangUpPbx, Action::CloseLeg],
+                ("shutdown", Some(200), true),
+            ),
+            (
+                Input::LegEnded(LegEnd::ConsentLost),
+                vec![Action::HangUpPbx, Action::CloseLeg],
+                ("whatsapp_leg: ConsentLost", Some(200), true),
+            ),
+            (
+                Input::MediaTimeout(MediaTimeout::WhatsAppSilent),
+                vec![Action::HangUpPbx],
+                ("media_timeout_whatsapp", Some(200), true),
+            ),
+            (
+                Input::PbxBye,
+                vec![Action::CloseLeg],
+                ("pbx_bye", Some(200), true),
+            ),
+            (
+                Input::SipEnded {
+                    cause: "NoAck".into(),
+                },
+                vec![Action::CloseLeg],
+                ("sip: NoAck", Some(200), true),
+            ),
+            (Input::SipGone, vec![], ("sip_gone", None, true)),
+            (
+                Input::CallLayerGone,
+                vec![Action::HangUpPbx, Action::CloseLeg],
+                ("call_layer_gone", Some(200), true),
+            ),
+        ];
+        for (input, actions, (cause, code, terminate)) in cases {
+            let mut m = answered_call();
+            assert_eq!(feed(&mut m, input.clone()), actions, "{input:?}");
+            assert_eq!(
+                ended(&mut m),
+                (cause.to_string(), code, terminate),
+                "{input:?}"
+            );
+            assert!(feed(&mut m, Input::PbxBye).is_empty());
+            assert!(m.ending().is_none());
+        }
+    }
+
+    /// Before the answer: the PBX's CANCEL → 487; Terminate → 603 and
+    /// nothing to terminate; a hang-up command → 480.
+    #[test]
+    fn every_way_an_unanswered_outbound_call_ends() {
+        let mut m = OutboundState::new(Some(pbx_offer()), &CODECS);
+        assert_eq!(feed(&mut m, Input::PbxCancelled), [Action::CloseLeg]);
+        assert_eq!(ended(&mut m), ("pbx_cancel".into(), Some(487), true));
+        let mut m = OutboundState::new(Some(pbx_offer()), &CODECS);
+        let a = feed(&mut m, Input::WhatsAppTerminated);
+        assert_eq!(a[0], Action::CloseLeg);
+        assert_eq!(rejected_with(&a), Some(603));
+        assert_eq!(
+            ended(&mut m),
+            ("whatsapp_terminated".into(), Some(603), false)
+        );
+        let mut m = OutboundState::new(Some(pbx_offer()), &CODECS);
+        feed(&mut m, Input::Hangup("admin_hangup"));
+        assert_eq!(ended(&mut m), ("admin_hangup".into(), Some(480), true));
+        let mut m = OutboundState::new(Some(pbx_offer()), &CODECS);
+        feed(&mut m, Input::SipEnded { cause: "x".into() });
+        assert_eq!(ended(&mut m), ("sip: x".into(), None, true));
+    }
+}
