@@ -2,8 +2,9 @@
 //! chan_pjsip) as the PBX extension, G.711 only (the wheel has no Opus):
 //! inbound with aiortc as the WhatsApp caller, outbound with pjsua2 dialling
 //! and aiortc answering as the WhatsApp user; tones detected at each side.
-//! And RFC 4733 DTMF typed at pjsua2 arriving at the (simulated) WhatsApp
-//! user as the same digits.
+//! And RFC 4733 DTMF both ways: typed at pjsua2, arriving at the
+//! (simulated) WhatsApp user as the same digits, and keyed by the WhatsApp
+//! user, arriving at pjsua2 (PJSIP's own RFC 4733 receiver) as the same digits.
 
 mod support;
 
@@ -179,7 +180,7 @@ async fn outbound_pjsua2_dials_aiortc_answers() {
 }
 
 #[tokio::test]
-async fn rfc4733_dtmf_from_pjsua2_reaches_the_whatsapp_user() {
+async fn rfc4733_dtmf_crosses_both_ways_between_pjsua2_and_the_whatsapp_user() {
     let dir = tempfile::tempdir().unwrap();
     let rec = dir.path().join("rx.wav");
     let wati = FakeWati::start().await.unwrap();
@@ -198,12 +199,17 @@ async fn rfc4733_dtmf_from_pjsua2_reaches_the_whatsapp_user() {
     )
     .await
     .unwrap();
-    let heard = run_media(&mut peer, &sock, Duration::from_secs(5), 1000.0, "")
+    // The WhatsApp user keys 27* (an IVR menu choice) 1.5 s after connecting.
+    let heard = run_media(&mut peer, &sock, Duration::from_secs(5), 1000.0, "27*")
         .await
         .unwrap();
     assert!(heard.connected);
     assert_eq!(heard.digits, "159#", "pjsua's RFC 4733 digits at WhatsApp");
     let done = pbx.read(Duration::from_secs(30)).await["result"].clone();
     assert_eq!(done["confirmed"], true);
+    assert_eq!(
+        done["digits"], "27*",
+        "the WhatsApp user's digits at pjsua (PJSIP's onDtmfDigit)"
+    );
     bridge.shutdown().await.unwrap();
 }

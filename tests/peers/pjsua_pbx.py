@@ -10,7 +10,7 @@ Either way it plays a --tone Hz sine, records what it receives to --record
 events 1.5 s after the call is confirmed, hangs up after --seconds of call
 (dial mode) or waits for the other side's BYE (answer mode), and prints one
 JSON line: {"result": {"final": code, "reason": phrase, "confirmed": bool,
-"pjsua": version}}.
+"digits": the DTMF digits it received (RFC 4733), "pjsua": version}}.
 """
 import argparse
 import gc
@@ -31,6 +31,7 @@ class Call(pj.Call):
         self.reason = ""
         self.disconnected = False
         self.dtmf_sent = False
+        self.digits = ""
         self.tone = None
         self.rec = None
 
@@ -42,6 +43,9 @@ class Call(pj.Call):
             self.disconnected = True
             self.final = ci.lastStatusCode
             self.reason = ci.lastReason
+
+    def onDtmfDigit(self, prm):
+        self.digits += prm.digit
 
     def onCallMediaState(self, prm):
         ci = self.getInfo()
@@ -142,6 +146,7 @@ def main(args):
         "final": call.final if call else None,
         "reason": call.reason if call else "",
         "confirmed": bool(call and call.confirmed_at),
+        "digits": call.digits if call else "",
         "pjsua": ep.libVersion().full,
     }
     print(json.dumps({"result": result}), flush=True)
