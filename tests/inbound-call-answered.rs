@@ -15,7 +15,6 @@ use serde_json::json;
 use support::audio::{tone_snr_db, Sink, ToneSource};
 use support::fake_wati::{FakeWati, Route};
 use support::wa_peer::WaPeer;
-use support::wa_user::{run_media, wait_for_request};
 use support::{ended_call_records, settings_with, sipp_pbx, WEBHOOK_KEY};
 use wa_sip_bridge::Bridge;
 
@@ -222,53 +221,14 @@ async fn a_pbx_answer_given_only_in_its_183_is_used() {
     let extra = format!(
         "[trunk]\nuri = \"sip:127.0.0.1:{sip_port}\"\n[webrtc]\nport_min = 43200\nport_max = 43299\n[media]\nrtp_port_min = 23000\nrtp_port_max = 23099\n"
     );
-    let bridge = Bridge::start(settings_with(&wati.api_endpoint(), &extra))
-        .await
-        .unwrap();
-    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let (mut peer, offer) =
-        WaPeer::offer(sock.local_addr().unwrap(), Instant::now(), None).unwrap();
-    let call_id = "wacid.answer-in-183";
-    let (status, _) = wati
-        .post_webhook(
-            bridge.http_addr,
-            "inbound-call",
-            Some(WEBHOOK_KEY),
-            &json!({"callId": call_id, "sdp": offer, "businessNumber": "15551441906"}),
-        )
-        .await;
-    assert_eq!(status, 200);
-    let accept = wait_for_request(&wati, Route::Accept, Duration::from_secs(10))
-        .await
-        .expect("accepted at Wati on the 200 without SDP");
-    let answer = accept
-        .json
-        .as_ref()
-        .and_then(|b| b["Sdp"].as_str())
-        .unwrap();
-    peer.accept_answer(answer).unwrap();
-    let media = run_media(&mut peer, &sock, Duration::from_secs(4), 1000.0, "")
-        .await
-        .unwrap();
-    assert!(media.connected);
-    let snr = tone_snr_db(&media.pcm, 1000.0, 48_000.0, 48_000);
+    let call = support::inbound_echo_call(&wati, &extra, "wacid.answer-in-183", &mut pbx).await;
     assert!(
-        snr > 10.0,
-        "1 kHz back through the 183's media address: {snr:.1} dB"
+        call.snr_db > 10.0,
+        "1 kHz back through the 183's media address: {:.1} dB",
+        call.snr_db
     );
-    wati.post_webhook(
-        bridge.http_addr,
-        "terminate",
-        Some(WEBHOOK_KEY),
-        &json!({"callId": call_id}),
-    )
-    .await;
-    let sipp_status = tokio::time::timeout(Duration::from_secs(20), pbx.wait())
-        .await
-        .expect("sipp ended")
-        .unwrap();
-    assert!(sipp_status.success(), "sipp saw our ACK and BYE");
-    let rows = ended_call_records(&bridge.store, call_id).await;
+    assert!(call.pbx_status.success(), "sipp saw our ACK and BYE");
+    let rows = ended_call_records(&call.bridge.store, "wacid.answer-in-183").await;
     assert_eq!(rows[0].end_cause.as_deref(), Some("whatsapp_terminated"));
-    bridge.shutdown().await.unwrap();
+    call.bridge.shutdown().await.unwrap();
 }

@@ -10,10 +10,9 @@
 //! Re-offers and SIP INFO key presses change no call state; the driver
 //! hands them straight to the media path.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 
-use super::{ending, Ending};
+use super::{ending, Ending, Steps};
 use crate::config::Codec;
 use crate::media::relay::MediaTimeout;
 use crate::sip::sdp::{self, Negotiated};
@@ -100,8 +99,7 @@ pub struct InboundState {
     starting_early: bool,
     /// The SDP of the PBX's last 18x: its answer, should the 200 not repeat it.
     early_answer: Option<String>,
-    actions: VecDeque<Action>,
-    ending: Option<Ending>,
+    out: Steps<Action>,
 }
 
 impl InboundState {
@@ -113,23 +111,18 @@ impl InboundState {
             relaying: false,
             starting_early: false,
             early_answer: None,
-            actions: VecDeque::new(),
-            ending: None,
+            out: Steps::default(),
         }
     }
 
     /// The next thing to do, until `None`.
     pub fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+        self.out.poll()
     }
 
     /// How the call ended, once it has (after its actions are drained).
     pub fn ending(&mut self) -> Option<Ending> {
-        if self.actions.is_empty() {
-            self.ending.take()
-        } else {
-            None
-        }
+        self.out.ending()
     }
 
     fn answered(&self) -> bool {
@@ -146,12 +139,12 @@ impl InboundState {
 
     fn end(&mut self, e: Ending) {
         self.phase = Phase::Ended;
-        self.ending = Some(e);
+        self.out.end(e);
     }
 
     /// Hangs up the SIP side and ends the call (terminated at Wati).
     fn fail(&mut self, cause: impl Into<String>, sip_code: Option<u16>) {
-        self.actions.push_back(Action::HangUpPbx);
+        self.out.push(Action::HangUpPbx);
         self.end(ending(cause, sip_code, true));
     }
 
@@ -179,7 +172,7 @@ impl InboundState {
                     // here waits for the 200's.
                     if let Ok(n) = negotiate(&early, &self.codecs) {
                         self.starting_early = true;
-                        self.actions.push_back(Action::StartRelay(n));
+                        self.out.push(Action::StartRelay(n));
                     }
                 } else {
                     // RFC 3261 §13.2.1 wants the answer of an unreliable 18x
@@ -193,7 +186,7 @@ impl InboundState {
                 match (sdp.map(|s| negotiate(&s, &self.codecs)), self.relaying) {
                     // Early media already runs: the 200 may move the PBX's media.
                     (Some(Ok(n)), true) => {
-                        self.actions.push_back(Action::MovePbxMedia(n.remote));
+                        self.out.push(Action::MovePbxMedia(n.remote));
                         self.phase = Phase::Accepting;
                         self.after_relay();
                     }
@@ -204,7 +197,7 @@ impl InboundState {
                     (Some(Ok(n)), false) => {
                         self.phase = Phase::StartingRelay;
                         self.starting_early = false;
-                        self.actions.push_back(Action::StartRelay(n));
+                        self.out.push(Action::StartRelay(n));
                     }
                     (Some(Err(e)), _) => self.fail(format!("pbx_sdp: {e}"), Some(200)),
                     (None, false) => self.fail("pbx_answer_without_sdp", Some(200)),
@@ -232,14 +225,14 @@ impl InboundState {
             Input::SipEnded { cause } => self.end(ending(format!("sip: {cause}"), Some(200), true)),
             Input::SipGone => self.end(ending("sip_gone", None, true)),
             Input::WhatsAppTerminated => {
-                self.actions.push_back(Action::HangUpPbx);
-                self.actions.push_back(Action::CloseLeg);
+                self.out.push(Action::HangUpPbx);
+                self.out.push(Action::CloseLeg);
                 // WhatsApp ended it: nothing to terminate there.
                 self.end(ending("whatsapp_terminated", code_if_answered, false));
             }
             Input::Hangup(why) => {
-                self.actions.push_back(Action::HangUpPbx);
-                self.actions.push_back(Action::CloseLeg);
+                self.out.push(Action::HangUpPbx);
+                self.out.push(Action::CloseLeg);
                 self.end(ending(why, code_if_answered, true));
             }
         }
@@ -251,13 +244,13 @@ impl InboundState {
         if self.immediate {
             self.now_answered();
         } else {
-            self.actions.push_back(Action::AcceptAtWati);
+            self.out.push(Action::AcceptAtWati);
         }
     }
 
     fn now_answered(&mut self) {
         self.phase = Phase::Answered;
-        self.actions.push_back(Action::Answered);
+        self.out.push(Action::Answered);
     }
 
     /// Whether the call is answered on both sides (for the driver's state).

@@ -55,6 +55,47 @@ pub fn cold<F: std::future::Future>(step: F) -> std::pin::Pin<Box<F>> {
     Box::pin(step)
 }
 
+/// What a call's state machine has to say: the actions it asked for, in
+/// order, and, once the call is over, how it ended. The ending is handed out
+/// only after the actions are drained (the BYE goes out before the record).
+pub struct Steps<A> {
+    actions: std::collections::VecDeque<A>,
+    ending: Option<Ending>,
+}
+
+impl<A> Default for Steps<A> {
+    fn default() -> Self {
+        Steps {
+            actions: Default::default(),
+            ending: None,
+        }
+    }
+}
+
+impl<A> Steps<A> {
+    pub fn push(&mut self, action: A) {
+        self.actions.push_back(action);
+    }
+
+    /// The next action, until `None`.
+    pub fn poll(&mut self) -> Option<A> {
+        self.actions.pop_front()
+    }
+
+    pub fn end(&mut self, e: Ending) {
+        self.ending = Some(e);
+    }
+
+    /// How the call ended, once it has and its actions are drained.
+    pub fn ending(&mut self) -> Option<Ending> {
+        if self.actions.is_empty() {
+            self.ending.take()
+        } else {
+            None
+        }
+    }
+}
+
 /// How a call ended, for its record.
 pub struct Ending {
     pub cause: String,

@@ -10,10 +10,8 @@
 //! Re-offers and SIP INFO key presses change no call state; the driver
 //! hands them straight to the media path.
 
-use std::collections::VecDeque;
-
 use super::outbound::{declined, final_, final_for_status, Final};
-use super::{ending, Ending};
+use super::{ending, Ending, Steps};
 use crate::config::Codec;
 use crate::media::relay::MediaTimeout;
 use crate::sip::sdp::{self, Negotiated};
@@ -122,8 +120,7 @@ pub struct OutboundState {
     rang: bool,
     relaying: bool,
     relay_for: RelayFor,
-    actions: VecDeque<Action>,
-    ending: Option<Ending>,
+    out: Steps<Action>,
 }
 
 impl OutboundState {
@@ -136,23 +133,18 @@ impl OutboundState {
             rang: false,
             relaying: false,
             relay_for: RelayFor::Answer,
-            actions: VecDeque::new(),
-            ending: None,
+            out: Steps::default(),
         }
     }
 
     /// The next thing to do, until `None`.
     pub fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+        self.out.poll()
     }
 
     /// How the call ended, once it has (after its actions are drained).
     pub fn ending(&mut self) -> Option<Ending> {
-        if self.actions.is_empty() {
-            self.ending.take()
-        } else {
-            None
-        }
+        self.out.ending()
     }
 
     /// Whether the ring timeout still applies (no answer from the user yet).
@@ -166,20 +158,20 @@ impl OutboundState {
 
     fn end(&mut self, e: Ending) {
         self.phase = Phase::Ended;
-        self.ending = Some(e);
+        self.out.end(e);
     }
 
     /// Refuses the PBX's INVITE with `f` and ends the call.
     fn reject(&mut self, f: Final, cause: impl Into<String>, terminate_at_wati: bool) {
         let code = f.code;
-        self.actions.push_back(Action::Reject(f));
+        self.out.push(Action::Reject(f));
         self.end(ending(cause, Some(code), terminate_at_wati));
     }
 
     /// Hangs up both sides of an answered call.
     fn hang_up(&mut self, cause: impl Into<String>) {
-        self.actions.push_back(Action::HangUpPbx);
-        self.actions.push_back(Action::CloseLeg);
+        self.out.push(Action::HangUpPbx);
+        self.out.push(Action::CloseLeg);
         self.end(ending(cause, Some(200), true));
     }
 
@@ -201,12 +193,12 @@ impl OutboundState {
             Input::RingTimeout => {}
             Input::Status(st) => self.on_status(st),
             Input::WhatsAppAnswer(sdp) if self.phase == Phase::Placed => {
-                self.actions.push_back(Action::ApplyAnswer(sdp));
+                self.out.push(Action::ApplyAnswer(sdp));
             }
             Input::WhatsAppAnswer(_) => {}
             Input::AnswerApplied(Ok(())) => {
                 self.phase = Phase::Connecting;
-                self.actions.push_back(Action::ShowState("connecting"));
+                self.out.push(Action::ShowState("connecting"));
             }
             Input::AnswerApplied(Err(e)) => self.reject(
                 final_(
@@ -218,9 +210,9 @@ impl OutboundState {
                 true,
             ),
             Input::WhatsAppTerminated => {
-                self.actions.push_back(Action::CloseLeg);
+                self.out.push(Action::CloseLeg);
                 if answered {
-                    self.actions.push_back(Action::HangUpPbx);
+                    self.out.push(Action::HangUpPbx);
                     // WhatsApp ended it: nothing to terminate there.
                     self.end(ending("whatsapp_terminated", Some(200), false));
                 } else {
@@ -228,30 +220,30 @@ impl OutboundState {
                 }
             }
             Input::Hangup(why) => {
-                self.actions.push_back(Action::HangUpPbx);
-                self.actions.push_back(Action::CloseLeg);
+                self.out.push(Action::HangUpPbx);
+                self.out.push(Action::CloseLeg);
                 // Before the answer the SIP side rejects with 480, after it sends BYE.
                 self.end(ending(why, Some(if answered { 200 } else { 480 }), true));
             }
             Input::CallLayerGone => {
-                self.actions.push_back(Action::HangUpPbx);
-                self.actions.push_back(Action::CloseLeg);
+                self.out.push(Action::HangUpPbx);
+                self.out.push(Action::CloseLeg);
                 let code = if answered { 200 } else { 480 };
                 self.end(ending("call_layer_gone", Some(code), true));
             }
             Input::LegConnected if answered => {}
             Input::LegConnected => {
                 if self.late_offer {
-                    self.actions.push_back(Action::AnswerPbx { offer: true });
+                    self.out.push(Action::AnswerPbx { offer: true });
                 } else if let Some(n) = self.negotiated.take() {
                     self.relay_for = RelayFor::Answer;
-                    self.actions.push_back(Action::StartRelay(n));
+                    self.out.push(Action::StartRelay(n));
                 }
             }
             Input::RelayStarted(Ok(())) => {
                 self.relaying = true;
                 if self.relay_for == RelayFor::Answer {
-                    self.actions.push_back(Action::AnswerPbx { offer: false });
+                    self.out.push(Action::AnswerPbx { offer: false });
                 }
             }
             Input::RelayStarted(Err(e)) => match self.relay_for {
@@ -264,7 +256,7 @@ impl OutboundState {
             },
             Input::PbxAnswerSent(true) => {
                 self.phase = Phase::Answered;
-                self.actions.push_back(Action::Answered);
+                self.out.push(Action::Answered);
             }
             Input::PbxAnswerSent(false) => self.reject(
                 final_(500, "Server Internal Error", None),
@@ -282,7 +274,7 @@ impl OutboundState {
                 true,
             ),
             Input::MediaTimeout(t) => {
-                self.actions.push_back(Action::HangUpPbx);
+                self.out.push(Action::HangUpPbx);
                 let cause = match t {
                     MediaTimeout::WhatsAppSilent => "media_timeout_whatsapp",
                     MediaTimeout::PbxSilent => "media_timeout_pbx",
@@ -290,15 +282,15 @@ impl OutboundState {
                 self.end(ending(cause, Some(200), true));
             }
             Input::PbxCancelled => {
-                self.actions.push_back(Action::CloseLeg);
+                self.out.push(Action::CloseLeg);
                 self.end(ending("pbx_cancel", Some(487), true));
             }
             Input::PbxBye => {
-                self.actions.push_back(Action::CloseLeg);
+                self.out.push(Action::CloseLeg);
                 self.end(ending("pbx_bye", Some(200), true));
             }
             Input::SipEnded { cause } => {
-                self.actions.push_back(Action::CloseLeg);
+                self.out.push(Action::CloseLeg);
                 self.end(ending(
                     format!("sip: {cause}"),
                     answered.then_some(200),
@@ -322,8 +314,8 @@ impl OutboundState {
         }
         if st == OutboundStatus::Ringing && !self.rang {
             self.rang = true;
-            self.actions.push_back(Action::Ring);
-            self.actions.push_back(Action::ShowState("ringing"));
+            self.out.push(Action::Ring);
+            self.out.push(Action::ShowState("ringing"));
         }
         if let Some(f) = final_for_status(st) {
             let cause = format!("whatsapp_{}", st.as_str().to_ascii_lowercase());
@@ -343,13 +335,13 @@ impl OutboundState {
             match n {
                 Some(Ok(n)) => {
                     self.relay_for = RelayFor::Ack;
-                    self.actions.push_back(Action::StartRelay(n));
+                    self.out.push(Action::StartRelay(n));
                 }
                 Some(Err(e)) => return self.hang_up(format!("pbx_sdp: {e}")),
                 None => return self.hang_up("pbx_ack_without_answer"),
             }
         }
-        self.actions.push_back(Action::SaveDialog);
+        self.out.push(Action::SaveDialog);
     }
 }
 

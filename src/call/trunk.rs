@@ -39,6 +39,12 @@ impl TrunkCache {
         self.next_lookup.is_none_or(|t| now >= t)
     }
 
+    /// A lookup starts: until its result, calls use what is cached rather
+    /// than start lookups of their own.
+    pub fn begin_lookup(&mut self, now: Instant) {
+        self.next_lookup = Some(now + RETRY_AFTER_FAILURE);
+    }
+
     /// A lookup's result (empty: it failed).
     pub fn update(&mut self, now: Instant, resolved: &[SocketAddr]) {
         match resolved.first() {
@@ -74,8 +80,12 @@ impl Trunk {
     pub async fn addr(&self) -> Option<SocketAddr> {
         let now = Instant::now();
         let (due, addr) = {
-            let c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            (c.lookup_due(now), c.addr())
+            let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            let due = c.lookup_due(now);
+            if due {
+                c.begin_lookup(now);
+            }
+            (due, c.addr())
         };
         if !due {
             return addr;
@@ -131,6 +141,16 @@ mod tests {
         assert!(c.lookup_due(t0 + TRUNK_TTL));
         c.update(t0 + TRUNK_TTL, &[a("192.0.2.20:5060")]);
         assert_eq!(c.addr(), Some(a("192.0.2.20:5060")));
+    }
+
+    #[test]
+    fn one_lookup_at_a_time() {
+        let t0 = Instant::now();
+        let mut c = TrunkCache::new(t0, &[a("192.0.2.10:5060")]);
+        assert!(c.lookup_due(t0 + TRUNK_TTL));
+        c.begin_lookup(t0 + TRUNK_TTL);
+        assert!(!c.lookup_due(t0 + TRUNK_TTL + Duration::from_millis(10)));
+        assert_eq!(c.addr(), Some(a("192.0.2.10:5060")));
     }
 
     #[test]

@@ -185,3 +185,72 @@ pub fn sipp_dials(
 pub use wa_sip_bridge::demo::ended_call_records;
 
 pub mod peers;
+
+/// What [`inbound_echo_call`] saw.
+pub struct EchoCall {
+    pub bridge: wa_sip_bridge::Bridge,
+    /// The 1 kHz tone's SNR at WhatsApp after the PBX's echo (dB).
+    pub snr_db: f64,
+    /// sipp's exit status: success only if its whole scenario ran.
+    pub pbx_status: std::process::ExitStatus,
+}
+
+/// A WhatsApp user calls through a bridge whose `[trunk]` and ports are
+/// `extra` (TOML) to `pbx`, a sipp PBX that answers and echoes RTP: the
+/// bridge must accept at Wati, a 1 kHz tone from WhatsApp must come back
+/// through the echo, then WhatsApp hangs up and sipp finishes its scenario.
+pub async fn inbound_echo_call(
+    wati: &fake_wati::FakeWati,
+    extra: &str,
+    call_id: &str,
+    pbx: &mut tokio::process::Child,
+) -> EchoCall {
+    use std::time::{Duration, Instant};
+    let bridge = wa_sip_bridge::Bridge::start(settings_with(&wati.api_endpoint(), extra))
+        .await
+        .unwrap();
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (mut peer, offer) =
+        wa_peer::WaPeer::offer(sock.local_addr().unwrap(), Instant::now(), None).unwrap();
+    let (status, _) = wati
+        .post_webhook(
+            bridge.http_addr,
+            "inbound-call",
+            Some(WEBHOOK_KEY),
+            &serde_json::json!({"callId": call_id, "sdp": offer, "businessNumber": "15551441906"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let accept = wa_user::wait_for_request(wati, fake_wati::Route::Accept, Duration::from_secs(10))
+        .await
+        .expect("accepted at Wati once the PBX answered");
+    let answer = accept
+        .json
+        .as_ref()
+        .and_then(|b| b["Sdp"].as_str())
+        .expect("{\"Sdp\": answer}");
+    peer.accept_answer(answer).unwrap();
+    let media = wa_user::run_media(&mut peer, &sock, Duration::from_secs(4), 1000.0, "")
+        .await
+        .unwrap();
+    assert!(media.connected, "ICE/DTLS between WhatsApp and the bridge");
+    let snr_db = audio::tone_snr_db(&media.pcm, 1000.0, 48_000.0, 48_000);
+    let (status, _) = wati
+        .post_webhook(
+            bridge.http_addr,
+            "terminate",
+            Some(WEBHOOK_KEY),
+            &serde_json::json!({"callId": call_id}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let pbx_status = tokio::time::timeout(Duration::from_secs(20), pbx.wait())
+        .await
+        .expect("sipp ended")
+        .unwrap();
+    EchoCall {
+        bridge,
+        snr_db,
+        pbx_status,
+    }
+}
