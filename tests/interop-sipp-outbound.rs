@@ -11,21 +11,14 @@ use std::time::Duration;
 
 use support::audio::tone_snr_db;
 use support::fake_wati::{FakeWati, Route};
-use support::wa_user::{
-    answer_outbound_call, run_media, script_outbound_call_id, wait_for_request,
-};
-use support::{ended_call_records, settings_with, WEBHOOK_KEY};
-use wa_sip_bridge::Bridge;
+use support::wa_user::wait_for_request;
+use support::{ended_call_records, sipp_dials_whatsapp};
 
 #[tokio::test]
 async fn sipp_dials_with_digest_auth_and_sip_info_dtmf() {
     let wati = FakeWati::start().await.unwrap();
     let call_id = "wacid.interop-sipp-out";
-    script_outbound_call_id(&wati, call_id);
     let extra = "[trunk]\ninbound_username = \"pbx\"\ninbound_password = \"inbound-secret\"\n[webrtc]\nport_min = 42400\nport_max = 42449\n[media]\nrtp_port_min = 22400\nrtp_port_max = 22499\ncodecs = [\"pcmu\"]\n";
-    let bridge = Bridge::start(settings_with(&wati.api_endpoint(), extra))
-        .await
-        .unwrap();
     let version = std::process::Command::new("sipp")
         .arg("-v")
         .output()
@@ -38,48 +31,32 @@ async fn sipp_dials_with_digest_auth_and_sip_info_dtmf() {
             .unwrap_or("sipp")
             .trim()
     );
-    let mut sipp = support::sipp_dials(
-        "uac_auth_outbound_info_dtmf.xml",
-        "447700900123",
-        bridge.sip_addr,
-        &["-rtp_echo"],
-    );
-
-    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let (mut peer, req) = answer_outbound_call(
+    let call = sipp_dials_whatsapp(
         &wati,
-        bridge.http_addr,
-        WEBHOOK_KEY,
+        extra,
         call_id,
-        &sock,
-        Duration::from_millis(300),
+        "uac_auth_outbound_info_dtmf.xml",
+        &["-rtp_echo"],
+        Duration::from_secs(5),
     )
-    .await
-    .unwrap();
-    assert!(req.path.ends_with("/outbound-call/447700900123"));
-    let heard = run_media(&mut peer, &sock, Duration::from_secs(5), 1000.0, "")
-        .await
-        .unwrap();
+    .await;
+    assert!(call.placed.path.ends_with("/outbound-call/447700900123"));
+    let heard = &call.heard;
     assert!(heard.connected);
     assert_eq!(heard.digits, "58", "SIP INFO keys at WhatsApp as RFC 4733");
     let window = &heard.pcm[heard.pcm.len().min(24_000)..heard.pcm.len().min(72_000)];
     let snr = tone_snr_db(window, 1000.0, 48_000.0, 0);
     assert!(snr > 10.0, "1 kHz back through sipp's echo: {snr:.1} dB");
-
-    let status = tokio::time::timeout(Duration::from_secs(40), sipp.wait())
-        .await
-        .expect("sipp finished")
-        .unwrap();
     assert!(
-        status.success(),
+        call.pbx_status.success(),
         "sipp: 401 verified, 200, INFO answered, BYE answered"
     );
-    let rows = ended_call_records(&bridge.store, call_id).await;
+    let rows = ended_call_records(&call.bridge.store, call_id).await;
     assert_eq!(rows[0].end_cause.as_deref(), Some("pbx_bye"));
     assert!(
         wait_for_request(&wati, Route::Terminate, Duration::from_secs(5))
             .await
             .is_some()
     );
-    bridge.shutdown().await.unwrap();
+    call.bridge.shutdown().await.unwrap();
 }

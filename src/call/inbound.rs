@@ -20,12 +20,12 @@ use tokio::sync::mpsc;
 use super::inbound_state::{Action, InboundState, Input};
 use super::media_path::{MediaPath, PathEvent};
 use super::registry::{CallCommand, ENDING};
-use super::{cold, ending, finish, save_dialog, CallCtx, Ending};
+use super::{cold, ending, finish, media_only, save_dialog, CallCtx, Ending};
 use crate::config::AnswerMode;
 use crate::media::socket::RtpSocket;
 use crate::ports::bind_udp;
 use crate::sip::ua::{EndCause as SipEnd, UaEvent};
-use crate::store::{now_ms, Direction as CallDirection, NewCall};
+use crate::store::now_ms;
 use crate::wati::InboundCall;
 use crate::webrtc::udp::LegSocket;
 use crate::webrtc::{LegConfig, WaLeg};
@@ -97,14 +97,7 @@ pub async fn run(
     let started = Instant::now();
     let record = ctx
         .store
-        .insert_call(NewCall {
-            direction: CallDirection::Inbound,
-            wa_call_id: Some(call.call_id.to_string()),
-            sip_call_id: None,
-            waid: call.caller.as_ref().map(|c| c.to_string()),
-            business_number: call.business_number.as_ref().map(|b| b.to_string()),
-            offered_at_ms: now_ms(),
-        })
+        .insert_call(super::inbound_record(&call, now_ms()))
         .await
         .ok();
     ctx.metrics.call_started("inbound");
@@ -221,23 +214,15 @@ async fn run_call(
                 PathEvent::Timeout(t) => Input::MediaTimeout(t),
             },
             ev = sip_events.recv() => match ev {
-                Some(UaEvent::Progress { sdp, .. }) => Input::PbxProgress { sdp },
-                Some(UaEvent::Answered { sdp, .. }) => Input::PbxAnswered { sdp },
-                Some(UaEvent::Failed { code, .. }) => Input::PbxFailed { code },
-                Some(UaEvent::Ended { cause: SipEnd::PeerBye, .. }) => Input::PbxBye,
-                Some(UaEvent::Ended { cause, .. }) => Input::SipEnded { cause: format!("{cause:?}") },
-                // Media only: the call's state does not change.
-                Some(UaEvent::Reoffer { tx, sdp: offer, .. }) => {
-                    let answer = path.answer_reoffer(offer.as_deref(), &s.media.codecs);
-                    ctx.sip.answer_reoffer(sip_call, tx, answer).await;
-                    continue;
-                }
-                Some(UaEvent::Dtmf { digit, duration, .. }) => {
-                    path.sip_info_dtmf(digit, duration);
-                    continue;
-                }
-                Some(_) => continue,
                 None => Input::SipGone,
+                Some(ev) => match media_only(ctx, path, sip_call, ev).await {
+                    Some(UaEvent::Progress { sdp, .. }) => Input::PbxProgress { sdp },
+                    Some(UaEvent::Answered { sdp, .. }) => Input::PbxAnswered { sdp },
+                    Some(UaEvent::Failed { code, .. }) => Input::PbxFailed { code },
+                    Some(UaEvent::Ended { cause: SipEnd::PeerBye, .. }) => Input::PbxBye,
+                    Some(UaEvent::Ended { cause, .. }) => Input::SipEnded { cause: format!("{cause:?}") },
+                    _ => continue,
+                },
             },
             cmd = commands.recv() => match cmd {
                 Some(CallCommand::Terminated) | None => Input::WhatsAppTerminated,

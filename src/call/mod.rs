@@ -114,6 +114,33 @@ pub fn ending(cause: impl Into<String>, sip_code: Option<u16>, terminate_at_wati
     }
 }
 
+/// Handles a SIP event that concerns only the call's media, whatever the
+/// call's state: a re-offer (answered by the media path, RFC 3264 §8) or a
+/// SIP INFO key press (sent on to WhatsApp). Any other event is handed back
+/// for the call's state machine.
+async fn media_only(
+    ctx: &CallCtx,
+    path: &mut media_path::MediaPath,
+    call: crate::sip::ua::CallRef,
+    ev: crate::sip::ua::UaEvent,
+) -> Option<crate::sip::ua::UaEvent> {
+    use crate::sip::ua::UaEvent;
+    match ev {
+        UaEvent::Reoffer { tx, sdp, .. } => {
+            let answer = path.answer_reoffer(sdp.as_deref(), &ctx.settings.media.codecs);
+            ctx.sip.answer_reoffer(call, tx, answer).await;
+            None
+        }
+        UaEvent::Dtmf {
+            digit, duration, ..
+        } => {
+            path.sip_info_dtmf(digit, duration);
+            None
+        }
+        other => Some(other),
+    }
+}
+
 /// Saves the SIP dialog of an answered call, for a BYE after a crash.
 async fn save_dialog(ctx: &CallCtx, record: Option<i64>, call: crate::sip::ua::CallRef) {
     let (Some(id), Some(d)) = (record, ctx.sip.dialog(call).await) else {
@@ -238,6 +265,18 @@ async fn on_invite(ctx: &Arc<CallCtx>, inc: IncomingInvite, max: usize) {
     }
 }
 
+/// The start of a WhatsApp caller's call record.
+fn inbound_record(call: &crate::wati::InboundCall, offered_at_ms: i64) -> NewCall {
+    NewCall {
+        direction: Direction::Inbound,
+        wa_call_id: Some(call.call_id.to_string()),
+        sip_call_id: None,
+        waid: call.caller.as_ref().map(|c| c.to_string()),
+        business_number: call.business_number.as_ref().map(|b| b.to_string()),
+        offered_at_ms,
+    }
+}
+
 /// A refused call leaves a record like every other way a call ends
 /// (design §2), started and ended at its offer. Written off the dispatch
 /// loop: the next webhook or INVITE does not wait for the store.
@@ -277,14 +316,7 @@ async fn on_webhook(ctx: &Arc<CallCtx>, r: Received, max: usize) {
                 Err(refusal) => {
                     tracing::warn!(log_id, call_id = %call.call_id, ?refusal, "inbound call refused: terminated at Wati");
                     ctx.metrics.call_ended("inbound", refusal.label());
-                    let record = NewCall {
-                        direction: Direction::Inbound,
-                        wa_call_id: Some(call.call_id.to_string()),
-                        sip_call_id: None,
-                        waid: call.caller.as_ref().map(|c| c.to_string()),
-                        business_number: call.business_number.as_ref().map(|b| b.to_string()),
-                        offered_at_ms: now_ms(),
-                    };
+                    let record = inbound_record(&call, now_ms());
                     let wati = ctx.wati.clone();
                     let store = ctx.store.clone();
                     let id = call.call_id.clone();

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use super::media_path::{MediaPath, PathEvent};
 use super::outbound_state::{Action, Input, OutboundState};
 use super::registry::{CallCommand, ENDING};
-use super::{cold, ending, finish, save_dialog, CallCtx, Ending};
+use super::{cold, ending, finish, media_only, save_dialog, CallCtx, Ending};
 use crate::config::Settings;
 use crate::ids::{WaCallId, Waid};
 use crate::media::socket::RtpSocket;
@@ -545,23 +545,15 @@ async fn run_call(
                 PathEvent::Timeout(t) => Input::MediaTimeout(t),
             },
             ev = inc.events.recv() => match ev {
-                Some(UaEvent::Ended { cause: SipEnd::PeerCancel, .. }) => Input::PbxCancelled,
-                Some(UaEvent::Ended { cause: SipEnd::PeerBye, .. }) => Input::PbxBye,
-                Some(UaEvent::Ended { cause, .. }) => Input::SipEnded { cause: format!("{cause:?}") },
-                // Our 200 was acknowledged.
-                Some(UaEvent::Answered { sdp, .. }) => Input::PbxAck { sdp },
-                // Media only: the call's state does not change.
-                Some(UaEvent::Reoffer { tx, sdp: offer, .. }) => {
-                    let answer = path.answer_reoffer(offer.as_deref(), &s.media.codecs);
-                    ctx.sip.answer_reoffer(call, tx, answer).await;
-                    continue;
-                }
-                Some(UaEvent::Dtmf { digit, duration, .. }) => {
-                    path.sip_info_dtmf(digit, duration);
-                    continue;
-                }
-                Some(_) => continue,
                 None => Input::SipGone,
+                Some(ev) => match media_only(ctx, path, call, ev).await {
+                    Some(UaEvent::Ended { cause: SipEnd::PeerCancel, .. }) => Input::PbxCancelled,
+                    Some(UaEvent::Ended { cause: SipEnd::PeerBye, .. }) => Input::PbxBye,
+                    Some(UaEvent::Ended { cause, .. }) => Input::SipEnded { cause: format!("{cause:?}") },
+                    // Our 200 was acknowledged.
+                    Some(UaEvent::Answered { sdp, .. }) => Input::PbxAck { sdp },
+                    _ => continue,
+                },
             },
         };
         state.handle(input);

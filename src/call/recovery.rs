@@ -7,7 +7,7 @@
 
 use crate::ids::WaCallId;
 use crate::sip::dialog::Dialog;
-use crate::store::{now_ms, CallRow, Direction, NewCall, WebhookRow};
+use crate::store::{now_ms, CallRow, WebhookRow};
 use crate::wati::{WebhookEvent, WebhookKind};
 
 use super::CallCtx;
@@ -87,14 +87,7 @@ pub async fn recover_unrecorded(ctx: &CallCtx, offers: Vec<WebhookRow>) -> usize
                 tracing::warn!(call_id = %call.call_id, error = %e, "terminate at Wati after restart failed")
             }
         }
-        let record = NewCall {
-            direction: Direction::Inbound,
-            wa_call_id: Some(call.call_id.to_string()),
-            sip_call_id: None,
-            waid: call.caller.as_ref().map(|c| c.to_string()),
-            business_number: call.business_number.as_ref().map(|b| b.to_string()),
-            offered_at_ms: row.received_at_ms,
-        };
+        let record = super::inbound_record(&call, row.received_at_ms);
         if let Err(e) = ctx
             .store
             .insert_ended_call(record, now_ms(), "bridge_restarted", None)

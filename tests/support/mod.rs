@@ -254,3 +254,58 @@ pub async fn inbound_echo_call(
         pbx_status,
     }
 }
+
+/// What [`sipp_dials_whatsapp`] saw.
+pub struct SippDialled {
+    pub bridge: wa_sip_bridge::Bridge,
+    /// The bridge's outbound-call request to Wati.
+    pub placed: fake_wati::Recorded,
+    /// What the WhatsApp user heard.
+    pub heard: wa_user::WaMedia,
+    /// sipp's exit status: success only if its whole scenario ran.
+    pub pbx_status: std::process::ExitStatus,
+}
+
+/// sipp dials a WhatsApp user (447700900123) through a bridge set up with
+/// `extra` (TOML), running `tests/sipp/{scenario}` with `sipp_args`; the
+/// simulated user answers after 300 ms and sends a 1 kHz tone for `talk`;
+/// returns once sipp has finished (40 s at most).
+pub async fn sipp_dials_whatsapp(
+    wati: &fake_wati::FakeWati,
+    extra: &str,
+    call_id: &str,
+    scenario: &str,
+    sipp_args: &[&str],
+    talk: std::time::Duration,
+) -> SippDialled {
+    use std::time::Duration;
+    wa_user::script_outbound_call_id(wati, call_id);
+    let bridge = wa_sip_bridge::Bridge::start(settings_with(&wati.api_endpoint(), extra))
+        .await
+        .unwrap();
+    let mut sipp = sipp_dials(scenario, "447700900123", bridge.sip_addr, sipp_args);
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (mut peer, placed) = wa_user::answer_outbound_call(
+        wati,
+        bridge.http_addr,
+        WEBHOOK_KEY,
+        call_id,
+        &sock,
+        Duration::from_millis(300),
+    )
+    .await
+    .unwrap();
+    let heard = wa_user::run_media(&mut peer, &sock, talk, 1000.0, "")
+        .await
+        .unwrap();
+    let pbx_status = tokio::time::timeout(Duration::from_secs(40), sipp.wait())
+        .await
+        .expect("sipp finished")
+        .unwrap();
+    SippDialled {
+        bridge,
+        placed,
+        heard,
+        pbx_status,
+    }
+}
