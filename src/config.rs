@@ -1300,6 +1300,8 @@ fn parse_storage_url(url: &str) -> Result<StorageSettings, String> {
     Ok(StorageSettings::SqliteFile(path.into()))
 }
 
+// `unwrap`/`expect` in these tests are set-up and assertions: a failure is
+// the test's failure; none is reachable from the bridge's input.
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

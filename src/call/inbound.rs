@@ -270,6 +270,8 @@ async fn run_call(
     }
 }
 
+// `unwrap`/`expect` in these tests are set-up and assertions: a failure is
+// the test's failure; none is reachable from the bridge's input.
 #[cfg(test)]
 mod tests {
     use super::*;
