@@ -87,45 +87,8 @@ impl Bridge {
         let started_ms = store::now_ms();
         let (mut bridge, events) = Self::start_with_events(settings).await?;
         if let Some((ctx, invites)) = bridge.calls.take() {
-            match bridge
-                .store
-                .unrecorded_inbound_calls(
-                    started_ms - call::recovery::UNRECORDED_WINDOW_MS,
-                    started_ms,
-                )
-                .await
-            {
-                Ok(offers) if !offers.is_empty() => {
-                    tracing::warn!(
-                        calls = offers.len(),
-                        "inbound calls were offered but not started when the bridge last stopped: ending them"
-                    );
-                    let c = ctx.clone();
-                    tokio::spawn(
-                        async move { call::recovery::recover_unrecorded(&c, offers).await },
-                    );
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read the inbound calls offered before the restart")
-                }
-            }
-            // Calls live before a crash: read now, before any new call is
-            // recorded; ended at both sides in the background.
-            match bridge.store.live_calls().await {
-                Ok(live) if !live.is_empty() => {
-                    tracing::warn!(
-                        calls = live.len(),
-                        "calls were live when the bridge last stopped: ending them"
-                    );
-                    let c = ctx.clone();
-                    tokio::spawn(async move { call::recovery::recover(&c, live).await });
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read the calls live before the restart")
-                }
-            }
+            // Before any new call is recorded: what the last run left.
+            call::recovery::at_start(&ctx, started_ms).await;
             bridge.sink = Some(tokio::spawn(call::run_calls(events, invites, ctx)));
         }
         Ok(bridge)

@@ -125,10 +125,6 @@ impl InboundState {
         self.out.ending()
     }
 
-    fn answered(&self) -> bool {
-        self.phase == Phase::Answered
-    }
-
     /// The 200 is the SIP side's answer even while our own steps run.
     fn sip_answered(&self) -> bool {
         matches!(
@@ -253,9 +249,9 @@ impl InboundState {
         self.out.push(Action::Answered);
     }
 
-    /// Whether the call is answered on both sides (for the driver's state).
+    /// Whether the call is answered on both sides.
     pub fn is_answered(&self) -> bool {
-        self.answered()
+        self.phase == Phase::Answered
     }
 }
 

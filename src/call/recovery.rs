@@ -20,6 +20,40 @@ pub struct Recovered {
     pub byes_sent: usize,
 }
 
+/// What the last run left, read before any new call is recorded and ended
+/// in the background: calls the store has as live ([`recover`]) and
+/// inbound offers logged before `started_ms` that never got a record
+/// ([`recover_unrecorded`]).
+pub async fn at_start(ctx: &CallCtx, started_ms: i64) {
+    let since = started_ms - UNRECORDED_WINDOW_MS;
+    match ctx.store.unrecorded_inbound_calls(since, started_ms).await {
+        Ok(offers) if !offers.is_empty() => {
+            tracing::warn!(
+                calls = offers.len(),
+                "inbound calls were offered but not started when the bridge last stopped: ending them"
+            );
+            let c = ctx.clone();
+            tokio::spawn(async move { recover_unrecorded(&c, offers).await });
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the inbound calls offered before the restart")
+        }
+    }
+    match ctx.store.live_calls().await {
+        Ok(live) if !live.is_empty() => {
+            tracing::warn!(
+                calls = live.len(),
+                "calls were live when the bridge last stopped: ending them"
+            );
+            let c = ctx.clone();
+            tokio::spawn(async move { recover(&c, live).await });
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "cannot read the calls live before the restart"),
+    }
+}
+
 /// Ends the calls `live` (read from the store at start, before any new call).
 pub async fn recover(ctx: &CallCtx, live: Vec<CallRow>) -> Recovered {
     let mut done = Recovered::default();
@@ -72,20 +106,15 @@ pub const UNRECORDED_WINDOW_MS: i64 = 120_000;
 /// [`Store::unrecorded_inbound_calls`](crate::store::Store::unrecorded_inbound_calls)):
 /// each is terminated at Wati (the caller would otherwise ring until
 /// WhatsApp gives up) and gets its record, cause `bridge_restarted`.
-/// Returns how many were terminated at Wati.
-pub async fn recover_unrecorded(ctx: &CallCtx, offers: Vec<WebhookRow>) -> usize {
-    let mut terminated = 0;
+pub async fn recover_unrecorded(ctx: &CallCtx, offers: Vec<WebhookRow>) {
     for row in offers {
         let Ok(WebhookEvent::InboundCall(call)) =
             crate::wati::payload::parse(WebhookKind::InboundCall, &row.raw_body)
         else {
             continue;
         };
-        match ctx.wati.terminate(&call.call_id).await {
-            Ok(()) => terminated += 1,
-            Err(e) => {
-                tracing::warn!(call_id = %call.call_id, error = %e, "terminate at Wati after restart failed")
-            }
+        if let Err(e) = ctx.wati.terminate(&call.call_id).await {
+            tracing::warn!(call_id = %call.call_id, error = %e, "terminate at Wati after restart failed");
         }
         let record = super::inbound_record(&call, row.received_at_ms);
         if let Err(e) = ctx
@@ -97,5 +126,4 @@ pub async fn recover_unrecorded(ctx: &CallCtx, offers: Vec<WebhookRow>) -> usize
         }
         tracing::warn!(call_id = %call.call_id, webhook = row.id, "inbound call offered before the restart, never started: ended");
     }
-    terminated
 }

@@ -273,17 +273,12 @@ pub async fn run(
                         ),
                         aor: format!("sip:{}@{host}", c.username),
                         contact: format!(
-                            "sip:{}@{}{}",
+                            "sip:{}@{}",
                             c.username,
                             if settings.sip.public_addr.port == 0 {
                                 public
                             } else {
                                 settings.sip.public_addr.to_string()
-                            },
-                            // The PBX calls us the way we registered (RFC 3261 §10.2.1).
-                            match settings.trunk.transport {
-                                TrunkTransport::Tcp => ";transport=tcp",
-                                TrunkTransport::Udp => "",
                             }
                         ),
                         expires: settings.trunk.register_expires,

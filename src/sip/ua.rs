@@ -185,14 +185,20 @@ fn via_line(host: &str, t: Transport) -> String {
     format!("SIP/2.0/{proto} {host};branch={};rport", new_branch())
 }
 
-/// Our Contact for a call or registration over `t`. Over TCP it says so:
-/// a sip: URI without a transport parameter means UDP (RFC 3263 §4.1), and
-/// the PBX's requests in the dialog should come the way the call did.
-fn contact_header(uri: &str, t: Transport) -> String {
+/// Our contact URI for a call or registration over `t`. Over TCP it says
+/// so: a sip: URI without a transport parameter means UDP (RFC 3263 §4.1),
+/// and the PBX's requests should come the way the call (or the
+/// registration, RFC 3261 §10.2.1) did.
+fn contact_uri(uri: &str, t: Transport) -> String {
     match t {
-        Transport::Tcp => format!("<{uri};transport=tcp>"),
-        Transport::Udp => format!("<{uri}>"),
+        Transport::Tcp => format!("{uri};transport=tcp"),
+        Transport::Udp => uri.to_string(),
     }
+}
+
+/// [`contact_uri`] as a Contact header value.
+fn contact_header(uri: &str, t: Transport) -> String {
+    format!("<{}>", contact_uri(uri, t))
 }
 
 fn sdp_of(msg: &Msg) -> Option<String> {
@@ -275,7 +281,8 @@ impl SipUa {
     }
 
     /// Starts registering to `peer` (and keeps the registration fresh).
-    pub fn register(&mut self, now: Instant, cfg: RegisterConfig, peer: Peer) {
+    pub fn register(&mut self, now: Instant, mut cfg: RegisterConfig, peer: Peer) {
+        cfg.contact = contact_uri(&cfg.contact, peer.transport);
         let reg = Registration::new(
             cfg,
             format!("{}@wa-sip-bridge", random_token()),
