@@ -306,6 +306,132 @@ fn an_ssrc_change_keeps_the_outgoing_stream_continuous() {
     }
 }
 
+/// A re-offer moves the call PCMU → PCMA → Opus passthrough: after each
+/// change the PBX gets the new payload type under a new SSRC, a 1 kHz tone
+/// from WhatsApp decodes in the new codec, and the PBX's audio in the new
+/// codec reaches WhatsApp. The counters carry on across the changes.
+#[test]
+fn a_codec_change_mid_call_relays_in_the_new_codec_and_keeps_counting() {
+    let t0 = Instant::now();
+    let mut relay = Relay::new(config(PCMU, Some((101, 8000))), t0).unwrap();
+    let mut tone = ToneSource::new(1000.0).unwrap();
+    let mut wa = WaRecorder::default();
+    let mut k = 0u32;
+    let mut buf = [0u8; 1500];
+    for (step, (codec, ssrc)) in [
+        (PCMU, 0x5151_5151),
+        (PCMA, 0x6262_6262),
+        (OPUS, 0x7373_7373),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if step > 0 {
+            let cfg = RelayConfig {
+                ssrc,
+                ..config(codec, Some((101, 8000)))
+            };
+            relay
+                .change_codec(cfg, t0 + Duration::from_millis(20 * k as u64))
+                .unwrap();
+        }
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        for _ in 0..100 {
+            let p = tone.next_packet().unwrap();
+            let now = t0 + Duration::from_millis(20 * k as u64);
+            relay.from_whatsapp_audio(
+                now,
+                77,
+                500 + k as u16,
+                96_000 + 960 * k,
+                false,
+                &p,
+                &mut |d| out.push(d.to_vec()),
+            );
+            k += 1;
+        }
+        let views: Vec<RtpView> = out.iter().map(|d| RtpView::parse(d).unwrap()).collect();
+        assert!(!views.is_empty());
+        let snr = match codec {
+            SipCodec::G711 { law, pt, .. } => {
+                assert!(views
+                    .iter()
+                    .all(|v| v.payload_type() == pt && v.ssrc() == ssrc));
+                let pcm: Vec<i16> = views
+                    .iter()
+                    .flat_map(|v| v.payload().iter().map(|&b| law.decode(b)))
+                    .collect();
+                tone_snr_db(&pcm, 1000.0, 8000.0, 1600)
+            }
+            SipCodec::Opus { pt } => {
+                assert!(views
+                    .iter()
+                    .all(|v| v.payload_type() == pt && v.ssrc() == ssrc));
+                let packets: Vec<(u16, Vec<u8>)> = views
+                    .iter()
+                    .map(|v| (v.sequence(), v.payload().to_vec()))
+                    .collect();
+                tone_snr_db(&decode_opus_stream(&packets), 1000.0, 48_000.0, 9600)
+            }
+        };
+        assert!(snr > SNR_CLEAN_DB, "step {step}: WhatsApp→PBX {snr:.1} dB");
+        // The PBX answers in the new codec: it reaches WhatsApp.
+        let before = wa.audio.len();
+        let mut pbx_tone = ToneSource::new(440.0).unwrap();
+        for j in 0..50u32 {
+            match codec {
+                SipCodec::G711 { law, pt, .. } => {
+                    let pcm: Vec<i16> = (0..160)
+                        .map(|i| {
+                            let n = (j * 160 + i) as f64;
+                            (12000.0 * (2.0 * std::f64::consts::PI * 440.0 * n / 8000.0).sin())
+                                as i16
+                        })
+                        .collect();
+                    write_header(&mut buf, pt, false, j as u16, j * 160, 9 + step as u32);
+                    law.encode_into(&pcm, &mut buf[12..172]);
+                    relay.from_sip(t0, &buf[..172], &mut wa).unwrap();
+                }
+                SipCodec::Opus { pt } => {
+                    let p = pbx_tone.next_packet().unwrap();
+                    write_header(&mut buf, pt, false, j as u16, j * 960, 9 + step as u32);
+                    buf[12..12 + p.len()].copy_from_slice(&p);
+                    relay.from_sip(t0, &buf[..12 + p.len()], &mut wa).unwrap();
+                }
+            }
+        }
+        assert!(
+            wa.audio.len() >= before + 45,
+            "step {step}: PBX audio reached WhatsApp"
+        );
+    }
+    assert_eq!(
+        relay.wa.rx.packets, 300,
+        "WhatsApp packets counted across the changes"
+    );
+    assert_eq!(
+        relay.sip.rx.packets, 150,
+        "PBX packets counted across the changes"
+    );
+}
+
+/// A re-offer whose codec cannot be set up leaves the relay as it was.
+#[test]
+fn a_failed_codec_change_leaves_the_relay_unchanged() {
+    let t0 = Instant::now();
+    let mut relay = Relay::new(config(PCMU, None), t0).unwrap();
+    let bad = RelayConfig {
+        sip_codec: SipCodec::G711 {
+            law: Law::A,
+            pt: 8,
+            ptime_ms: 7,
+        },
+        ..config(PCMA, None)
+    };
+    assert!(relay.change_codec(bad, t0).is_err());
+    assert_eq!(relay.config().sip_codec, PCMU);
+}
+
 const DIGITS: &str = "0123456789*#";
 
 /// WhatsApp's RFC 4733 packets for `DIGITS`: 4 updates and 3 ends per digit, 8 kHz durations.

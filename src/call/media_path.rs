@@ -164,26 +164,32 @@ impl MediaPath {
         ))
     }
 
-    /// Answers a re-INVITE/UPDATE (hold, resume, new address) with our current
-    /// media: the same codec, the mirrored direction (RFC 3264 §8). `Err`
-    /// is the SIP status instead: 491 before our media is negotiated, 488
-    /// for an offer we cannot read or that drops our codec (the session
-    /// then stays as it was, RFC 3261 §14.2).
+    /// Answers a re-INVITE/UPDATE (hold, resume, a new address, another
+    /// codec; RFC 3264 §8): the call's codec while the offer keeps it, else
+    /// the first of `codecs` it has, with the relay rebuilt for it; the
+    /// mirrored direction. An offerless re-INVITE gets our current media as
+    /// the offer. `Err` is the SIP status instead: 491 before our media is
+    /// negotiated, 488 for an offer we cannot read or share no codec with,
+    /// 500 when the new codec's coder cannot be made; the session then stays
+    /// as it was (RFC 3261 §14.2).
     pub fn answer_reoffer(&mut self, offer: Option<&str>, codecs: &[Codec]) -> Result<String, u16> {
-        let current = self.negotiated.as_mut().ok_or(491u16)?;
-        let offer = match offer.map(sdp::parse) {
-            None => None,
-            Some(Ok(m)) if sdp::reoffer_keeps(current, &m) => Some(m),
-            Some(_) => return Err(488),
-        };
-        if let Some(m) = offer {
-            current.our_direction = m.direction.answer_to();
-            if !m.is_hold() || m.rtp.is_some() {
-                self.rtp.set_remote(m.rtp);
-            }
+        let current = self.negotiated.as_ref().ok_or(491u16)?;
+        if let Some(text) = offer {
+            let m = sdp::parse(text).map_err(|_| 488u16)?;
+            let next = sdp::negotiate_reoffer(current, &m, codecs).map_err(|_| 488u16)?;
+            let now = Instant::now();
             if let Some(r) = self.relay.as_mut() {
-                r.set_pbx_on_hold(m.is_hold(), Instant::now());
+                if current.relays_differently(&next) {
+                    let cfg = relay_config(&next, r.config().rtp_timeout);
+                    r.change_codec(cfg, now).map_err(|e| {
+                        tracing::warn!(error = %e, "a re-offer's codec could not be set up");
+                        500u16
+                    })?;
+                }
+                r.set_pbx_on_hold(m.is_hold(), now);
             }
+            self.rtp.set_remote(next.remote);
+            self.negotiated = Some(next);
         }
         self.local_sdp(codecs).ok_or(491)
     }

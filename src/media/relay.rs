@@ -160,6 +160,33 @@ impl Relay {
         })
     }
 
+    /// The PBX moved the call to another codec, payload type, packet time
+    /// or telephone-event in a re-offer (RFC 3264 §8.3.2): relaying goes on
+    /// with `cfg`. Our stream toward the PBX starts afresh under `cfg`'s SSRC
+    /// (RFC 7160 §4.1: a stream does not change its clock rate; the PBX's
+    /// jitter buffer starts over either way). What the call has counted and
+    /// when each side was last heard carry over, so the call record and the
+    /// media timeout do not restart. On error (no Opus coder) the relay is
+    /// left as it was.
+    pub fn change_codec(&mut self, cfg: RelayConfig, now: Instant) -> Result<(), TranscodeError> {
+        let next = Relay::new(cfg, now)?;
+        let old = std::mem::replace(self, next);
+        self.wa = old.wa;
+        self.sip = old.sip;
+        self.wa_rx = old.wa_rx;
+        self.started = old.started;
+        self.last_wa_rx = old.last_wa_rx;
+        self.last_sip_rx = old.last_sip_rx;
+        self.pbx_on_hold = old.pbx_on_hold;
+        self.timed_out = old.timed_out;
+        Ok(())
+    }
+
+    /// What the relay was built with.
+    pub fn config(&self) -> &RelayConfig {
+        &self.cfg
+    }
+
     /// One Opus packet from WhatsApp; `send` gets each datagram for the PBX.
     /// (The arguments are the RTP fields the WhatsApp leg hands over.)
     #[inline]

@@ -284,15 +284,40 @@ pub fn negotiate_answer(answer: &RemoteMedia, offered: &[Codec]) -> Result<Negot
     Ok(finish(codec, pt, answer, Direction::SendRecv))
 }
 
-/// Whether a re-offer in the call (re-INVITE/UPDATE: hold, resume, a new
-/// address) can be answered with the media we have: it must still offer our
-/// codec, since the relay does not switch codecs mid-call. Otherwise the
-/// answer is 488 and the session stays as it was (RFC 3261 §14.2).
-pub fn reoffer_keeps(current: &Negotiated, offer: &RemoteMedia) -> bool {
-    offer
+/// Answers a re-offer in the call (re-INVITE/UPDATE: hold, resume, a new
+/// address, another codec). The call's codec is kept while the offer still
+/// has it, so hold and resume never disturb the stream; otherwise the first
+/// of `prefs` the offer has is taken (RFC 3264 §8.3.2 lets a re-offer change
+/// the codec: Asterisk's direct media and transfers do). With none in
+/// common the answer is 488 and the session stays as it was
+/// (RFC 3261 §14.2). A hold without an address keeps the current one.
+pub fn negotiate_reoffer(
+    current: &Negotiated,
+    offer: &RemoteMedia,
+    prefs: &[Codec],
+) -> Result<Negotiated, SdpError> {
+    let kept = offer
         .formats
         .iter()
-        .any(|f| codec_of(f) == Some(current.codec))
+        .find(|f| codec_of(f) == Some(current.codec))
+        .map(|f| finish(current.codec, f.pt, offer, offer.direction.answer_to()));
+    let mut next = match kept {
+        Some(n) => n,
+        None => negotiate_offer(offer, prefs)?,
+    };
+    if next.remote.is_none() {
+        next.remote = current.remote;
+    }
+    Ok(next)
+}
+
+impl Negotiated {
+    /// Whether the relay must be rebuilt to go from `self` to `next`: what
+    /// goes into an RTP packet changed, not only where it goes or its direction.
+    pub fn relays_differently(&self, next: &Negotiated) -> bool {
+        (self.codec, self.pt, self.telephone_event, self.ptime)
+            != (next.codec, next.pt, next.telephone_event, next.ptime)
+    }
 }
 
 fn finish(codec: Codec, pt: u8, remote: &RemoteMedia, our_direction: Direction) -> Negotiated {
@@ -614,38 +639,85 @@ mod tests {
     }
 
     #[test]
-    fn a_re_offer_is_answered_only_while_it_keeps_our_codec() {
-        let sdp = |formats: &str, rtpmaps: &str, dir: &str| {
+    fn a_re_offer_keeps_our_codec_while_it_can_and_else_switches() {
+        let sdp = |formats: &str, rtpmaps: &str, c: &str, dir: &str| {
             parse(&format!(
-                "v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/AVP {formats}\r\n{rtpmaps}a={dir}\r\n"
+                "v=0\r\nc=IN IP4 {c}\r\nm=audio 4000 RTP/AVP {formats}\r\n{rtpmaps}a={dir}\r\n"
             ))
             .unwrap()
         };
-        let current = negotiate_offer(
-            &sdp("0 101", "a=rtpmap:101 telephone-event/8000\r\n", "sendrecv"),
-            &ALL,
-        )
-        .unwrap();
+        let te = "a=rtpmap:101 telephone-event/8000\r\n";
+        let current = negotiate_offer(&sdp("0 101", te, "192.0.2.1", "sendrecv"), &ALL).unwrap();
         assert_eq!(current.codec, Codec::Pcmu);
-        // Hold and resume, another port or payload order: still PCMU.
-        assert!(reoffer_keeps(&current, &sdp("0 101", "", "sendonly")));
-        assert!(reoffer_keeps(&current, &sdp("8 0", "", "sendrecv")));
-        // PCMU gone (a switch to G.729, or PCMA only): 488.
-        assert!(!reoffer_keeps(
+        // Hold, resume, another payload order: PCMU stays, though PCMA comes
+        // first and Opus is preferred; the relay need not change.
+        for offer in [
+            sdp("0 101", te, "192.0.2.1", "sendonly"),
+            sdp("8 0 101", te, "192.0.2.1", "sendrecv"),
+            sdp(
+                "111 0 101",
+                &format!("a=rtpmap:111 opus/48000/2\r\n{te}"),
+                "192.0.2.1",
+                "sendrecv",
+            ),
+        ] {
+            let next = negotiate_reoffer(&current, &offer, &ALL).unwrap();
+            assert_eq!(next.codec, Codec::Pcmu);
+            assert!(!current.relays_differently(&next));
+        }
+        // A hold without an address (c=0.0.0.0) keeps the current one.
+        let held = negotiate_reoffer(&current, &sdp("0", "", "0.0.0.0", "sendonly"), &ALL).unwrap();
+        assert_eq!(held.remote, current.remote);
+        assert_eq!(held.our_direction, Direction::RecvOnly);
+        // The telephone-event gone: the relay changes (no more RFC 4733 to the PBX).
+        let no_te =
+            negotiate_reoffer(&current, &sdp("0", "", "192.0.2.1", "sendrecv"), &ALL).unwrap();
+        assert!(current.relays_differently(&no_te));
+        // PCMU gone: the first of our preferences the offer has.
+        let pcma =
+            negotiate_reoffer(&current, &sdp("8 101", te, "192.0.2.1", "sendrecv"), &ALL).unwrap();
+        assert_eq!((pcma.codec, pcma.pt), (Codec::Pcma, 8));
+        assert!(current.relays_differently(&pcma));
+        let opus = negotiate_reoffer(
             &current,
-            &sdp("18", "a=rtpmap:18 G729/8000\r\n", "sendrecv")
-        ));
-        assert!(!reoffer_keeps(&current, &sdp("8", "", "sendrecv")));
-        // Opus kept under another payload type number.
-        let opus = negotiate_offer(
-            &sdp("107", "a=rtpmap:107 opus/48000/2\r\n", "sendrecv"),
+            &sdp(
+                "8 107",
+                "a=rtpmap:107 opus/48000/2\r\n",
+                "192.0.2.1",
+                "sendrecv",
+            ),
             &ALL,
         )
         .unwrap();
-        assert!(reoffer_keeps(
-            &opus,
-            &sdp("96 0", "a=rtpmap:96 opus/48000/2\r\n", "sendrecv")
-        ));
+        assert_eq!((opus.codec, opus.pt), (Codec::Opus, 107));
+        // Nothing in common (G.729 only, or a codec media.codecs leaves out): 488.
+        let g729 = sdp("18", "a=rtpmap:18 G729/8000\r\n", "192.0.2.1", "sendrecv");
+        assert!(negotiate_reoffer(&current, &g729, &ALL).is_err());
+        let pcma_only = sdp("8", "", "192.0.2.1", "sendrecv");
+        assert!(negotiate_reoffer(&current, &pcma_only, &[Codec::Pcmu]).is_err());
+        // Opus kept under another payload type number.
+        let on_opus = negotiate_offer(
+            &sdp(
+                "107",
+                "a=rtpmap:107 opus/48000/2\r\n",
+                "192.0.2.1",
+                "sendrecv",
+            ),
+            &ALL,
+        )
+        .unwrap();
+        let next = negotiate_reoffer(
+            &on_opus,
+            &sdp(
+                "0 96",
+                "a=rtpmap:96 opus/48000/2\r\n",
+                "192.0.2.1",
+                "sendrecv",
+            ),
+            &ALL,
+        )
+        .unwrap();
+        assert_eq!((next.codec, next.pt), (Codec::Opus, 96));
     }
 
     #[test]
