@@ -232,3 +232,31 @@ async fn a_pbx_answer_given_only_in_its_183_is_used() {
     assert_eq!(rows[0].end_cause.as_deref(), Some("whatsapp_terminated"));
     call.bridge.shutdown().await.unwrap();
 }
+
+/// A PBX that redirects the call (302 to extension 2001) before answering:
+/// the bridge INVITEs sip:2001@ on the same trunk (sipp checks the
+/// request-URI), the answer connects the call and audio crosses (before, the
+/// call ended as `pbx_rejected_3xx`).
+#[tokio::test]
+async fn a_redirect_from_the_pbx_is_followed_on_the_trunk() {
+    let sf = format!("{}/tests/sipp/uas_redirect.xml", env!("CARGO_MANIFEST_DIR"));
+    let (mut pbx, sip_port) = sipp_pbx(&["-sf", &sf, "-rtp_echo", "-m", "1"]).await;
+    let wati = FakeWati::start().await.unwrap();
+    let extra = format!(
+        "[trunk]\nuri = \"sip:127.0.0.1:{sip_port}\"\n[webrtc]\nport_min = 43500\nport_max = 43599\n[media]\nrtp_port_min = 23300\nrtp_port_max = 23399\n"
+    );
+    let call = support::inbound_echo_call(&wati, &extra, "wacid.redirected", &mut pbx).await;
+    assert!(
+        call.snr_db > 10.0,
+        "1 kHz back through the redirected target's echo: {:.1} dB",
+        call.snr_db
+    );
+    assert!(
+        call.pbx_status.success(),
+        "sipp saw the INVITE for sip:2001@, our ACK and BYE"
+    );
+    let rows = ended_call_records(&call.bridge.store, "wacid.redirected").await;
+    assert_eq!(rows[0].end_cause.as_deref(), Some("whatsapp_terminated"));
+    assert_eq!(rows[0].sip_code, Some(200));
+    call.bridge.shutdown().await.unwrap();
+}

@@ -18,7 +18,7 @@ use super::digest::{self, Authorization, Challenge, NonceCheck, NonceIssuer};
 use super::endpoint::{
     new_branch, random_token, ClientTxId, Endpoint, Event, Output, Peer, ServerTxId, Transport,
 };
-use super::message::{uri_of, Msg};
+use super::message::{param, split_list, uri_of, Msg};
 use super::register::{RegState, RegisterConfig, Registration};
 use super::transaction::Timers;
 
@@ -32,6 +32,54 @@ const OPTION_TAGS: &[&str] = &[];
 
 /// The option tags a request's `Require` names that the bridge does not
 /// implement. RFC 3261 §8.2.2.3: such a request gets 420 listing them.
+/// How many 3xx responses one call follows: a loop between redirecting
+/// targets ends here, with the last 3xx as the call's failure.
+pub const MAX_REDIRECTS: u8 = 3;
+
+/// Where a 3xx response sends our INVITE, the way Asterisk's
+/// `redirect_method = user` (its default) does: the user part of the most
+/// preferred Contact (highest `q`, RFC 3261 §8.1.3.4; `sip:`, `sips:` or
+/// `tel:`) replaces the user of our request-URI, and the INVITE goes to the
+/// same trunk. A PBX's answer cannot send the bridge's calls to hosts of its
+/// choosing (toll fraud, internal addresses). `None` when no Contact has a
+/// user made only of characters a SIP user may hold unescaped.
+fn redirect_uri(invite: &Msg, resp: &Msg) -> Option<String> {
+    let mut best: Option<(f32, &str)> = None;
+    for contact in resp.all("contact").into_iter().flat_map(split_list) {
+        let Some(user) = contact_user(uri_of(contact)) else {
+            continue;
+        };
+        let q = param(contact, "q")
+            .and_then(|q| q.parse::<f32>().ok())
+            .filter(|q| (0.0..=1.0).contains(q))
+            .unwrap_or(1.0);
+        if best.map_or(true, |(bq, _)| q > bq) {
+            best = Some((q, user));
+        }
+    }
+    let (_, user) = best?;
+    let current = invite.request_uri()?;
+    let (scheme, rest) = current.split_once(':')?;
+    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    Some(format!("{scheme}:{user}@{host}"))
+}
+
+/// The user of a Contact URI, if it is one we can put in a request-URI as is.
+fn contact_user(uri: &str) -> Option<&str> {
+    let user = if let Some(tel) = uri.strip_prefix("tel:") {
+        tel.split(';').next()?
+    } else {
+        let rest = uri
+            .strip_prefix("sip:")
+            .or_else(|| uri.strip_prefix("sips:"))?;
+        let (userinfo, _) = rest.split_once('@')?;
+        // user ";" parameters and ":password" are not carried over.
+        userinfo.split([';', ':']).next()?
+    };
+    let plain = |c: char| c.is_ascii_alphanumeric() || "+-_.!~*#%".contains(c);
+    (!user.is_empty() && user.len() <= 64 && user.chars().all(plain)).then_some(user)
+}
+
 fn unsupported_required(msg: &Msg) -> Vec<&str> {
     msg.all("require")
         .into_iter()
@@ -154,6 +202,8 @@ struct Call {
     peer: Peer,
     local_tag: String,
     auth_tries: u8,
+    /// 3xx responses followed so far (at most [`MAX_REDIRECTS`]).
+    redirects: u8,
     got_provisional: bool,
     /// Hang up as soon as possible (CANCEL sent or pending).
     hangup_requested: bool,
@@ -404,6 +454,7 @@ impl SipUa {
                 peer,
                 local_tag: tag,
                 auth_tries: 0,
+                redirects: 0,
                 got_provisional: false,
                 hangup_requested: false,
                 cancel_sent: false,
@@ -470,6 +521,44 @@ impl SipUa {
         }
         let peer = c.peer;
         let tx = self.ep.send_request(now, m, peer);
+        self.by_client.insert(tx, call);
+    }
+
+    /// Sends our INVITE again after a final response that asks for it (a
+    /// digest challenge, a redirect): same Call-ID, From and To, the next
+    /// CSeq and a new branch (RFC 3261 §8.1.3.4, §22.2), optionally to a
+    /// new request-URI or with a new credentials header.
+    fn resend_invite(
+        &mut self,
+        now: Instant,
+        call: CallRef,
+        request_uri: Option<String>,
+        credentials: Option<(&str, String)>,
+    ) {
+        let via_host = self.cfg.via_host.clone();
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let mut inv = c.invite.clone();
+        let cseq = inv.cseq().0 + 1;
+        inv.headers.retain(|(k, _)| {
+            k != "authorization" && k != "proxy-authorization" && k != "via" && k != "cseq"
+        });
+        inv.headers
+            .insert(0, ("via".into(), via_line(&via_host, c.peer.transport)));
+        inv.push("cseq", format!("{cseq} INVITE"));
+        if let Some(uri) = request_uri {
+            inv.start = format!("INVITE {uri} SIP/2.0");
+        }
+        if let Some((name, value)) = credentials {
+            inv.push(name, value);
+        }
+        c.invite = inv.clone();
+        let peer = c.peer;
+        let tx = self.ep.send_request(now, inv, peer);
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.invite_client = Some(tx);
+        }
         self.by_client.insert(tx, call);
     }
 
@@ -572,33 +661,33 @@ impl SipUa {
                     }
                 };
                 c.auth_tries += 1;
-                let mut inv = c.invite.clone();
-                let cseq = inv.cseq().0 + 1;
-                inv.headers.retain(|(k, _)| {
-                    k != "authorization" && k != "proxy-authorization" && k != "via" && k != "cseq"
-                });
-                inv.headers.insert(
-                    0,
-                    ("via".into(), via_line(&self.cfg.via_host, c.peer.transport)),
-                );
-                inv.push("cseq", format!("{cseq} INVITE"));
-                let uri = inv.request_uri().unwrap_or("").to_string();
+                let uri = c.invite.request_uri().unwrap_or("").to_string();
                 let auth = digest::authorize(&ch, &user, &pass, "INVITE", &uri, &random_token(), 1);
-                inv.push(
-                    if code == 401 {
-                        "authorization"
-                    } else {
-                        "proxy-authorization"
-                    },
-                    auth,
-                );
-                c.invite = inv.clone();
-                let peer = c.peer;
-                let new_tx = self.ep.send_request(now, inv, peer);
-                if let Some(c) = self.calls.get_mut(&call) {
-                    c.invite_client = Some(new_tx);
+                let name = if code == 401 {
+                    "authorization"
+                } else {
+                    "proxy-authorization"
+                };
+                self.resend_invite(now, call, None, Some((name, auth)));
+            }
+            300..=399 if c.redirects < MAX_REDIRECTS && !c.hangup_requested => {
+                match redirect_uri(&c.invite, &msg) {
+                    Some(uri) => {
+                        tracing::info!(code, to = %uri, "the PBX redirected our INVITE; following it on the trunk");
+                        c.redirects += 1;
+                        // A new request-URI: the digest exchange starts over.
+                        c.auth_tries = 0;
+                        self.resend_invite(now, call, Some(uri), None);
+                    }
+                    None => {
+                        c.state = State::Ended;
+                        self.emit(UaEvent::Failed {
+                            call,
+                            code,
+                            reason: "redirect without a usable Contact".into(),
+                        });
+                    }
                 }
-                self.by_client.insert(new_tx, call);
             }
             _ => {
                 c.state = State::Ended;
@@ -930,6 +1019,7 @@ impl SipUa {
                         peer: source,
                         local_tag: tag,
                         auth_tries: 0,
+                        redirects: 0,
                         got_provisional: false,
                         hangup_requested: false,
                         cancel_sent: false,
@@ -1598,6 +1688,153 @@ mod tests {
             .expect("BYE");
         assert_eq!(to.transport, Transport::Tcp);
         assert!(bye.header("via").unwrap().starts_with("SIP/2.0/TCP "));
+    }
+
+    /// Places a call to the trunk and returns it with the INVITE sent.
+    fn placed_call(ua: &mut SipUa, now: Instant) -> (CallRef, Msg) {
+        let call = ua.invite(
+            now,
+            Invite {
+                request_uri: "sip:ivr@127.0.0.1:5099;user=phone",
+                from: "<sip:+15551234567@wa.example.com>",
+                to: "<sip:ivr@127.0.0.1:5099>",
+                headers: &[("x-wa-call-id", "wacid.1".to_string())],
+                sdp: "v=0\r\n",
+                peer: pbx_peer(),
+            },
+        );
+        let invite = sent(ua).into_iter().next().expect("our INVITE");
+        (call, invite)
+    }
+
+    fn redirect(invite: &Msg, code: u16, contacts: &[&str]) -> Msg {
+        let mut r = Msg::response_to(invite, code, "Moved Temporarily", Some("pbx-tag"));
+        for c in contacts {
+            r.push("contact", *c);
+        }
+        r
+    }
+
+    /// A 3xx from the PBX (Asterisk's Transfer() before answering, a
+    /// FreeSWITCH redirect) is followed as Asterisk's `redirect_method =
+    /// user` does: the Contact with the highest q gives the new user, the
+    /// INVITE goes again to the same trunk with the same Call-ID, From tag,
+    /// To and body, the next CSeq and a new branch (RFC 3261 §8.1.3.4). The
+    /// call layer sees nothing until the new target answers.
+    #[test]
+    fn a_redirect_is_followed_on_the_trunk_with_the_best_contacts_user() {
+        let t0 = Instant::now();
+        let mut ua = test_ua();
+        let (call, first) = placed_call(&mut ua, t0);
+        let r = redirect(
+            &first,
+            302,
+            &[
+                "<sip:2001@10.9.9.9:5060>;q=0.5, <sip:+442071234567@other.example.com;user=phone>;q=0.9",
+                "<sip:3001@10.9.9.9>;q=0.1",
+            ],
+        );
+        let (sent, events) = exchange(&mut ua, t0, &r);
+        assert!(events.is_empty(), "{events:?}");
+        let again = sent
+            .iter()
+            .find(|m| m.method() == Some("INVITE"))
+            .expect("a new INVITE");
+        assert_eq!(
+            again.request_uri(),
+            Some("sip:+442071234567@127.0.0.1:5099;user=phone"),
+            "the best Contact's user, on our trunk"
+        );
+        assert_eq!(again.call_id(), first.call_id());
+        assert_eq!(again.from_tag(), first.from_tag());
+        assert_eq!(again.header("to"), first.header("to"));
+        assert_eq!(again.cseq(), (first.cseq().0 + 1, "INVITE"));
+        assert_ne!(again.branch(), first.branch());
+        assert_eq!(again.header("x-wa-call-id"), Some("wacid.1"));
+        assert_eq!(again.body, first.body);
+        // The ACK of the 3xx went to the first transaction (RFC 3261 §17.1.1.3).
+        assert!(sent
+            .iter()
+            .any(|m| m.method() == Some("ACK") && m.branch() == first.branch()));
+        // The new target answers: the call layer sees the answer.
+        let mut ok = Msg::response_to(again, 200, "OK", Some("agent-tag"));
+        ok.push("contact", "<sip:agent@127.0.0.1:5099>")
+            .with_body("application/sdp", b"v=0\r\n".to_vec());
+        let (_, events) = exchange(&mut ua, t0, &ok);
+        assert!(
+            matches!(events.as_slice(), [UaEvent::Answered { call: c, .. }] if *c == call),
+            "{events:?}"
+        );
+    }
+
+    /// Redirects end the call when they cannot be followed: a Contact
+    /// without a usable user (a host only, characters that would change the
+    /// URI), or a loop past MAX_REDIRECTS.
+    #[test]
+    fn redirects_that_cannot_be_followed_fail_the_call_with_the_3xx() {
+        let t0 = Instant::now();
+        for contact in [
+            "<sip:10.9.9.9:5060>",
+            "<sip:2001%20x>",
+            "<mailto:ops@example.com>",
+            "<sip:20 01@10.9.9.9>",
+            "*",
+        ] {
+            let mut ua = test_ua();
+            let (_, first) = placed_call(&mut ua, t0);
+            let (sent, events) = exchange(&mut ua, t0, &redirect(&first, 302, &[contact]));
+            assert!(
+                !sent.iter().any(|m| m.method() == Some("INVITE")),
+                "{contact}: not followed"
+            );
+            assert!(
+                matches!(events.as_slice(), [UaEvent::Failed { code: 302, .. }]),
+                "{contact}: {events:?}"
+            );
+        }
+        let mut ua = test_ua();
+        let (_, mut invite) = placed_call(&mut ua, t0);
+        for n in 0..=MAX_REDIRECTS {
+            let (sent, events) =
+                exchange(&mut ua, t0, &redirect(&invite, 301, &["<sip:2001@pbx>"]));
+            match sent.into_iter().find(|m| m.method() == Some("INVITE")) {
+                Some(next) => {
+                    assert!(n < MAX_REDIRECTS);
+                    invite = next;
+                }
+                None => {
+                    assert_eq!(n, MAX_REDIRECTS, "followed {MAX_REDIRECTS} times");
+                    assert!(matches!(
+                        events.as_slice(),
+                        [UaEvent::Failed { code: 301, .. }]
+                    ));
+                }
+            }
+        }
+    }
+
+    /// A tel: Contact gives its number; a sip: user's parameters and
+    /// password are not carried over.
+    #[test]
+    fn a_redirects_user_comes_from_sip_sips_or_tel_contacts() {
+        let invite = Msg::request("INVITE", "sip:ivr@pbx.example.com:5080");
+        for (contact, want) in [
+            (
+                "<tel:+15559876543;phone-context=x>",
+                Some("sip:+15559876543@pbx.example.com:5080"),
+            ),
+            ("<sips:2001;npdi@h>", Some("sip:2001@pbx.example.com:5080")),
+            (
+                "\"Desk\" <sip:2001:secret@h>;expires=60",
+                Some("sip:2001@pbx.example.com:5080"),
+            ),
+            ("sip:*97@h", Some("sip:*97@pbx.example.com:5080")),
+            ("<sip:>@h>", None),
+        ] {
+            let mut r = Msg::response_to(&invite, 302, "Moved", None);
+            r.push("contact", contact);
+            assert_eq!(redirect_uri(&invite, &r).as_deref(), want, "{contact}");
+        }
     }
 
     #[test]
