@@ -8,22 +8,24 @@
 //! SDP answer → ICE/DTLS up → 200 with our RTP answer → relay. Every way out
 //! gives the PBX a final response or a BYE and ends the WhatsApp side.
 //!
-//! The steps up to placing the call are here; from then on the call's rules
-//! live in the sans-IO [`super::outbound_state`], which this task feeds and
-//! whose actions it carries out.
+//! The call's rules, from the INVITE on, live in the sans-IO
+//! [`super::outbound_state`]; this task carries out its steps (the Wati
+//! requests, the ports and our WebRTC offer, the SIP responses) and feeds it
+//! what happens.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
 use super::media_path::{MediaPath, PathEvent};
-use super::outbound_state::{Action, Input, OutboundState};
+use super::outbound_state::{Action, Input, MediaSetup, OutboundState};
 use super::registry::{CallCommand, ENDING};
-use super::{cold, ending, finish, media_only, save_dialog, CallCtx, Ending};
+use super::{cold, finish, media_only, save_dialog, CallCtx, Ending};
 use crate::config::Settings;
 use crate::ids::{WaCallId, Waid};
 use crate::media::socket::RtpSocket;
@@ -198,77 +200,6 @@ pub(super) fn final_for_status(status: OutboundStatus) -> Option<Final> {
     }
 }
 
-/// Something that ended the call while a Wati request was in flight.
-#[derive(Debug)]
-enum Interrupt {
-    PbxCancelled,
-    /// The SIP side is gone (BYE after a 2xx, no ACK, or the SIP task ended).
-    SipGone(String),
-    Hangup(&'static str),
-    Terminated,
-}
-
-/// Runs a Wati request to completion (its own timeout bounds it) while
-/// watching for the PBX cancelling and for hang-up commands; webhooks that
-/// arrive meanwhile are queued. Finishing the request even when the call is
-/// cancelled means an outbound call Wati placed is never left unterminated.
-async fn watching<T>(
-    fut: impl Future<Output = T>,
-    sip_events: &mut mpsc::Receiver<UaEvent>,
-    commands: &mut mpsc::Receiver<CallCommand>,
-    queued: &mut VecDeque<CallCommand>,
-) -> (T, Option<Interrupt>) {
-    tokio::pin!(fut);
-    let mut interrupt = None;
-    let mut sip_open = true;
-    let mut cmd_open = true;
-    loop {
-        tokio::select! {
-            out = &mut fut => return (out, interrupt),
-            ev = sip_events.recv(), if sip_open && interrupt.is_none() => match ev {
-                Some(UaEvent::Ended { cause: SipEnd::PeerCancel, .. }) => interrupt = Some(Interrupt::PbxCancelled),
-                Some(UaEvent::Ended { cause, .. }) => interrupt = Some(Interrupt::SipGone(format!("{cause:?}"))),
-                Some(_) => {}
-                None => {
-                    sip_open = false;
-                    interrupt = Some(Interrupt::SipGone("sip_gone".into()));
-                }
-            },
-            cmd = commands.recv(), if cmd_open && interrupt.is_none() => match cmd {
-                Some(CallCommand::Hangup(why)) => interrupt = Some(Interrupt::Hangup(why)),
-                Some(CallCommand::Terminated) => interrupt = Some(Interrupt::Terminated),
-                Some(c) => queued.push_back(c),
-                None => cmd_open = false,
-            },
-        }
-    }
-}
-
-/// The call ended while a Wati request was in flight.
-async fn interrupted(ctx: &CallCtx, call: CallRef, i: Interrupt) -> Ending {
-    match i {
-        Interrupt::PbxCancelled => ending("pbx_cancel", Some(487), true),
-        Interrupt::SipGone(cause) => ending(format!("sip: {cause}"), None, true),
-        Interrupt::Hangup(why) => {
-            // Not answered yet: the SIP side rejects with 480.
-            ctx.sip.hangup(call).await;
-            ending(why, Some(480), true)
-        }
-        Interrupt::Terminated => {
-            let f = declined();
-            ctx.sip
-                .reject(
-                    call,
-                    f.code,
-                    f.phrase,
-                    vec![reason_header(f.code, f.reason.as_deref().unwrap_or(""))],
-                )
-                .await;
-            ending("whatsapp_terminated", Some(603), false)
-        }
-    }
-}
-
 pub(super) fn declined() -> Final {
     final_(
         603,
@@ -332,6 +263,49 @@ pub async fn run(
     cold(finish(&ctx, "outbound", record, end, path)).await;
 }
 
+/// Binds the call's WebRTC port and RTP pair and makes our WebRTC offer.
+fn prepare_media(ctx: &CallCtx) -> Result<(MediaPath, String), MediaSetup> {
+    let s = &ctx.settings;
+    let (udp, lease) = bind_udp(&ctx.webrtc_ports, s.webrtc.bind_ip)
+        .map_err(|e| MediaSetup::NoWebrtcPort(e.to_string()))?;
+    let local = udp.local_addr().map_err(|_| MediaSetup::WebrtcSocket)?;
+    let udp = tokio::net::UdpSocket::from_std(udp).map_err(|_| MediaSetup::WebrtcSocket)?;
+    let advertised = SocketAddr::new(s.webrtc.public_ip, local.port());
+    let (leg, offer) = WaLeg::offer(LegConfig::new(local, advertised), Instant::now())
+        .map_err(|e| MediaSetup::WebrtcOffer(e.to_string()))?;
+    let rtp = RtpSocket::bind(&ctx.rtp_ports, s.media.rtp_ip)
+        .map_err(|e| MediaSetup::NoRtpPort(e.to_string()))?;
+    let path = MediaPath::new(
+        LegSocket::new(udp, leg, Some(lease)),
+        rtp,
+        s.media.public_ip,
+    );
+    Ok((path, offer))
+}
+
+/// The media path's next event, once the call has one.
+async fn next_path_event(path: &mut Option<MediaPath>) -> PathEvent {
+    match path {
+        Some(p) => p.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A Wati request in flight, and what its outcome feeds the state machine.
+type Request<'a> = Pin<Box<dyn Future<Output = Input> + Send + 'a>>;
+
+async fn in_flight(request: &mut Option<Request<'_>>) -> Input {
+    match request {
+        Some(r) => r.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Carries out the call: the Wati requests and the media set-up the state
+/// machine asks for, the SIP side, the media path; everything that happens
+/// is fed to [`OutboundState`]. A Wati request runs to completion while the
+/// PBX's events and hang-up commands keep arriving (the machine holds what
+/// would end the call until the request is back).
 #[allow(clippy::too_many_arguments)]
 async fn run_call(
     ctx: &CallCtx,
@@ -339,251 +313,96 @@ async fn run_call(
     inc: &mut IncomingInvite,
     waid: Result<Waid, NotAWaid>,
     commands: &mut mpsc::Receiver<CallCommand>,
-    path_slot: &mut Option<MediaPath>,
+    path: &mut Option<MediaPath>,
     wa_call: &mut Option<WaCallId>,
     record: Option<i64>,
     started: Instant,
 ) -> Ending {
     let s = &ctx.settings;
     let call = inc.call;
-    // Refuses the INVITE with a final response; the WhatsApp side is ended too
-    // when a call was placed there.
-    let refuse = |f: Final, cause: String| {
-        let sip = ctx.sip.clone();
-        ctx.registry.set_state(live_id, ENDING);
-        async move {
-            let mut headers = Vec::new();
-            if let Some(r) = &f.reason {
-                headers.push(reason_header(f.code, r));
-            }
-            sip.reject(call, f.code, f.phrase, headers).await;
-            ending(cause, Some(f.code), true)
-        }
-    };
-
-    // 1. Who is called.
-    let waid = match waid {
-        Ok(w) => w,
-        Err(NotAWaid(why)) => {
-            return refuse(
-                final_(
-                    404,
-                    "Not Found",
-                    Some(format!("not a WhatsApp number: {why}")),
-                ),
-                "not_a_waid".into(),
-            )
-            .await
-        }
-    };
-    // 2. The PBX's media offer must have a codec we take.
-    let negotiated = match pbx_offer(&inc.invite, s) {
-        Ok(n) => n,
-        Err(e) => {
-            return refuse(
-                final_(488, "Not Acceptable Here", Some(e.to_string())),
-                format!("pbx_sdp: {e}"),
-            )
-            .await
-        }
-    };
-    tracing::info!(%waid, source = %inc.source.addr, codec = negotiated.as_ref().map(|n| n.codec.name()), "call from the PBX to a WhatsApp user");
-
-    // 3. Call permission.
-    let mut queued = VecDeque::new();
-    let (permit, interrupt) = cold(watching(
-        check_permission(ctx, &waid),
-        &mut inc.events,
-        commands,
-        &mut queued,
-    ))
-    .await;
-    if let Some(i) = interrupt {
-        return interrupted(ctx, call, i).await;
+    let offer = pbx_offer(&inc.invite, s).map_err(|e| e.to_string());
+    if let (Ok(w), Ok(n)) = (&waid, &offer) {
+        tracing::info!(waid = %w, source = %inc.source.addr, codec = n.as_ref().map(|n| n.codec.name()), "call from the PBX to a WhatsApp user");
     }
-    match permit {
-        Ok(Permit::Granted) => {}
-        Ok(Permit::Refused(outcome)) => {
-            tracing::info!(%waid, ?outcome, "no call permission");
-            return refuse(
-                final_(403, "Forbidden", Some(outcome.reason().to_string())),
-                format!("no_permission ({outcome:?})"),
-            )
-            .await;
-        }
-        Err(e) => {
-            return refuse(
-                final_(502, "Bad Gateway", Some(format!("Wati: {e}"))),
-                format!("wati_permission: {e}"),
-            )
-            .await
-        }
-    }
-
-    // 4. Our WebRTC offer and the PBX's RTP socket.
-    let (udp, lease) = match bind_udp(&ctx.webrtc_ports, s.webrtc.bind_ip) {
-        Ok(x) => x,
-        Err(e) => {
-            return refuse(
-                final_(
-                    503,
-                    "Service Unavailable",
-                    Some("no WebRTC port free".to_string()),
-                ),
-                format!("webrtc_ports: {e}"),
-            )
-            .await
-        }
-    };
-    let Ok(local) = udp.local_addr() else {
-        return refuse(
-            final_(500, "Server Internal Error", None),
-            "webrtc_socket".into(),
-        )
-        .await;
-    };
-    let Ok(udp) = tokio::net::UdpSocket::from_std(udp) else {
-        return refuse(
-            final_(500, "Server Internal Error", None),
-            "webrtc_socket".into(),
-        )
-        .await;
-    };
-    let advertised = SocketAddr::new(s.webrtc.public_ip, local.port());
-    let (leg, offer) = match WaLeg::offer(LegConfig::new(local, advertised), Instant::now()) {
-        Ok(x) => x,
-        Err(e) => {
-            return refuse(
-                final_(500, "Server Internal Error", None),
-                format!("webrtc_offer: {e}"),
-            )
-            .await
-        }
-    };
-    let rtp = match RtpSocket::bind(&ctx.rtp_ports, s.media.rtp_ip) {
-        Ok(r) => r,
-        Err(e) => {
-            return refuse(
-                final_(
-                    503,
-                    "Service Unavailable",
-                    Some("no RTP port free".to_string()),
-                ),
-                format!("rtp_ports: {e}"),
-            )
-            .await
-        }
-    };
-    let path = path_slot.insert(MediaPath::new(
-        LegSocket::new(udp, leg, Some(lease)),
-        rtp,
-        s.media.public_ip,
-    ));
-
-    // 5. Place the call at Wati.
-    let (placed, interrupt) = cold(watching(
-        ctx.wati.outbound_call(&waid, &offer),
-        &mut inc.events,
-        commands,
-        &mut queued,
-    ))
-    .await;
-    let wa_id = match placed {
-        Ok(id) => id,
-        Err(e) => {
-            if let Some(i) = interrupt {
-                return interrupted(ctx, call, i).await;
-            }
-            return refuse(
-                final_(502, "Bad Gateway", Some(format!("Wati: {e}"))),
-                format!("wati_outbound_call: {e}"),
-            )
-            .await;
-        }
-    };
-    *wa_call = Some(wa_id.clone());
-    if let Some(id) = record {
-        let _ = ctx
-            .store
-            .set_call_ids(id, Some(wa_id.to_string()), None)
-            .await;
-    }
-    queued.extend(ctx.registry.bind_wa(live_id, wa_id.clone()));
-    if let Some(i) = interrupt {
-        return interrupted(ctx, call, i).await;
-    }
-    ctx.registry.set_state(live_id, "calling");
-    tracing::info!(%waid, wa_call_id = %wa_id, "WhatsApp call placed");
-
-    // 6. Ringing, the user's answer, media up, then the call itself: the
-    // rules are in `OutboundState`; this loop turns what happens into its
-    // inputs and carries out its actions.
+    let called = waid.as_ref().map(|_| ()).map_err(Clone::clone);
+    let mut state = OutboundState::new(called, offer, &s.media.codecs);
     let ring_deadline = tokio::time::Instant::from_std(started + s.calls.ring_timeout);
-    let mut state = OutboundState::new(negotiated, &s.media.codecs);
+    let mut request: Option<Request<'_>> = None;
+    let mut webrtc_offer = String::new();
+    let mut queued: VecDeque<CallCommand> = VecDeque::new();
+    let (mut sip_open, mut commands_open) = (true, true);
     loop {
-        let next_cmd = async {
-            match queued.pop_front() {
-                Some(c) => Some(c),
-                None => commands.recv().await,
-            }
-        };
-        let input = tokio::select! {
-            _ = tokio::time::sleep_until(ring_deadline), if state.awaiting_answer() => {
-                tracing::info!(wa_call_id = %wa_id, "no answer within calls.ring_timeout_s");
-                Input::RingTimeout
-            }
-            cmd = next_cmd => match cmd {
-                Some(CallCommand::Status(st)) => Input::Status(st),
-                Some(CallCommand::Answer(sdp)) => Input::WhatsAppAnswer(sdp),
-                Some(CallCommand::Terminated) => Input::WhatsAppTerminated,
-                Some(CallCommand::Hangup(why)) => Input::Hangup(why),
-                None => Input::CallLayerGone,
-            },
-            ev = path.next() => match ev {
-                PathEvent::Connected => Input::LegConnected,
-                PathEvent::LegEnded(cause) => Input::LegEnded(cause),
-                PathEvent::Timeout(t) => Input::MediaTimeout(t),
-            },
-            ev = inc.events.recv() => match ev {
-                None => Input::SipGone,
-                Some(ev) => match media_only(ctx, path, call, ev).await {
-                    Some(UaEvent::Ended { cause: SipEnd::PeerCancel, .. }) => Input::PbxCancelled,
-                    Some(UaEvent::Ended { cause: SipEnd::PeerBye, .. }) => Input::PbxBye,
-                    Some(UaEvent::Ended { cause, .. }) => Input::SipEnded { cause: format!("{cause:?}") },
-                    // Our 200 was acknowledged.
-                    Some(UaEvent::Answered { sdp, .. }) => Input::PbxAck { sdp },
-                    _ => continue,
-                },
-            },
-        };
-        state.handle(input);
         while let Some(action) = state.poll_action() {
             match action {
+                Action::CheckPermission => {
+                    if let Ok(w) = &waid {
+                        let w = w.clone();
+                        request = Some(Box::pin(async move {
+                            let p = check_permission(ctx, &w).await;
+                            if let Ok(Permit::Refused(outcome)) = &p {
+                                tracing::info!(waid = %w, ?outcome, "no call permission");
+                            }
+                            Input::Permission(p.map_err(|e| e.to_string()))
+                        }));
+                    }
+                }
+                Action::PrepareMedia => {
+                    let prepared = prepare_media(ctx).map(|(p, offer)| {
+                        *path = Some(p);
+                        webrtc_offer = offer;
+                    });
+                    state.handle(Input::MediaPrepared(prepared));
+                }
+                Action::PlaceCall => {
+                    if let Ok(w) = &waid {
+                        let (w, offer) = (w.clone(), webrtc_offer.clone());
+                        request = Some(Box::pin(async move {
+                            let placed = ctx.wati.outbound_call(&w, &offer).await;
+                            Input::Placed(placed.map_err(|e| e.to_string()))
+                        }));
+                    }
+                }
+                Action::CallPlaced(id) => {
+                    tracing::info!(wa_call_id = %id, "WhatsApp call placed");
+                    if let Some(r) = record {
+                        let _ = ctx.store.set_call_ids(r, Some(id.to_string()), None).await;
+                    }
+                    queued.extend(ctx.registry.bind_wa(live_id, id.clone()));
+                    *wa_call = Some(id);
+                }
                 Action::Ring => ctx.sip.ring(call, None).await,
                 Action::ShowState(name) => ctx.registry.set_state(live_id, name),
                 Action::ApplyAnswer(sdp) => {
-                    let applied = path
-                        .leg
-                        .leg()
-                        .apply_answer(Instant::now(), &sdp)
-                        .map_err(|e| e.to_string());
+                    let applied = match path.as_mut() {
+                        Some(p) => p
+                            .leg
+                            .leg()
+                            .apply_answer(Instant::now(), &sdp)
+                            .map_err(|e| e.to_string()),
+                        None => Err("no WhatsApp leg".to_string()),
+                    };
                     state.handle(Input::AnswerApplied(applied));
                 }
                 Action::StartRelay(n) => {
-                    let relay = path
-                        .start_relay(n, s.media.rtp_timeout)
-                        .map_err(|e| e.to_string());
+                    let relay = match path.as_mut() {
+                        Some(p) => p
+                            .start_relay(n, s.media.rtp_timeout)
+                            .map_err(|e| e.to_string()),
+                        None => Err("no media path".to_string()),
+                    };
                     if relay.is_ok() {
-                        tracing::info!(wa_call_id = %wa_id, codec = ?path.codec().map(|c| c.name()), "relaying media with the PBX");
+                        tracing::info!(wa_call_id = ?wa_call.as_ref().map(|w| w.as_str()), codec = ?path.as_ref().and_then(|p| p.codec()).map(|c| c.name()), "relaying media with the PBX");
                     }
                     state.handle(Input::RelayStarted(relay));
                 }
                 Action::AnswerPbx { offer } => {
-                    let ours = if offer {
-                        Some(path.offer_sdp(&s.media.codecs))
-                    } else {
-                        path.local_sdp(&s.media.codecs)
-                    };
+                    let ours = path.as_mut().and_then(|p| {
+                        if offer {
+                            Some(p.offer_sdp(&s.media.codecs))
+                        } else {
+                            p.local_sdp(&s.media.codecs)
+                        }
+                    });
                     let sent = ours.is_some();
                     if let Some(sdp) = ours {
                         ctx.sip.answer(call, sdp).await;
@@ -597,7 +416,7 @@ async fn run_call(
                     if let Some(id) = record {
                         let _ = ctx.store.call_answered(id, now_ms()).await;
                     }
-                    tracing::info!(wa_call_id = %wa_id, codec = ?path.codec().map(|c| c.name()), "WhatsApp user answered; 200 to the PBX");
+                    tracing::info!(wa_call_id = ?wa_call.as_ref().map(|w| w.as_str()), codec = ?path.as_ref().and_then(|p| p.codec()).map(|c| c.name()), "WhatsApp user answered; 200 to the PBX");
                 }
                 Action::SaveDialog => save_dialog(ctx, record, call).await,
                 Action::Reject(f) => {
@@ -611,12 +430,71 @@ async fn run_call(
                     ctx.sip.reject(call, f.code, f.phrase, headers).await;
                 }
                 Action::HangUpPbx => ctx.sip.hangup(call).await,
-                Action::CloseLeg => path.leg.leg().close(),
+                Action::CloseLeg => {
+                    if let Some(p) = path.as_mut() {
+                        p.leg.leg().close();
+                    }
+                }
             }
         }
         if let Some(end) = state.ending() {
             return end;
         }
+        let commands_ready = commands_open || !queued.is_empty();
+        let next_cmd = async {
+            match queued.pop_front() {
+                Some(c) => Some(c),
+                None => commands.recv().await,
+            }
+        };
+        let input = tokio::select! {
+            done = in_flight(&mut request), if request.is_some() => {
+                request = None;
+                done
+            }
+            _ = tokio::time::sleep_until(ring_deadline), if state.awaiting_answer() => {
+                tracing::info!(wa_call_id = ?wa_call.as_ref().map(|w| w.as_str()), "no answer within calls.ring_timeout_s");
+                Input::RingTimeout
+            }
+            cmd = next_cmd, if commands_ready => match cmd {
+                Some(CallCommand::Status(st)) => Input::Status(st),
+                Some(CallCommand::Answer(sdp)) => Input::WhatsAppAnswer(sdp),
+                Some(CallCommand::Terminated) => Input::WhatsAppTerminated,
+                Some(CallCommand::Hangup(why)) => Input::Hangup(why),
+                None => {
+                    commands_open = false;
+                    Input::CallLayerGone
+                }
+            },
+            ev = next_path_event(path), if state.is_placed() => match ev {
+                PathEvent::Connected => Input::LegConnected,
+                PathEvent::LegEnded(cause) => Input::LegEnded(cause),
+                PathEvent::Timeout(t) => Input::MediaTimeout(t),
+            },
+            ev = inc.events.recv(), if sip_open => match ev {
+                None => {
+                    sip_open = false;
+                    Input::SipGone
+                }
+                Some(ev) => {
+                    let ev = match path.as_mut() {
+                        Some(p) => media_only(ctx, p, call, ev).await,
+                        None => Some(ev),
+                    };
+                    match ev {
+                        Some(UaEvent::Ended { cause: SipEnd::PeerCancel, .. }) => Input::PbxCancelled,
+                        Some(UaEvent::Ended { cause: SipEnd::PeerBye, .. }) => Input::PbxBye,
+                        Some(UaEvent::Ended { cause, .. }) => Input::SipEnded { cause: format!("{cause:?}") },
+                        // Our 200 was acknowledged.
+                        Some(UaEvent::Answered { sdp, .. }) => Input::PbxAck { sdp },
+                        _ => continue,
+                    }
+                }
+            },
+            // Nothing left that could move the call on.
+            else => Input::CallLayerGone,
+        };
+        state.handle(input);
     }
 }
 

@@ -1,26 +1,76 @@
-//! An outbound call once it is placed at Wati, as a sans-IO state machine:
-//! fed the WhatsApp user's progress (status webhooks, their SDP answer, the
-//! leg connecting), the PBX's side (CANCEL, BYE, the ACK of our 200), the
-//! ring timeout and the outcome of its own steps, it says what to do and
-//! how the call ended. No sockets, no clock, no awaits: the rules of
-//! design.md §2 ("Outbound", "Every way a call ends") are unit tests below.
-//! [`super::outbound`] sets the call up (who is called, permission, the
-//! WebRTC offer, placing the call) and then drives this machine.
+//! An outbound call as a sans-IO state machine, from the PBX's INVITE to
+//! the end: fed who is called and the PBX's offer, the outcome of its own
+//! steps (the permission check, the media set-up, placing the call at
+//! Wati, the user's answer applied, the relay, our 200), the WhatsApp
+//! user's progress (status webhooks, their SDP answer, the leg connecting),
+//! the PBX's side (CANCEL, BYE, the ACK of our 200) and the ring timeout,
+//! it says what to do and how the call ended. No sockets, no clock, no
+//! awaits: the rules of design.md §2 ("Outbound", "Every way a call ends")
+//! are unit tests below. [`super::outbound`] carries out the steps (the
+//! Wati requests, binding ports) and drives this machine.
 //!
 //! Re-offers and SIP INFO key presses change no call state; the driver
 //! hands them straight to the media path.
 
-use super::outbound::{declined, final_, final_for_status, Final};
+use super::outbound::{declined, final_, final_for_status, Final, NotAWaid, Permit};
 use super::{ending, Ending, Steps};
 use crate::config::Codec;
+use crate::ids::WaCallId;
 use crate::media::relay::MediaTimeout;
 use crate::sip::sdp::{self, Negotiated};
 use crate::wati::OutboundStatus;
 use crate::webrtc::EndCause as LegEnd;
 
+/// Why the call's media could not be set up before placing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaSetup {
+    NoWebrtcPort(String),
+    WebrtcSocket,
+    WebrtcOffer(String),
+    NoRtpPort(String),
+}
+
+impl MediaSetup {
+    /// The PBX's final response and the record's cause.
+    fn refusal(&self) -> (Final, String) {
+        match self {
+            MediaSetup::NoWebrtcPort(e) => (
+                final_(
+                    503,
+                    "Service Unavailable",
+                    Some("no WebRTC port free".to_string()),
+                ),
+                format!("webrtc_ports: {e}"),
+            ),
+            MediaSetup::WebrtcSocket => (
+                final_(500, "Server Internal Error", None),
+                "webrtc_socket".to_string(),
+            ),
+            MediaSetup::WebrtcOffer(e) => (
+                final_(500, "Server Internal Error", None),
+                format!("webrtc_offer: {e}"),
+            ),
+            MediaSetup::NoRtpPort(e) => (
+                final_(
+                    503,
+                    "Service Unavailable",
+                    Some("no RTP port free".to_string()),
+                ),
+                format!("rtp_ports: {e}"),
+            ),
+        }
+    }
+}
+
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
+    /// The outcome of [`Action::CheckPermission`] (`Err`: Wati's error).
+    Permission(Result<Permit, String>),
+    /// The outcome of [`Action::PrepareMedia`].
+    MediaPrepared(Result<(), MediaSetup>),
+    /// The outcome of [`Action::PlaceCall`]: Wati's id for the call.
+    Placed(Result<WaCallId, String>),
     /// `calls.ring_timeout_s` passed without the user's answer.
     RingTimeout,
     /// An Outbound Call Status webhook.
@@ -63,6 +113,17 @@ pub enum Input {
 /// What to do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
+    /// Check the user's call permission (cache, Wati, a permission request
+    /// when allowed); feed [`Input::Permission`] back.
+    CheckPermission,
+    /// Bind the call's ports and make our WebRTC offer; feed
+    /// [`Input::MediaPrepared`] back.
+    PrepareMedia,
+    /// Place the call at Wati with our offer; feed [`Input::Placed`] back.
+    PlaceCall,
+    /// Wati placed the call under this id: record it, and route the
+    /// call's webhooks here.
+    CallPlaced(WaCallId),
     /// `180 Ringing` to the PBX.
     Ring,
     /// The state the admin API shows.
@@ -91,6 +152,10 @@ pub enum Action {
 /// Where the call is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    /// Checking the permission, then setting the media up.
+    Permission,
+    /// Wati's outbound-call request is in flight.
+    Placing,
     /// Placed at Wati; no SDP answer from the user yet.
     Placed,
     /// The user's answer is applied: ICE and DTLS run.
@@ -120,21 +185,59 @@ pub struct OutboundState {
     rang: bool,
     relaying: bool,
     relay_for: RelayFor,
+    /// What ended the call while a Wati request was in flight: it is acted
+    /// on once the request is back, so that a call Wati placed is never
+    /// left unterminated.
+    interrupted: Option<Input>,
+    /// Webhooks that came before the call was placed.
+    deferred: Vec<Input>,
     out: Steps<Action>,
 }
 
 impl OutboundState {
-    pub fn new(negotiated: Option<Negotiated>, codecs: &[Codec]) -> OutboundState {
-        OutboundState {
+    /// A call from the PBX to `called` (the request-URI's WhatsApp number)
+    /// with its `offer` negotiated against `codecs` (`Ok(None)`: a delayed
+    /// offer). Who is called and the offer are checked first (404, 488),
+    /// then the permission.
+    pub fn new(
+        called: Result<(), NotAWaid>,
+        offer: Result<Option<Negotiated>, String>,
+        codecs: &[Codec],
+    ) -> OutboundState {
+        let mut m = OutboundState {
             codecs: codecs.to_vec(),
-            late_offer: negotiated.is_none(),
-            negotiated,
-            phase: Phase::Placed,
+            late_offer: false,
+            negotiated: None,
+            phase: Phase::Permission,
             rang: false,
             relaying: false,
             relay_for: RelayFor::Answer,
+            interrupted: None,
+            deferred: Vec::new(),
             out: Steps::default(),
+        };
+        match (called, offer) {
+            (Err(NotAWaid(why)), _) => m.reject(
+                final_(
+                    404,
+                    "Not Found",
+                    Some(format!("not a WhatsApp number: {why}")),
+                ),
+                "not_a_waid",
+                true,
+            ),
+            (Ok(()), Err(e)) => m.reject(
+                final_(488, "Not Acceptable Here", Some(e.clone())),
+                format!("pbx_sdp: {e}"),
+                true,
+            ),
+            (Ok(()), Ok(n)) => {
+                m.late_offer = n.is_none();
+                m.negotiated = n;
+                m.out.push(Action::CheckPermission);
+            }
         }
+        m
     }
 
     /// The next thing to do, until `None`.
@@ -154,6 +257,14 @@ impl OutboundState {
 
     pub fn is_answered(&self) -> bool {
         self.phase == Phase::Answered
+    }
+
+    /// Whether the call is placed at Wati: from then on its media path runs.
+    pub fn is_placed(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Placed | Phase::Connecting | Phase::Answered
+        )
     }
 
     fn end(&mut self, e: Ending) {
@@ -176,11 +287,103 @@ impl OutboundState {
     }
 
     pub fn handle(&mut self, input: Input) {
+        match self.phase {
+            Phase::Ended => {}
+            Phase::Permission | Phase::Placing => self.setting_up(input),
+            _ => self.on_input(input),
+        }
+    }
+
+    /// Before the call is placed: the steps' outcomes; webhooks wait; what
+    /// would end the call waits for the request in flight.
+    fn setting_up(&mut self, input: Input) {
+        match input {
+            Input::Permission(p) if self.phase == Phase::Permission => self.on_permission(p),
+            Input::MediaPrepared(r) if self.phase == Phase::Permission => match r {
+                Ok(()) => {
+                    self.phase = Phase::Placing;
+                    self.out.push(Action::PlaceCall);
+                }
+                Err(e) => {
+                    let (f, cause) = e.refusal();
+                    self.reject(f, cause, true);
+                }
+            },
+            Input::Placed(r) if self.phase == Phase::Placing => self.on_placed(r),
+            Input::Status(_) | Input::WhatsAppAnswer(_) => self.deferred.push(input),
+            Input::PbxCancelled
+            | Input::PbxBye
+            | Input::SipEnded { .. }
+            | Input::SipGone
+            | Input::Hangup(_)
+            | Input::WhatsAppTerminated
+            | Input::CallLayerGone
+                // The first one decides; the request runs to completion
+                // (its own timeout bounds it).
+                if self.interrupted.is_none() =>
+            {
+                self.interrupted = Some(input);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_permission(&mut self, p: Result<Permit, String>) {
+        if let Some(i) = self.interrupted.take() {
+            return self.on_input(i);
+        }
+        match p {
+            Ok(Permit::Granted) => self.out.push(Action::PrepareMedia),
+            Ok(Permit::Refused(outcome)) => self.reject(
+                final_(403, "Forbidden", Some(outcome.reason().to_string())),
+                format!("no_permission ({outcome:?})"),
+                true,
+            ),
+            Err(e) => self.reject(
+                final_(502, "Bad Gateway", Some(format!("Wati: {e}"))),
+                format!("wati_permission: {e}"),
+                true,
+            ),
+        }
+    }
+
+    /// Wati answered the outbound-call request. A call it placed is
+    /// recorded before anything else, so that whatever ends it next
+    /// terminates it at Wati.
+    fn on_placed(&mut self, r: Result<WaCallId, String>) {
+        match r {
+            Ok(id) => {
+                self.phase = Phase::Placed;
+                self.out.push(Action::CallPlaced(id));
+                self.out.push(Action::ShowState("calling"));
+                if let Some(i) = self.interrupted.take() {
+                    return self.on_input(i);
+                }
+                for input in std::mem::take(&mut self.deferred) {
+                    self.handle(input);
+                }
+            }
+            Err(e) => {
+                if let Some(i) = self.interrupted.take() {
+                    return self.on_input(i);
+                }
+                self.reject(
+                    final_(502, "Bad Gateway", Some(format!("Wati: {e}"))),
+                    format!("wati_outbound_call: {e}"),
+                    true,
+                );
+            }
+        }
+    }
+
+    /// The call's rules once it is placed (and, for what ends a call, before).
+    fn on_input(&mut self, input: Input) {
         if self.phase == Phase::Ended {
             return;
         }
         let answered = self.is_answered();
         match input {
+            Input::Permission(_) | Input::MediaPrepared(_) | Input::Placed(_) => {}
             Input::RingTimeout if self.phase == Phase::Placed => self.reject(
                 final_(
                     480,
@@ -350,6 +553,7 @@ impl OutboundState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::call::outbound::RequestOutcome;
 
     const PCMU: &str = "v=0\r\no=pbx 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
     const CODECS: [Codec; 3] = [Codec::Opus, Codec::Pcmu, Codec::Pcma];
@@ -358,8 +562,38 @@ mod tests {
         sdp::negotiate_offer(&sdp::parse(PCMU).unwrap(), &CODECS).unwrap()
     }
 
+    fn wa_id() -> WaCallId {
+        WaCallId::parse("wacid.out-1").unwrap()
+    }
+
+    /// Design §2 outbound, steps 1–3: permission granted, media set up, the
+    /// call placed at Wati.
+    fn placed(offer: Option<Negotiated>) -> OutboundState {
+        let mut m = OutboundState::new(Ok(()), Ok(offer), &CODECS);
+        assert_eq!(m.poll_action(), Some(Action::CheckPermission));
+        assert_eq!(
+            feed(&mut m, Input::Permission(Ok(Permit::Granted))),
+            [Action::PrepareMedia]
+        );
+        assert_eq!(
+            feed(&mut m, Input::MediaPrepared(Ok(()))),
+            [Action::PlaceCall]
+        );
+        assert!(!m.is_placed());
+        assert_eq!(
+            feed(&mut m, Input::Placed(Ok(wa_id()))),
+            [Action::CallPlaced(wa_id()), Action::ShowState("calling")]
+        );
+        assert!(m.is_placed() && m.awaiting_answer());
+        m
+    }
+
     fn feed(m: &mut OutboundState, input: Input) -> Vec<Action> {
         m.handle(input);
+        drain(m)
+    }
+
+    fn drain(m: &mut OutboundState) -> Vec<Action> {
         std::iter::from_fn(|| m.poll_action()).collect()
     }
 
@@ -378,7 +612,7 @@ mod tests {
     /// Design §2 outbound, steps 4–5: RINGING → 180; the answer applied;
     /// media up → relay → 200; the ACK saves the dialog.
     fn answered_call() -> OutboundState {
-        let mut m = OutboundState::new(Some(pbx_offer()), &CODECS);
+        let mut m = placed(Some(pbx_offer()));
         assert_eq!(
             feed(&mut m, Input::Status(OutboundStatus::Ringing)),
             [Action::Ring, Action::ShowState("ringing")]
@@ -433,7 +667,7 @@ mod tests {
             (OutboundStatus::Busy, 486),
             (OutboundStatus::Failed, 480),
         ] {
-            let mut m = OutboundState::new(Some(pbx_offer()), &CODECS);
+            let mut m = placed(Some(pbx_offer()));
             let a = feed(&mut m, Input::Status(st));
             assert_eq!(rejected_with(&a), Some(code), "{st:?}");
             let (cause, sip, terminate) = ended(&mut m);
@@ -443,14 +677,14 @@ mod tests {
             );
             assert_eq!((sip, terminate), (Some(code), false), "{st:?}");
         }
-        let mut m = OutboundState::new(Some(pbx_offer()), &CODECS);
+        let mut m = placed(Some(pbx_offer()));
         assert_eq!(rejected_with(&feed(&mut m, Input::RingTimeout)), Some(480));
         assert_eq!(ended(&mut m), ("ring_timeout".into(), Some(480), true));
     }
 
     #[test]
     fn an_unusable_whatsapp_answer_is_a_502_and_media_that_never_connects_a_503() {
-        let mut m = OutboundState::new(Some(pbx_offer()), &CODECS);
+        let mut m = placed(Some(pbx_offer()));
         feed(&mut m, Input::WhatsAppAnswer("x".into()));
         let a = feed(&mut m, Input::AnswerApplied(Err("no fingerprint".into())));
         assert_eq!(rejected_with(&a), Some(502));
@@ -458,7 +692,7 @@ mod tests {
             ended(&mut m),
             ("whatsapp_answer: no fingerprint".into(), Some(502), true)
         );
-        let mut m = OutboundState::new(Some(pbx_offer()), &CODECS);
+        let mut m = placed(Some(pbx_offer()));
         feed(&mut m, Input::WhatsAppAnswer("v=0".into()));
         feed(&mut m, Input::AnswerApplied(Ok(())));
         let a = feed(&mut m, Input::LegEnded(LegEnd::ConnectTimeout));
@@ -474,7 +708,7 @@ mod tests {
     #[test]
     fn a_delayed_offer_is_answered_in_the_ack() {
         let connected = || {
-            let mut m = OutboundState::new(None, &CODECS);
+            let mut m = placed(None);
             feed(&mut m, Input::WhatsAppAnswer("v=0".into()));
             feed(&mut m, Input::AnswerApplied(Ok(())));
             assert_eq!(
@@ -588,10 +822,10 @@ mod tests {
     /// nothing to terminate; a hang-up command → 480.
     #[test]
     fn every_way_an_unanswered_outbound_call_ends() {
-        let mut m = OutboundState::new(Some(pbx_offer()), &CODECS);
+        let mut m = placed(Some(pbx_offer()));
         assert_eq!(feed(&mut m, Input::PbxCancelled), [Action::CloseLeg]);
         assert_eq!(ended(&mut m), ("pbx_cancel".into(), Some(487), true));
-        let mut m = OutboundState::new(Some(pbx_offer()), &CODECS);
+        let mut m = placed(Some(pbx_offer()));
         let a = feed(&mut m, Input::WhatsAppTerminated);
         assert_eq!(a[0], Action::CloseLeg);
         assert_eq!(rejected_with(&a), Some(603));
@@ -599,11 +833,149 @@ mod tests {
             ended(&mut m),
             ("whatsapp_terminated".into(), Some(603), false)
         );
-        let mut m = OutboundState::new(Some(pbx_offer()), &CODECS);
+        let mut m = placed(Some(pbx_offer()));
         feed(&mut m, Input::Hangup("admin_hangup"));
         assert_eq!(ended(&mut m), ("admin_hangup".into(), Some(480), true));
-        let mut m = OutboundState::new(Some(pbx_offer()), &CODECS);
+        let mut m = placed(Some(pbx_offer()));
         feed(&mut m, Input::SipEnded { cause: "x".into() });
         assert_eq!(ended(&mut m), ("sip: x".into(), None, true));
+    }
+
+    /// Design §2 outbound, before the call is placed: not a WhatsApp number
+    /// → 404, no codec in common → 488, no permission → 403 whose Reason
+    /// says what became of the permission request, Wati failing → 502, no
+    /// port → 503; each a final response, the call recorded with its cause.
+    #[test]
+    fn every_refusal_before_the_call_is_placed() {
+        let mut m = OutboundState::new(Err(NotAWaid("\"ivr\" is not".into())), Ok(None), &CODECS);
+        assert_eq!(rejected_with(&drain(&mut m)), Some(404));
+        assert_eq!(ended(&mut m), ("not_a_waid".into(), Some(404), true));
+        let mut m = OutboundState::new(Ok(()), Err("no codec in common".into()), &CODECS);
+        assert_eq!(rejected_with(&drain(&mut m)), Some(488));
+        assert_eq!(ended(&mut m).0, "pbx_sdp: no codec in common");
+
+        let permission_step = |p: Result<Permit, String>| {
+            let mut m = OutboundState::new(Ok(()), Ok(Some(pbx_offer())), &CODECS);
+            assert_eq!(m.poll_action(), Some(Action::CheckPermission));
+            let a = feed(&mut m, Input::Permission(p));
+            (a, ended(&mut m))
+        };
+        let (a, end) = permission_step(Ok(Permit::Refused(RequestOutcome::Sent)));
+        match a.as_slice() {
+            [Action::Reject(f)] => {
+                assert_eq!(f.code, 403);
+                assert_eq!(f.reason.as_deref(), Some(RequestOutcome::Sent.reason()));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(end, ("no_permission (Sent)".into(), Some(403), true));
+        let (a, end) = permission_step(Err("HTTP 500".into()));
+        assert_eq!(rejected_with(&a), Some(502));
+        assert_eq!(end.0, "wati_permission: HTTP 500");
+
+        for (failure, code, cause) in [
+            (
+                MediaSetup::NoWebrtcPort("range full".into()),
+                503,
+                "webrtc_ports: range full",
+            ),
+            (
+                MediaSetup::NoRtpPort("range full".into()),
+                503,
+                "rtp_ports: range full",
+            ),
+            (MediaSetup::WebrtcOffer("x".into()), 500, "webrtc_offer: x"),
+        ] {
+            let mut m = OutboundState::new(Ok(()), Ok(Some(pbx_offer())), &CODECS);
+            m.poll_action();
+            feed(&mut m, Input::Permission(Ok(Permit::Granted)));
+            let a = feed(&mut m, Input::MediaPrepared(Err(failure)));
+            assert_eq!(rejected_with(&a), Some(code));
+            assert_eq!(ended(&mut m), (cause.into(), Some(code), true));
+        }
+
+        let mut m = OutboundState::new(Ok(()), Ok(Some(pbx_offer())), &CODECS);
+        m.poll_action();
+        feed(&mut m, Input::Permission(Ok(Permit::Granted)));
+        feed(&mut m, Input::MediaPrepared(Ok(())));
+        let a = feed(&mut m, Input::Placed(Err("timeout".into())));
+        assert_eq!(rejected_with(&a), Some(502));
+        assert_eq!(
+            ended(&mut m),
+            ("wati_outbound_call: timeout".into(), Some(502), true)
+        );
+    }
+
+    /// While a Wati request is in flight, what ends the call waits for it:
+    /// a call Wati placed is recorded (so it is terminated there) before the
+    /// call ends, and a call ended during the permission check is never placed.
+    #[test]
+    fn what_ends_the_call_during_a_wati_request_waits_for_it() {
+        // The PBX cancels during the permission check: no media, no call placed.
+        let mut m = OutboundState::new(Ok(()), Ok(Some(pbx_offer())), &CODECS);
+        m.poll_action();
+        assert!(feed(&mut m, Input::PbxCancelled).is_empty());
+        assert!(m.ending().is_none(), "the request is still in flight");
+        // A later hang-up does not replace the first cause.
+        assert!(feed(&mut m, Input::Hangup("shutdown")).is_empty());
+        let a = feed(&mut m, Input::Permission(Ok(Permit::Granted)));
+        assert!(!a.contains(&Action::PrepareMedia), "{a:?}");
+        assert_eq!(ended(&mut m), ("pbx_cancel".into(), Some(487), true));
+
+        // A hang-up while Wati places the call: the call placed is recorded
+        // first, then both sides are hung up and Wati is told.
+        let mut m = OutboundState::new(Ok(()), Ok(Some(pbx_offer())), &CODECS);
+        m.poll_action();
+        feed(&mut m, Input::Permission(Ok(Permit::Granted)));
+        feed(&mut m, Input::MediaPrepared(Ok(())));
+        assert!(feed(&mut m, Input::Hangup("admin_hangup")).is_empty());
+        let a = feed(&mut m, Input::Placed(Ok(wa_id())));
+        assert_eq!(a[0], Action::CallPlaced(wa_id()));
+        assert!(a.contains(&Action::HangUpPbx), "{a:?}");
+        assert_eq!(ended(&mut m), ("admin_hangup".into(), Some(480), true));
+
+        // WhatsApp terminated while the request failed: 603, nothing to terminate.
+        let mut m = OutboundState::new(Ok(()), Ok(Some(pbx_offer())), &CODECS);
+        m.poll_action();
+        feed(&mut m, Input::Permission(Ok(Permit::Granted)));
+        feed(&mut m, Input::MediaPrepared(Ok(())));
+        feed(&mut m, Input::WhatsAppTerminated);
+        let a = feed(&mut m, Input::Placed(Err("timeout".into())));
+        assert_eq!(rejected_with(&a), Some(603));
+        assert_eq!(
+            ended(&mut m),
+            ("whatsapp_terminated".into(), Some(603), false)
+        );
+
+        // The SIP side gone during the permission check: no response to send.
+        let mut m = OutboundState::new(Ok(()), Ok(Some(pbx_offer())), &CODECS);
+        m.poll_action();
+        feed(&mut m, Input::SipEnded { cause: "x".into() });
+        feed(&mut m, Input::Permission(Err("HTTP 500".into())));
+        assert_eq!(ended(&mut m), ("sip: x".into(), None, true));
+    }
+
+    /// A webhook about the call that comes before Wati's answer to the
+    /// outbound-call request is acted on once the call is placed.
+    #[test]
+    fn webhooks_before_the_call_is_placed_wait_for_it() {
+        let mut m = OutboundState::new(Ok(()), Ok(Some(pbx_offer())), &CODECS);
+        m.poll_action();
+        feed(&mut m, Input::Permission(Ok(Permit::Granted)));
+        feed(&mut m, Input::MediaPrepared(Ok(())));
+        assert!(feed(&mut m, Input::Status(OutboundStatus::Ringing)).is_empty());
+        assert!(
+            feed(&mut m, Input::RingTimeout).is_empty(),
+            "not placed yet"
+        );
+        assert_eq!(
+            feed(&mut m, Input::Placed(Ok(wa_id()))),
+            [
+                Action::CallPlaced(wa_id()),
+                Action::ShowState("calling"),
+                Action::Ring,
+                Action::ShowState("ringing")
+            ]
+        );
     }
 }

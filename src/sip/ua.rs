@@ -53,7 +53,7 @@ fn redirect_uri(invite: &Msg, resp: &Msg) -> Option<String> {
             .and_then(|q| q.parse::<f32>().ok())
             .filter(|q| (0.0..=1.0).contains(q))
             .unwrap_or(1.0);
-        if best.map_or(true, |(bq, _)| q > bq) {
+        if best.is_none_or(|(bq, _)| q > bq) {
             best = Some((q, user));
         }
     }
