@@ -109,6 +109,11 @@ impl Bridge {
         let (sip_socket, sip_addr) =
             call::sip_task::bind(&settings, trunk.iter().map(|a| a.ip()).collect()).await?;
         let (sip_handle, sip_commands) = call::sip_task::channel();
+        let trunk = Arc::new(call::trunk::Trunk::new(
+            settings.trunk.host.clone(),
+            settings.trunk.port.unwrap_or(5060),
+            &trunk,
+        ));
         let registry = Arc::new(call::registry::Registry::default());
         let (invites_tx, invites_rx) = mpsc::channel(256);
         let call_ctx = call::CallCtx {
@@ -128,11 +133,7 @@ impl Bridge {
                 2,
                 ports::DEFAULT_QUARANTINE,
             ))),
-            trunk: Arc::new(call::trunk::Trunk::new(
-                settings.trunk.host.clone(),
-                settings.trunk.port.unwrap_or(5060),
-                &trunk,
-            )),
+            trunk: trunk.clone(),
         };
         let sip = tokio::spawn(call::sip_task::run(
             sip_socket,

@@ -25,6 +25,7 @@ use crate::sip::transaction::Timers;
 use crate::sip::ua::{CallRef, Invite, SipUa, UaConfig, UaEvent};
 
 use super::outbound::IncomingInvite;
+use super::trunk::{Trunk, RETRY_AFTER_FAILURE, TRUNK_TTL};
 
 /// What a call task asks of the SIP side.
 #[derive(Debug)]
@@ -242,57 +243,88 @@ pub async fn resolve_trunk(settings: &Settings) -> Vec<SocketAddr> {
     super::trunk::resolve(&settings.trunk.host, settings.trunk.port.unwrap_or(5060)).await
 }
 
-/// Runs the SIP side until the task is aborted.
+/// What we register to the trunk with (`trunk.register`), our contact on
+/// `public` (the SIP socket's address when `sip.public_addr`'s port is 0).
+fn register_config(settings: &Settings, public: String) -> Option<RegisterConfig> {
+    let c = settings.trunk.credentials.as_ref()?;
+    let host = &settings.trunk.host;
+    Some(RegisterConfig {
+        registrar: format!(
+            "sip:{}",
+            match settings.trunk.port {
+                Some(p) => format!("{host}:{p}"),
+                None => host.clone(),
+            }
+        ),
+        aor: format!("sip:{}@{host}", c.username),
+        contact: format!(
+            "sip:{}@{}",
+            c.username,
+            if settings.sip.public_addr.port == 0 {
+                public
+            } else {
+                settings.sip.public_addr.to_string()
+            }
+        ),
+        expires: settings.trunk.register_expires,
+        username: c.username.clone(),
+        password: c.password.clone(),
+    })
+}
+
+/// Whether two answers hold the same addresses, in whatever order (a
+/// resolver may rotate them).
+fn same_addresses(a: &[SocketAddr], b: &[SocketAddr]) -> bool {
+    a.len() == b.len() && a.iter().all(|x| b.contains(x))
+}
+
+/// Runs the SIP side until the task is aborted. A trunk named by DNS is
+/// looked up again every [`TRUNK_TTL`] (off this task): the ACL's default
+/// and the registration follow it, and a registration whose trunk did not
+/// resolve at start begins once it does.
 pub async fn run(
     mut sip: SipSocket,
     mut commands: mpsc::Receiver<SipCommand>,
     settings: Settings,
-    trunk: Vec<SocketAddr>,
+    trunk: Arc<Trunk>,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     invites: mpsc::Sender<IncomingInvite>,
 ) {
     let mut routes: HashMap<CallRef, mpsc::Sender<UaEvent>> = HashMap::new();
     health.set_sip(Check::Ok);
+    let mut known = trunk.addrs();
+    let mut pending_registration = None;
     if settings.trunk.register {
         health.set_registration(Check::Failing);
         metrics.sip_registered.set(0);
-        match (trunk.first(), settings.trunk.credentials.as_ref()) {
-            (Some(addr), Some(c)) => {
-                let public = sip.local_addr().map(|a| a.to_string()).unwrap_or_default();
-                let host = settings.trunk.host.clone();
-                sip.ua().register(
-                    Instant::now(),
-                    RegisterConfig {
-                        registrar: format!(
-                            "sip:{}",
-                            match settings.trunk.port {
-                                Some(p) => format!("{host}:{p}"),
-                                None => host.clone(),
-                            }
-                        ),
-                        aor: format!("sip:{}@{host}", c.username),
-                        contact: format!(
-                            "sip:{}@{}",
-                            c.username,
-                            if settings.sip.public_addr.port == 0 {
-                                public
-                            } else {
-                                settings.sip.public_addr.to_string()
-                            }
-                        ),
-                        expires: settings.trunk.register_expires,
-                        username: c.username.clone(),
-                        password: c.password.clone(),
-                    },
-                    trunk_peer(&settings, *addr),
-                );
+        let public = sip.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        match (register_config(&settings, public), known.first()) {
+            (Some(cfg), Some(addr)) => {
+                sip.ua()
+                    .register(Instant::now(), cfg, trunk_peer(&settings, *addr))
             }
-            _ => tracing::error!(
-                "trunk.register = true but the trunk address or credentials are missing"
-            ),
+            (Some(cfg), None) => {
+                tracing::warn!(trunk = %settings.trunk.host, "registering once the trunk host resolves");
+                pending_registration = Some(cfg);
+            }
+            (None, _) => {
+                tracing::error!("trunk.register = true but the trunk credentials are missing")
+            }
         }
     }
+    let follow_dns = trunk.is_dns_name();
+    let next_check = |known: &[SocketAddr]| {
+        tokio::time::Instant::now()
+            + if known.is_empty() {
+                RETRY_AFTER_FAILURE
+            } else {
+                TRUNK_TTL
+            }
+    };
+    // When to look the trunk up next; `None` while a lookup runs.
+    let mut check_at = Some(next_check(&known));
+    let (found_tx, mut found) = mpsc::channel::<Vec<SocketAddr>>(1);
     let mut turns = 0u32;
     loop {
         // Routes of call tasks that are gone (however they ended) are dropped now and then.
@@ -302,6 +334,29 @@ pub async fn run(
         }
         let ev = tokio::select! {
             ev = sip.next_event() => ev,
+            _ = tokio::time::sleep_until(check_at.unwrap_or_else(tokio::time::Instant::now)), if follow_dns && check_at.is_some() => {
+                check_at = None;
+                let (trunk, found_tx) = (trunk.clone(), found_tx.clone());
+                // getaddrinfo may take seconds: never on this task.
+                tokio::spawn(async move {
+                    trunk.addr().await;
+                    let _ = found_tx.send(trunk.addrs()).await;
+                });
+                continue;
+            }
+            Some(addrs) = found.recv() => {
+                check_at = Some(next_check(&addrs));
+                if !addrs.is_empty() && !same_addresses(&addrs, &known) {
+                    tracing::info!(trunk = %settings.trunk.host, ?addrs, "the trunk moved: the ACL and the registration follow");
+                    let peers: Vec<Peer> = addrs.iter().map(|a| trunk_peer(&settings, *a)).collect();
+                    sip.ua().trunk_moved(Instant::now(), &peers);
+                    if let (Some(first), Some(cfg)) = (peers.first(), pending_registration.take()) {
+                        sip.ua().register(Instant::now(), cfg, *first);
+                    }
+                    known = addrs;
+                }
+                continue;
+            }
             cmd = commands.recv() => {
                 match cmd {
                     Some(SipCommand::Invite { request_uri, from, to, headers, sdp, peer, events, reply }) => {

@@ -3,7 +3,9 @@
 //! by DNS can move (failover, a new container), and a name that did not
 //! resolve at start (the PBX started after the bridge) must not leave every
 //! inbound call failing until the bridge restarts. A failed lookup keeps the
-//! last good address.
+//! last good address. The SIP task asks again every [`TRUNK_TTL`] too, so
+//! that the ACL's default (the trunk's addresses) and the registration
+//! follow the PBX even when no inbound call comes.
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -19,7 +21,8 @@ pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 /// time, it says whether a lookup is due.
 #[derive(Debug, Default, Clone)]
 pub struct TrunkCache {
-    addr: Option<SocketAddr>,
+    /// Every address of the last good answer; calls go to the first.
+    addrs: Vec<SocketAddr>,
     /// When the next lookup is due (`None`: now).
     next_lookup: Option<Instant>,
 }
@@ -32,7 +35,11 @@ impl TrunkCache {
     }
 
     pub fn addr(&self) -> Option<SocketAddr> {
-        self.addr
+        self.addrs.first().copied()
+    }
+
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
     }
 
     pub fn lookup_due(&self, now: Instant) -> bool {
@@ -48,11 +55,11 @@ impl TrunkCache {
     /// A lookup's result (empty: it failed).
     pub fn update(&mut self, now: Instant, resolved: &[SocketAddr]) {
         match resolved.first() {
-            Some(&a) => {
-                self.addr = Some(a);
+            Some(_) => {
+                self.addrs = resolved.to_vec();
                 self.next_lookup = Some(now + TRUNK_TTL);
             }
-            None if self.addr.is_some() => self.next_lookup = Some(now + TRUNK_TTL),
+            None if !self.addrs.is_empty() => self.next_lookup = Some(now + TRUNK_TTL),
             None => self.next_lookup = Some(now + RETRY_AFTER_FAILURE),
         }
     }
@@ -74,6 +81,17 @@ impl Trunk {
             port,
             cache: Mutex::new(TrunkCache::new(Instant::now(), resolved)),
         }
+    }
+
+    /// Every address of the last good answer (for the ACL's default).
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        let c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        c.addrs().to_vec()
+    }
+
+    /// Whether the trunk is named by DNS (an IP address never moves).
+    pub fn is_dns_name(&self) -> bool {
+        self.host.parse::<std::net::IpAddr>().is_err()
     }
 
     /// The address to send the next INVITE to, looked up again when due.
@@ -141,6 +159,11 @@ mod tests {
         assert!(c.lookup_due(t0 + TRUNK_TTL));
         c.update(t0 + TRUNK_TTL, &[a("192.0.2.20:5060")]);
         assert_eq!(c.addr(), Some(a("192.0.2.20:5060")));
+        assert_eq!(
+            c.addrs(),
+            [a("192.0.2.20:5060")],
+            "the old addresses are gone"
+        );
     }
 
     #[test]

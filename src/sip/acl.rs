@@ -17,6 +17,11 @@ impl SourceAcl {
         SourceAcl { nets, trunk }
     }
 
+    /// The trunk host resolved to other addresses (DNS): they replace the old.
+    pub fn set_trunk(&mut self, trunk: Vec<IpAddr>) {
+        self.trunk = trunk;
+    }
+
     pub fn allows(&self, ip: IpAddr) -> bool {
         // An IPv4-mapped IPv6 source (dual-stack socket) is its IPv4 address.
         let ip = match ip {

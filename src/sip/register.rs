@@ -74,6 +74,10 @@ impl Registration {
         }
     }
 
+    pub fn config(&self) -> &RegisterConfig {
+        &self.cfg
+    }
+
     pub fn next_timeout(&self) -> Option<Instant> {
         self.next_at
     }

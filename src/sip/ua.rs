@@ -343,6 +343,34 @@ impl SipUa {
         self.drive_registration(now);
     }
 
+    /// The trunk host now resolves to `trunk` (DNS): requests from those
+    /// addresses pass the ACL's default (when `trunk.allowed_sources` is
+    /// empty) instead of the old ones, and a registration whose address is
+    /// no longer among them moves to the first at once (the old registrar's
+    /// binding is left to expire).
+    pub fn trunk_moved(&mut self, now: Instant, trunk: &[Peer]) {
+        self.cfg
+            .acl
+            .set_trunk(trunk.iter().map(|p| p.addr.ip()).collect());
+        let Some(&first) = trunk.first() else { return };
+        let Some((reg, peer, _)) = self.registration.as_ref() else {
+            return;
+        };
+        // A name with several addresses may list them in another order
+        // each time: the registration stays while its address is listed.
+        if trunk.contains(peer) {
+            return;
+        }
+        let reg = Registration::new(
+            reg.config().clone(),
+            format!("{}@wa-sip-bridge", random_token()),
+            random_token(),
+            now,
+        );
+        self.registration = Some((reg, first, None));
+        self.drive_registration(now);
+    }
+
     /// Whether the registration is current (`None` when not registering).
     pub fn registered(&self, now: Instant) -> Option<bool> {
         self.registration
@@ -1311,7 +1339,11 @@ mod tests {
     }
 
     fn test_ua() -> SipUa {
-        SipUa::new(UaConfig {
+        SipUa::new(test_config())
+    }
+
+    fn test_config() -> UaConfig {
+        UaConfig {
             via_host: "127.0.0.1:5060".into(),
             contact_uri: "sip:bridge@127.0.0.1:5060".into(),
             credentials: None,
@@ -1319,7 +1351,7 @@ mod tests {
             realm: "test".into(),
             acl: SourceAcl::new(vec!["127.0.0.1/32".parse().unwrap()], vec![]),
             timers: Timers::default(),
-        })
+        }
     }
 
     #[test]
@@ -1835,6 +1867,72 @@ mod tests {
             r.push("contact", contact);
             assert_eq!(redirect_uri(&invite, &r).as_deref(), want, "{contact}");
         }
+    }
+
+    /// The trunk host resolved elsewhere (DNS failover): with no
+    /// `trunk.allowed_sources`, requests from the new address pass and the
+    /// old one's get 403; the registration moves to the new address at once.
+    #[test]
+    fn the_acl_default_and_the_registration_follow_the_trunk_when_it_moves() {
+        let t0 = Instant::now();
+        let udp = |a: &str| Peer {
+            transport: Transport::Udp,
+            addr: a.parse().unwrap(),
+        };
+        let (old, new) = (udp("192.0.2.10:5060"), udp("192.0.2.20:5060"));
+        let mut ua = SipUa::new(UaConfig {
+            acl: SourceAcl::new(vec![], vec![old.addr.ip()]),
+            ..test_config()
+        });
+        let register = RegisterConfig {
+            registrar: "sip:pbx.example.com".into(),
+            aor: "sip:bridge@pbx.example.com".into(),
+            contact: "sip:bridge@127.0.0.1:5060".into(),
+            expires: 300,
+            username: "bridge".into(),
+            password: "secret".into(),
+        };
+        ua.register(t0, register, old);
+        let transmits = |ua: &mut SipUa| -> Vec<(Peer, Msg)> {
+            std::iter::from_fn(|| ua.poll_output())
+                .filter_map(|o| match o {
+                    UaOutput::Transmit { to, data } => Some((to, parse_incoming(&data).ok()?)),
+                    _ => None,
+                })
+                .collect()
+        };
+        let registers_to = |out: &[(Peer, Msg)]| -> Vec<Peer> {
+            out.iter()
+                .filter(|(_, m)| m.method() == Some("REGISTER"))
+                .map(|(p, _)| *p)
+                .collect()
+        };
+        assert_eq!(registers_to(&transmits(&mut ua)), [old]);
+        let answer_to_invite_from = |ua: &mut SipUa, from: Peer, branch: &str| -> Option<u16> {
+            ua.handle_message(t0, &pbx_invite(branch, None, 1, &[]).to_bytes(), from);
+            let out = transmits(ua);
+            out.iter()
+                .filter_map(|(_, m)| m.status())
+                .find(|c| *c >= 200)
+        };
+        assert_eq!(answer_to_invite_from(&mut ua, new, "m1"), Some(403));
+
+        ua.trunk_moved(t0, &[new]);
+        assert_eq!(
+            registers_to(&transmits(&mut ua)),
+            [new],
+            "registered there at once"
+        );
+        assert_eq!(answer_to_invite_from(&mut ua, old, "m2"), Some(403));
+        assert_eq!(
+            answer_to_invite_from(&mut ua, new, "m3"),
+            None,
+            "the INVITE from the new address reached the call layer"
+        );
+        // The registration's address still listed (another order, one
+        // more): it stays.
+        ua.trunk_moved(t0, &[udp("192.0.2.30:5060"), new]);
+        assert!(registers_to(&transmits(&mut ua)).is_empty());
     }
 
     #[test]
