@@ -166,9 +166,14 @@ impl InboundState {
                     // Early media: the PBX's announcements or ringback reach
                     // the caller, who was accepted at once. An unusable SDP
                     // here waits for the 200's.
-                    if let Ok(n) = negotiate(&early, &self.codecs) {
-                        self.starting_early = true;
-                        self.out.push(Action::StartRelay(n));
+                    match negotiate(&early, &self.codecs) {
+                        Ok(n) => {
+                            self.starting_early = true;
+                            self.out.push(Action::StartRelay(n));
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the PBX's early media SDP is unusable; waiting for its 200")
+                        }
                     }
                 } else {
                     // RFC 3261 §13.2.1 wants the answer of an unreliable 18x
