@@ -15,6 +15,8 @@ pub mod metrics;
 pub mod ports;
 pub mod sip;
 pub mod store;
+#[cfg(test)]
+mod test_util;
 pub mod udp_batch;
 pub mod wati;
 pub mod webrtc;

@@ -202,13 +202,8 @@ mod tests {
     fn agrees_with_the_rtp_crate() {
         use rtp::packet::Packet;
         use webrtc_util::marshal::Unmarshal;
-        let mut x: u64 = 0x9e3779b97f4a7c15;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = crate::test_util::Xorshift(0x9e3779b97f4a7c15);
+        let mut next = || rng.next();
         let mut agreed = 0;
         for _ in 0..5000 {
             let len = (next() % 200) as usize;

@@ -733,14 +733,11 @@ mod tests {
             "\r\n\r\n",
             "v=0",
         ];
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rng = crate::test_util::Xorshift(0x2545_f491_4f6c_dd1d);
         for _ in 0..5000 {
             let mut body = String::new();
-            for _ in 0..(seed % 12) {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                body.push_str(pieces[(seed % pieces.len() as u64) as usize]);
+            for _ in 0..rng.next() % 12 {
+                body.push_str(pieces[(rng.next() % pieces.len() as u64) as usize]);
             }
             let _ = sdp_in("multipart/mixed; boundary=x", &body, 0);
         }
@@ -866,22 +863,9 @@ mod tests {
             BASE,
             "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\n",
         );
-        let mut x: u64 = 0xdead_beef;
+        let mut rng = crate::test_util::Xorshift(0xdead_beef);
         for _ in 0..5000 {
-            let mut m = base.clone();
-            for _ in 0..(x % 8) {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let i = (x % m.len() as u64) as usize;
-                match x % 3 {
-                    0 => m[i] = (x >> 8) as u8,
-                    1 => {
-                        m.remove(i);
-                    }
-                    _ => m.insert(i, b":;,<>\r\n "[(x % 9) as usize]),
-                }
-            }
+            let m = rng.mutate(&base, 7, b":;,<>\r\n ");
             let _ = parse_incoming(&m);
         }
     }

@@ -774,25 +774,9 @@ mod tests {
     fn random_mutations_never_panic() {
         let base = "v=0\r\no=pbx 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 107 0 8 101\r\na=rtpmap:107 opus/48000/2\r\na=fmtp:107 useinbandfec=1\r\na=rtpmap:101 telephone-event/8000\r\na=ptime:30\r\na=rtcp:4001 IN IP4 192.0.2.10\r\na=rtcp-mux\r\na=sendrecv\r\nm=video 0 RTP/AVP 96\r\n";
         let current = negotiate_offer(&parse(base).unwrap(), &ALL).unwrap();
-        let mut x: u64 = 0x0dd_ba11;
+        let mut rng = crate::test_util::Xorshift(0x0dd_ba11);
         for _ in 0..5000 {
-            let mut m = base.as_bytes().to_vec();
-            for _ in 0..1 + x % 6 {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let i = (x % m.len() as u64) as usize;
-                match x % 3 {
-                    0 => m[i] = (x >> 8) as u8,
-                    1 => {
-                        m.remove(i);
-                    }
-                    _ => {
-                        let edits = b" :/=\r\n0-9";
-                        m.insert(i, edits[(x % edits.len() as u64) as usize]);
-                    }
-                }
-            }
+            let m = rng.mutate(base.as_bytes(), 6, b" :/=\r\n0-9");
             let text = String::from_utf8_lossy(&m);
             if let Ok(remote) = parse(&text) {
                 let _ = negotiate_offer(&remote, &ALL);

@@ -1556,6 +1556,16 @@ mod tests {
         (call, ok.to_tag().expect("our tag").to_string())
     }
 
+    /// The messages the UA sends next, with where they go.
+    fn transmits(ua: &mut SipUa) -> Vec<(Peer, Msg)> {
+        std::iter::from_fn(|| ua.poll_output())
+            .filter_map(|o| match o {
+                UaOutput::Transmit { to, data } => Some((to, parse_incoming(&data).ok()?)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The messages the UA sends next (its events are dropped).
     fn sent(ua: &mut SipUa) -> Vec<Msg> {
         std::iter::from_fn(|| ua.poll_output())
@@ -1685,14 +1695,6 @@ mod tests {
                 peer: pbx,
             },
         );
-        let transmits = |ua: &mut SipUa| -> Vec<(Peer, Msg)> {
-            std::iter::from_fn(|| ua.poll_output())
-                .filter_map(|o| match o {
-                    UaOutput::Transmit { to, data } => Some((to, parse_incoming(&data).ok()?)),
-                    _ => None,
-                })
-                .collect()
-        };
         let out = transmits(&mut ua);
         let (to, invite) = &out[0];
         assert_eq!(to.transport, Transport::Tcp);
@@ -1893,14 +1895,6 @@ mod tests {
             password: "secret".into(),
         };
         ua.register(t0, register, old);
-        let transmits = |ua: &mut SipUa| -> Vec<(Peer, Msg)> {
-            std::iter::from_fn(|| ua.poll_output())
-                .filter_map(|o| match o {
-                    UaOutput::Transmit { to, data } => Some((to, parse_incoming(&data).ok()?)),
-                    _ => None,
-                })
-                .collect()
-        };
         let registers_to = |out: &[(Peer, Msg)]| -> Vec<Peer> {
             out.iter()
                 .filter(|(_, m)| m.method() == Some("REGISTER"))
