@@ -2,14 +2,16 @@
 //! call-permission cache.
 //!
 //! SQLite runs in WAL mode with `synchronous = FULL`, so a webhook is on disk
-//! before the bridge answers `200` for it. Calls into the store go through
-//! `spawn_blocking`; the store is never on the per-packet path, so one
-//! connection behind a mutex is plenty.
+//! before the bridge answers `200` for it. One thread owns the connection
+//! and commits what is queued in groups ([`writer`]): a burst of call
+//! set-ups pays one disk flush per group, not one per write. The store is
+//! never on the per-packet path.
 
 mod schema;
+mod writer;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -23,8 +25,6 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("database schema version {found} is newer than this build knows ({known})")]
     SchemaTooNew { found: i64, known: i64 },
-    #[error("the database connection is unusable after an earlier panic")]
-    Poisoned,
     #[error("the database worker stopped: {0}")]
     Worker(String),
 }
@@ -153,7 +153,7 @@ pub struct PermissionRow {
 
 #[derive(Clone)]
 pub struct Store {
-    conn: Arc<Mutex<Connection>>,
+    writer: writer::Writer,
     health: Arc<Health>,
 }
 
@@ -167,7 +167,7 @@ impl Store {
         schema::migrate(&conn)?;
         health.set_store_ok(true);
         Ok(Store {
-            conn: Arc::new(Mutex::new(conn)),
+            writer: writer::Writer::start(conn)?,
             health,
         })
     }
@@ -182,20 +182,19 @@ impl Store {
         Ok(conn)
     }
 
-    /// Runs `f` on the connection in a blocking thread; any failure turns readiness red,
-    /// a success turns it green again.
+    /// Runs `f` on the connection (committed with whatever else is queued)
+    /// and answers once it is on disk; any failure turns readiness red, a
+    /// success turns it green again.
     async fn with<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
     {
-        let conn = self.conn.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock().map_err(|_| StoreError::Poisoned)?;
-            f(&mut guard)
-        })
-        .await
-        .unwrap_or_else(|e| Err(StoreError::Worker(e.to_string())));
+        let result = self
+            .writer
+            .submit(f)
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Worker("the store thread is gone".into())));
         self.health.set_store_ok(result.is_ok());
         if let Err(e) = &result {
             tracing::error!(error = %e, "store operation failed");
@@ -220,8 +219,8 @@ impl Store {
         let error = w.error.map(str::to_string);
         let key = w.dedupe_key.map(str::to_string);
         let (at, status) = (w.received_at_ms, w.status);
-        self.with(move |c| {
-            let tx = c.transaction()?;
+        // All-or-nothing: every request runs in a savepoint of its own.
+        self.with(move |tx| {
             let first: Option<i64> = match &key {
                 Some(k) => tx
                     .query_row(
@@ -248,7 +247,6 @@ impl Store {
                 ],
             )?;
             let id = tx.last_insert_rowid();
-            tx.commit()?;
             Ok(match first {
                 Some(first) => Logged::Duplicate { id, first },
                 None => Logged::New(id),
