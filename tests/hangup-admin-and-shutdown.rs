@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::fake_wati::{FakeWati, Route};
+use support::fake_wati::{FakeWati, Reply, Route};
 use support::wa_peer::WaPeer;
 use support::wa_user::{run_media, wait_for_request, WaMedia};
 use support::{ended_call_records, settings_with, WEBHOOK_KEY};
@@ -216,5 +216,40 @@ async fn shutdown_refuses_new_calls_then_ends_live_ones_after_drain_s() {
     assert_eq!(wati.requests_to(Route::Terminate).len(), 1);
     assert!(wati.requests_to(Route::OutboundCall).is_empty());
     wa.abort();
+
+    // A WhatsApp call offered while shutting down is refused: terminated at
+    // Wati and recorded before shutdown returns, not cut short by it (Wati
+    // takes 1.5 s to answer the terminate).
+    wati.script(
+        Route::Terminate,
+        Reply::json(200, json!({"code": 200, "message": "ok"}))
+            .delayed(Duration::from_millis(1500)),
+    );
+    let (_, offer) = WaPeer::offer("127.0.0.1:9".parse().unwrap(), Instant::now(), None).unwrap();
+    let (status, _) = wati
+        .post_webhook(
+            bridge.http_addr,
+            "inbound-call",
+            Some(WEBHOOK_KEY),
+            &json!({"callId": "wacid.drain-late", "sdp": offer}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let store = bridge.store.clone();
     bridge.shutdown().await.unwrap();
+    let terminated: Vec<String> = wati
+        .requests_to(Route::Terminate)
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    assert!(
+        terminated.iter().any(|p| p.contains("wacid.drain-late")),
+        "{terminated:?}"
+    );
+    let rows = store
+        .calls_by_wa_call_id("wacid.drain-late".into())
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].end_cause.as_deref(), Some("refused_draining"));
 }

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
 use crate::config::Settings;
 use crate::metrics::Metrics;
@@ -201,22 +202,33 @@ pub async fn run_calls(
     // their strings, and every call task held them twice.
     let ctx = Arc::new(ctx);
     let max = ctx.settings.calls.max_concurrent as usize;
+    // What refused calls still have to do (terminate at Wati, the record):
+    // off this loop, but waited for before it returns, so that a shutdown
+    // right after a refusal does not cut them short.
+    let mut refusals = JoinSet::new();
     let (mut events_open, mut invites_open) = (true, true);
     while events_open || invites_open {
         tokio::select! {
             ev = events.recv(), if events_open => match ev {
-                Some(r) => on_webhook(&ctx, r, max).await,
+                Some(r) => on_webhook(&ctx, r, max, &mut refusals).await,
                 None => events_open = false,
             },
             inc = invites.recv(), if invites_open => match inc {
-                Some(inc) => on_invite(&ctx, inc, max).await,
+                Some(inc) => on_invite(&ctx, inc, max, &mut refusals).await,
                 None => invites_open = false,
             },
+            Some(_) = refusals.join_next(), if !refusals.is_empty() => {}
         }
     }
+    while refusals.join_next().await.is_some() {}
 }
 
-async fn on_invite(ctx: &Arc<CallCtx>, inc: IncomingInvite, max: usize) {
+async fn on_invite(
+    ctx: &Arc<CallCtx>,
+    inc: IncomingInvite,
+    max: usize,
+    refusals: &mut JoinSet<()>,
+) {
     let sip_call_id = inc.invite.call_id().to_string();
     match ctx
         .registry
@@ -240,7 +252,7 @@ async fn on_invite(ctx: &Arc<CallCtx>, inc: IncomingInvite, max: usize) {
                 business_number: None,
                 offered_at_ms: now_ms(),
             };
-            tokio::spawn(record_refused(
+            refusals.spawn(record_refused(
                 ctx.store.clone(),
                 record,
                 refusal,
@@ -279,7 +291,8 @@ fn inbound_record(call: &crate::wati::InboundCall, offered_at_ms: i64) -> NewCal
 
 /// A refused call leaves a record like every other way a call ends
 /// (design §2), started and ended at its offer. Written off the dispatch
-/// loop: the next webhook or INVITE does not wait for the store.
+/// loop (the next webhook or INVITE does not wait for the store), which
+/// waits for it before it ends.
 async fn record_refused(
     store: Store,
     call: NewCall,
@@ -295,7 +308,7 @@ async fn record_refused(
     }
 }
 
-async fn on_webhook(ctx: &Arc<CallCtx>, r: Received, max: usize) {
+async fn on_webhook(ctx: &Arc<CallCtx>, r: Received, max: usize, refusals: &mut JoinSet<()>) {
     let Received { log_id, event } = r;
     let (wa, cmd) = match event {
         WebhookEvent::InboundCall(call) => {
@@ -320,7 +333,7 @@ async fn on_webhook(ctx: &Arc<CallCtx>, r: Received, max: usize) {
                     let wati = ctx.wati.clone();
                     let store = ctx.store.clone();
                     let id = call.call_id.clone();
-                    tokio::spawn(async move {
+                    refusals.spawn(async move {
                         if let Err(e) = wati.terminate(&id).await {
                             tracing::warn!(call_id = %id, error = %e, "terminate at Wati failed");
                         }
