@@ -123,6 +123,36 @@ impl Baresip {
         dial: Option<&str>,
         seconds: u32,
     ) -> Baresip {
+        Self::start_with(dir, port, rtp_ports, codec, tone_hz, dial, seconds, "")
+    }
+
+    /// As [`Baresip::start`], with baresip's ctrl_tcp module listening on
+    /// `ctrl_port` (JSON in netstrings: its events out, commands in).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_controlled(
+        dir: &Path,
+        port: u16,
+        rtp_ports: (u16, u16),
+        codec: &str,
+        tone_hz: u32,
+        seconds: u32,
+        ctrl_port: u16,
+    ) -> Baresip {
+        let ctrl = format!("module_app\t\tctrl_tcp.so\nctrl_tcp_listen\t\t127.0.0.1:{ctrl_port}\n");
+        Self::start_with(dir, port, rtp_ports, codec, tone_hz, None, seconds, &ctrl)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_with(
+        dir: &Path,
+        port: u16,
+        rtp_ports: (u16, u16),
+        codec: &str,
+        tone_hz: u32,
+        dial: Option<&str>,
+        seconds: u32,
+        extra_config: &str,
+    ) -> Baresip {
         eprintln!("{}", baresip_version());
         let rec = dir.join("rec");
         std::fs::create_dir_all(&rec).unwrap();
@@ -131,7 +161,7 @@ impl Baresip {
             rtp_ports.0,
             rtp_ports.1,
             rec.display()
-        );
+        ) + extra_config;
         std::fs::write(dir.join("config"), config).unwrap();
         let answer = if dial.is_none() {
             ";answermode=auto"
@@ -219,4 +249,73 @@ pub fn read_wav(path: &Path) -> Option<(u32, Vec<i16>)> {
         i += 8 + len + (len & 1);
     }
     None
+}
+
+/// A connection to baresip's ctrl_tcp module: JSON objects in netstrings
+/// (`<length>:<json>,`) both ways.
+pub struct BaresipCtrl {
+    stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+    /// baresip closed the connection (it exited).
+    pub closed: bool,
+}
+
+impl BaresipCtrl {
+    pub async fn connect(port: u16, limit: Duration) -> BaresipCtrl {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                Ok(stream) => {
+                    return BaresipCtrl {
+                        stream,
+                        buf: Vec::new(),
+                        closed: false,
+                    }
+                }
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    panic!("baresip's ctrl_tcp on {port}: {e}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// Sends a command (`sndcode` with a key, `hangup`, …).
+    pub async fn command(&mut self, command: &str, params: &str) {
+        let json =
+            serde_json::json!({"command": command, "params": params, "token": "test"}).to_string();
+        let framed = format!("{}:{json},", json.len());
+        self.stream.write_all(framed.as_bytes()).await.unwrap();
+    }
+
+    /// The next message baresip sends (an event or a command's response);
+    /// `None` at `limit` or when the connection closes (then `closed`).
+    pub async fn next(&mut self, limit: Duration) -> Option<Value> {
+        use tokio::io::AsyncReadExt;
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(colon) = self.buf.iter().position(|&b| b == b':') {
+                let len: usize = std::str::from_utf8(&self.buf[..colon])
+                    .ok()?
+                    .trim()
+                    .parse()
+                    .ok()?;
+                if self.buf.len() > colon + len + 1 {
+                    let body = self.buf[colon + 1..colon + 1 + len].to_vec();
+                    self.buf.drain(..colon + len + 2);
+                    return serde_json::from_slice(&body).ok();
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout_at(deadline, self.stream.read(&mut chunk))
+                .await
+                .ok()?
+                .ok()?;
+            if n == 0 {
+                self.closed = true;
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
 }
