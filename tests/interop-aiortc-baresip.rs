@@ -14,10 +14,12 @@ use serde_json::json;
 use support::audio::tone_snr_db;
 use support::fake_wati::{FakeWati, Route};
 use support::peers::{aiortc, Baresip, BaresipCtrl};
-use support::wa_peer::WaPeer;
 use support::wa_user::run_media;
 use support::wa_user::wait_for_request;
-use support::{ended_call_records, free_port, free_ports, settings_with, WEBHOOK_KEY};
+use support::{
+    ended_call_records, free_port, free_ports, post_webhook_ok, settings_with, whatsapp_calls_in,
+    WEBHOOK_KEY,
+};
 use wa_sip_bridge::Bridge;
 
 async fn call(codec_bridge: &str, codec_baresip: &str, call_id: &str, ports: u16) {
@@ -149,28 +151,13 @@ async fn dtmf_both_ways_between_whatsapp_and_baresip() {
     let bridge = Bridge::start(settings_with(&wati.api_endpoint(), &extra))
         .await
         .unwrap();
-    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let (mut peer, offer) =
-        WaPeer::offer(sock.local_addr().unwrap(), Instant::now(), None).unwrap();
     let call_id = "wacid.interop-baresip-dtmf";
-    let (status, _) = wati
-        .post_webhook(
-            bridge.http_addr,
-            "inbound-call",
-            Some(WEBHOOK_KEY),
-            &json!({"callId": call_id, "sdp": offer, "businessNumber": "15551441906"}),
-        )
-        .await;
-    assert_eq!(status, 200);
-    let accept = wait_for_request(&wati, Route::Accept, Duration::from_secs(15))
-        .await
-        .unwrap_or_else(|| panic!("baresip did not answer; it said:\n{}", baresip.log()));
-    let answer = accept
-        .json
-        .as_ref()
-        .and_then(|b| b["Sdp"].as_str())
-        .unwrap();
-    peer.accept_answer(answer).unwrap();
+    let (mut peer, sock) = whatsapp_calls_in(
+        &wati,
+        &bridge,
+        json!({"callId": call_id, "businessNumber": "15551441906"}),
+    )
+    .await;
 
     // baresip's side: once its call is up, send 2, 7, * 400 ms apart, and
     // collect the keys it reports receiving.
@@ -211,15 +198,7 @@ async fn dtmf_both_ways_between_whatsapp_and_baresip() {
         .await
         .unwrap();
     assert!(media.connected);
-    let (status, _) = wati
-        .post_webhook(
-            bridge.http_addr,
-            "terminate",
-            Some(WEBHOOK_KEY),
-            &json!({"callId": call_id}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    post_webhook_ok(&wati, &bridge, "terminate", json!({"callId": call_id})).await;
     let heard_at_baresip = baresip_side.await.unwrap();
     let log = baresip.log();
     let _ = baresip.finish(Duration::from_secs(1)).await;

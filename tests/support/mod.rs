@@ -195,6 +195,46 @@ pub struct EchoCall {
     pub pbx_status: std::process::ExitStatus,
 }
 
+/// Posts a webhook to `bridge` as Wati does and checks it was taken (200).
+pub async fn post_webhook_ok(
+    wati: &fake_wati::FakeWati,
+    bridge: &wa_sip_bridge::Bridge,
+    route: &str,
+    body: serde_json::Value,
+) {
+    let (status, answer) = wati
+        .post_webhook(bridge.http_addr, route, Some(WEBHOOK_KEY), &body)
+        .await;
+    assert_eq!(status, 200, "{route}: {answer}");
+}
+
+/// The simulated WhatsApp user (str0m, ICE-lite) calls the business: its
+/// offer goes in the New Inbound Call webhook (`body` plus `sdp`), and once
+/// the bridge accepts at Wati (the PBX answered) the answer is applied.
+/// Returns the user and its socket, ready for [`wa_user::run_media`].
+pub async fn whatsapp_calls_in(
+    wati: &fake_wati::FakeWati,
+    bridge: &wa_sip_bridge::Bridge,
+    mut body: serde_json::Value,
+) -> (wa_peer::WaPeer, tokio::net::UdpSocket) {
+    use std::time::{Duration, Instant};
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (mut peer, offer) =
+        wa_peer::WaPeer::offer(sock.local_addr().unwrap(), Instant::now(), None).unwrap();
+    body["sdp"] = offer.into();
+    post_webhook_ok(wati, bridge, "inbound-call", body).await;
+    let accept = wa_user::wait_for_request(wati, fake_wati::Route::Accept, Duration::from_secs(15))
+        .await
+        .expect("accepted at Wati once the PBX answered");
+    let answer = accept
+        .json
+        .as_ref()
+        .and_then(|b| b["Sdp"].as_str())
+        .expect("{\"Sdp\": answer}");
+    peer.accept_answer(answer).unwrap();
+    (peer, sock)
+}
+
 /// A WhatsApp user calls through a bridge whose `[trunk]` and ports are
 /// `extra` (TOML) to `pbx`, a sipp PBX that answers and echoes RTP: the
 /// bridge must accept at Wati, a 1 kHz tone from WhatsApp must come back
@@ -205,45 +245,28 @@ pub async fn inbound_echo_call(
     call_id: &str,
     pbx: &mut tokio::process::Child,
 ) -> EchoCall {
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     let bridge = wa_sip_bridge::Bridge::start(settings_with(&wati.api_endpoint(), extra))
         .await
         .unwrap();
-    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let (mut peer, offer) =
-        wa_peer::WaPeer::offer(sock.local_addr().unwrap(), Instant::now(), None).unwrap();
-    let (status, _) = wati
-        .post_webhook(
-            bridge.http_addr,
-            "inbound-call",
-            Some(WEBHOOK_KEY),
-            &serde_json::json!({"callId": call_id, "sdp": offer, "businessNumber": "15551441906"}),
-        )
-        .await;
-    assert_eq!(status, 200);
-    let accept = wa_user::wait_for_request(wati, fake_wati::Route::Accept, Duration::from_secs(10))
-        .await
-        .expect("accepted at Wati once the PBX answered");
-    let answer = accept
-        .json
-        .as_ref()
-        .and_then(|b| b["Sdp"].as_str())
-        .expect("{\"Sdp\": answer}");
-    peer.accept_answer(answer).unwrap();
+    let (mut peer, sock) = whatsapp_calls_in(
+        wati,
+        &bridge,
+        serde_json::json!({"callId": call_id, "businessNumber": "15551441906"}),
+    )
+    .await;
     let media = wa_user::run_media(&mut peer, &sock, Duration::from_secs(4), 1000.0, "")
         .await
         .unwrap();
     assert!(media.connected, "ICE/DTLS between WhatsApp and the bridge");
     let snr_db = audio::tone_snr_db(&media.pcm, 1000.0, 48_000.0, 48_000);
-    let (status, _) = wati
-        .post_webhook(
-            bridge.http_addr,
-            "terminate",
-            Some(WEBHOOK_KEY),
-            &serde_json::json!({"callId": call_id}),
-        )
-        .await;
-    assert_eq!(status, 200);
+    post_webhook_ok(
+        wati,
+        &bridge,
+        "terminate",
+        serde_json::json!({"callId": call_id}),
+    )
+    .await;
     let pbx_status = tokio::time::timeout(Duration::from_secs(20), pbx.wait())
         .await
         .expect("sipp ended")
