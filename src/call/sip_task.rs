@@ -185,22 +185,34 @@ pub async fn bind(
     trunk_ips: Vec<IpAddr>,
 ) -> Result<(SipSocket, SocketAddr), SipStartError> {
     let listen = settings.sip.listen;
-    let udp = UdpSocket::bind(listen)
-        .await
-        .map_err(|source| SipStartError::Bind {
+    // With port 0 (tests, ad hoc runs) UDP picks a free port and TCP must
+    // take the same one, which an outgoing TCP connection may hold as its
+    // local port: then another port is tried. A configured port is tried once.
+    let attempts = if listen.port() == 0 { 8 } else { 1 };
+    let mut attempt = 0;
+    let (udp, bound, tcp) = loop {
+        attempt += 1;
+        let udp = UdpSocket::bind(listen)
+            .await
+            .map_err(|source| SipStartError::Bind {
+                addr: listen,
+                source,
+            })?;
+        let bound = udp.local_addr().map_err(|source| SipStartError::Bind {
             addr: listen,
             source,
         })?;
-    let bound = udp.local_addr().map_err(|source| SipStartError::Bind {
-        addr: listen,
-        source,
-    })?;
-    let tcp = TcpListener::bind(bound)
-        .await
-        .map_err(|source| SipStartError::Bind {
-            addr: bound,
-            source,
-        })?;
+        match TcpListener::bind(bound).await {
+            Ok(tcp) => break (udp, bound, tcp),
+            Err(_) if attempt < attempts => continue,
+            Err(source) => {
+                return Err(SipStartError::Bind {
+                    addr: bound,
+                    source,
+                })
+            }
+        }
+    };
     // The advertised address, with the real port when the configured one was 0 (tests).
     let mut public = settings.sip.public_addr.clone();
     if public.port == 0 {
