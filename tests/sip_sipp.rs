@@ -46,6 +46,7 @@ fn test_config(addr: std::net::SocketAddr, contact_params: &str) -> UaConfig {
         realm: "wa-sip-bridge".into(),
         acl: SourceAcl::new(vec!["127.0.0.1/32".parse().unwrap()], vec![]),
         timers: Timers::default(),
+        rng_seed: None,
     }
 }
 
@@ -263,7 +264,7 @@ async fn ua_socket_with(cfg_change: impl FnOnce(&mut UaConfig)) -> SipSocket {
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let mut cfg = test_config(sock.local_addr().unwrap(), "");
     cfg_change(&mut cfg);
-    SipSocket::new(sock, SipUa::new(cfg))
+    SipSocket::new(sock, SipUa::new(cfg, Instant::now()))
 }
 
 /// Feeds our events to `on` until it says stop (or 30 s pass), serves a
@@ -537,7 +538,7 @@ async fn ua_socket_tcp() -> SipSocket {
     SipSocket::with_tcp(
         udp,
         Some(tcp),
-        SipUa::new(test_config(addr, ";transport=tcp")),
+        SipUa::new(test_config(addr, ";transport=tcp"), Instant::now()),
     )
 }
 

@@ -1072,15 +1072,19 @@ pub async fn run(cfg: Config) -> Result<Summary, String> {
         ));
     }
 
-    let ua = SipUa::new(UaConfig {
-        via_host: pbx_addr.to_string(),
-        contact_uri: format!("sip:pbx@{pbx_addr}"),
-        credentials: None,
-        inbound_credentials: None,
-        realm: "loadgen".into(),
-        acl: SourceAcl::new(vec!["127.0.0.0/8".parse().map_err(|_| "acl")?], vec![]),
-        timers: Timers::default(),
-    });
+    let ua = SipUa::new(
+        UaConfig {
+            via_host: pbx_addr.to_string(),
+            contact_uri: format!("sip:pbx@{pbx_addr}"),
+            credentials: None,
+            inbound_credentials: None,
+            realm: "loadgen".into(),
+            acl: SourceAcl::new(vec!["127.0.0.0/8".parse().map_err(|_| "acl")?], vec![]),
+            timers: Timers::default(),
+            rng_seed: None,
+        },
+        Instant::now(),
+    );
     let inbound: Waiters<PbxLeg> = Default::default();
     let (pbx_tx, pbx_rx) = mpsc::channel(4096);
     tokio::spawn(pbx_task(

@@ -220,6 +220,7 @@ async fn run_call(
                     Some(UaEvent::Answered { sdp, .. }) => Input::PbxAnswered { sdp },
                     Some(UaEvent::Failed { code, .. }) => Input::PbxFailed { code },
                     Some(UaEvent::Ended { cause: SipEnd::PeerBye, .. }) => Input::PbxBye,
+                        Some(UaEvent::Ended { cause: SipEnd::Overloaded, .. }) => Input::Hangup("overloaded"),
                     Some(UaEvent::Ended { cause, .. }) => Input::SipEnded { cause: format!("{cause:?}") },
                     _ => continue,
                 },

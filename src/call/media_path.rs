@@ -56,8 +56,8 @@ pub fn relay_config(n: &Negotiated, rtp_timeout: Duration) -> RelayConfig {
             ptime_ms: n.ptime,
         },
     };
-    let seed = crate::sip::endpoint::random_token();
-    let r = u64::from_str_radix(&seed, 16).unwrap_or(0x1234_5678_9abc_def0);
+    // RFC 3550 §5.1, §8: random SSRC and starting points (ThreadRng: a CSPRNG).
+    let r: u64 = rand::random();
     RelayConfig {
         sip_codec,
         sip_te: n.telephone_event,

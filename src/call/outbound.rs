@@ -484,6 +484,7 @@ async fn run_call(
                     match ev {
                         Some(UaEvent::Ended { cause: SipEnd::PeerCancel, .. }) => Input::PbxCancelled,
                         Some(UaEvent::Ended { cause: SipEnd::PeerBye, .. }) => Input::PbxBye,
+                        Some(UaEvent::Ended { cause: SipEnd::Overloaded, .. }) => Input::Hangup("overloaded"),
                         Some(UaEvent::Ended { cause, .. }) => Input::SipEnded { cause: format!("{cause:?}") },
                         // Our 200 was acknowledged.
                         Some(UaEvent::Answered { sdp, .. }) => Input::PbxAck { sdp },

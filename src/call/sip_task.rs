@@ -11,6 +11,7 @@ use std::time::Instant;
 use std::collections::HashMap;
 
 use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{Settings, TrunkTransport};
@@ -22,7 +23,7 @@ use crate::sip::endpoint::{Peer, Transport};
 use crate::sip::register::RegisterConfig;
 use crate::sip::runtime::SipSocket;
 use crate::sip::transaction::Timers;
-use crate::sip::ua::{CallRef, Invite, SipUa, UaConfig, UaEvent};
+use crate::sip::ua::{CallRef, EndCause, Invite, SipUa, UaConfig, UaEvent};
 
 use super::outbound::IncomingInvite;
 use super::trunk::{Trunk, RETRY_AFTER_FAILURE, TRUNK_TTL};
@@ -235,8 +236,12 @@ pub async fn bind(
         realm: settings.sip.domain.clone(),
         acl: SourceAcl::new(settings.trunk.allowed_sources.clone(), trunk_ips),
         timers: Timers::default(),
+        rng_seed: None,
     };
-    Ok((SipSocket::with_tcp(udp, Some(tcp), SipUa::new(cfg)), bound))
+    Ok((
+        SipSocket::with_tcp(udp, Some(tcp), SipUa::new(cfg, Instant::now())),
+        bound,
+    ))
 }
 
 /// Where SIP for the trunk goes: `addr`, over `trunk.uri`'s transport.
@@ -453,10 +458,30 @@ pub async fn run(
                 };
                 let last = matches!(other, UaEvent::Ended { .. } | UaEvent::Failed { .. });
                 if let Some(tx) = routes.get(&call) {
-                    if tx.send(other).await.is_err() {
-                        // The call task is gone: make sure the PBX side ends too.
-                        sip.ua().hangup(Instant::now(), call);
-                        routes.remove(&call);
+                    match tx.try_send(other) {
+                        Ok(()) => {}
+                        Err(TrySendError::Closed(_)) => {
+                            // The call task is gone: make sure the PBX side ends too.
+                            sip.ua().hangup(Instant::now(), call);
+                            routes.remove(&call);
+                        }
+                        Err(TrySendError::Full(_)) => {
+                            // Waiting here would hold up every other call's
+                            // SIP; the one that cannot keep up is ended.
+                            tracing::warn!(?call, "a call's task is not taking its SIP events: hanging it up (overloaded)");
+                            sip.ua().hangup(Instant::now(), call);
+                            if let Some(tx) = routes.remove(&call) {
+                                // Its task learns why when it reads again.
+                                tokio::spawn(async move {
+                                    let _ = tx
+                                        .send(UaEvent::Ended {
+                                            call,
+                                            cause: EndCause::Overloaded,
+                                        })
+                                        .await;
+                                });
+                            }
+                        }
                     }
                 }
                 if last {
@@ -469,5 +494,241 @@ pub async fn run(
             health.set_registration(Check::Failing);
             metrics.sip_registered.set(0);
         }
+    }
+}
+
+// `unwrap`/`expect` in these tests are set-up and assertions: a failure is
+// the test's failure; none is reachable from the bridge's input.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::message::{parse_incoming, Msg};
+    use std::time::Duration;
+
+    fn settings() -> Settings {
+        crate::config::settings_from_toml_str(
+            r#"
+[wati]
+api_endpoint = "http://127.0.0.1:9/api"
+token = "t"
+webhook_key = "k"
+[http]
+listen = "127.0.0.1:0"
+[webrtc]
+bind_ip = "127.0.0.1"
+[sip]
+listen = "127.0.0.1:0"
+[trunk]
+uri = "sip:127.0.0.1:5099"
+allowed_sources = ["127.0.0.1/32"]
+[media]
+rtp_ip = "127.0.0.1"
+[storage]
+url = "sqlite::memory:"
+"#,
+            Vec::new(),
+        )
+        .expect("test settings are valid")
+    }
+
+    /// The PBX of this test: raw SIP over UDP on loopback.
+    struct Pbx {
+        sock: UdpSocket,
+        bridge: SocketAddr,
+        /// BYEs the bridge sent, by Call-ID.
+        byes: Vec<String>,
+    }
+
+    impl Pbx {
+        fn addr(&self) -> SocketAddr {
+            self.sock.local_addr().unwrap()
+        }
+
+        async fn send(&self, text: String) {
+            self.sock
+                .send_to(text.as_bytes(), self.bridge)
+                .await
+                .unwrap();
+        }
+
+        fn headers(&self, id: &str, cseq: &str, to_tag: Option<&str>, branch: &str) -> String {
+            let (me, b) = (self.addr(), self.bridge);
+            let to_tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
+            format!("Via: SIP/2.0/UDP {me};branch=z9hG4bK-{branch};rport\r\nMax-Forwards: 70\r\nFrom: <sip:agent@{me}>;tag=f-{id}\r\nTo: <sip:14085551234@{b}>{to_tag}\r\nCall-ID: {id}\r\nCSeq: {cseq}\r\nContact: <sip:agent@{me}>\r\n")
+        }
+
+        async fn invite(&self, id: &str) {
+            let sdp = "v=0\r\no=pbx 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+            let h = self.headers(id, "1 INVITE", None, &format!("{id}-inv"));
+            let b = self.bridge;
+            self.send(format!("INVITE sip:14085551234@{b} SIP/2.0\r\n{h}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}", sdp.len())).await;
+        }
+
+        async fn in_dialog(
+            &self,
+            method: &str,
+            id: &str,
+            cseq: u32,
+            tag: &str,
+            body: Option<(&str, &str)>,
+        ) {
+            let h = self.headers(
+                id,
+                &format!("{cseq} {method}"),
+                Some(tag),
+                &format!("{id}-{method}-{cseq}"),
+            );
+            let b = self.bridge;
+            let (ct, body) = match body {
+                Some((ct, body)) => (format!("Content-Type: {ct}\r\n"), body),
+                None => (String::new(), ""),
+            };
+            self.send(format!(
+                "{method} sip:wa-sip-bridge@{b} SIP/2.0\r\n{h}{ct}Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            ))
+            .await;
+        }
+
+        /// The next message from the bridge that `want` picks; BYEs from the
+        /// bridge met on the way are answered and noted.
+        async fn until(&mut self, want: impl Fn(&Msg) -> bool) -> Msg {
+            let mut buf = vec![0u8; 65536];
+            loop {
+                let (n, _) =
+                    tokio::time::timeout(Duration::from_secs(10), self.sock.recv_from(&mut buf))
+                        .await
+                        .expect("the bridge's SIP answers within 10 s")
+                        .unwrap();
+                let msg = parse_incoming(&buf[..n]).expect("the bridge sends valid SIP");
+                if msg.method() == Some("BYE") {
+                    let ok = Msg::response_to(&msg, 200, "OK", None);
+                    self.sock
+                        .send_to(&ok.to_bytes(), self.bridge)
+                        .await
+                        .unwrap();
+                    self.byes.push(msg.call_id().to_string());
+                }
+                if want(&msg) {
+                    return msg;
+                }
+            }
+        }
+
+        /// The INVITE's 200; then the ACK.
+        async fn answered(&mut self, id: &str) -> String {
+            let ok = self
+                .until(|m| m.call_id() == id && m.status() == Some(200) && m.cseq().1 == "INVITE")
+                .await;
+            let tag = ok.to_tag().unwrap().to_string();
+            self.in_dialog("ACK", id, 1, &tag, None).await;
+            tag
+        }
+    }
+
+    /// One call's task stops reading its SIP events (here: never reads
+    /// them) while its PBX sends far more than its queue holds. The SIP task
+    /// must not wait for it: 50 other calls are set up and torn down
+    /// meanwhile, the stuck call is hung up toward the PBX, and its task,
+    /// when it reads again, finds why (`Overloaded`) after what was queued.
+    #[tokio::test]
+    async fn a_call_that_stops_reading_its_events_is_ended_and_stalls_no_other() {
+        let settings = settings();
+        let (sip, bridge) = bind(&settings, vec![]).await.unwrap();
+        let (handle, commands) = channel();
+        let (invites_tx, mut invites) = mpsc::channel::<IncomingInvite>(256);
+        let trunk = Arc::new(Trunk::new("127.0.0.1".into(), 5099, &[]));
+        let task = tokio::spawn(run(
+            sip,
+            commands,
+            settings,
+            trunk,
+            Arc::new(Health::default()),
+            Arc::new(Metrics::new()),
+            invites_tx,
+        ));
+        let mut pbx = Pbx {
+            sock: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            bridge,
+            byes: Vec::new(),
+        };
+        // The call layer of this test: answers every call; hands back the
+        // stuck call's events unread, and reads every other call's to its end.
+        let (ended_tx, mut ended) = mpsc::channel::<(String, Option<EndCause>)>(256);
+        let (stuck_tx, stuck_rx) = oneshot::channel();
+        let layer = tokio::spawn(async move {
+            let mut stuck_tx = Some(stuck_tx);
+            while let Some(inc) = invites.recv().await {
+                handle.answer(inc.call, "v=0\r\n".into()).await;
+                let id = inc.invite.call_id().to_string();
+                let mut events = inc.events;
+                if id == "stuck" {
+                    if let Some(tx) = stuck_tx.take() {
+                        let _ = tx.send(events);
+                    }
+                    continue;
+                }
+                let ended_tx = ended_tx.clone();
+                tokio::spawn(async move {
+                    let mut cause = None;
+                    while let Some(ev) = events.recv().await {
+                        if let UaEvent::Ended { cause: c, .. } = ev {
+                            cause = Some(c);
+                            break;
+                        }
+                    }
+                    let _ = ended_tx.send((id, cause)).await;
+                });
+            }
+        });
+
+        pbx.invite("stuck").await;
+        let tag = pbx.answered("stuck").await;
+        let dtmf = ("application/dtmf-relay", "Signal=5\r\nDuration=100\r\n");
+        for cseq in 2..100 {
+            pbx.in_dialog("INFO", "stuck", cseq, &tag, Some(dtmf)).await;
+            if cseq % 16 == 0 {
+                // Paced so that no datagram is lost on loopback.
+                pbx.until(|m| m.call_id() == "stuck" && m.cseq() == (cseq, "INFO"))
+                    .await;
+            }
+        }
+
+        for i in 0..50 {
+            let id = format!("other-{i}");
+            pbx.invite(&id).await;
+            let tag = pbx.answered(&id).await;
+            pbx.in_dialog("BYE", &id, 2, &tag, None).await;
+            pbx.until(|m| m.call_id() == id && m.cseq().1 == "BYE" && m.status() == Some(200))
+                .await;
+        }
+        for _ in 0..50 {
+            let (id, cause) = tokio::time::timeout(Duration::from_secs(10), ended.recv())
+                .await
+                .expect("each other call ends")
+                .unwrap();
+            assert_eq!(cause, Some(EndCause::PeerBye), "{id}");
+        }
+        assert!(
+            pbx.byes.iter().any(|id| id == "stuck"),
+            "the stuck call was hung up toward the PBX"
+        );
+
+        let mut stuck = stuck_rx.await.unwrap();
+        let mut seen = 0;
+        let last = loop {
+            let ev = tokio::time::timeout(Duration::from_secs(5), stuck.recv())
+                .await
+                .expect("the stuck call's events end")
+                .expect("the channel is not closed before the ending");
+            seen += 1;
+            if let UaEvent::Ended { cause, .. } = ev {
+                break cause;
+            }
+        };
+        assert_eq!(last, EndCause::Overloaded);
+        assert!(seen > 60, "what was queued came first ({seen} events)");
+        task.abort();
+        layer.abort();
     }
 }

@@ -323,14 +323,18 @@ pub async fn extension_socket(user: &str) -> Result<SipSocket, DemoError> {
     let loopback = "127.0.0.0/8"
         .parse()
         .map_err(|_| DemoError("loopback network".into()))?;
-    let ua = SipUa::new(UaConfig {
-        via_host: addr.to_string(),
-        contact_uri: format!("sip:{user}@{addr}"),
-        credentials: None,
-        inbound_credentials: None,
-        realm: "pbx".into(),
-        acl: SourceAcl::new(vec![loopback], vec![]),
-        timers: Timers::default(),
-    });
+    let ua = SipUa::new(
+        UaConfig {
+            via_host: addr.to_string(),
+            contact_uri: format!("sip:{user}@{addr}"),
+            credentials: None,
+            inbound_credentials: None,
+            realm: "pbx".into(),
+            acl: SourceAcl::new(vec![loopback], vec![]),
+            timers: Timers::default(),
+            rng_seed: None,
+        },
+        Instant::now(),
+    );
     Ok(SipSocket::new(sock, ua))
 }

@@ -56,20 +56,24 @@ pub async fn run() -> Result<bool, DemoError> {
     // The PBX extension the bridge's trunk points at.
     let pbx_sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
     let pbx_addr = pbx_sock.local_addr()?;
-    let pbx_ua = SipUa::new(UaConfig {
-        via_host: pbx_addr.to_string(),
-        contact_uri: format!("sip:ivr@{pbx_addr}"),
-        credentials: None,
-        inbound_credentials: None,
-        realm: "pbx".into(),
-        acl: SourceAcl::new(
-            vec!["127.0.0.1/32"
-                .parse()
-                .map_err(|_| DemoError("acl".into()))?],
-            vec![],
-        ),
-        timers: Timers::default(),
-    });
+    let pbx_ua = SipUa::new(
+        UaConfig {
+            via_host: pbx_addr.to_string(),
+            contact_uri: format!("sip:ivr@{pbx_addr}"),
+            credentials: None,
+            inbound_credentials: None,
+            realm: "pbx".into(),
+            acl: SourceAcl::new(
+                vec!["127.0.0.1/32"
+                    .parse()
+                    .map_err(|_| DemoError("acl".into()))?],
+                vec![],
+            ),
+            timers: Timers::default(),
+            rng_seed: None,
+        },
+        Instant::now(),
+    );
     let pbx = tokio::spawn(answer_one_call(
         SipSocket::new(pbx_sock, pbx_ua),
         "9*",

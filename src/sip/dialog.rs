@@ -10,7 +10,7 @@
 
 use std::net::SocketAddr;
 
-use super::endpoint::{new_branch, Peer};
+use super::endpoint::{via, Peer};
 use super::message::{param, uri_of, Msg};
 
 /// Serializable so that a call's dialog can be saved and, after a crash, ended with a BYE.
@@ -121,16 +121,9 @@ impl Dialog {
             && msg.from_tag() == self.remote_tag()
     }
 
-    fn base(&self, method: &str, cseq: u32, via_host: &str) -> Msg {
+    fn base(&self, method: &str, cseq: u32, via_host: &str, branch: &str) -> Msg {
         let mut m = Msg::request(method, &self.remote_target);
-        let proto = match self.peer.transport {
-            super::endpoint::Transport::Udp => "UDP",
-            super::endpoint::Transport::Tcp => "TCP",
-        };
-        m.push(
-            "via",
-            format!("SIP/2.0/{proto} {via_host};branch={};rport", new_branch()),
-        );
+        m.push("via", via(self.peer.transport, via_host, branch));
         for r in &self.route_set {
             m.push("route", r.clone());
         }
@@ -143,14 +136,14 @@ impl Dialog {
     }
 
     /// A new in-dialog request (BYE, INFO, OPTIONS): CSeq one higher (§12.2.1.1).
-    pub fn request(&mut self, method: &str, via_host: &str) -> Msg {
+    pub fn request(&mut self, method: &str, via_host: &str, branch: &str) -> Msg {
         self.local_cseq += 1;
-        self.base(method, self.local_cseq, via_host)
+        self.base(method, self.local_cseq, via_host, branch)
     }
 
     /// The ACK for a 2xx (§13.2.2.4): CSeq number of the INVITE, a new branch.
-    pub fn ack(&self, invite_cseq: u32, via_host: &str) -> Msg {
-        self.base("ACK", invite_cseq, via_host)
+    pub fn ack(&self, invite_cseq: u32, via_host: &str, branch: &str) -> Msg {
+        self.base("ACK", invite_cseq, via_host, branch)
     }
 }
 
@@ -196,7 +189,7 @@ mod tests {
         assert_eq!(d.remote_target, "sip:100@192.0.2.10:5080");
         // The next hop is the first route.
         assert_eq!(d.peer.addr, "198.51.100.1:5060".parse().unwrap());
-        let ack = d.ack(7, "192.0.2.20:5060");
+        let ack = d.ack(7, "192.0.2.20:5060", "z9hG4bKack");
         assert_eq!(ack.start, "ACK sip:100@192.0.2.10:5080 SIP/2.0");
         assert_eq!(ack.cseq(), (7, "ACK"));
         assert_eq!(
@@ -209,7 +202,7 @@ mod tests {
             inv.branch(),
             "the 2xx ACK is a new transaction"
         );
-        let bye = d.request("BYE", "192.0.2.20:5060");
+        let bye = d.request("BYE", "192.0.2.20:5060", "z9hG4bKbye");
         assert_eq!(bye.cseq(), (8, "BYE"));
         assert_eq!(bye.from_tag(), Some("ours"));
     }
@@ -228,7 +221,7 @@ mod tests {
         let mut d = Dialog::uas(&inv, "us1", peer()).unwrap();
         assert_eq!(d.route_set, vec!["<sip:192.0.2.10;lr>"]);
         assert_eq!(d.local_tag(), Some("us1"));
-        let bye = d.request("BYE", "192.0.2.20:5060");
+        let bye = d.request("BYE", "192.0.2.20:5060", "z9hG4bKbye");
         assert_eq!(bye.from_tag(), Some("us1"));
         assert_eq!(bye.to_tag(), Some("pbx1"));
         // Their BYE matches our dialog.

@@ -6,8 +6,9 @@
 //! RFC 2069 form without qop, which old PBXs still send); nonce counts;
 //! `stale=true` for expired nonces of ours.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use md5::Md5;
 use sha2::{Digest, Sha256};
@@ -346,12 +347,23 @@ impl Authorization {
     }
 }
 
-/// Issues and checks our own nonces: `<unix seconds>.<hash(seconds, secret)>`,
-/// so a nonce needs no server-side state and its age is known (RFC 7616 §3.3).
-#[derive(Clone)]
+/// How long a nonce of ours is good for; an older one gets `stale=true`.
+pub const NONCE_LIFETIME: Duration = Duration::from_secs(300);
+
+/// Issues and checks our own nonces (RFC 7616 §3.3, §5.4):
+/// `<seconds since the issuer began, hex>.<HMAC-SHA-256(secret, seconds ‖
+/// binding), first 128 bits, hex>`, the secret random per process, the
+/// binding the client's address, so a nonce needs no server-side state
+/// until it is used, its age is known, and it cannot be forged or carried
+/// to another address. The tag is compared in constant time. A nonce that
+/// authenticated a request remembers its highest nonce-count until it
+/// expires: a count not above it is a replay (RFC 7616 §3.4, §5.4).
 pub struct NonceIssuer {
-    secret: String,
-    pub lifetime_s: u64,
+    key: aws_lc_rs::hmac::Key,
+    epoch: Instant,
+    lifetime: Duration,
+    /// Nonces that authenticated a request: (issued at, highest nc).
+    used: HashMap<String, (u64, u32)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -362,52 +374,107 @@ pub enum NonceCheck {
     Invalid,
 }
 
+/// Nonces remembered for their counts; beyond this the oldest go first
+/// (their clients are then asked again, with `stale=true`).
+const MAX_USED_NONCES: usize = 4096;
+
 impl NonceIssuer {
-    pub fn new(secret: impl Into<String>) -> NonceIssuer {
+    /// `secret`: random bytes of the process; `now`: when the issuer begins.
+    pub fn new(secret: &[u8], now: Instant) -> NonceIssuer {
         NonceIssuer {
-            secret: secret.into(),
-            lifetime_s: 300,
+            key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret),
+            epoch: now,
+            lifetime: NONCE_LIFETIME,
+            used: HashMap::new(),
         }
     }
 
-    fn now_s() -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
+    fn seconds(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_secs()
     }
 
-    fn tag(&self, t: u64) -> String {
-        Algorithm::Sha256.hash(&format!("{t}:{}", self.secret))[..32].to_string()
+    fn tag(&self, t: u64, binding: &str) -> [u8; 16] {
+        let mut data = t.to_be_bytes().to_vec();
+        data.extend_from_slice(binding.as_bytes());
+        let full = aws_lc_rs::hmac::sign(&self.key, &data);
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&full.as_ref()[..16]);
+        out
     }
 
-    pub fn issue_at(&self, t: u64) -> String {
-        format!("{t}.{}", self.tag(t))
-    }
-
-    pub fn issue(&self) -> String {
-        self.issue_at(Self::now_s())
-    }
-
-    pub fn check_at(&self, nonce: &str, now: u64) -> NonceCheck {
-        let Some((t, tag)) = nonce.split_once('.') else {
-            return NonceCheck::Invalid;
-        };
-        let Ok(t) = t.parse::<u64>() else {
-            return NonceCheck::Invalid;
-        };
-        if tag != self.tag(t) || t > now + 60 {
-            return NonceCheck::Invalid;
+    pub fn issue(&self, binding: &str, now: Instant) -> String {
+        let t = self.seconds(now);
+        let mut s = format!("{t:x}.");
+        for b in self.tag(t, binding) {
+            let _ = write!(s, "{b:02x}");
         }
-        if now - t.min(now) > self.lifetime_s {
+        s
+    }
+
+    /// When `nonce` was issued, if it is ours for `binding`.
+    fn issued_at(&self, nonce: &str, binding: &str) -> Option<u64> {
+        let (t, tag) = nonce.split_once('.')?;
+        if t.is_empty() || t.len() > 16 || tag.len() != 32 {
+            return None;
+        }
+        let t = u64::from_str_radix(t, 16).ok()?;
+        let mut given = [0u8; 16];
+        for (i, b) in given.iter_mut().enumerate() {
+            *b = u8::from_str_radix(tag.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        use subtle::ConstantTimeEq;
+        bool::from(given.ct_eq(&self.tag(t, binding))).then_some(t)
+    }
+
+    pub fn check(&self, nonce: &str, binding: &str, now: Instant) -> NonceCheck {
+        let Some(t) = self.issued_at(nonce, binding) else {
+            return NonceCheck::Invalid;
+        };
+        let now_s = self.seconds(now);
+        if t > now_s {
+            NonceCheck::Invalid
+        } else if now_s - t > self.lifetime.as_secs() {
             NonceCheck::Stale
         } else {
             NonceCheck::Valid
         }
     }
 
-    pub fn check(&self, nonce: &str) -> NonceCheck {
-        self.check_at(nonce, Self::now_s())
+    /// Records that a valid `nonce` authenticated a request with count
+    /// `nc` (1 for the RFC 2069 form, which has none: such a nonce serves
+    /// once). `false` when the count is not above the last one: a replay.
+    pub fn use_count(&mut self, nonce: &str, nc: u32, now: Instant) -> bool {
+        let now_s = self.seconds(now);
+        let life = self.lifetime.as_secs();
+        if self.used.len() >= MAX_USED_NONCES {
+            self.used
+                .retain(|_, (t, _)| now_s.saturating_sub(*t) <= life);
+        }
+        if self.used.len() >= MAX_USED_NONCES {
+            if let Some(oldest) = self
+                .used
+                .iter()
+                .min_by_key(|(_, (t, _))| *t)
+                .map(|(k, _)| k.clone())
+            {
+                self.used.remove(&oldest);
+            }
+        }
+        let t = nonce
+            .split_once('.')
+            .and_then(|(t, _)| u64::from_str_radix(t, 16).ok())
+            .unwrap_or(now_s);
+        match self.used.get_mut(nonce) {
+            Some((_, last)) if nc <= *last => false,
+            Some((_, last)) => {
+                *last = nc;
+                true
+            }
+            None => {
+                self.used.insert(nonce.to_string(), (t, nc));
+                true
+            }
+        }
     }
 }
 
@@ -523,16 +590,51 @@ mod tests {
     }
 
     #[test]
-    fn nonces_expire_and_cannot_be_forged() {
-        let n = NonceIssuer::new("secret");
-        let nonce = n.issue_at(1000);
-        assert_eq!(n.check_at(&nonce, 1100), NonceCheck::Valid);
-        assert_eq!(n.check_at(&nonce, 1000 + 301), NonceCheck::Stale);
-        assert_eq!(n.check_at("1000.0000", 1001), NonceCheck::Invalid);
+    fn nonces_expire_and_cannot_be_forged_or_moved() {
+        let t0 = Instant::now();
+        let n = NonceIssuer::new(b"secret", t0);
+        let at = |s| t0 + Duration::from_secs(s);
+        let nonce = n.issue("192.0.2.10", at(1000));
+        assert_eq!(n.check(&nonce, "192.0.2.10", at(1100)), NonceCheck::Valid);
         assert_eq!(
-            NonceIssuer::new("other").check_at(&nonce, 1001),
+            n.check(&nonce, "192.0.2.10", at(1000 + 301)),
+            NonceCheck::Stale
+        );
+        // Another address, another secret, a forged or future tag: not ours.
+        assert_eq!(n.check(&nonce, "192.0.2.11", at(1001)), NonceCheck::Invalid);
+        assert_eq!(
+            NonceIssuer::new(b"other", t0).check(&nonce, "192.0.2.10", at(1001)),
             NonceCheck::Invalid
         );
-        assert_eq!(n.check_at("garbage", 1), NonceCheck::Invalid);
+        let (t, tag) = nonce.split_once('.').unwrap();
+        let mut flipped = tag.to_string();
+        flipped.replace_range(0..1, if &tag[..1] == "0" { "1" } else { "0" });
+        assert_eq!(
+            n.check(&format!("{t}.{flipped}"), "192.0.2.10", at(1001)),
+            NonceCheck::Invalid
+        );
+        assert_eq!(
+            n.check(&format!("3e9.{tag}"), "192.0.2.10", at(1001)),
+            NonceCheck::Invalid
+        );
+        for garbage in ["garbage", "", ".", "zz.00", "1.", &"f".repeat(100)] {
+            assert_eq!(n.check(garbage, "192.0.2.10", at(1)), NonceCheck::Invalid);
+        }
+    }
+
+    #[test]
+    fn a_nonce_count_that_does_not_rise_is_a_replay() {
+        let t0 = Instant::now();
+        let mut n = NonceIssuer::new(b"secret", t0);
+        let nonce = n.issue("a", t0);
+        assert!(n.use_count(&nonce, 1, t0));
+        assert!(!n.use_count(&nonce, 1, t0), "the same count again");
+        assert!(n.use_count(&nonce, 3, t0));
+        assert!(!n.use_count(&nonce, 2, t0), "a lower count");
+        // Memory stays bounded however many nonces are used.
+        for i in 0..(MAX_USED_NONCES + 10) {
+            n.use_count(&format!("{i:x}.x"), 1, t0);
+        }
+        assert!(n.used.len() <= MAX_USED_NONCES);
     }
 }

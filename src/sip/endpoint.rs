@@ -12,7 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::message::{param, parse_incoming, response_destination, stamp_via, Msg, Rejected};
+use super::message::{parse_incoming, response_destination, stamp_via, Msg, Rejected};
 use super::transaction::{
     Action, ClientEvent, ClientInvite, ClientNonInvite, Reliability, ServerEvent, ServerInvite,
     ServerNonInvite, Timers,
@@ -533,34 +533,15 @@ fn ack_for_error(invite: &Msg, response: &Msg) -> Msg {
     ack
 }
 
-/// A fresh RFC 3261 branch (magic cookie + random part).
-pub fn new_branch() -> String {
-    format!("z9hG4bK{}", random_token())
-}
-
-/// A random token for tags, branches and Call-IDs.
-pub fn random_token() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    format!("{:016x}", h.finish())
-}
-
-/// Whether a URI parameter `lr` is present (loose routing, RFC 3261 §16.12.1.1).
-pub fn is_loose_route(route: &str) -> bool {
-    let uri = super::message::uri_of(route);
-    uri.split(';')
-        .skip(1)
-        .any(|p| p.trim().eq_ignore_ascii_case("lr"))
-        || param(route, "lr").is_some()
+/// The one Via builder: a top Via for a request we send over `t` from
+/// `sent_by`, with `branch` and an empty `rport` (RFC 3581 §3: answers come
+/// back to the port we sent from, whatever NAT did).
+pub fn via(t: Transport, sent_by: &str, branch: &str) -> String {
+    let proto = match t {
+        Transport::Udp => "UDP",
+        Transport::Tcp => "TCP",
+    };
+    format!("SIP/2.0/{proto} {sent_by};branch={branch};rport")
 }
 
 #[cfg(test)]

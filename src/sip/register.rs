@@ -87,7 +87,7 @@ impl Registration {
     }
 
     /// The REGISTER to send now, if one is due. `via` is the top Via value.
-    pub fn poll_request(&mut self, now: Instant, via: String) -> Option<Msg> {
+    pub fn poll_request(&mut self, now: Instant, via: String, cnonce: &str) -> Option<Msg> {
         if self.next_at.is_none_or(|t| now < t) {
             return None;
         }
@@ -110,7 +110,7 @@ impl Registration {
                 &self.cfg.password,
                 "REGISTER",
                 &self.cfg.registrar,
-                &super::endpoint::random_token(),
+                cnonce,
                 *nc,
             );
             m.push(
@@ -230,11 +230,11 @@ mod tests {
         let t0 = Instant::now();
         let mut r = reg(t0);
         let req = r
-            .poll_request(t0, "SIP/2.0/UDP x;branch=z9hG4bK1".into())
+            .poll_request(t0, "SIP/2.0/UDP x;branch=z9hG4bK1".into(), "c")
             .unwrap();
         assert!(req.header("authorization").is_none());
         assert!(
-            r.poll_request(t0, "v".into()).is_none(),
+            r.poll_request(t0, "v".into(), "c").is_none(),
             "one in flight at a time"
         );
         r.on_response(
@@ -249,7 +249,7 @@ mod tests {
             )),
         );
         let req2 = r
-            .poll_request(t0, "SIP/2.0/UDP x;branch=z9hG4bK2".into())
+            .poll_request(t0, "SIP/2.0/UDP x;branch=z9hG4bK2".into(), "c")
             .unwrap();
         assert_eq!(req2.cseq(), (2, "REGISTER"));
         assert_eq!(req2.call_id(), "reg-1");
@@ -270,7 +270,7 @@ mod tests {
         assert_eq!(r.next_timeout(), Some(t0 + Duration::from_secs(96)));
         let t1 = t0 + Duration::from_secs(96);
         let req3 = r
-            .poll_request(t1, "SIP/2.0/UDP x;branch=z9hG4bK3".into())
+            .poll_request(t1, "SIP/2.0/UDP x;branch=z9hG4bK3".into(), "c")
             .unwrap();
         assert!(
             req3.header("authorization")
@@ -283,7 +283,7 @@ mod tests {
         assert_eq!(r.state, RegState::Failed { code: 408 });
         assert_eq!(r.next_timeout(), Some(t1 + Duration::from_secs(5)));
         let t2 = t1 + Duration::from_secs(5);
-        let req4 = r.poll_request(t2, "v".into()).unwrap();
+        let req4 = r.poll_request(t2, "v".into(), "c").unwrap();
         r.on_response(t2, Some(&reply(&req4, 503, &[])));
         assert_eq!(r.next_timeout(), Some(t2 + Duration::from_secs(10)));
     }
@@ -293,17 +293,17 @@ mod tests {
         let t0 = Instant::now();
         let mut r = reg(t0);
         let ch = [("www-authenticate", "Digest realm=\"pbx\", nonce=\"n1\"")];
-        let q1 = r.poll_request(t0, "v".into()).unwrap();
+        let q1 = r.poll_request(t0, "v".into(), "c").unwrap();
         r.on_response(t0, Some(&reply(&q1, 401, &ch)));
-        let q2 = r.poll_request(t0, "v".into()).unwrap();
+        let q2 = r.poll_request(t0, "v".into(), "c").unwrap();
         r.on_response(t0, Some(&reply(&q2, 401, &ch)));
         assert_eq!(r.state, RegState::Failed { code: 401 });
         assert_eq!(r.next_timeout(), Some(t0 + Duration::from_secs(5)));
         // A stale nonce is answered again without counting as a failure.
         let mut r = reg(t0);
-        let q1 = r.poll_request(t0, "v".into()).unwrap();
+        let q1 = r.poll_request(t0, "v".into(), "c").unwrap();
         r.on_response(t0, Some(&reply(&q1, 401, &ch)));
-        let q2 = r.poll_request(t0, "v".into()).unwrap();
+        let q2 = r.poll_request(t0, "v".into(), "c").unwrap();
         r.on_response(
             t0,
             Some(&reply(
@@ -315,16 +315,16 @@ mod tests {
                 )],
             )),
         );
-        assert!(r.poll_request(t0, "v".into()).is_some());
+        assert!(r.poll_request(t0, "v".into(), "c").is_some());
     }
 
     #[test]
     fn interval_too_brief_uses_min_expires() {
         let t0 = Instant::now();
         let mut r = reg(t0);
-        let q1 = r.poll_request(t0, "v".into()).unwrap();
+        let q1 = r.poll_request(t0, "v".into(), "c").unwrap();
         r.on_response(t0, Some(&reply(&q1, 423, &[("min-expires", "600")])));
-        let q2 = r.poll_request(t0, "v".into()).unwrap();
+        let q2 = r.poll_request(t0, "v".into(), "c").unwrap();
         assert_eq!(q2.header("expires"), Some("600"));
     }
 }

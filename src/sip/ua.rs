@@ -15,10 +15,9 @@ use std::time::{Duration, Instant};
 use super::acl::SourceAcl;
 use super::dialog::Dialog;
 use super::digest::{self, Authorization, Challenge, NonceCheck, NonceIssuer};
-use super::endpoint::{
-    new_branch, random_token, ClientTxId, Endpoint, Event, Output, Peer, ServerTxId, Transport,
-};
+use super::endpoint::{via, ClientTxId, Endpoint, Event, Output, Peer, ServerTxId, Transport};
 use super::message::{param, split_list, uri_of, Msg};
+use super::random::Random;
 use super::register::{RegState, RegisterConfig, Registration};
 use super::transaction::Timers;
 
@@ -101,6 +100,9 @@ pub enum EndCause {
     LocalHangup,
     /// Our 2xx was never acknowledged (RFC 3261 §13.3.1.4): BYE sent.
     NoAck,
+    /// The call's task did not take its SIP events in time: the SIP side
+    /// hung the call up rather than wait for it (and so stall every call).
+    Overloaded,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,6 +180,9 @@ pub struct UaConfig {
     pub realm: String,
     pub acl: SourceAcl,
     pub timers: Timers,
+    /// Seeds the UA's random identifiers (tags, branches, Call-IDs, the
+    /// digest secret) for a test that replays them; `None`: from the OS.
+    pub rng_seed: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,18 +226,13 @@ pub struct SipUa {
     by_invite_server: HashMap<ServerTxId, CallRef>,
     by_client: HashMap<ClientTxId, CallRef>,
     nonces: NonceIssuer,
+    rng: Random,
     next: u64,
     out: VecDeque<UaOutput>,
     /// The latest instant fed in.
     now: Instant,
     /// Registration to the PBX, its peer and the REGISTER in flight.
     registration: Option<(Registration, Peer, Option<ClientTxId>)>,
-}
-
-/// A top Via for a new request from us, with a fresh branch.
-fn via_line(host: &str, t: Transport) -> String {
-    let proto = if t == Transport::Tcp { "TCP" } else { "UDP" };
-    format!("SIP/2.0/{proto} {host};branch={};rport", new_branch())
 }
 
 /// Our contact URI for a call or registration over `t`. Over TCP it says
@@ -286,17 +286,20 @@ fn info_dtmf(msg: &Msg) -> Option<(char, Duration)> {
 }
 
 impl SipUa {
-    pub fn new(cfg: UaConfig) -> SipUa {
+    /// A user agent starting at `now`.
+    pub fn new(cfg: UaConfig, now: Instant) -> SipUa {
+        let mut rng = Random::new(cfg.rng_seed);
         SipUa {
             ep: Endpoint::new(cfg.timers),
-            nonces: NonceIssuer::new(random_token() + &random_token()),
+            nonces: NonceIssuer::new(&rng.bytes::<32>(), now),
+            rng,
             cfg,
             calls: HashMap::new(),
             by_invite_server: HashMap::new(),
             by_client: HashMap::new(),
             next: 0,
             out: VecDeque::new(),
-            now: Instant::now(),
+            now,
             registration: None,
         }
     }
@@ -333,12 +336,7 @@ impl SipUa {
     /// Starts registering to `peer` (and keeps the registration fresh).
     pub fn register(&mut self, now: Instant, mut cfg: RegisterConfig, peer: Peer) {
         cfg.contact = contact_uri(&cfg.contact, peer.transport);
-        let reg = Registration::new(
-            cfg,
-            format!("{}@wa-sip-bridge", random_token()),
-            random_token(),
-            now,
-        );
+        let reg = Registration::new(cfg, self.rng.call_id(), self.rng.tag(), now);
         self.registration = Some((reg, peer, None));
         self.drive_registration(now);
     }
@@ -363,8 +361,8 @@ impl SipUa {
         }
         let reg = Registration::new(
             reg.config().clone(),
-            format!("{}@wa-sip-bridge", random_token()),
-            random_token(),
+            self.rng.call_id(),
+            self.rng.tag(),
             now,
         );
         self.registration = Some((reg, first, None));
@@ -379,14 +377,15 @@ impl SipUa {
     }
 
     fn drive_registration(&mut self, now: Instant) {
-        let via_host = self.cfg.via_host.clone();
         let Some((reg, peer, in_flight)) = self.registration.as_mut() else {
             return;
         };
         if in_flight.is_some() {
             return;
         }
-        if let Some(req) = reg.poll_request(now, via_line(&via_host, peer.transport)) {
+        let top_via = via(peer.transport, &self.cfg.via_host, &self.rng.branch());
+        let cnonce = self.rng.tag();
+        if let Some(req) = reg.poll_request(now, top_via, &cnonce) {
             let peer = *peer;
             let tx = self.ep.send_request(now, req, peer);
             if let Some((_, _, f)) = self.registration.as_mut() {
@@ -447,23 +446,26 @@ impl SipUa {
             peer,
         } = inv;
         let call = self.new_ref();
-        let tag = random_token();
+        let tag = self.rng.tag();
         let mut m = Msg::request("INVITE", request_uri);
-        m.push("via", via_line(&self.cfg.via_host, peer.transport))
-            .push("max-forwards", "70")
-            .push("from", format!("{from};tag={tag}"))
-            .push("to", to.to_string())
-            .push("call-id", format!("{}@wa-sip-bridge", random_token()))
-            .push("cseq", "1 INVITE")
-            .push(
-                "contact",
-                contact_header(&self.cfg.contact_uri, peer.transport),
-            )
-            .push("allow", ALLOW)
-            .push(
-                "user-agent",
-                concat!("wa-sip-bridge/", env!("CARGO_PKG_VERSION")),
-            );
+        m.push(
+            "via",
+            via(peer.transport, &self.cfg.via_host, &self.rng.branch()),
+        )
+        .push("max-forwards", "70")
+        .push("from", format!("{from};tag={tag}"))
+        .push("to", to.to_string())
+        .push("call-id", self.rng.call_id())
+        .push("cseq", "1 INVITE")
+        .push(
+            "contact",
+            contact_header(&self.cfg.contact_uri, peer.transport),
+        )
+        .push("allow", ALLOW)
+        .push(
+            "user-agent",
+            concat!("wa-sip-bridge/", env!("CARGO_PKG_VERSION")),
+        );
         for (k, v) in headers {
             m.push(k, v.clone());
         }
@@ -525,7 +527,7 @@ impl SipUa {
         // RFC 3261 §12.2.1.1 only needs a higher CSeq; requests sent after
         // the dialog was saved (none are, today) are far below this.
         dialog.local_cseq = dialog.local_cseq.saturating_add(1000);
-        let bye = dialog.request("BYE", &self.cfg.via_host);
+        let bye = dialog.request("BYE", &self.cfg.via_host, &self.rng.branch());
         let peer = dialog.peer;
         self.ep.send_request(now, bye, peer);
     }
@@ -563,7 +565,7 @@ impl SipUa {
         request_uri: Option<String>,
         credentials: Option<(&str, String)>,
     ) {
-        let via_host = self.cfg.via_host.clone();
+        let branch = self.rng.branch();
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
@@ -572,8 +574,13 @@ impl SipUa {
         inv.headers.retain(|(k, _)| {
             k != "authorization" && k != "proxy-authorization" && k != "via" && k != "cseq"
         });
-        inv.headers
-            .insert(0, ("via".into(), via_line(&via_host, c.peer.transport)));
+        inv.headers.insert(
+            0,
+            (
+                "via".into(),
+                via(c.peer.transport, &self.cfg.via_host, &branch),
+            ),
+        );
         inv.push("cseq", format!("{cseq} INVITE"));
         if let Some(uri) = request_uri {
             inv.start = format!("INVITE {uri} SIP/2.0");
@@ -591,12 +598,12 @@ impl SipUa {
     }
 
     fn send_bye(&mut self, now: Instant, call: CallRef, cause: EndCause) {
-        let via_host = self.cfg.via_host.clone();
+        let branch = self.rng.branch();
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
         let Some(d) = c.dialog.as_mut() else { return };
-        let bye = d.request("BYE", &via_host);
+        let bye = d.request("BYE", &self.cfg.via_host, &branch);
         let peer = d.peer;
         c.state = State::Ended;
         c.ok_retx = None;
@@ -646,7 +653,7 @@ impl SipUa {
                 }
                 let Some(d) = c.dialog.as_ref() else { return };
                 // ACK every 2xx, retransmissions included (RFC 3261 §13.2.2.4).
-                let ack = d.ack(c.invite.cseq().0, &self.cfg.via_host);
+                let ack = d.ack(c.invite.cseq().0, &self.cfg.via_host, &self.rng.branch());
                 let peer = d.peer;
                 self.ep.send_stateless(&ack, peer);
                 if first {
@@ -690,7 +697,8 @@ impl SipUa {
                 };
                 c.auth_tries += 1;
                 let uri = c.invite.request_uri().unwrap_or("").to_string();
-                let auth = digest::authorize(&ch, &user, &pass, "INVITE", &uri, &random_token(), 1);
+                let cnonce = self.rng.tag();
+                let auth = digest::authorize(&ch, &user, &pass, "INVITE", &uri, &cnonce, 1);
                 let name = if code == 401 {
                     "authorization"
                 } else {
@@ -853,41 +861,61 @@ impl SipUa {
         self.ep.respond(now, tx, r);
     }
 
-    fn check_auth(&mut self, now: Instant, tx: ServerTxId, req: &Msg) -> bool {
+    /// Whether an INVITE from `source` proves the inbound credentials; if
+    /// not, it is answered 401 with a fresh nonce bound to the source's
+    /// address (`stale=true` when the password was right but the nonce too
+    /// old or already used with that count, RFC 7616 §3.3, §3.4).
+    fn check_auth(&mut self, now: Instant, tx: ServerTxId, req: &Msg, source: Peer) -> bool {
         let Some((user, pass)) = self.cfg.inbound_credentials.clone() else {
             return true;
         };
         let realm = self.cfg.realm.clone();
+        let binding = source.addr.ip().to_string();
         let verdict = req
             .header("authorization")
             .and_then(|h| Authorization::parse(h).ok())
             .map(|a| {
-                let nonce = self.nonces.check(&a.nonce);
+                let nonce = self.nonces.check(&a.nonce, &binding, now);
                 let ok = a.username == user
                     && a.realm == realm
                     && a.verify(&pass, req.method().unwrap_or(""));
-                (ok, nonce)
+                (ok, nonce, a)
             });
         let stale = match verdict {
-            Some((true, NonceCheck::Valid)) => return true,
-            Some((true, NonceCheck::Stale)) => true,
+            Some((true, NonceCheck::Valid, a)) => {
+                // nc is 8 hex digits (RFC 7616 §3.4); without qop there is
+                // none and the nonce serves once.
+                let nc = match a.nc.as_deref() {
+                    Some(nc) => u32::from_str_radix(nc, 16).ok(),
+                    None => Some(1),
+                };
+                match nc {
+                    Some(nc) if self.nonces.use_count(&a.nonce, nc, now) => return true,
+                    _ => {
+                        tracing::info!(source = %source.addr, "digest nonce replayed (nonce-count not rising): challenged again");
+                        true
+                    }
+                }
+            }
+            Some((true, NonceCheck::Stale, _)) => true,
             _ => false,
         };
         let ch = Challenge {
             realm,
-            nonce: self.nonces.issue(),
+            nonce: self.nonces.issue(&binding, now),
             opaque: None,
             algorithm: digest::Algorithm::Md5,
             qop_auth: true,
             stale,
         };
+        let tag = self.rng.tag();
         self.respond(
             now,
             tx,
             req,
             401,
             "Unauthorized",
-            Some(&random_token()),
+            Some(&tag),
             &[("www-authenticate", ch.to_header())],
         );
         false
@@ -896,13 +924,14 @@ impl SipUa {
     fn on_request(&mut self, now: Instant, tx: ServerTxId, msg: Msg, source: Peer) {
         let method = msg.method().unwrap_or("").to_string();
         if !self.cfg.acl.allows(source.addr.ip()) {
+            let tag = self.rng.tag();
             self.respond(
                 now,
                 tx,
                 &msg,
                 403,
                 "Forbidden",
-                Some(&random_token()),
+                Some(&tag),
                 &[("reason", "SIP;cause=403;text=\"source not allowed\"".into())],
             );
             return;
@@ -917,7 +946,7 @@ impl SipUa {
             let unsupported = unsupported_required(&msg);
             if !unsupported.is_empty() {
                 let unsupported = unsupported.join(", ");
-                let tag = (!in_dialog).then(random_token);
+                let tag = (!in_dialog).then(|| self.rng.tag());
                 self.respond(
                     now,
                     tx,
@@ -1010,6 +1039,8 @@ impl SipUa {
             }
             return;
         }
+        // The To tag of whatever answers this out-of-dialog request.
+        let fresh_tag = self.rng.tag();
         match method.as_str() {
             "OPTIONS" => self.respond(
                 now,
@@ -1017,18 +1048,18 @@ impl SipUa {
                 &msg,
                 200,
                 "OK",
-                Some(&random_token()),
+                Some(&fresh_tag),
                 &[
                     ("allow", ALLOW.into()),
                     ("accept", "application/sdp".into()),
                 ],
             ),
             "INVITE" => {
-                if !self.check_auth(now, tx, &msg) {
+                if !self.check_auth(now, tx, &msg, source) {
                     return;
                 }
                 let call = self.new_ref();
-                let tag = random_token();
+                let tag = fresh_tag;
                 let dialog = Dialog::uas(&msg, &tag, source);
                 if dialog.is_none() {
                     self.respond(now, tx, &msg, 400, "Missing Contact", Some(&tag), &[]);
@@ -1121,7 +1152,7 @@ impl SipUa {
                 &msg,
                 405,
                 "Method Not Allowed",
-                Some(&random_token()),
+                Some(&fresh_tag),
                 &[("allow", ALLOW.into())],
             ),
         }
@@ -1339,7 +1370,7 @@ mod tests {
     }
 
     fn test_ua() -> SipUa {
-        SipUa::new(test_config())
+        SipUa::new(test_config(), Instant::now())
     }
 
     fn test_config() -> UaConfig {
@@ -1351,6 +1382,7 @@ mod tests {
             realm: "test".into(),
             acl: SourceAcl::new(vec!["127.0.0.1/32".parse().unwrap()], vec![]),
             timers: Timers::default(),
+            rng_seed: Some(1),
         }
     }
 
@@ -1492,6 +1524,83 @@ mod tests {
         }
         inv.with_body("application/sdp", b"v=0\r\n".to_vec());
         inv
+    }
+
+    /// Inbound digest (RFC 7616): the nonce is ours, bound to the PBX's
+    /// address, and a nonce-count that does not rise is a replay: the
+    /// request is challenged again with `stale=true` (the password was right).
+    #[test]
+    fn inbound_digest_takes_a_rising_nonce_count_and_challenges_a_replay_as_stale() {
+        let t0 = Instant::now();
+        let mut ua = SipUa::new(
+            UaConfig {
+                inbound_credentials: Some(("pbx".into(), "secret".into())),
+                ..test_config()
+            },
+            t0,
+        );
+        let (sent, _) = exchange(&mut ua, t0, &pbx_invite("a1", None, 1, &[]));
+        let challenge = finals(&sent)[0]
+            .header("www-authenticate")
+            .unwrap()
+            .to_string();
+        let ch = Challenge::parse(&challenge).unwrap();
+        assert!(!ch.stale);
+        let uri = "sip:14085551234@127.0.0.1:5060";
+        let auth = |nc, pass| digest::authorize(&ch, "pbx", pass, "INVITE", uri, "cn", nc);
+        let attempt = |ua: &mut SipUa, branch: &str, a: String| {
+            let inv = pbx_invite(branch, None, 2, &[("authorization", &a)]);
+            let (sent, events) = exchange(ua, t0, &inv);
+            let incoming = events.iter().any(|e| matches!(e, UaEvent::Incoming { .. }));
+            let stale = finals(&sent)
+                .first()
+                .and_then(|r| r.header("www-authenticate"))
+                .map(|h| Challenge::parse(h).unwrap().stale);
+            (incoming, stale)
+        };
+        assert_eq!(
+            attempt(&mut ua, "a2", auth(1, "wrong")),
+            (false, Some(false))
+        );
+        assert_eq!(attempt(&mut ua, "a3", auth(1, "secret")), (true, None));
+        assert_eq!(
+            attempt(&mut ua, "a4", auth(1, "secret")),
+            (false, Some(true)),
+            "replayed nc"
+        );
+        assert_eq!(attempt(&mut ua, "a5", auth(2, "secret")), (true, None));
+        // The same credentials from another address: not our nonce for it.
+        let elsewhere = Peer {
+            transport: Transport::Udp,
+            addr: "127.0.0.2:5099".parse().unwrap(),
+        };
+        let mut acl_open = SipUa::new(
+            UaConfig {
+                inbound_credentials: Some(("pbx".into(), "secret".into())),
+                acl: SourceAcl::new(vec!["127.0.0.0/8".parse().unwrap()], vec![]),
+                ..test_config()
+            },
+            t0,
+        );
+        let (sent, _) = exchange(&mut acl_open, t0, &pbx_invite("b1", None, 1, &[]));
+        let ch = Challenge::parse(finals(&sent)[0].header("www-authenticate").unwrap()).unwrap();
+        let a = digest::authorize(&ch, "pbx", "secret", "INVITE", uri, "cn", 1);
+        let inv = pbx_invite("b2", None, 2, &[("authorization", &a)]);
+        acl_open.handle_message(t0, &inv.to_bytes(), elsewhere);
+        let mut codes = Vec::new();
+        while let Some(o) = acl_open.poll_output() {
+            if let UaOutput::Transmit { data, .. } = o {
+                codes.extend(parse_incoming(&data).unwrap().status());
+            }
+        }
+        assert!(codes.contains(&401), "{codes:?}");
+        // Past its lifetime the nonce is stale.
+        let later = t0 + digest::NONCE_LIFETIME + Duration::from_secs(2);
+        let inv = pbx_invite("a6", None, 2, &[("authorization", &auth(3, "secret"))]);
+        let (sent, events) = exchange(&mut ua, later, &inv);
+        assert!(events.is_empty());
+        let h = finals(&sent)[0].header("www-authenticate").unwrap();
+        assert!(Challenge::parse(h).unwrap().stale);
     }
 
     /// The final responses among `sent` (an INVITE also gets 100 Trying).
@@ -1882,10 +1991,13 @@ mod tests {
             addr: a.parse().unwrap(),
         };
         let (old, new) = (udp("192.0.2.10:5060"), udp("192.0.2.20:5060"));
-        let mut ua = SipUa::new(UaConfig {
-            acl: SourceAcl::new(vec![], vec![old.addr.ip()]),
-            ..test_config()
-        });
+        let mut ua = SipUa::new(
+            UaConfig {
+                acl: SourceAcl::new(vec![], vec![old.addr.ip()]),
+                ..test_config()
+            },
+            Instant::now(),
+        );
         let register = RegisterConfig {
             registrar: "sip:pbx.example.com".into(),
             aor: "sip:bridge@pbx.example.com".into(),

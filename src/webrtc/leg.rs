@@ -154,6 +154,9 @@ pub struct LegConfig {
     pub connect_timeout: Duration,
     /// RFC 7675: consent expires 30 s after the last successful check.
     pub consent_timeout: Duration,
+    /// Where our RTP sequence number and timestamp start (RFC 3550 §5.1:
+    /// random); [`LegConfig::new`] draws it, a test may fix it.
+    pub rtp_seed: u64,
 }
 
 impl LegConfig {
@@ -163,6 +166,7 @@ impl LegConfig {
             advertised,
             connect_timeout: Duration::from_secs(15),
             consent_timeout: Duration::from_secs(30),
+            rtp_seed: rand::random(),
         }
     }
 }
@@ -306,13 +310,7 @@ fn build_rtc(rc: RtcConfig, now: Instant) -> (Rtc, Option<PeerFinished>) {
 
 impl WaLeg {
     fn new(rtc: Rtc, peer_finished: Option<PeerFinished>, cfg: LegConfig, now: Instant) -> WaLeg {
-        // Random starting points (RFC 3550 §5.1) from the process' random state.
-        let seed = {
-            use std::hash::{BuildHasher, Hasher};
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u64(cfg.local.port() as u64);
-            h.finish()
-        };
+        let seed = cfg.rtp_seed;
         WaLeg {
             rtc: Box::new(rtc),
             mid: None,
