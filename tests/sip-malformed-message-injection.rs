@@ -12,6 +12,7 @@ use wa_sip_bridge::config::Codec;
 use wa_sip_bridge::sip::acl::SourceAcl;
 use wa_sip_bridge::sip::endpoint::{Peer, Transport};
 use wa_sip_bridge::sip::message::{parse_incoming, Msg};
+use wa_sip_bridge::sip::method::Method;
 use wa_sip_bridge::sip::sdp;
 use wa_sip_bridge::sip::transaction::Timers;
 use wa_sip_bridge::sip::ua::{Invite, SipUa, UaConfig, UaEvent, UaOutput};
@@ -222,7 +223,7 @@ fn mutated_sip_never_panics_and_the_ua_keeps_working() {
             },
         );
         let ours = drain(&mut ua, now, &mut rng, &mut seen);
-        if let Some(inv) = ours.iter().find(|m| m.method() == Some("INVITE")) {
+        if let Some(inv) = ours.iter().find(|m| m.method() == Some(Method::Invite)) {
             let mut responses = Vec::new();
             let mut r183 = Msg::response_to(inv, 183, "Session Progress", Some("pbx"));
             r183.with_body("application/sdp", SDP.as_bytes().to_vec());
@@ -293,5 +294,5 @@ fn mutated_sip_never_panics_and_the_ua_keeps_working() {
         },
     );
     let sent = drain(&mut ua, now, &mut Rng(1), &mut seen);
-    assert!(sent.iter().any(|m| m.method() == Some("INVITE")));
+    assert!(sent.iter().any(|m| m.method() == Some(Method::Invite)));
 }

@@ -503,6 +503,7 @@ pub async fn run(
 mod tests {
     use super::*;
     use crate::sip::message::{parse_incoming, Msg};
+    use crate::sip::method::Method;
     use std::time::Duration;
 
     fn settings() -> Settings {
@@ -601,7 +602,7 @@ url = "sqlite::memory:"
                         .expect("the bridge's SIP answers within 10 s")
                         .unwrap();
                 let msg = parse_incoming(&buf[..n]).expect("the bridge sends valid SIP");
-                if msg.method() == Some("BYE") {
+                if msg.method() == Some(Method::Bye) {
                     let ok = Msg::response_to(&msg, 200, "OK", None);
                     self.sock
                         .send_to(&ok.to_bytes(), self.bridge)

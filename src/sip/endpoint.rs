@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::message::{parse_incoming, response_destination, stamp_via, Msg, Rejected};
+use super::method::Method;
 use super::transaction::{
     Action, ClientEvent, ClientInvite, ClientNonInvite, Reliability, ServerEvent, ServerInvite,
     ServerNonInvite, Timers,
@@ -190,14 +191,14 @@ fn server_key(msg: &Msg) -> ServerKey {
         .and_then(|p| p.split_whitespace().nth(1))
         .unwrap_or("");
     let method = match msg.method() {
-        Some("ACK") => "INVITE",
-        Some(m) => m,
-        None => "",
+        Some(Method::Ack) => "INVITE".to_string(),
+        Some(m) => m.to_string(),
+        None => String::new(),
     };
     (
         msg.branch().to_string(),
         sent_by.to_ascii_lowercase(),
-        method.to_string(),
+        method,
     )
 }
 
@@ -241,7 +242,7 @@ impl Endpoint {
     pub fn send_request(&mut self, now: Instant, request: Msg, to: Peer) -> ClientTxId {
         let id = ClientTxId(self.id());
         let rel = to.transport.reliability();
-        let is_invite = request.method() == Some("INVITE");
+        let is_invite = request.method() == Some(Method::Invite);
         let key = (request.branch().to_string(), request.cseq().1.to_string());
         let (kind, actions) = if is_invite {
             let (s, a) = ClientInvite::start(now, &self.timers, rel);
@@ -331,7 +332,7 @@ impl Endpoint {
 
     fn on_request(&mut self, now: Instant, msg: Msg, source: Peer) {
         let key = server_key(&msg);
-        let is_ack = msg.method() == Some("ACK");
+        let is_ack = msg.method() == Some(Method::Ack);
         if let Some(&id) = self.server_index.get(&key) {
             let ev = if is_ack {
                 ServerEvent::Ack
@@ -365,7 +366,7 @@ impl Endpoint {
             },
             Transport::Tcp => source,
         };
-        let is_invite = msg.method() == Some("INVITE");
+        let is_invite = msg.method() == Some(Method::Invite);
         let (kind, actions) = if is_invite {
             let (s, a) = ServerInvite::start();
             (ServerKind::Invite(s), a)

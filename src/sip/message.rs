@@ -9,6 +9,8 @@
 
 use std::net::SocketAddr;
 
+use super::method::Method;
+
 /// Largest datagram accepted as a SIP message.
 pub const MAX_DATAGRAM: usize = 64 * 1024;
 
@@ -39,9 +41,11 @@ impl Msg {
     }
 
     /// The request method, or `None` for a response.
-    pub fn method(&self) -> Option<&str> {
-        self.is_request()
-            .then(|| self.start.split(' ').next().unwrap_or(""))
+    pub fn method(&self) -> Option<Method> {
+        if !self.is_request() {
+            return None;
+        }
+        Method::parse(self.start.split(' ').next().unwrap_or(""))
     }
 
     pub fn request_uri(&self) -> Option<&str> {
@@ -376,12 +380,23 @@ pub enum Rejected {
 }
 
 /// Header lines (name, value) of the message text, with compact forms
-/// expanded and names lower-cased; stops at the empty line.
-fn header_lines(text: &str) -> Vec<(String, &str)> {
-    let mut out = Vec::new();
+/// expanded, names lower-cased and folded lines joined (RFC 3261 §7.3.1: a
+/// line starting with a space or tab continues the previous one); stops at
+/// the empty line.
+fn header_lines(text: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
     for line in text.split("\r\n").skip(1) {
         if line.is_empty() {
             break;
+        }
+        if line.starts_with([' ', '\t']) {
+            if let Some((_, value)) = out.last_mut() {
+                if !value.is_empty() {
+                    value.push(' ');
+                }
+                value.push_str(line.trim());
+            }
+            continue;
         }
         let Some((name, value)) = line.split_once(':') else {
             continue;
@@ -394,9 +409,11 @@ fn header_lines(text: &str) -> Vec<(String, &str)> {
             "l" => "content-length".to_string(),
             "m" => "contact".to_string(),
             "c" => "content-type".to_string(),
+            "s" => "subject".to_string(),
+            "k" => "supported".to_string(),
             other => other.to_string(),
         };
-        out.push((name, value.trim()));
+        out.push((name, value.trim().to_string()));
     }
     out
 }
@@ -405,11 +422,16 @@ fn header_lines(text: &str) -> Vec<(String, &str)> {
 /// header lines, when they are there (RFC 3261 §8.2.6.2 copies these).
 fn raw_response(text: &str, code: u16, reason: &str) -> Option<Vec<u8>> {
     let headers = header_lines(text);
-    let one = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+    let one = |n: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.as_str())
+    };
     let vias: Vec<&str> = headers
         .iter()
         .filter(|(k, _)| k == "via")
-        .map(|(_, v)| *v)
+        .map(|(_, v)| v.as_str())
         .collect();
     let (from, to, call_id, cseq) = (one("from")?, one("to")?, one("call-id")?, one("cseq")?);
     if vias.is_empty() {
@@ -464,20 +486,49 @@ pub fn parse_incoming(data: &[u8]) -> Result<Msg, Rejected> {
 fn parse_checked(data: &[u8], text: &str) -> Result<Msg, Rejected> {
     let start = text.split("\r\n").next().unwrap_or("");
     let is_response = start.starts_with("SIP/");
+    let mut method = None;
     if !is_response {
-        // Request line: METHOD SP Request-URI SP SIP-Version (RFC 3261 §7.1).
+        // Request line: METHOD SP Request-URI SP SIP-Version, single spaces,
+        // no spaces in the URI (RFC 3261 §7.1, §25.1; RFC 4475 §3.1.2.8-10).
         let parts: Vec<&str> = start.split(' ').collect();
-        if parts.len() != 3 || parts[0].is_empty() || parts[1].is_empty() {
+        if parts.len() != 3 || parts[1].is_empty() {
             return Err(reject(text, 400, "Malformed Request-Line"));
         }
+        let Some(m) = Method::parse(parts[0]) else {
+            return Err(reject(
+                text,
+                400,
+                "Malformed Request-Line: method is not a token",
+            ));
+        };
         if !parts[2].eq_ignore_ascii_case("SIP/2.0") {
             return Err(reject(text, 505, "Version Not Supported"));
         }
+        let uri = parts[1];
+        if uri.starts_with('<') {
+            return Err(reject(text, 400, "Malformed Request-URI: enclosed in <>"));
+        }
+        // §19.1.1: headers are not allowed in a Request-URI.
+        let hostport_on = uri.rfind('@').map_or(0, |i| i + 1);
+        if (uri.starts_with("sip:") || uri.starts_with("sips:")) && uri[hostport_on..].contains('?')
+        {
+            return Err(reject(text, 400, "Malformed Request-URI: contains headers"));
+        }
+        if !uri_chars_ok(uri) {
+            return Err(reject(text, 400, "Malformed Request-URI"));
+        }
+        method = Some(m);
     }
     let headers = header_lines(text);
-    let has = |n: &str| headers.iter().any(|(k, _)| k == n);
+    let count = |n: &str| headers.iter().filter(|(k, _)| k == n).count();
+    let one = |n: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.as_str())
+    };
     for required in ["via", "from", "to", "call-id", "cseq"] {
-        if !has(required) {
+        if count(required) == 0 {
             return Err(if is_response {
                 Rejected::Drop(format!("response without {required}"))
             } else {
@@ -490,46 +541,194 @@ fn parse_checked(data: &[u8], text: &str) -> Result<Msg, Rejected> {
         .find("\r\n\r\n")
         .map(|i| data.len() - i - 4)
         .unwrap_or(0);
-    if let Some((_, cl)) = headers.iter().find(|(k, _)| k == "content-length") {
+    if let Some(cl) = one("content-length") {
         match cl.parse::<usize>() {
             Ok(n) if n <= body_len => {}
             _ if is_response => return Err(Rejected::Drop("bad Content-Length".into())),
             _ => return Err(reject(text, 400, "Bad Content-Length")),
         }
     }
-    if !is_response {
-        let method = start.split(' ').next().unwrap_or("");
-        let cseq = headers
-            .iter()
-            .find(|(k, _)| k == "cseq")
-            .map(|(_, v)| *v)
-            .unwrap_or("");
-        let mut cs = cseq.split_whitespace();
-        let number_ok = cs.next().and_then(|n| n.parse::<u32>().ok()).is_some();
-        let cseq_method = cs.next().unwrap_or("");
-        if !number_ok {
-            return Err(reject(text, 400, "Bad CSeq"));
-        }
-        // RFC 4475 §3.1.2.13 (a CSeq method that differs from the request's).
-        if method != "ACK" && method != "CANCEL" && cseq_method != method {
-            return Err(reject(text, 400, "CSeq method does not match"));
+    if let Some(method) = &method {
+        if let Some(problem) = request_problem(method, &headers) {
+            return Err(reject(text, 400, &problem));
         }
     }
-    // rsip's grammar is the final judge of well-formedness.
-    match rsip::SipMessage::try_from(data) {
+    // rsip's grammar is the final judge of the headers' well-formedness,
+    // over the unfolded lines. The request line is ours to judge (above):
+    // rsip knows no extension methods and refuses valid Request-URIs
+    // (RFC 4475 §3.1.1.2's), so it sees OPTIONS and a plain URI instead.
+    let head = normalized_head(start, &headers, method.as_ref());
+    let head_end = text.find("\r\n\r\n").map(|i| i + 4).unwrap_or(data.len());
+    let body = &data[head_end.min(data.len())..];
+    let mut whole = head.clone().into_bytes();
+    whole.extend_from_slice(body);
+    match rsip::SipMessage::try_from(whole.as_slice()) {
         Ok(_) => {}
         Err(e) if is_response => return Err(Rejected::Drop(format!("unparseable response: {e}"))),
-        Err(_) => return Err(reject(text, 400, "Malformed Request")),
+        Err(e) => {
+            let why: String = e
+                .to_string()
+                .chars()
+                .filter(|c| !c.is_control() && *c != '"')
+                .take(60)
+                .collect();
+            return Err(reject(text, 400, &format!("Malformed Request ({why})")));
+        }
     }
-    let head_end = text.find("\r\n\r\n").map(|i| i + 4).unwrap_or(data.len());
     Ok(Msg {
         start: start.to_string(),
-        headers: headers
-            .into_iter()
-            .map(|(k, v)| (k, v.to_string()))
-            .collect(),
-        body: data[head_end.min(data.len())..].to_vec(),
+        headers,
+        body: body.to_vec(),
     })
+}
+
+/// The start line and unfolded header lines as rsip is to see them.
+fn normalized_head(start: &str, headers: &[(String, String)], method: Option<&Method>) -> String {
+    let extension = method.filter(|m| !m.rsip_knows());
+    let mut head = match method {
+        Some(m) => {
+            let shown = if extension.is_some() {
+                "OPTIONS"
+            } else {
+                m.as_str()
+            };
+            let version = start.rsplit(' ').next().unwrap_or("SIP/2.0");
+            format!("{shown} sip:request-uri@checked.invalid {version}")
+        }
+        None => start.to_string(),
+    };
+    head.push_str("\r\n");
+    for (k, v) in headers {
+        head.push_str(&canonical(k));
+        head.push_str(": ");
+        match (k.as_str(), extension) {
+            ("cseq", Some(m)) => {
+                let n = v.split_whitespace().next().unwrap_or("");
+                let said = v.split_whitespace().nth(1).unwrap_or("");
+                let said = if said == m.as_str() { "OPTIONS" } else { said };
+                head.push_str(&format!("{n} {said}"));
+            }
+            _ => head.push_str(v),
+        }
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    head
+}
+
+/// What makes a request unusable beyond its request line, named for the
+/// 400's reason phrase (RFC 4475 §3.1.2), or `None`.
+fn request_problem(method: &Method, headers: &[(String, String)]) -> Option<String> {
+    fn all<'a>(headers: &'a [(String, String)], n: &'a str) -> impl Iterator<Item = &'a str> {
+        headers
+            .iter()
+            .filter(move |(k, _)| k == n)
+            .map(|(_, v)| v.as_str())
+    }
+    let values = |n: &'static str| all(headers, n);
+    // One value only (RFC 3261 §7.3.1: these are not lists).
+    for single in [
+        "from",
+        "to",
+        "call-id",
+        "cseq",
+        "max-forwards",
+        "content-length",
+    ] {
+        if values(single).count() > 1 {
+            return Some(format!("Multiple {single} headers"));
+        }
+    }
+    let cseq = values("cseq").next().unwrap_or("");
+    let mut cs = cseq.split_whitespace();
+    if cs.next().and_then(|n| n.parse::<u32>().ok()).is_none() {
+        return Some("Bad CSeq".into());
+    }
+    let cseq_method = cs.next().unwrap_or("");
+    // RFC 4475 §3.1.2.17-18 (a CSeq method that differs from the request's).
+    if *method != Method::Ack && *method != Method::Cancel && cseq_method != method.as_str() {
+        return Some("CSeq method does not match".into());
+    }
+    if let Some(mf) = values("max-forwards").next() {
+        if mf.parse::<u8>().is_err() {
+            return Some("Bad Max-Forwards".into());
+        }
+    }
+    for name in ["from", "to", "contact"] {
+        for v in values(name) {
+            if !quotes_balanced(v) {
+                return Some(format!("Unterminated quoted string in {name}"));
+            }
+            if !display_name_ok(v) {
+                return Some(format!("Bad display name in {name}"));
+            }
+        }
+    }
+    for name in ["via", "contact"] {
+        for v in values(name).flat_map(split_list) {
+            if has_empty_param(v) {
+                return Some(format!("Malformed {name}: empty parameter"));
+            }
+        }
+    }
+    // A comma-separated list with an empty entry (`a, , b` / trailing `,`).
+    for v in values("via") {
+        if v.split(',').any(|part| part.trim().is_empty()) {
+            return Some("Malformed via: empty entry".into());
+        }
+    }
+    None
+}
+
+/// A Request-URI is `scheme ":" …` of visible ASCII outside the characters
+/// RFC 3261 §25.1 never allows unescaped (`<>"{}|\\^` and backquote).
+fn uri_chars_ok(uri: &str) -> bool {
+    let Some((scheme, rest)) = uri.split_once(':') else {
+        return false;
+    };
+    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    scheme_ok
+        && !rest.is_empty()
+        && rest
+            .bytes()
+            .all(|b| (0x21..0x7f).contains(&b) && !b"<>\"{}|\\^`".contains(&b))
+}
+
+fn quotes_balanced(v: &str) -> bool {
+    let (mut quoted, mut escaped) = (false, false);
+    for c in v.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            _ => {}
+        }
+    }
+    !quoted
+}
+
+/// A name-addr's display name is a quoted string or tokens (RFC 3261 §25.1).
+fn display_name_ok(v: &str) -> bool {
+    let v = v.trim_start();
+    if v.starts_with('"') {
+        return true;
+    }
+    let Some(lt) = v.find('<') else { return true };
+    v[..lt].split_whitespace().all(super::method::is_token)
+}
+
+/// `;;` or a trailing `;` among a header value's parameters (outside <>).
+fn has_empty_param(v: &str) -> bool {
+    let after = match v.rfind('>') {
+        Some(i) => &v[i + 1..],
+        None => v,
+    };
+    let mut parts = after.split(';');
+    parts.next();
+    parts.any(|p| p.trim().is_empty())
 }
 
 /// RFC 3261 §18.2.1 / RFC 3581 §4: on a request received from `source`, the
@@ -878,7 +1077,7 @@ mod tests {
             "v=0",
         ))
         .unwrap();
-        assert_eq!(m.method(), Some("INVITE"));
+        assert_eq!(m.method(), Some(Method::Invite));
         assert_eq!(m.request_uri(), Some("sip:bridge@192.0.2.20"));
         assert_eq!(m.cseq(), (314159, "INVITE"));
         assert_eq!(m.branch(), "z9hG4bK776asdhds");

@@ -8,6 +8,7 @@ pub mod digest;
 pub mod endpoint;
 pub mod framing;
 pub mod message;
+pub mod method;
 pub mod random;
 pub mod register;
 pub mod runtime;

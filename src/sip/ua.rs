@@ -17,11 +17,23 @@ use super::dialog::Dialog;
 use super::digest::{self, Authorization, Challenge, NonceCheck, NonceIssuer};
 use super::endpoint::{via, ClientTxId, Endpoint, Event, Output, Peer, ServerTxId, Transport};
 use super::message::{param, split_list, uri_of, Msg};
+use super::method::Method;
 use super::random::Random;
 use super::register::{RegState, RegisterConfig, Registration};
 use super::transaction::Timers;
 
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE";
+
+/// The methods of [`ALLOW`].
+const ALLOWED: [Method; 7] = [
+    Method::Invite,
+    Method::Ack,
+    Method::Cancel,
+    Method::Bye,
+    Method::Options,
+    Method::Info,
+    Method::Update,
+];
 
 /// SIP extensions (option tags, RFC 3261 §19.2) the bridge implements:
 /// none — no reliable provisional responses (100rel), no session timers
@@ -854,7 +866,7 @@ impl SipUa {
         let contact = contact_header(&self.cfg.contact_uri, transport);
         let mut r = Msg::response_to(&req, 200, "OK", tag.as_deref());
         r.push("contact", contact);
-        let offerless_update = req.method() == Some("UPDATE") && req.sdp().is_none();
+        let offerless_update = req.method() == Some(Method::Update) && req.sdp().is_none();
         if !offerless_update {
             r.with_body("application/sdp", sdp.as_bytes().to_vec());
         }
@@ -878,7 +890,7 @@ impl SipUa {
                 let nonce = self.nonces.check(&a.nonce, &binding, now);
                 let ok = a.username == user
                     && a.realm == realm
-                    && a.verify(&pass, req.method().unwrap_or(""));
+                    && a.verify(&pass, req.method().as_ref().map_or("", Method::as_str));
                 (ok, nonce, a)
             });
         let stale = match verdict {
@@ -922,7 +934,7 @@ impl SipUa {
     }
 
     fn on_request(&mut self, now: Instant, tx: ServerTxId, msg: Msg, source: Peer) {
-        let method = msg.method().unwrap_or("").to_string();
+        let Some(method) = msg.method() else { return };
         if !self.cfg.acl.allows(source.addr.ip()) {
             let tag = self.rng.tag();
             self.respond(
@@ -939,9 +951,24 @@ impl SipUa {
         let in_dialog = msg.to_tag().is_some();
         // RFC 3261 §8.2.2.3, for the methods handled below (an unknown
         // method gets 405 first, §8.2.1; CANCEL ignores Require, §9.2).
+        // RFC 3261 §8.2.1: a method we do not implement gets 405 and
+        // what we allow, in or out of a dialog, before anything else.
+        if !ALLOWED.contains(&method) {
+            let tag = (!in_dialog).then(|| self.rng.tag());
+            self.respond(
+                now,
+                tx,
+                &msg,
+                405,
+                "Method Not Allowed",
+                tag.as_deref(),
+                &[("allow", ALLOW.into())],
+            );
+            return;
+        }
         if matches!(
-            method.as_str(),
-            "INVITE" | "UPDATE" | "INFO" | "BYE" | "OPTIONS"
+            method,
+            Method::Invite | Method::Update | Method::Info | Method::Bye | Method::Options
         ) {
             let unsupported = unsupported_required(&msg);
             if !unsupported.is_empty() {
@@ -967,7 +994,7 @@ impl SipUa {
                 .map(|(k, _)| *k);
             let Some(call) = call else {
                 // RFC 3261 §12.2.2.
-                let code = if method == "OPTIONS" { 200 } else { 481 };
+                let code = if method == Method::Options { 200 } else { 481 };
                 let reason = if code == 200 {
                     "OK"
                 } else {
@@ -984,8 +1011,8 @@ impl SipUa {
                 );
                 return;
             };
-            match method.as_str() {
-                "BYE" => {
+            match method {
+                Method::Bye => {
                     self.respond(now, tx, &msg, 200, "OK", None, &[]);
                     if let Some(c) = self.calls.get_mut(&call) {
                         if c.state != State::Ended {
@@ -998,14 +1025,14 @@ impl SipUa {
                         }
                     }
                 }
-                "INVITE" | "UPDATE" => {
+                Method::Invite | Method::Update => {
                     self.emit(UaEvent::Reoffer {
                         call,
                         tx,
                         sdp: sdp_of(&msg),
                     });
                 }
-                "INFO" => match info_dtmf(&msg) {
+                Method::Info => match info_dtmf(&msg) {
                     Some((digit, duration)) => {
                         self.respond(now, tx, &msg, 200, "OK", None, &[]);
                         self.emit(UaEvent::Dtmf {
@@ -1024,7 +1051,7 @@ impl SipUa {
                         &[("accept", "application/dtmf-relay, application/dtmf".into())],
                     ),
                 },
-                "OPTIONS" => {
+                Method::Options => {
                     self.respond(now, tx, &msg, 200, "OK", None, &[("allow", ALLOW.into())])
                 }
                 _ => self.respond(
@@ -1041,8 +1068,8 @@ impl SipUa {
         }
         // The To tag of whatever answers this out-of-dialog request.
         let fresh_tag = self.rng.tag();
-        match method.as_str() {
-            "OPTIONS" => self.respond(
+        match method {
+            Method::Options => self.respond(
                 now,
                 tx,
                 &msg,
@@ -1054,7 +1081,7 @@ impl SipUa {
                     ("accept", "application/sdp".into()),
                 ],
             ),
-            "INVITE" => {
+            Method::Invite => {
                 if !self.check_auth(now, tx, &msg, source) {
                     return;
                 }
@@ -1092,7 +1119,7 @@ impl SipUa {
                     source,
                 });
             }
-            "CANCEL" => {
+            Method::Cancel => {
                 let inv_tx = self.ep.invite_for_cancel(&msg);
                 let call = inv_tx.and_then(|t| self.by_invite_server.get(&t).copied());
                 match (inv_tx, call) {
@@ -1137,7 +1164,7 @@ impl SipUa {
                     ),
                 }
             }
-            "BYE" | "INFO" | "UPDATE" => self.respond(
+            Method::Bye | Method::Info | Method::Update => self.respond(
                 now,
                 tx,
                 &msg,
@@ -1819,7 +1846,7 @@ mod tests {
         let out = transmits(&mut ua);
         let (to, ack) = out
             .iter()
-            .find(|(_, m)| m.method() == Some("ACK"))
+            .find(|(_, m)| m.method() == Some(Method::Ack))
             .expect("ACK");
         assert_eq!(to.transport, Transport::Tcp);
         assert!(ack.header("via").unwrap().starts_with("SIP/2.0/TCP "));
@@ -1827,7 +1854,7 @@ mod tests {
         let out = transmits(&mut ua);
         let (to, bye) = out
             .iter()
-            .find(|(_, m)| m.method() == Some("BYE"))
+            .find(|(_, m)| m.method() == Some(Method::Bye))
             .expect("BYE");
         assert_eq!(to.transport, Transport::Tcp);
         assert!(bye.header("via").unwrap().starts_with("SIP/2.0/TCP "));
@@ -1881,7 +1908,7 @@ mod tests {
         assert!(events.is_empty(), "{events:?}");
         let again = sent
             .iter()
-            .find(|m| m.method() == Some("INVITE"))
+            .find(|m| m.method() == Some(Method::Invite))
             .expect("a new INVITE");
         assert_eq!(
             again.request_uri(),
@@ -1898,7 +1925,7 @@ mod tests {
         // The ACK of the 3xx went to the first transaction (RFC 3261 §17.1.1.3).
         assert!(sent
             .iter()
-            .any(|m| m.method() == Some("ACK") && m.branch() == first.branch()));
+            .any(|m| m.method() == Some(Method::Ack) && m.branch() == first.branch()));
         // The new target answers: the call layer sees the answer.
         let mut ok = Msg::response_to(again, 200, "OK", Some("agent-tag"));
         ok.push("contact", "<sip:agent@127.0.0.1:5099>")
@@ -1927,7 +1954,7 @@ mod tests {
             let (_, first) = placed_call(&mut ua, t0);
             let (sent, events) = exchange(&mut ua, t0, &redirect(&first, 302, &[contact]));
             assert!(
-                !sent.iter().any(|m| m.method() == Some("INVITE")),
+                !sent.iter().any(|m| m.method() == Some(Method::Invite)),
                 "{contact}: not followed"
             );
             assert!(
@@ -1940,7 +1967,10 @@ mod tests {
         for n in 0..=MAX_REDIRECTS {
             let (sent, events) =
                 exchange(&mut ua, t0, &redirect(&invite, 301, &["<sip:2001@pbx>"]));
-            match sent.into_iter().find(|m| m.method() == Some("INVITE")) {
+            match sent
+                .into_iter()
+                .find(|m| m.method() == Some(Method::Invite))
+            {
                 Some(next) => {
                     assert!(n < MAX_REDIRECTS);
                     invite = next;
@@ -2009,7 +2039,7 @@ mod tests {
         ua.register(t0, register, old);
         let registers_to = |out: &[(Peer, Msg)]| -> Vec<Peer> {
             out.iter()
-                .filter(|(_, m)| m.method() == Some("REGISTER"))
+                .filter(|(_, m)| m.method() == Some(Method::Register))
                 .map(|(p, _)| *p)
                 .collect()
         };
