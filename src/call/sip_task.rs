@@ -158,19 +158,6 @@ pub fn channel() -> (SipHandle, mpsc::Receiver<SipCommand>) {
     (SipHandle { tx }, rx)
 }
 
-fn call_of(ev: &UaEvent) -> Option<CallRef> {
-    match ev {
-        UaEvent::Incoming { call, .. }
-        | UaEvent::Progress { call, .. }
-        | UaEvent::Answered { call, .. }
-        | UaEvent::Failed { call, .. }
-        | UaEvent::Ended { call, .. }
-        | UaEvent::Reoffer { call, .. }
-        | UaEvent::Dtmf { call, .. } => Some(*call),
-        UaEvent::Registration { .. } => None,
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum SipStartError {
     #[error("cannot bind SIP on {addr}: {source}")]
@@ -453,7 +440,7 @@ pub async fn run(
                 }
             }
             other => {
-                let Some(call) = call_of(&other) else {
+                let Some(call) = other.call() else {
                     continue;
                 };
                 let last = matches!(other, UaEvent::Ended { .. } | UaEvent::Failed { .. });

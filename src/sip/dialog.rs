@@ -44,6 +44,35 @@ fn uri_addr(uri: &str) -> Option<SocketAddr> {
         .map(|ip| SocketAddr::new(ip, 5060))
 }
 
+/// A dialog's identifiers (RFC 3261 §12): Call-ID, local tag, remote tag
+/// (empty when the peer sent none, as RFC 2543 peers may).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DialogKey {
+    call_id: String,
+    local_tag: String,
+    remote_tag: String,
+}
+
+impl DialogKey {
+    pub fn of(d: &Dialog) -> DialogKey {
+        DialogKey {
+            call_id: d.call_id.clone(),
+            local_tag: d.local_tag().unwrap_or("").to_string(),
+            remote_tag: d.remote_tag().unwrap_or("").to_string(),
+        }
+    }
+
+    /// The dialog a request from the peer belongs to (§12.2.2: its To tag
+    /// is ours, its From tag theirs).
+    pub fn of_request(msg: &Msg) -> DialogKey {
+        DialogKey {
+            call_id: msg.call_id().to_string(),
+            local_tag: msg.to_tag().unwrap_or("").to_string(),
+            remote_tag: msg.from_tag().unwrap_or("").to_string(),
+        }
+    }
+}
+
 impl Dialog {
     /// The next hop for in-dialog requests: the first route, else the remote
     /// target, when it names an address; else the peer the dialog began with.
@@ -112,13 +141,6 @@ impl Dialog {
 
     pub fn remote_tag(&self) -> Option<&str> {
         param(&self.remote, "tag")
-    }
-
-    /// Does `msg` belong to this dialog (Call-ID and both tags, §12.2.2)?
-    pub fn matches_request(&self, msg: &Msg) -> bool {
-        msg.call_id() == self.call_id
-            && msg.to_tag() == self.local_tag()
-            && msg.from_tag() == self.remote_tag()
     }
 
     fn base(&self, method: &str, cseq: u32, via_host: &str, branch: &str) -> Msg {
@@ -232,6 +254,9 @@ mod tests {
             .push("to", "<sip:14085551234@bridge>;tag=us1")
             .push("call-id", "c2")
             .push("cseq", "2 BYE");
-        assert!(d.matches_request(&parse_incoming(&their_bye.to_bytes()).unwrap()));
+        assert_eq!(
+            DialogKey::of_request(&parse_incoming(&their_bye.to_bytes()).unwrap()),
+            DialogKey::of(&d)
+        );
     }
 }

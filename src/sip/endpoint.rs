@@ -12,6 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use super::deadlines::Deadlines;
 use super::message::{parse_incoming, response_destination, stamp_via, Msg, Rejected};
 use super::method::Method;
 use super::transaction::{
@@ -178,9 +179,13 @@ pub struct Endpoint {
     client_index: HashMap<(String, String), ClientTxId>,
     server: HashMap<ServerTxId, ServerTx>,
     server_index: HashMap<ServerKey, ServerTxId>,
+    client_deadlines: Deadlines<ClientTxId>,
+    server_deadlines: Deadlines<ServerTxId>,
     out: VecDeque<Output>,
     /// Messages dropped as malformed or unmatched.
     pub dropped: u64,
+    /// Transactions looked at (by key, or as their timer came due).
+    pub visits: u64,
 }
 
 fn server_key(msg: &Msg) -> ServerKey {
@@ -211,8 +216,11 @@ impl Endpoint {
             client_index: HashMap::new(),
             server: HashMap::new(),
             server_index: HashMap::new(),
+            client_deadlines: Deadlines::default(),
+            server_deadlines: Deadlines::default(),
             out: VecDeque::new(),
             dropped: 0,
+            visits: 0,
         }
     }
 
@@ -227,9 +235,10 @@ impl Endpoint {
 
     /// When [`Endpoint::handle_timeout`] must run next.
     pub fn next_timeout(&self) -> Option<Instant> {
-        let c = self.client.values().filter_map(ClientTx::deadline);
-        let s = self.server.values().filter_map(ServerTx::deadline);
-        c.chain(s).min()
+        [self.client_deadlines.next(), self.server_deadlines.next()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Live transactions (for tests and metrics).
@@ -333,6 +342,7 @@ impl Endpoint {
     fn on_request(&mut self, now: Instant, msg: Msg, source: Peer) {
         let key = server_key(&msg);
         let is_ack = msg.method() == Some(Method::Ack);
+        self.visits += 1;
         if let Some(&id) = self.server_index.get(&key) {
             let ev = if is_ack {
                 ServerEvent::Ack
@@ -385,6 +395,7 @@ impl Endpoint {
                 key,
             },
         );
+        self.server_actions(id, Vec::new());
         if is_invite {
             // §17.2.1: 100 Trying at once, so the client stops retransmitting.
             let trying = Msg::response_to(&msg, 100, "Trying", None);
@@ -403,6 +414,7 @@ impl Endpoint {
 
     fn on_response(&mut self, now: Instant, msg: Msg) {
         let key = (msg.branch().to_string(), msg.cseq().1.to_string());
+        self.visits += 1;
         let Some(&id) = self.client_index.get(&key) else {
             // A stray response (§18.1.2): dropped.
             self.dropped += 1;
@@ -421,27 +433,16 @@ impl Endpoint {
 
     /// Fires expired timers.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let due = |d: Option<Instant>| d.is_some_and(|d| d <= now);
-        let due_c: Vec<ClientTxId> = self
-            .client
-            .iter()
-            .filter(|(_, t)| due(t.deadline()))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due_c {
+        for id in self.client_deadlines.take_due(now) {
+            self.visits += 1;
             let Some(t) = self.client.get_mut(&id) else {
                 continue;
             };
             let actions = t.step(ClientEvent::Tick, now, &self.timers);
             self.client_actions(id, actions, None);
         }
-        let due_s: Vec<ServerTxId> = self
-            .server
-            .iter()
-            .filter(|(_, t)| due(t.deadline()))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due_s {
+        for id in self.server_deadlines.take_due(now) {
+            self.visits += 1;
             let Some(t) = self.server.get_mut(&id) else {
                 continue;
             };
@@ -486,6 +487,9 @@ impl Endpoint {
             let key = t.key.clone();
             self.client.remove(&id);
             self.client_index.remove(&key);
+            self.client_deadlines.set(id, None);
+        } else {
+            self.client_deadlines.set(id, t.deadline());
         }
     }
 
@@ -513,6 +517,9 @@ impl Endpoint {
             let key = t.key.clone();
             self.server.remove(&id);
             self.server_index.remove(&key);
+            self.server_deadlines.set(id, None);
+        } else {
+            self.server_deadlines.set(id, t.deadline());
         }
     }
 }

@@ -3,6 +3,7 @@
 //! Knows nothing of WebRTC, the relay or the call layer.
 
 pub mod acl;
+pub mod deadlines;
 pub mod dialog;
 pub mod digest;
 pub mod endpoint;

@@ -13,7 +13,8 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::acl::SourceAcl;
-use super::dialog::Dialog;
+use super::deadlines::Deadlines;
+use super::dialog::{Dialog, DialogKey};
 use super::digest::{self, Authorization, Challenge, NonceCheck, NonceIssuer};
 use super::endpoint::{via, ClientTxId, Endpoint, Event, Output, Peer, ServerTxId, Transport};
 use super::message::{param, split_list, uri_of, Msg};
@@ -161,6 +162,22 @@ pub enum UaEvent {
     },
 }
 
+impl UaEvent {
+    /// The call the event is about (none for the registration's).
+    pub fn call(&self) -> Option<CallRef> {
+        match self {
+            UaEvent::Incoming { call, .. }
+            | UaEvent::Progress { call, .. }
+            | UaEvent::Answered { call, .. }
+            | UaEvent::Failed { call, .. }
+            | UaEvent::Ended { call, .. }
+            | UaEvent::Reoffer { call, .. }
+            | UaEvent::Dtmf { call, .. } => Some(*call),
+            UaEvent::Registration { .. } => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UaOutput {
     Transmit { to: Peer, data: Vec<u8> },
@@ -229,6 +246,8 @@ struct Call {
     ok_retx: Option<(Vec<u8>, Instant, Duration, Instant)>,
     /// When the UA first saw the call ended; it is forgotten 64×T1 later.
     ended_at: Option<Instant>,
+    /// The client transactions sent for the call (INVITE, CANCEL, BYE).
+    client_txs: Vec<ClientTxId>,
 }
 
 pub struct SipUa {
@@ -237,6 +256,15 @@ pub struct SipUa {
     calls: HashMap<CallRef, Call>,
     by_invite_server: HashMap<ServerTxId, CallRef>,
     by_client: HashMap<ClientTxId, CallRef>,
+    /// Calls by their dialog's RFC 3261 §12 identifiers.
+    by_dialog: HashMap<DialogKey, CallRef>,
+    /// When each call next needs [`SipUa::handle_timeout`] (2xx
+    /// retransmission, forgetting an ended call).
+    call_deadlines: Deadlines<CallRef>,
+    /// Calls whose timers may have changed since their deadline was set.
+    dirty: Vec<CallRef>,
+    /// Per-call records looked at so far (see [`SipUa::work`]).
+    visits: u64,
     nonces: NonceIssuer,
     rng: Random,
     next: u64,
@@ -309,6 +337,10 @@ impl SipUa {
             calls: HashMap::new(),
             by_invite_server: HashMap::new(),
             by_client: HashMap::new(),
+            by_dialog: HashMap::new(),
+            call_deadlines: Deadlines::default(),
+            dirty: Vec::new(),
+            visits: 0,
             next: 0,
             out: VecDeque::new(),
             now,
@@ -322,27 +354,46 @@ impl SipUa {
     }
 
     pub fn next_timeout(&self) -> Option<Instant> {
-        let retx = self
-            .calls
-            .values()
-            .filter_map(|c| c.ok_retx.as_ref().map(|r| r.1.min(r.3)))
-            .min();
         let reg = self
             .registration
             .as_ref()
             .and_then(|(r, _, _)| r.next_timeout());
-        // Ended calls are swept (see forget_ended): wake for them too.
+        // Calls changed since their deadlines were set: at once.
+        let unscheduled = (!self.dirty.is_empty()).then_some(self.now);
+        [
+            self.ep.next_timeout(),
+            self.call_deadlines.next(),
+            reg,
+            unscheduled,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Sets the deadlines of the calls changed since the last time.
+    fn reschedule(&mut self) {
         let linger = self.cfg.timers.t1 * 64;
-        let sweep = self
-            .calls
-            .values()
-            .filter(|c| c.state == State::Ended)
-            .map(|c| c.ended_at.map_or(self.now, |at| at + linger))
-            .min();
-        [self.ep.next_timeout(), retx, reg, sweep]
-            .into_iter()
-            .flatten()
-            .min()
+        let now = self.now;
+        for call in std::mem::take(&mut self.dirty) {
+            self.visits += 1;
+            let when = self.calls.get_mut(&call).and_then(|c| {
+                if c.state == State::Ended {
+                    Some(*c.ended_at.get_or_insert(now) + linger)
+                } else {
+                    c.ok_retx.as_ref().map(|r| r.1.min(r.3))
+                }
+            });
+            self.call_deadlines.set(call, when);
+        }
+    }
+
+    /// Notes a client transaction of `call`'s.
+    fn track(&mut self, tx: ClientTxId, call: CallRef) {
+        self.by_client.insert(tx, call);
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.client_txs.push(tx);
+        }
     }
 
     /// Starts registering to `peer` (and keeps the registration fresh).
@@ -440,6 +491,9 @@ impl SipUa {
     }
 
     fn emit(&mut self, e: UaEvent) {
+        if let Some(call) = e.call() {
+            self.dirty.push(call);
+        }
         self.out.push_back(UaOutput::Event(e));
     }
 
@@ -502,6 +556,7 @@ impl SipUa {
                 cancel_sent: false,
                 ok_retx: None,
                 ended_at: None,
+                client_txs: vec![tx],
             },
         );
         call
@@ -563,7 +618,7 @@ impl SipUa {
         }
         let peer = c.peer;
         let tx = self.ep.send_request(now, m, peer);
-        self.by_client.insert(tx, call);
+        self.track(tx, call);
     }
 
     /// Sends our INVITE again after a final response that asks for it (a
@@ -606,7 +661,7 @@ impl SipUa {
         if let Some(c) = self.calls.get_mut(&call) {
             c.invite_client = Some(tx);
         }
-        self.by_client.insert(tx, call);
+        self.track(tx, call);
     }
 
     fn send_bye(&mut self, now: Instant, call: CallRef, cause: EndCause) {
@@ -620,7 +675,7 @@ impl SipUa {
         c.state = State::Ended;
         c.ok_retx = None;
         let tx = self.ep.send_request(now, bye, peer);
-        self.by_client.insert(tx, call);
+        self.track(tx, call);
         self.emit(UaEvent::Ended { call, cause });
     }
 
@@ -662,6 +717,9 @@ impl SipUa {
                 let first = c.dialog.is_none();
                 if first {
                     c.dialog = Dialog::uac(&c.invite, &msg, c.peer);
+                    if let Some(d) = &c.dialog {
+                        self.by_dialog.insert(DialogKey::of(d), call);
+                    }
                 }
                 let Some(d) = c.dialog.as_ref() else { return };
                 // ACK every 2xx, retransmissions included (RFC 3261 §13.2.2.4).
@@ -805,6 +863,7 @@ impl SipUa {
         r.with_body("application/sdp", sdp.as_bytes().to_vec());
         c.ok_retx = Some((r.to_bytes(), now + t1, t1, now + t1 * 64));
         c.state = State::AwaitingAck;
+        self.dirty.push(call);
         self.ep.respond(now, tx, r);
     }
 
@@ -825,6 +884,7 @@ impl SipUa {
         };
         c.state = State::Ended;
         let (inv, tag) = (c.invite.clone(), c.local_tag.clone());
+        self.dirty.push(call);
         self.respond(now, tx, &inv, code, reason, Some(&tag), extra);
     }
 
@@ -987,11 +1047,8 @@ impl SipUa {
             }
         }
         if in_dialog {
-            let call = self
-                .calls
-                .iter()
-                .find(|(_, c)| c.dialog.as_ref().is_some_and(|d| d.matches_request(&msg)))
-                .map(|(k, _)| *k);
+            self.visits += 1;
+            let call = self.by_dialog.get(&DialogKey::of_request(&msg)).copied();
             let Some(call) = call else {
                 // RFC 3261 §12.2.2.
                 let code = if method == Method::Options { 200 } else { 481 };
@@ -1111,8 +1168,17 @@ impl SipUa {
                         cancel_sent: false,
                         ok_retx: None,
                         ended_at: None,
+                        client_txs: Vec::new(),
                     },
                 );
+                if let Some(key) = self
+                    .calls
+                    .get(&call)
+                    .and_then(|c| c.dialog.as_ref())
+                    .map(DialogKey::of)
+                {
+                    self.by_dialog.insert(key, call);
+                }
                 self.emit(UaEvent::Incoming {
                     call,
                     invite: Box::new(msg),
@@ -1186,11 +1252,16 @@ impl SipUa {
     }
 
     fn on_ack(&mut self, msg: Msg) {
-        let call = self.calls.iter().find(|(_, c)| {
-            c.state == State::AwaitingAck
-                && c.dialog.as_ref().is_some_and(|d| d.matches_request(&msg))
-        });
-        let Some((&call, _)) = call else { return };
+        let Some(&call) = self.by_dialog.get(&DialogKey::of_request(&msg)) else {
+            return;
+        };
+        if self
+            .calls
+            .get(&call)
+            .is_none_or(|c| c.state != State::AwaitingAck)
+        {
+            return;
+        }
         if let Some(c) = self.calls.get_mut(&call) {
             c.ok_retx = None;
             c.state = State::Confirmed;
@@ -1214,15 +1285,28 @@ impl SipUa {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
         self.ep.handle_timeout(now);
-        // UAS 2xx retransmission (RFC 3261 §13.3.1.4).
+        self.reschedule();
+        // UAS 2xx retransmission (RFC 3261 §13.3.1.4), and ended calls
+        // forgotten 64×T1 after they ended (Timer H/J: no retransmission
+        // of theirs can still arrive), so a long-running UA does not grow
+        // with every call it ever had.
         let t2 = self.cfg.timers.t2;
         let mut give_up = Vec::new();
-        for (call, c) in self.calls.iter_mut() {
+        for call in self.call_deadlines.take_due(now) {
+            self.visits += 1;
+            let Some(c) = self.calls.get_mut(&call) else {
+                continue;
+            };
+            self.dirty.push(call);
+            if c.state == State::Ended {
+                self.forget(call);
+                continue;
+            }
             let Some((bytes, next, interval, until)) = c.ok_retx.as_mut() else {
                 continue;
             };
             if now >= *until {
-                give_up.push(*call);
+                give_up.push(call);
                 continue;
             }
             if now >= *next {
@@ -1237,32 +1321,33 @@ impl SipUa {
         for call in give_up {
             self.send_bye(now, call, EndCause::NoAck);
         }
-        self.forget_ended(now);
         self.drive_registration(now);
         self.process(now);
     }
 
-    /// Drops calls that ended more than 64×T1 ago (RFC 3261 Timer H/J: no
-    /// retransmission of theirs can still arrive), so a long-running UA does
-    /// not grow with every call it ever had.
-    fn forget_ended(&mut self, now: Instant) {
-        let linger = self.cfg.timers.t1 * 64;
-        let mut forgotten = false;
-        self.calls.retain(|_, c| {
-            if c.state != State::Ended {
-                return true;
-            }
-            let at = *c.ended_at.get_or_insert(now);
-            let keep = now < at + linger;
-            forgotten |= !keep;
-            keep
-        });
-        if forgotten {
-            let calls = &self.calls;
-            self.by_client.retain(|_, call| calls.contains_key(call));
-            self.by_invite_server
-                .retain(|_, call| calls.contains_key(call));
+    /// Drops an ended call and what finds it.
+    fn forget(&mut self, call: CallRef) {
+        let Some(c) = self.calls.remove(&call) else {
+            return;
+        };
+        for tx in &c.client_txs {
+            self.by_client.remove(tx);
         }
+        if let Some(tx) = c.invite_server {
+            self.by_invite_server.remove(&tx);
+        }
+        if let Some(d) = &c.dialog {
+            self.by_dialog.remove(&DialogKey::of(d));
+        }
+        self.call_deadlines.set(call, None);
+    }
+
+    /// How many per-call and per-transaction records the UA and its
+    /// endpoint have looked at so far: each lookup by key, each timer that
+    /// came due, each call rescheduled. A scan of every call would count
+    /// every call; the unit test holds per-message work to a constant.
+    pub fn work(&self) -> u64 {
+        self.visits + self.ep.visits
     }
 
     /// Whether the call is over on the SIP side (or unknown).
@@ -1323,6 +1408,7 @@ impl SipUa {
     fn pump(&mut self) {
         let now = self.now;
         self.process(now);
+        self.reschedule();
     }
 
     /// The request-URI user of an incoming INVITE (the number dialled).
@@ -1628,6 +1714,97 @@ mod tests {
         assert!(events.is_empty());
         let h = finals(&sent)[0].header("www-authenticate").unwrap();
         assert!(Challenge::parse(h).unwrap().stale);
+    }
+
+    /// Per-message work does not grow with the number of dialogs: the
+    /// UA's work (records looked at, see [`SipUa::work`]) for an in-dialog
+    /// INFO, an ACK, a BYE and a timer tick is the same with 1,000
+    /// concurrent dialogs as with 10.
+    #[test]
+    fn per_message_work_does_not_grow_with_the_number_of_dialogs() {
+        fn request(method: &str, id: &str, cseq: u32, to_tag: Option<&str>) -> Msg {
+            let mut m = Msg::request(method, "sip:14085551234@127.0.0.1:5060");
+            m.push(
+                "via",
+                format!("SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bK{id}{method}{cseq}"),
+            )
+            .push("from", format!("<sip:agent@127.0.0.1:5099>;tag=p{id}"))
+            .push(
+                "to",
+                match to_tag {
+                    Some(t) => format!("<sip:14085551234@127.0.0.1:5060>;tag={t}"),
+                    None => "<sip:14085551234@127.0.0.1:5060>".into(),
+                },
+            )
+            .push("call-id", id.to_string())
+            .push("cseq", format!("{cseq} {method}"))
+            .push("contact", "<sip:agent@127.0.0.1:5099>");
+            if method == "INFO" {
+                m.with_body(
+                    "application/dtmf-relay",
+                    b"Signal=5\r\nDuration=100\r\n".to_vec(),
+                );
+            } else if method == "INVITE" {
+                m.with_body("application/sdp", b"v=0\r\n".to_vec());
+            }
+            m
+        }
+        // The work one more call's INFO, ACK-less timer tick and BYE take
+        // once `n` calls are up.
+        fn work_with(n: usize) -> Vec<u64> {
+            let t0 = Instant::now();
+            let mut ua = test_ua();
+            let mut tags = Vec::new();
+            for i in 0..=n {
+                let id = format!("c{i}");
+                let (_, events) = exchange(&mut ua, t0, &request("INVITE", &id, 1, None));
+                let call = match &events[..] {
+                    [UaEvent::Incoming { call, .. }] => *call,
+                    other => panic!("{other:?}"),
+                };
+                ua.answer(t0, call, "v=0\r\n");
+                let ok = sent(&mut ua)
+                    .into_iter()
+                    .find(|m| m.status() == Some(200))
+                    .unwrap();
+                let tag = ok.to_tag().unwrap().to_string();
+                exchange(&mut ua, t0, &request("ACK", &id, 1, Some(&tag)));
+                tags.push(tag);
+            }
+            let id = format!("c{n}");
+            let tag = &tags[n];
+            let mut costs = Vec::new();
+            let mut cost = |ua: &mut SipUa, f: &dyn Fn(&mut SipUa)| {
+                let before = ua.work();
+                f(ua);
+                while ua.poll_output().is_some() {}
+                costs.push(ua.work() - before);
+            };
+            cost(&mut ua, &|ua| {
+                ua.handle_message(
+                    t0,
+                    &request("INFO", &id, 2, Some(tag)).to_bytes(),
+                    pbx_peer(),
+                )
+            });
+            cost(&mut ua, &|ua| {
+                ua.handle_timeout(t0 + Duration::from_millis(1))
+            });
+            cost(&mut ua, &|ua| {
+                ua.handle_message(
+                    t0,
+                    &request("BYE", &id, 3, Some(tag)).to_bytes(),
+                    pbx_peer(),
+                )
+            });
+            assert_eq!(ua.live_calls(), n);
+            costs
+        }
+        let small = work_with(10);
+        let large = work_with(1000);
+        // The INFO and the BYE are looked up; a tick with nothing due looks at nothing.
+        assert!(small[0] > 0 && small[1] == 0 && small[2] > 0, "{small:?}");
+        assert_eq!(small, large);
     }
 
     /// The final responses among `sent` (an INVITE also gets 100 Trying).
