@@ -1,0 +1,507 @@
+//! The bridge's SIP user agent toward the PBX, sans-IO: calls it places
+//! (INVITE to the trunk, digest retry on 401/407, ACK for every 2xx
+//! retransmission, CANCEL or BYE to hang up) and calls it receives (source
+//! ACL, digest challenge, 100/180/183/200, 2xx retransmitted until the ACK
+//! and a BYE if it never comes, CANCEL → 487, BYE → 200, OPTIONS → 200,
+//! INFO DTMF, re-INVITE/UPDATE handed to the call layer, unknown methods →
+//! 405, a required extension we lack → 420).
+//!
+//! One object for all calls, fed datagrams and time, drained with
+//! [`SipUa::poll_output`]; the call layer sees [`UaEvent`]s per call.
+//! Calls are found by key (their transactions, their dialog's
+//! identifiers), and each call's next timer sits in one ordered structure,
+//! so a message's work does not grow with the number of calls.
+//!
+//! By role: `uac` (calls we place), `uas` (calls we receive), `in_dialog`
+//! (requests within a call), `auth` (digest both ways), `redirect` (3xx),
+//! `registration` (REGISTER to the trunk); this file holds the calls, the
+//! events and the input and timer handling they share.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::acl::SourceAcl;
+use super::deadlines::Deadlines;
+use super::dialog::{Dialog, DialogKey};
+use super::digest::{self, Authorization, Challenge, NonceCheck, NonceIssuer};
+use super::endpoint::{via, ClientTxId, Endpoint, Event, Output, Peer, ServerTxId, Transport};
+use super::message::{param, split_list, uri_of, Msg};
+use super::method::Method;
+use super::random::Random;
+use super::register::{RegState, RegisterConfig, Registration};
+use super::transaction::Timers;
+
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE";
+
+/// The methods of [`ALLOW`].
+const ALLOWED: [Method; 7] = [
+    Method::Invite,
+    Method::Ack,
+    Method::Cancel,
+    Method::Bye,
+    Method::Options,
+    Method::Info,
+    Method::Update,
+];
+
+/// SIP extensions (option tags, RFC 3261 §19.2) the bridge implements:
+/// none — no reliable provisional responses (100rel), no session timers
+/// (`timer`; a refresh re-INVITE or UPDATE is answered all the same), no
+/// `replaces`.
+const OPTION_TAGS: &[&str] = &[];
+
+/// The option tags a request's `Require` names that the bridge does not
+/// implement. RFC 3261 §8.2.2.3: such a request gets 420 listing them.
+/// How many 3xx responses one call follows: a loop between redirecting
+/// targets ends here, with the last 3xx as the call's failure.
+pub const MAX_REDIRECTS: u8 = 3;
+
+fn unsupported_required(msg: &Msg) -> Vec<&str> {
+    msg.all("require")
+        .into_iter()
+        .filter(|tag| !OPTION_TAGS.iter().any(|t| t.eq_ignore_ascii_case(tag)))
+        .collect()
+}
+
+/// Our handle for one call's SIP side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallRef(u64);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndCause {
+    /// The PBX sent BYE.
+    PeerBye,
+    /// The PBX cancelled its INVITE before we answered.
+    PeerCancel,
+    /// We hung up (BYE sent).
+    LocalHangup,
+    /// Our 2xx was never acknowledged (RFC 3261 §13.3.1.4): BYE sent.
+    NoAck,
+    /// The call's task did not take its SIP events in time: the SIP side
+    /// hung the call up rather than wait for it (and so stall every call).
+    Overloaded,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UaEvent {
+    /// An INVITE from the PBX passed the ACL and authentication.
+    /// Answer with [`SipUa::ring`], [`SipUa::answer`] or [`SipUa::reject`].
+    Incoming {
+        call: CallRef,
+        /// Boxed: events travel in per-call channels whose blocks hold 32 of
+        /// them from the start; inline, the INVITE made every event 120
+        /// bytes and each call's channel ~3.9 KiB.
+        invite: Box<Msg>,
+        source: Peer,
+    },
+    /// A provisional response to our INVITE.
+    Progress {
+        call: CallRef,
+        code: u16,
+        sdp: Option<String>,
+    },
+    /// Our INVITE was answered (ACK sent), or our 2xx was acknowledged.
+    Answered { call: CallRef, sdp: Option<String> },
+    /// Our INVITE failed with a final response (408 on timeout).
+    Failed {
+        call: CallRef,
+        code: u16,
+        reason: String,
+    },
+    /// The call is over on the SIP side.
+    Ended { call: CallRef, cause: EndCause },
+    /// A re-INVITE or UPDATE in the call: answer with [`SipUa::answer_reoffer`].
+    Reoffer {
+        call: CallRef,
+        tx: ServerTxId,
+        sdp: Option<String>,
+    },
+    /// The registration's outcome changed: registered, or failed with this code.
+    Registration { registered: bool, code: u16 },
+    /// A key press sent as SIP INFO (application/dtmf-relay or application/dtmf).
+    Dtmf {
+        call: CallRef,
+        digit: char,
+        duration: Duration,
+    },
+}
+
+impl UaEvent {
+    /// The call the event is about (none for the registration's).
+    pub fn call(&self) -> Option<CallRef> {
+        match self {
+            UaEvent::Incoming { call, .. }
+            | UaEvent::Progress { call, .. }
+            | UaEvent::Answered { call, .. }
+            | UaEvent::Failed { call, .. }
+            | UaEvent::Ended { call, .. }
+            | UaEvent::Reoffer { call, .. }
+            | UaEvent::Dtmf { call, .. } => Some(*call),
+            UaEvent::Registration { .. } => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UaOutput {
+    Transmit { to: Peer, data: Vec<u8> },
+    Event(UaEvent),
+}
+
+/// A call to place.
+#[derive(Debug, Clone)]
+pub struct Invite<'a> {
+    pub request_uri: &'a str,
+    /// From, without tag (`<sip:+1555@wa.example.com>`).
+    pub from: &'a str,
+    pub to: &'a str,
+    /// Extra headers (e.g. X-WA-Call-Id).
+    pub headers: &'a [(&'a str, String)],
+    pub sdp: &'a str,
+    pub peer: Peer,
+}
+
+#[derive(Debug, Clone)]
+pub struct UaConfig {
+    /// host:port we put in Via and Contact.
+    pub via_host: String,
+    pub contact_uri: String,
+    /// Answering the PBX's challenges.
+    pub credentials: Option<(String, String)>,
+    /// Challenging the PBX's INVITEs.
+    pub inbound_credentials: Option<(String, String)>,
+    pub realm: String,
+    pub acl: SourceAcl,
+    pub timers: Timers,
+    /// Seeds the UA's random identifiers (tags, branches, Call-IDs, the
+    /// digest secret) for a test that replays them; `None`: from the OS.
+    pub rng_seed: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// UAC: INVITE sent, no final response yet.
+    Calling,
+    /// UAS: INVITE received, not answered yet.
+    Ringing,
+    /// UAS: 2xx sent, waiting for the ACK.
+    AwaitingAck,
+    Confirmed,
+    Ended,
+}
+
+struct Call {
+    state: State,
+    invite: Msg,
+    invite_client: Option<ClientTxId>,
+    invite_server: Option<ServerTxId>,
+    dialog: Option<Dialog>,
+    peer: Peer,
+    local_tag: String,
+    auth_tries: u8,
+    /// 3xx responses followed so far (at most [`MAX_REDIRECTS`]).
+    redirects: u8,
+    got_provisional: bool,
+    /// Hang up as soon as possible (CANCEL sent or pending).
+    hangup_requested: bool,
+    cancel_sent: bool,
+    /// UAS 2xx retransmission: (bytes, next at, interval, give up at).
+    ok_retx: Option<(Vec<u8>, Instant, Duration, Instant)>,
+    /// When the UA first saw the call ended; it is forgotten 64×T1 later.
+    ended_at: Option<Instant>,
+    /// The client transactions sent for the call (INVITE, CANCEL, BYE).
+    client_txs: Vec<ClientTxId>,
+}
+
+pub struct SipUa {
+    cfg: UaConfig,
+    ep: Endpoint,
+    calls: HashMap<CallRef, Call>,
+    by_invite_server: HashMap<ServerTxId, CallRef>,
+    by_client: HashMap<ClientTxId, CallRef>,
+    /// Calls by their dialog's RFC 3261 §12 identifiers.
+    by_dialog: HashMap<DialogKey, CallRef>,
+    /// When each call next needs [`SipUa::handle_timeout`] (2xx
+    /// retransmission, forgetting an ended call).
+    call_deadlines: Deadlines<CallRef>,
+    /// Calls whose timers may have changed since their deadline was set.
+    dirty: Vec<CallRef>,
+    /// Per-call records looked at so far (see [`SipUa::work`]).
+    visits: u64,
+    nonces: NonceIssuer,
+    rng: Random,
+    next: u64,
+    out: VecDeque<UaOutput>,
+    /// The latest instant fed in.
+    now: Instant,
+    /// Registration to the PBX, its peer and the REGISTER in flight.
+    registration: Option<(Registration, Peer, Option<ClientTxId>)>,
+}
+
+/// Our contact URI for a call or registration over `t`. Over TCP it says
+/// so: a sip: URI without a transport parameter means UDP (RFC 3263 §4.1),
+/// and the PBX's requests should come the way the call (or the
+/// registration, RFC 3261 §10.2.1) did.
+fn contact_uri(uri: &str, t: Transport) -> String {
+    match t {
+        Transport::Tcp => format!("{uri};transport=tcp"),
+        Transport::Udp => uri.to_string(),
+    }
+}
+
+/// [`contact_uri`] as a Contact header value.
+fn contact_header(uri: &str, t: Transport) -> String {
+    format!("<{}>", contact_uri(uri, t))
+}
+
+fn sdp_of(msg: &Msg) -> Option<String> {
+    msg.sdp().map(str::to_string)
+}
+
+mod auth;
+mod in_dialog;
+mod redirect;
+mod registration;
+mod uac;
+mod uas;
+
+impl SipUa {
+    /// A user agent starting at `now`.
+    pub fn new(cfg: UaConfig, now: Instant) -> SipUa {
+        let mut rng = Random::new(cfg.rng_seed);
+        SipUa {
+            ep: Endpoint::new(cfg.timers),
+            nonces: NonceIssuer::new(&rng.bytes::<32>(), now),
+            rng,
+            cfg,
+            calls: HashMap::new(),
+            by_invite_server: HashMap::new(),
+            by_client: HashMap::new(),
+            by_dialog: HashMap::new(),
+            call_deadlines: Deadlines::default(),
+            dirty: Vec::new(),
+            visits: 0,
+            next: 0,
+            out: VecDeque::new(),
+            now,
+            registration: None,
+        }
+    }
+
+    pub fn poll_output(&mut self) -> Option<UaOutput> {
+        self.pump();
+        self.out.pop_front()
+    }
+
+    pub fn next_timeout(&self) -> Option<Instant> {
+        let reg = self
+            .registration
+            .as_ref()
+            .and_then(|(r, _, _)| r.next_timeout());
+        // Calls changed since their deadlines were set: at once.
+        let unscheduled = (!self.dirty.is_empty()).then_some(self.now);
+        [
+            self.ep.next_timeout(),
+            self.call_deadlines.next(),
+            reg,
+            unscheduled,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Sets the deadlines of the calls changed since the last time.
+    fn reschedule(&mut self) {
+        let linger = self.cfg.timers.t1 * 64;
+        let now = self.now;
+        for call in std::mem::take(&mut self.dirty) {
+            self.visits += 1;
+            let when = self.calls.get_mut(&call).and_then(|c| {
+                if c.state == State::Ended {
+                    Some(*c.ended_at.get_or_insert(now) + linger)
+                } else {
+                    c.ok_retx.as_ref().map(|r| r.1.min(r.3))
+                }
+            });
+            self.call_deadlines.set(call, when);
+        }
+    }
+
+    /// Notes a client transaction of `call`'s.
+    fn track(&mut self, tx: ClientTxId, call: CallRef) {
+        self.by_client.insert(tx, call);
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.client_txs.push(tx);
+        }
+    }
+
+    /// Calls not yet over (for tests and admission).
+    pub fn live_calls(&self) -> usize {
+        self.calls
+            .values()
+            .filter(|c| c.state != State::Ended)
+            .count()
+    }
+
+    fn new_ref(&mut self) -> CallRef {
+        self.next += 1;
+        CallRef(self.next)
+    }
+
+    fn emit(&mut self, e: UaEvent) {
+        if let Some(call) = e.call() {
+            self.dirty.push(call);
+        }
+        self.out.push_back(UaOutput::Event(e));
+    }
+
+    pub fn handle_message(&mut self, now: Instant, data: &[u8], source: Peer) {
+        self.now = now;
+        self.ep.handle_message(now, data, source);
+        self.process(now);
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        self.ep.handle_timeout(now);
+        self.reschedule();
+        // UAS 2xx retransmission (RFC 3261 §13.3.1.4), and ended calls
+        // forgotten 64×T1 after they ended (Timer H/J: no retransmission
+        // of theirs can still arrive), so a long-running UA does not grow
+        // with every call it ever had.
+        let t2 = self.cfg.timers.t2;
+        let mut give_up = Vec::new();
+        for call in self.call_deadlines.take_due(now) {
+            self.visits += 1;
+            let Some(c) = self.calls.get_mut(&call) else {
+                continue;
+            };
+            self.dirty.push(call);
+            if c.state == State::Ended {
+                self.forget(call);
+                continue;
+            }
+            let Some((bytes, next, interval, until)) = c.ok_retx.as_mut() else {
+                continue;
+            };
+            if now >= *until {
+                give_up.push(call);
+                continue;
+            }
+            if now >= *next {
+                *interval = (*interval * 2).min(t2);
+                *next = now + *interval;
+                self.out.push_back(UaOutput::Transmit {
+                    to: c.peer,
+                    data: bytes.clone(),
+                });
+            }
+        }
+        for call in give_up {
+            self.send_bye(now, call, EndCause::NoAck);
+        }
+        self.drive_registration(now);
+        self.process(now);
+    }
+
+    /// Drops an ended call and what finds it.
+    fn forget(&mut self, call: CallRef) {
+        let Some(c) = self.calls.remove(&call) else {
+            return;
+        };
+        for tx in &c.client_txs {
+            self.by_client.remove(tx);
+        }
+        if let Some(tx) = c.invite_server {
+            self.by_invite_server.remove(&tx);
+        }
+        if let Some(d) = &c.dialog {
+            self.by_dialog.remove(&DialogKey::of(d));
+        }
+        self.call_deadlines.set(call, None);
+    }
+
+    /// How many per-call and per-transaction records the UA and its
+    /// endpoint have looked at so far: each lookup by key, each timer that
+    /// came due, each call rescheduled. A scan of every call would count
+    /// every call; the unit test holds per-message work to a constant.
+    pub fn work(&self) -> u64 {
+        self.visits + self.ep.visits
+    }
+
+    /// Whether the call is over on the SIP side (or unknown).
+    pub fn is_ended(&self, call: CallRef) -> bool {
+        self.calls
+            .get(&call)
+            .is_none_or(|c| c.state == State::Ended)
+    }
+
+    /// Calls held in memory, ended ones included (for the leak test).
+    pub fn calls_held(&self) -> usize {
+        self.calls.len()
+    }
+
+    fn process(&mut self, now: Instant) {
+        while let Some(o) = self.ep.poll_output() {
+            match o {
+                Output::Transmit { to, data } => {
+                    self.out.push_back(UaOutput::Transmit { to, data })
+                }
+                Output::Event(Event::Request { tx, msg, source }) => {
+                    self.on_request(now, tx, msg, source)
+                }
+                Output::Event(Event::Ack { msg, .. }) => self.on_ack(msg),
+                Output::Event(Event::Response { tx, msg }) => self.on_response(now, tx, msg),
+                Output::Event(Event::ClientTimeout { tx }) => {
+                    if self
+                        .registration
+                        .as_ref()
+                        .is_some_and(|(_, _, f)| *f == Some(tx))
+                    {
+                        self.on_register_result(now, None);
+                        continue;
+                    }
+                    let call = self.by_client.get(&tx).copied();
+                    if let Some(call) = call {
+                        let is_invite = self.calls.get(&call).is_some_and(|c| {
+                            c.invite_client == Some(tx) && c.state == State::Calling
+                        });
+                        if is_invite {
+                            if let Some(c) = self.calls.get_mut(&call) {
+                                c.state = State::Ended;
+                            }
+                            self.emit(UaEvent::Failed {
+                                call,
+                                code: 408,
+                                reason: "Request Timeout".into(),
+                            });
+                        }
+                    }
+                }
+                Output::Event(Event::ServerTimeout { .. }) => {}
+            }
+        }
+    }
+
+    /// Moves what commands queued in the endpoint to our output.
+    fn pump(&mut self) {
+        let now = self.now;
+        self.process(now);
+        self.reschedule();
+    }
+
+    /// The request-URI user of an incoming INVITE (the number dialled).
+    pub fn dialled_user(invite: &Msg) -> Option<String> {
+        let uri = invite.request_uri()?;
+        let rest = uri
+            .strip_prefix("sip:")
+            .or_else(|| uri.strip_prefix("sips:"))
+            .or_else(|| uri.strip_prefix("tel:"))?;
+        let user = rest.split('@').next()?.split(';').next()?;
+        Some(user.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests;

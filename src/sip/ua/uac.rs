@@ -1,0 +1,259 @@
+//! Calls the bridge places: the INVITE client side (RFC 3261 §13.2, §17.1):
+//! the INVITE to the trunk, ACK for every 2xx, CANCEL before the answer,
+//! BYE after it, and what each final response means for the call.
+
+use super::*;
+
+impl SipUa {
+    /// Sends an INVITE to its peer.
+    pub fn invite(&mut self, now: Instant, inv: Invite<'_>) -> CallRef {
+        let Invite {
+            request_uri,
+            from,
+            to,
+            headers,
+            sdp,
+            peer,
+        } = inv;
+        let call = self.new_ref();
+        let tag = self.rng.tag();
+        let mut m = Msg::request("INVITE", request_uri);
+        m.push(
+            "via",
+            via(peer.transport, &self.cfg.via_host, &self.rng.branch()),
+        )
+        .push("max-forwards", "70")
+        .push("from", format!("{from};tag={tag}"))
+        .push("to", to.to_string())
+        .push("call-id", self.rng.call_id())
+        .push("cseq", "1 INVITE")
+        .push(
+            "contact",
+            contact_header(&self.cfg.contact_uri, peer.transport),
+        )
+        .push("allow", ALLOW)
+        .push(
+            "user-agent",
+            concat!("wa-sip-bridge/", env!("CARGO_PKG_VERSION")),
+        );
+        for (k, v) in headers {
+            m.push(k, v.clone());
+        }
+        m.with_body("application/sdp", sdp.as_bytes().to_vec());
+        let tx = self.ep.send_request(now, m.clone(), peer);
+        self.by_client.insert(tx, call);
+        self.calls.insert(
+            call,
+            Call {
+                state: State::Calling,
+                invite: m,
+                invite_client: Some(tx),
+                invite_server: None,
+                dialog: None,
+                peer,
+                local_tag: tag,
+                auth_tries: 0,
+                redirects: 0,
+                got_provisional: false,
+                hangup_requested: false,
+                cancel_sent: false,
+                ok_retx: None,
+                ended_at: None,
+                client_txs: vec![tx],
+            },
+        );
+        call
+    }
+
+    /// Hangs up: CANCEL before the answer, BYE after; rejects an unanswered incoming call with 480.
+    pub fn hangup(&mut self, now: Instant, call: CallRef) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        match c.state {
+            State::Calling => {
+                c.hangup_requested = true;
+                // RFC 3261 §9.1: CANCEL only once a provisional arrived.
+                if c.got_provisional && !c.cancel_sent {
+                    self.send_cancel(now, call);
+                }
+            }
+            State::Ringing => self.reject(now, call, 480, "Temporarily Unavailable", &[]),
+            State::AwaitingAck | State::Confirmed => {
+                self.send_bye(now, call, EndCause::LocalHangup)
+            }
+            State::Ended => {}
+        }
+    }
+
+    /// The call's dialog once established, to save for [`SipUa::bye_saved`].
+    pub fn dialog(&self, call: CallRef) -> Option<Dialog> {
+        self.calls.get(&call)?.dialog.clone()
+    }
+
+    /// Ends a dialog saved before a restart with a BYE. No call state is kept:
+    /// the BYE's transaction retransmits it and its answer is not awaited.
+    pub fn bye_saved(&mut self, now: Instant, mut dialog: Dialog) {
+        // RFC 3261 §12.2.1.1 only needs a higher CSeq; requests sent after
+        // the dialog was saved (none are, today) are far below this.
+        dialog.local_cseq = dialog.local_cseq.saturating_add(1000);
+        let bye = dialog.request("BYE", &self.cfg.via_host, &self.rng.branch());
+        let peer = dialog.peer;
+        self.ep.send_request(now, bye, peer);
+    }
+
+    pub(super) fn send_cancel(&mut self, now: Instant, call: CallRef) {
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        c.cancel_sent = true;
+        // RFC 3261 §9.1: same Request-URI, Call-ID, To, From, CSeq number and top Via.
+        let inv = &c.invite;
+        let mut m = Msg::request("CANCEL", inv.request_uri().unwrap_or(""));
+        m.push("via", inv.top_via())
+            .push("max-forwards", "70")
+            .push("from", inv.header("from").unwrap_or(""))
+            .push("to", inv.header("to").unwrap_or(""))
+            .push("call-id", inv.call_id())
+            .push("cseq", format!("{} CANCEL", inv.cseq().0));
+        for r in inv.all("route") {
+            m.push("route", r);
+        }
+        let peer = c.peer;
+        let tx = self.ep.send_request(now, m, peer);
+        self.track(tx, call);
+    }
+
+    /// Sends our INVITE again after a final response that asks for it (a
+    /// digest challenge, a redirect): same Call-ID, From and To, the next
+    /// CSeq and a new branch (RFC 3261 §8.1.3.4, §22.2), optionally to a
+    /// new request-URI or with a new credentials header.
+    pub(super) fn resend_invite(
+        &mut self,
+        now: Instant,
+        call: CallRef,
+        request_uri: Option<String>,
+        credentials: Option<(&str, String)>,
+    ) {
+        let branch = self.rng.branch();
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let mut inv = c.invite.clone();
+        let cseq = inv.cseq().0 + 1;
+        inv.headers.retain(|(k, _)| {
+            k != "authorization" && k != "proxy-authorization" && k != "via" && k != "cseq"
+        });
+        inv.headers.insert(
+            0,
+            (
+                "via".into(),
+                via(c.peer.transport, &self.cfg.via_host, &branch),
+            ),
+        );
+        inv.push("cseq", format!("{cseq} INVITE"));
+        if let Some(uri) = request_uri {
+            inv.start = format!("INVITE {uri} SIP/2.0");
+        }
+        if let Some((name, value)) = credentials {
+            inv.push(name, value);
+        }
+        c.invite = inv.clone();
+        let peer = c.peer;
+        let tx = self.ep.send_request(now, inv, peer);
+        if let Some(c) = self.calls.get_mut(&call) {
+            c.invite_client = Some(tx);
+        }
+        self.track(tx, call);
+    }
+
+    pub(super) fn send_bye(&mut self, now: Instant, call: CallRef, cause: EndCause) {
+        let branch = self.rng.branch();
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(d) = c.dialog.as_mut() else { return };
+        let bye = d.request("BYE", &self.cfg.via_host, &branch);
+        let peer = d.peer;
+        c.state = State::Ended;
+        c.ok_retx = None;
+        let tx = self.ep.send_request(now, bye, peer);
+        self.track(tx, call);
+        self.emit(UaEvent::Ended { call, cause });
+    }
+
+    pub(super) fn on_response(&mut self, now: Instant, tx: ClientTxId, msg: Msg) {
+        if self
+            .registration
+            .as_ref()
+            .is_some_and(|(_, _, f)| *f == Some(tx))
+        {
+            if msg.status().is_some_and(|c| c >= 200) {
+                self.on_register_result(now, Some(&msg));
+            }
+            return;
+        }
+        let Some(&call) = self.by_client.get(&tx) else {
+            return;
+        };
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(code) = msg.status() else { return };
+        if c.invite_client != Some(tx) {
+            // BYE/CANCEL/INFO answers need nothing more.
+            return;
+        }
+        match code {
+            100 => {}
+            101..=199 => {
+                c.got_provisional = true;
+                let cancel_now = c.hangup_requested && !c.cancel_sent;
+                let sdp = sdp_of(&msg);
+                if cancel_now {
+                    self.send_cancel(now, call);
+                } else {
+                    self.emit(UaEvent::Progress { call, code, sdp });
+                }
+            }
+            200..=299 => {
+                let first = c.dialog.is_none();
+                if first {
+                    c.dialog = Dialog::uac(&c.invite, &msg, c.peer);
+                    if let Some(d) = &c.dialog {
+                        self.by_dialog.insert(DialogKey::of(d), call);
+                    }
+                }
+                let Some(d) = c.dialog.as_ref() else { return };
+                // ACK every 2xx, retransmissions included (RFC 3261 §13.2.2.4).
+                let ack = d.ack(c.invite.cseq().0, &self.cfg.via_host, &self.rng.branch());
+                let peer = d.peer;
+                self.ep.send_stateless(&ack, peer);
+                if first {
+                    c.state = State::Confirmed;
+                    if c.hangup_requested {
+                        self.send_bye(now, call, EndCause::LocalHangup);
+                    } else {
+                        self.emit(UaEvent::Answered {
+                            call,
+                            sdp: sdp_of(&msg),
+                        });
+                    }
+                }
+            }
+            401 | 407
+                if c.auth_tries < 2 && self.cfg.credentials.is_some() && !c.hangup_requested =>
+            {
+                self.answer_challenge(now, call, code, &msg)
+            }
+            300..=399 if c.redirects < MAX_REDIRECTS && !c.hangup_requested => {
+                self.follow_redirect(now, call, code, &msg)
+            }
+            _ => {
+                c.state = State::Ended;
+                let reason = msg.start.splitn(3, ' ').nth(2).unwrap_or("").to_string();
+                self.emit(UaEvent::Failed { call, code, reason });
+            }
+        }
+    }
+}
