@@ -223,7 +223,7 @@ fn mutated_sip_never_panics_and_the_ua_keeps_working() {
             },
         );
         let ours = drain(&mut ua, now, &mut rng, &mut seen);
-        if let Some(inv) = ours.iter().find(|m| m.method() == Some(Method::Invite)) {
+        if let Some(inv) = ours.iter().find(|m| m.method() == Some(&Method::Invite)) {
             let mut responses = Vec::new();
             let mut r183 = Msg::response_to(inv, 183, "Session Progress", Some("pbx"));
             r183.with_body("application/sdp", SDP.as_bytes().to_vec());
@@ -294,5 +294,5 @@ fn mutated_sip_never_panics_and_the_ua_keeps_working() {
         },
     );
     let sent = drain(&mut ua, now, &mut Rng(1), &mut seen);
-    assert!(sent.iter().any(|m| m.method() == Some(Method::Invite)));
+    assert!(sent.iter().any(|m| m.method() == Some(&Method::Invite)));
 }

@@ -233,7 +233,7 @@ async fn pbx_task(
             },
             ev = sip.next_event() => match ev {
                 UaEvent::Incoming { call, invite, .. } => {
-                    let key = invite.header("x-wa-call-id").unwrap_or("").to_string();
+                    let key = invite.wa_call_id.clone().unwrap_or_default();
                     let Ok(offer) = sdp::parse(invite.body_str()) else { continue };
                     let Ok(n) = sdp::negotiate_offer(&offer, &[codec]) else { continue };
                     let Ok(rtp) = UdpSocket::bind("127.0.0.1:0").await else { continue };

@@ -507,7 +507,10 @@ mod tests {
     use crate::sip::message::parse_incoming;
 
     fn invite(content_type: Option<&str>, body: &str) -> Msg {
-        let mut m = Msg::request("INVITE", "sip:447700900123@bridge");
+        let mut m = Msg::request(
+            crate::sip::method::Method::Invite,
+            "sip:447700900123@bridge",
+        );
         m.push("via", "SIP/2.0/UDP 192.0.2.10;branch=z9hG4bK9")
             .push("from", "<sip:a@pbx>;tag=1")
             .push("to", "<sip:447700900123@bridge>")

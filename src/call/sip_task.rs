@@ -589,7 +589,7 @@ url = "sqlite::memory:"
                         .expect("the bridge's SIP answers within 10 s")
                         .unwrap();
                 let msg = parse_incoming(&buf[..n]).expect("the bridge sends valid SIP");
-                if msg.method() == Some(Method::Bye) {
+                if msg.method() == Some(&Method::Bye) {
                     let ok = Msg::response_to(&msg, 200, "OK", None);
                     self.sock
                         .send_to(&ok.to_bytes(), self.bridge)

@@ -144,8 +144,8 @@ pub async fn answer_one_call(
             ev = sip.next_event() => match ev {
                 UaEvent::Incoming { call, invite, .. } => {
                     report.request_uri = invite.request_uri().map(str::to_string);
-                    report.x_wa_call_id = invite.header("x-wa-call-id").map(str::to_string);
-                    report.from = invite.header("from").map(str::to_string);
+                    report.x_wa_call_id = invite.wa_call_id.clone();
+                    report.from = invite.from.as_ref().map(|f| f.to_string());
                     let offer = sdp::parse(invite.body_str()).map_err(|e| DemoError(format!("bridge's SDP: {e}")))?;
                     let n = sdp::negotiate_offer(&offer, &[Codec::Pcmu]).map_err(|e| DemoError(e.to_string()))?;
                     media.remote = n.remote;

@@ -11,7 +11,8 @@
 use std::net::SocketAddr;
 
 use super::endpoint::{via, Peer};
-use super::message::{param, uri_of, Msg};
+use super::message::{CSeq, Msg, NameAddr};
+use super::method::Method;
 
 /// Serializable so that a call's dialog can be saved and, after a crash, ended with a BYE.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -57,8 +58,8 @@ impl DialogKey {
     pub fn of(d: &Dialog) -> DialogKey {
         DialogKey {
             call_id: d.call_id.clone(),
-            local_tag: d.local_tag().unwrap_or("").to_string(),
-            remote_tag: d.remote_tag().unwrap_or("").to_string(),
+            local_tag: d.local_tag().unwrap_or_default(),
+            remote_tag: d.remote_tag().unwrap_or_default(),
         }
     }
 
@@ -77,8 +78,11 @@ impl Dialog {
     /// The next hop for in-dialog requests: the first route, else the remote
     /// target, when it names an address; else the peer the dialog began with.
     fn next_hop(route_set: &[String], target: &str, fallback: Peer) -> Peer {
-        let first = route_set.first().map(|r| uri_of(r)).unwrap_or(target);
-        match uri_addr(first) {
+        let first = match route_set.first() {
+            Some(r) => NameAddr::parse(r).map(|n| n.uri).unwrap_or_default(),
+            None => target.to_string(),
+        };
+        match uri_addr(&first) {
             Some(addr) => Peer {
                 transport: fallback.transport,
                 addr,
@@ -90,17 +94,17 @@ impl Dialog {
     /// The UAC's dialog from a 2xx (or 1xx with a To tag) to our INVITE.
     pub fn uac(invite: &Msg, response: &Msg, peer: Peer) -> Option<Dialog> {
         response.to_tag()?;
-        let mut route_set: Vec<String> = response
-            .all("record-route")
+        let route_set: Vec<String> = response
+            .record_route
             .iter()
-            .map(|s| s.to_string())
+            .rev()
+            .map(NameAddr::to_string)
             .collect();
-        route_set.reverse();
-        let remote_target = uri_of(response.header("contact")?).to_string();
+        let remote_target = response.contact.first()?.uri.clone();
         Some(Dialog {
             call_id: invite.call_id().to_string(),
-            local: invite.header("from")?.to_string(),
-            remote: response.header("to")?.to_string(),
+            local: invite.from.as_ref()?.to_string(),
+            remote: response.to.as_ref()?.to_string(),
             peer: Self::next_hop(&route_set, &remote_target, peer),
             remote_target,
             route_set,
@@ -112,21 +116,19 @@ impl Dialog {
     /// The UAS's dialog from an INVITE it answers with `local_tag`.
     pub fn uas(invite: &Msg, local_tag: &str, source: Peer) -> Option<Dialog> {
         let route_set: Vec<String> = invite
-            .all("record-route")
+            .record_route
             .iter()
-            .map(|s| s.to_string())
+            .map(NameAddr::to_string)
             .collect();
-        let remote_target = uri_of(invite.header("contact")?).to_string();
-        let to = invite.header("to")?;
-        let local = if param(to, "tag").is_some() {
-            to.to_string()
-        } else {
-            format!("{to};tag={local_tag}")
-        };
+        let remote_target = invite.contact.first()?.uri.clone();
+        let mut local = invite.to.clone()?;
+        if local.tag().is_none() {
+            local.set_param("tag", Some(local_tag));
+        }
         Some(Dialog {
             call_id: invite.call_id().to_string(),
-            local,
-            remote: invite.header("from")?.to_string(),
+            local: local.to_string(),
+            remote: invite.from.as_ref()?.to_string(),
             peer: Self::next_hop(&route_set, &remote_target, source),
             remote_target,
             route_set,
@@ -135,37 +137,39 @@ impl Dialog {
         })
     }
 
-    pub fn local_tag(&self) -> Option<&str> {
-        param(&self.local, "tag")
+    pub fn local_tag(&self) -> Option<String> {
+        Some(NameAddr::parse(&self.local).ok()?.tag()?.to_string())
     }
 
-    pub fn remote_tag(&self) -> Option<&str> {
-        param(&self.remote, "tag")
+    pub fn remote_tag(&self) -> Option<String> {
+        Some(NameAddr::parse(&self.remote).ok()?.tag()?.to_string())
     }
 
-    fn base(&self, method: &str, cseq: u32, via_host: &str, branch: &str) -> Msg {
-        let mut m = Msg::request(method, &self.remote_target);
-        m.push("via", via(self.peer.transport, via_host, branch));
-        for r in &self.route_set {
-            m.push("route", r.clone());
-        }
-        m.push("max-forwards", "70")
-            .push("from", self.local.clone())
-            .push("to", self.remote.clone())
-            .push("call-id", self.call_id.clone())
-            .push("cseq", format!("{cseq} {method}"));
+    fn base(&self, method: Method, cseq: u32, via_host: &str, branch: &str) -> Msg {
+        let mut m = Msg::request(method.clone(), &self.remote_target);
+        m.via.push(via(self.peer.transport, via_host, branch));
+        m.route = self
+            .route_set
+            .iter()
+            .filter_map(|r| NameAddr::parse(r).ok())
+            .collect();
+        m.max_forwards = Some(70);
+        m.from = NameAddr::parse(&self.local).ok();
+        m.to = NameAddr::parse(&self.remote).ok();
+        m.call_id = self.call_id.clone();
+        m.cseq = Some(CSeq { seq: cseq, method });
         m
     }
 
     /// A new in-dialog request (BYE, INFO, OPTIONS): CSeq one higher (§12.2.1.1).
-    pub fn request(&mut self, method: &str, via_host: &str, branch: &str) -> Msg {
+    pub fn request(&mut self, method: Method, via_host: &str, branch: &str) -> Msg {
         self.local_cseq += 1;
         self.base(method, self.local_cseq, via_host, branch)
     }
 
     /// The ACK for a 2xx (§13.2.2.4): CSeq number of the INVITE, a new branch.
     pub fn ack(&self, invite_cseq: u32, via_host: &str, branch: &str) -> Msg {
-        self.base("ACK", invite_cseq, via_host, branch)
+        self.base(Method::Ack, invite_cseq, via_host, branch)
     }
 }
 
@@ -183,7 +187,7 @@ mod tests {
     }
 
     fn invite() -> Msg {
-        let mut m = Msg::request("INVITE", "sip:100@192.0.2.10");
+        let mut m = Msg::request(Method::Invite, "sip:100@192.0.2.10");
         m.push("via", "SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bK1")
             .push("from", "<sip:+1555@wa.example.com>;tag=ours")
             .push("to", "<sip:100@192.0.2.10>")
@@ -212,10 +216,12 @@ mod tests {
         // The next hop is the first route.
         assert_eq!(d.peer.addr, "198.51.100.1:5060".parse().unwrap());
         let ack = d.ack(7, "192.0.2.20:5060", "z9hG4bKack");
-        assert_eq!(ack.start, "ACK sip:100@192.0.2.10:5080 SIP/2.0");
+        assert_eq!(ack.request_uri(), Some("sip:100@192.0.2.10:5080"));
+        assert_eq!(ack.method(), Some(&Method::Ack));
         assert_eq!(ack.cseq(), (7, "ACK"));
+        let routes: Vec<String> = ack.route.iter().map(|r| r.to_string()).collect();
         assert_eq!(
-            ack.all("route"),
+            routes,
             vec!["<sip:198.51.100.1;lr>", "<sip:192.0.2.99:5070;lr>"]
         );
         assert_eq!(ack.to_tag(), Some("theirs"));
@@ -224,14 +230,14 @@ mod tests {
             inv.branch(),
             "the 2xx ACK is a new transaction"
         );
-        let bye = d.request("BYE", "192.0.2.20:5060", "z9hG4bKbye");
+        let bye = d.request(Method::Bye, "192.0.2.20:5060", "z9hG4bKbye");
         assert_eq!(bye.cseq(), (8, "BYE"));
         assert_eq!(bye.from_tag(), Some("ours"));
     }
 
     #[test]
     fn uas_keeps_record_route_order_and_matches_in_dialog_requests() {
-        let mut inv = Msg::request("INVITE", "sip:14085551234@bridge");
+        let mut inv = Msg::request(Method::Invite, "sip:14085551234@bridge");
         inv.push("via", "SIP/2.0/UDP 192.0.2.10;branch=z9hG4bK2")
             .push("record-route", "<sip:192.0.2.10;lr>")
             .push("from", "<sip:agent@pbx>;tag=pbx1")
@@ -242,12 +248,12 @@ mod tests {
         let inv = parse_incoming(&inv.to_bytes()).unwrap();
         let mut d = Dialog::uas(&inv, "us1", peer()).unwrap();
         assert_eq!(d.route_set, vec!["<sip:192.0.2.10;lr>"]);
-        assert_eq!(d.local_tag(), Some("us1"));
-        let bye = d.request("BYE", "192.0.2.20:5060", "z9hG4bKbye");
+        assert_eq!(d.local_tag().as_deref(), Some("us1"));
+        let bye = d.request(Method::Bye, "192.0.2.20:5060", "z9hG4bKbye");
         assert_eq!(bye.from_tag(), Some("us1"));
         assert_eq!(bye.to_tag(), Some("pbx1"));
         // Their BYE matches our dialog.
-        let mut their_bye = Msg::request("BYE", "sip:bridge");
+        let mut their_bye = Msg::request(Method::Bye, "sip:bridge");
         their_bye
             .push("via", "SIP/2.0/UDP 192.0.2.10;branch=z9hG4bK3")
             .push("from", "<sip:agent@pbx>;tag=pbx1")

@@ -13,7 +13,9 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::deadlines::Deadlines;
-use super::message::{parse_incoming, response_destination, stamp_via, Msg, Rejected};
+use super::message::{
+    parse_incoming, response_destination, stamp_via, CSeq, Msg, Param, Rejected, Via,
+};
 use super::method::Method;
 use super::transaction::{
     Action, ClientEvent, ClientInvite, ClientNonInvite, Reliability, ServerEvent, ServerInvite,
@@ -53,17 +55,18 @@ pub struct ServerTxId(u64);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A new request (not a retransmission). Answer it with [`Endpoint::respond`].
+    /// Messages are boxed: a parsed message is several hundred bytes.
     Request {
         tx: ServerTxId,
-        msg: Msg,
+        msg: Box<Msg>,
         source: Peer,
     },
     /// An ACK that matched no INVITE transaction: the ACK for a 2xx (§13.3.1.4),
     /// or a CANCEL-less stray one; the dialog layer decides.
-    Ack { msg: Msg, source: Peer },
+    Ack { msg: Box<Msg>, source: Peer },
     /// A response for a client transaction (1xx, the first 2xx and its
     /// retransmissions, the final non-2xx once).
-    Response { tx: ClientTxId, msg: Msg },
+    Response { tx: ClientTxId, msg: Box<Msg> },
     /// Timer B/F: no final response.
     ClientTimeout { tx: ClientTxId },
     /// Timer H: the ACK for our non-2xx final never came.
@@ -189,12 +192,7 @@ pub struct Endpoint {
 }
 
 fn server_key(msg: &Msg) -> ServerKey {
-    let via = msg.top_via();
-    let sent_by = via
-        .split(';')
-        .next()
-        .and_then(|p| p.split_whitespace().nth(1))
-        .unwrap_or("");
+    let sent_by = msg.top_via().map_or("", |v| v.sent_by.as_str());
     let method = match msg.method() {
         Some(Method::Ack) => "INVITE".to_string(),
         Some(m) => m.to_string(),
@@ -251,7 +249,7 @@ impl Endpoint {
     pub fn send_request(&mut self, now: Instant, request: Msg, to: Peer) -> ClientTxId {
         let id = ClientTxId(self.id());
         let rel = to.transport.reliability();
-        let is_invite = request.method() == Some(Method::Invite);
+        let is_invite = request.method() == Some(&Method::Invite);
         let key = (request.branch().to_string(), request.cseq().1.to_string());
         let (kind, actions) = if is_invite {
             let (s, a) = ClientInvite::start(now, &self.timers, rel);
@@ -330,8 +328,9 @@ impl Endpoint {
         };
         if msg.is_request() {
             if source.transport == Transport::Udp {
-                let stamped = stamp_via(msg.top_via(), source.addr);
-                msg.set_first("via", stamped);
+                if let Some(top) = msg.via.first_mut() {
+                    stamp_via(top, source.addr);
+                }
             }
             self.on_request(now, msg, source);
         } else {
@@ -341,7 +340,7 @@ impl Endpoint {
 
     fn on_request(&mut self, now: Instant, msg: Msg, source: Peer) {
         let key = server_key(&msg);
-        let is_ack = msg.method() == Some(Method::Ack);
+        let is_ack = msg.method() == Some(&Method::Ack);
         self.visits += 1;
         if let Some(&id) = self.server_index.get(&key) {
             let ev = if is_ack {
@@ -356,7 +355,10 @@ impl Endpoint {
             // (§17.2.3); one that does match while Accepted goes up.
             if is_ack && matches!(t.kind, ServerKind::Invite(ServerInvite::Accepted { .. })) {
                 self.out
-                    .push_back(Output::Event(Event::Ack { msg, source }));
+                    .push_back(Output::Event(Event::Ack {
+                    msg: Box::new(msg),
+                    source,
+                }));
                 return;
             }
             let actions = t.step(ev, now, &self.timers);
@@ -365,7 +367,10 @@ impl Endpoint {
         }
         if is_ack {
             self.out
-                .push_back(Output::Event(Event::Ack { msg, source }));
+                .push_back(Output::Event(Event::Ack {
+                    msg: Box::new(msg),
+                    source,
+                }));
             return;
         }
         let id = ServerTxId(self.id());
@@ -376,7 +381,7 @@ impl Endpoint {
             },
             Transport::Tcp => source,
         };
-        let is_invite = msg.method() == Some(Method::Invite);
+        let is_invite = msg.method() == Some(&Method::Invite);
         let (kind, actions) = if is_invite {
             let (s, a) = ServerInvite::start();
             (ServerKind::Invite(s), a)
@@ -405,7 +410,7 @@ impl Endpoint {
             if a == Action::PassUp {
                 self.out.push_back(Output::Event(Event::Request {
                     tx: id,
-                    msg: msg.clone(),
+                    msg: Box::new(msg.clone()),
                     source,
                 }));
             }
@@ -473,7 +478,7 @@ impl Endpoint {
                     if let Some(m) = &response {
                         self.out.push_back(Output::Event(Event::Response {
                             tx: id,
-                            msg: m.clone(),
+                            msg: Box::new(m.clone()),
                         }));
                     }
                 }
@@ -528,28 +533,37 @@ impl Endpoint {
 /// Request-URI, Call-ID, From, CSeq number and top Via as the INVITE, To from
 /// the response, the INVITE's Route headers.
 fn ack_for_error(invite: &Msg, response: &Msg) -> Msg {
-    let mut ack = Msg::request("ACK", invite.request_uri().unwrap_or(""));
-    ack.push("via", invite.top_via());
-    for r in invite.all("route") {
-        ack.push("route", r);
-    }
-    ack.push("max-forwards", "70")
-        .push("from", invite.header("from").unwrap_or(""))
-        .push("to", response.header("to").unwrap_or(""))
-        .push("call-id", invite.call_id())
-        .push("cseq", format!("{} ACK", invite.cseq().0));
+    let mut ack = Msg::request(Method::Ack, invite.request_uri().unwrap_or(""));
+    ack.via = invite.via.iter().take(1).cloned().collect();
+    ack.route = invite.route.clone();
+    ack.max_forwards = Some(70);
+    ack.from = invite.from.clone();
+    ack.to = response.to.clone();
+    ack.call_id = invite.call_id.clone();
+    ack.cseq = Some(CSeq {
+        seq: invite.cseq().0,
+        method: Method::Ack,
+    });
     ack
 }
 
 /// The one Via builder: a top Via for a request we send over `t` from
 /// `sent_by`, with `branch` and an empty `rport` (RFC 3581 §3: answers come
 /// back to the port we sent from, whatever NAT did).
-pub fn via(t: Transport, sent_by: &str, branch: &str) -> String {
-    let proto = match t {
-        Transport::Udp => "UDP",
-        Transport::Tcp => "TCP",
+pub fn via(t: Transport, sent_by: &str, branch: &str) -> Via {
+    let param = |name: &str, value: Option<&str>| Param {
+        name: name.to_string(),
+        value: value.map(str::to_string),
     };
-    format!("SIP/2.0/{proto} {sent_by};branch={branch};rport")
+    Via {
+        transport: match t {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        }
+        .to_string(),
+        sent_by: sent_by.to_string(),
+        params: vec![param("branch", Some(branch)), param("rport", None)],
+    }
 }
 
 #[cfg(test)]
@@ -565,7 +579,7 @@ mod tests {
     }
 
     fn invite(branch: &str) -> Msg {
-        let mut m = Msg::request("INVITE", "sip:100@127.0.0.1:5099");
+        let mut m = Msg::request(Method::Invite, "sip:100@127.0.0.1:5099");
         m.push(
             "via",
             format!("SIP/2.0/UDP 127.0.0.1:5060;branch={branch};rport"),
@@ -618,7 +632,7 @@ mod tests {
         assert_eq!(transmits(&drain(&mut e)), vec!["SIP/2.0 486 Busy Here"]);
         e.handle_timeout(t0 + Duration::from_millis(500));
         assert_eq!(transmits(&drain(&mut e)), vec!["SIP/2.0 486 Busy Here"]);
-        let mut ack = Msg::request("ACK", "sip:100@127.0.0.1:5099");
+        let mut ack = Msg::request(Method::Ack, "sip:100@127.0.0.1:5099");
         ack.push("via", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx1;rport")
             .push("from", "<sip:+1555@wa.example.com>;tag=a")
             .push("to", "<sip:100@127.0.0.1>;tag=t1")

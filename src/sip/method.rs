@@ -76,11 +76,6 @@ impl Method {
             Method::Extension(m) => m,
         }
     }
-
-    /// Whether rsip's grammar knows it (it refuses a request with any other).
-    pub(crate) fn rsip_knows(&self) -> bool {
-        !matches!(self, Method::Extension(_))
-    }
 }
 
 impl fmt::Display for Method {

@@ -9,7 +9,8 @@
 use std::time::{Duration, Instant};
 
 use super::digest::{self, Challenge};
-use super::message::{param, uri_of, Msg};
+use super::message::{CSeq, Msg, NameAddr, Via};
+use super::method::Method;
 
 #[derive(Debug, Clone)]
 pub struct RegisterConfig {
@@ -86,22 +87,27 @@ impl Registration {
         matches!(self.state, RegState::Registered { until } if until > now)
     }
 
-    /// The REGISTER to send now, if one is due. `via` is the top Via value.
-    pub fn poll_request(&mut self, now: Instant, via: String, cnonce: &str) -> Option<Msg> {
+    /// The REGISTER to send now, if one is due, with `via` on top.
+    pub fn poll_request(&mut self, now: Instant, via: Via, cnonce: &str) -> Option<Msg> {
         if self.next_at.is_none_or(|t| now < t) {
             return None;
         }
         self.next_at = None;
         self.cseq += 1;
-        let mut m = Msg::request("REGISTER", &self.cfg.registrar);
-        m.push("via", via)
-            .push("max-forwards", "70")
-            .push("from", format!("<{}>;tag={}", self.cfg.aor, self.from_tag))
-            .push("to", format!("<{}>", self.cfg.aor))
-            .push("call-id", self.call_id.clone())
-            .push("cseq", format!("{} REGISTER", self.cseq))
-            .push("contact", format!("<{}>", self.cfg.contact))
-            .push("expires", self.cfg.expires.to_string());
+        let mut m = Msg::request(Method::Register, &self.cfg.registrar);
+        let mut from = NameAddr::new(self.cfg.aor.clone());
+        from.set_param("tag", Some(&self.from_tag));
+        m.via.push(via);
+        m.max_forwards = Some(70);
+        m.from = Some(from);
+        m.to = Some(NameAddr::new(self.cfg.aor.clone()));
+        m.call_id = self.call_id.clone();
+        m.cseq = Some(CSeq {
+            seq: self.cseq,
+            method: Method::Register,
+        });
+        m.contact.push(NameAddr::new(self.cfg.contact.clone()));
+        m.expires = Some(self.cfg.expires);
         if let Some((ch, proxy, nc)) = &mut self.challenge {
             *nc += 1;
             let auth = digest::authorize(
@@ -113,14 +119,11 @@ impl Registration {
                 cnonce,
                 *nc,
             );
-            m.push(
-                if *proxy {
-                    "proxy-authorization"
-                } else {
-                    "authorization"
-                },
-                auth,
-            );
+            if *proxy {
+                m.proxy_authorization = Some(auth);
+            } else {
+                m.authorization = Some(auth);
+            }
         }
         Some(m)
     }
@@ -141,14 +144,13 @@ impl Registration {
         match code {
             200..=299 => {
                 // Granted time: our Contact's expires param, else Expires, else what we asked.
-                let ours = uri_of(&self.cfg.contact).to_string();
                 let granted = r
-                    .all("contact")
+                    .contact
                     .iter()
-                    .find(|c| uri_of(c) == ours)
-                    .and_then(|c| param(c, "expires"))
+                    .find(|c| c.uri == self.cfg.contact)
+                    .and_then(|c| c.param("expires"))
                     .and_then(|e| e.parse::<u64>().ok())
-                    .or_else(|| r.header("expires").and_then(|e| e.trim().parse().ok()))
+                    .or(r.expires.map(u64::from))
                     .unwrap_or(self.cfg.expires as u64)
                     .max(1);
                 let granted = Duration::from_secs(granted);
@@ -163,12 +165,12 @@ impl Registration {
                 self.answered_challenge = false;
             }
             401 | 407 => {
-                let header = if code == 401 {
-                    "www-authenticate"
+                let challenges = if code == 401 {
+                    &r.www_authenticate
                 } else {
-                    "proxy-authenticate"
+                    &r.proxy_authenticate
                 };
-                match r.header(header).and_then(|h| Challenge::parse(h).ok()) {
+                match challenges.first().and_then(|h| Challenge::parse(h).ok()) {
                     // Answer a new challenge at once; a rejected answer is a failure
                     // unless the nonce only went stale.
                     Some(ch) if !self.answered_challenge || ch.stale => {
@@ -184,7 +186,7 @@ impl Registration {
             }
             // 423 Interval Too Brief: use the registrar's minimum (RFC 3261 §10.2.8).
             423 => {
-                if let Some(min) = r.header("min-expires").and_then(|m| m.trim().parse().ok()) {
+                if let Some(min) = r.min_expires {
                     self.cfg.expires = min;
                     self.next_at = Some(now);
                 } else {
@@ -199,6 +201,10 @@ impl Registration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn test_via(text: &str) -> Via {
+        Via::parse(text).unwrap_or_else(|_| Via::parse("SIP/2.0/UDP x;branch=z9hG4bKv").unwrap())
+    }
     use crate::sip::message::parse_incoming;
 
     fn reg(now: Instant) -> Registration {
@@ -230,11 +236,11 @@ mod tests {
         let t0 = Instant::now();
         let mut r = reg(t0);
         let req = r
-            .poll_request(t0, "SIP/2.0/UDP x;branch=z9hG4bK1".into(), "c")
+            .poll_request(t0, test_via("SIP/2.0/UDP x;branch=z9hG4bK1"), "c")
             .unwrap();
-        assert!(req.header("authorization").is_none());
+        assert!(req.authorization.is_none());
         assert!(
-            r.poll_request(t0, "v".into(), "c").is_none(),
+            r.poll_request(t0, test_via("v"), "c").is_none(),
             "one in flight at a time"
         );
         r.on_response(
@@ -249,14 +255,11 @@ mod tests {
             )),
         );
         let req2 = r
-            .poll_request(t0, "SIP/2.0/UDP x;branch=z9hG4bK2".into(), "c")
+            .poll_request(t0, test_via("SIP/2.0/UDP x;branch=z9hG4bK2"), "c")
             .unwrap();
         assert_eq!(req2.cseq(), (2, "REGISTER"));
         assert_eq!(req2.call_id(), "reg-1");
-        assert!(req2
-            .header("authorization")
-            .unwrap()
-            .contains("nc=00000001"));
+        assert!(req2.authorization.as_ref().unwrap().contains("nc=00000001"));
         // Granted 120 s: refresh at 96 s.
         r.on_response(
             t0,
@@ -270,12 +273,10 @@ mod tests {
         assert_eq!(r.next_timeout(), Some(t0 + Duration::from_secs(96)));
         let t1 = t0 + Duration::from_secs(96);
         let req3 = r
-            .poll_request(t1, "SIP/2.0/UDP x;branch=z9hG4bK3".into(), "c")
+            .poll_request(t1, test_via("SIP/2.0/UDP x;branch=z9hG4bK3"), "c")
             .unwrap();
         assert!(
-            req3.header("authorization")
-                .unwrap()
-                .contains("nc=00000002"),
+            req3.authorization.as_ref().unwrap().contains("nc=00000002"),
             "same nonce, next count"
         );
         // The registrar goes away: failures back off 5, 10, 20 s.
@@ -283,7 +284,7 @@ mod tests {
         assert_eq!(r.state, RegState::Failed { code: 408 });
         assert_eq!(r.next_timeout(), Some(t1 + Duration::from_secs(5)));
         let t2 = t1 + Duration::from_secs(5);
-        let req4 = r.poll_request(t2, "v".into(), "c").unwrap();
+        let req4 = r.poll_request(t2, test_via("v"), "c").unwrap();
         r.on_response(t2, Some(&reply(&req4, 503, &[])));
         assert_eq!(r.next_timeout(), Some(t2 + Duration::from_secs(10)));
     }
@@ -293,17 +294,17 @@ mod tests {
         let t0 = Instant::now();
         let mut r = reg(t0);
         let ch = [("www-authenticate", "Digest realm=\"pbx\", nonce=\"n1\"")];
-        let q1 = r.poll_request(t0, "v".into(), "c").unwrap();
+        let q1 = r.poll_request(t0, test_via("v"), "c").unwrap();
         r.on_response(t0, Some(&reply(&q1, 401, &ch)));
-        let q2 = r.poll_request(t0, "v".into(), "c").unwrap();
+        let q2 = r.poll_request(t0, test_via("v"), "c").unwrap();
         r.on_response(t0, Some(&reply(&q2, 401, &ch)));
         assert_eq!(r.state, RegState::Failed { code: 401 });
         assert_eq!(r.next_timeout(), Some(t0 + Duration::from_secs(5)));
         // A stale nonce is answered again without counting as a failure.
         let mut r = reg(t0);
-        let q1 = r.poll_request(t0, "v".into(), "c").unwrap();
+        let q1 = r.poll_request(t0, test_via("v"), "c").unwrap();
         r.on_response(t0, Some(&reply(&q1, 401, &ch)));
-        let q2 = r.poll_request(t0, "v".into(), "c").unwrap();
+        let q2 = r.poll_request(t0, test_via("v"), "c").unwrap();
         r.on_response(
             t0,
             Some(&reply(
@@ -315,16 +316,16 @@ mod tests {
                 )],
             )),
         );
-        assert!(r.poll_request(t0, "v".into(), "c").is_some());
+        assert!(r.poll_request(t0, test_via("v"), "c").is_some());
     }
 
     #[test]
     fn interval_too_brief_uses_min_expires() {
         let t0 = Instant::now();
         let mut r = reg(t0);
-        let q1 = r.poll_request(t0, "v".into(), "c").unwrap();
+        let q1 = r.poll_request(t0, test_via("v"), "c").unwrap();
         r.on_response(t0, Some(&reply(&q1, 423, &[("min-expires", "600")])));
-        let q2 = r.poll_request(t0, "v".into(), "c").unwrap();
-        assert_eq!(q2.header("expires"), Some("600"));
+        let q2 = r.poll_request(t0, test_via("v"), "c").unwrap();
+        assert_eq!(q2.expires, Some(600));
     }
 }

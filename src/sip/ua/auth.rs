@@ -22,13 +22,14 @@ impl SipUa {
         let realm = self.cfg.realm.clone();
         let binding = source.addr.ip().to_string();
         let verdict = req
-            .header("authorization")
+            .authorization
+            .as_deref()
             .and_then(|h| Authorization::parse(h).ok())
             .map(|a| {
                 let nonce = self.nonces.check(&a.nonce, &binding, now);
                 let ok = a.username == user
                     && a.realm == realm
-                    && a.verify(&pass, req.method().as_ref().map_or("", Method::as_str));
+                    && a.verify(&pass, req.method().map_or("", Method::as_str));
                 (ok, nonce, a)
             });
         let stale = match verdict {
@@ -78,12 +79,12 @@ impl SipUa {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
-        let header = if code == 401 {
-            "www-authenticate"
+        let challenges = if code == 401 {
+            &msg.www_authenticate
         } else {
-            "proxy-authenticate"
+            &msg.proxy_authenticate
         };
-        let challenge = msg.header(header).and_then(|h| Challenge::parse(h).ok());
+        let challenge = challenges.first().and_then(|h| Challenge::parse(h).ok());
         // A stale nonce may be retried; a second plain rejection is final.
         let usable = match (challenge, self.cfg.credentials.clone()) {
             (Some(ch), Some(creds)) if c.auth_tries == 0 || ch.stale => Ok((ch, creds)),
@@ -106,11 +107,11 @@ impl SipUa {
         let uri = c.invite.request_uri().unwrap_or("").to_string();
         let cnonce = self.rng.tag();
         let auth = digest::authorize(&ch, &user, &pass, "INVITE", &uri, &cnonce, 1);
-        let name = if code == 401 {
-            "authorization"
+        let credentials = if code == 401 {
+            Credentials::Www(auth)
         } else {
-            "proxy-authorization"
+            Credentials::Proxy(auth)
         };
-        self.resend_invite(now, call, None, Some((name, auth)));
+        self.resend_invite(now, call, None, Some(credentials));
     }
 }

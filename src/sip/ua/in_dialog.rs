@@ -6,7 +6,7 @@ use super::*;
 
 /// Parses INFO DTMF bodies: `Signal=5\r\nDuration=160` (dtmf-relay) or `5` (dtmf).
 pub(super) fn info_dtmf(msg: &Msg) -> Option<(char, Duration)> {
-    let ct = msg.header("content-type")?.to_ascii_lowercase();
+    let ct = msg.content_type.as_deref()?.to_ascii_lowercase();
     let body = msg.body_str();
     let (digit, ms) = if ct.starts_with("application/dtmf-relay") {
         let mut digit = None;

@@ -25,13 +25,25 @@ use super::deadlines::Deadlines;
 use super::dialog::{Dialog, DialogKey};
 use super::digest::{self, Authorization, Challenge, NonceCheck, NonceIssuer};
 use super::endpoint::{via, ClientTxId, Endpoint, Event, Output, Peer, ServerTxId, Transport};
-use super::message::{param, split_list, uri_of, Msg};
+use super::message::{CSeq, Msg, NameAddr};
 use super::method::Method;
 use super::random::Random;
 use super::register::{RegState, RegisterConfig, Registration};
 use super::transaction::Timers;
 
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE";
+
+/// Digest credentials for a request: `Authorization` (after a 401) or
+/// `Proxy-Authorization` (after a 407).
+pub(super) enum Credentials {
+    Www(String),
+    Proxy(String),
+}
+
+/// [`ALLOW`] as the Allow header's list.
+fn allowed() -> Vec<String> {
+    ALLOWED.iter().map(|m| m.to_string()).collect()
+}
 
 /// The methods of [`ALLOW`].
 const ALLOWED: [Method; 7] = [
@@ -57,8 +69,9 @@ const OPTION_TAGS: &[&str] = &[];
 pub const MAX_REDIRECTS: u8 = 3;
 
 fn unsupported_required(msg: &Msg) -> Vec<&str> {
-    msg.all("require")
-        .into_iter()
+    msg.require
+        .iter()
+        .map(String::as_str)
         .filter(|tag| !OPTION_TAGS.iter().any(|t| t.eq_ignore_ascii_case(tag)))
         .collect()
 }
@@ -449,10 +462,10 @@ impl SipUa {
                     self.out.push_back(UaOutput::Transmit { to, data })
                 }
                 Output::Event(Event::Request { tx, msg, source }) => {
-                    self.on_request(now, tx, msg, source)
+                    self.on_request(now, tx, *msg, source)
                 }
-                Output::Event(Event::Ack { msg, .. }) => self.on_ack(msg),
-                Output::Event(Event::Response { tx, msg }) => self.on_response(now, tx, msg),
+                Output::Event(Event::Ack { msg, .. }) => self.on_ack(*msg),
+                Output::Event(Event::Response { tx, msg }) => self.on_response(now, tx, *msg),
                 Output::Event(Event::ClientTimeout { tx }) => {
                     if self
                         .registration

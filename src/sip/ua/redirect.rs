@@ -12,11 +12,12 @@ use super::*;
 /// user made only of characters a SIP user may hold unescaped.
 pub(super) fn redirect_uri(invite: &Msg, resp: &Msg) -> Option<String> {
     let mut best: Option<(f32, &str)> = None;
-    for contact in resp.all("contact").into_iter().flat_map(split_list) {
-        let Some(user) = contact_user(uri_of(contact)) else {
+    for contact in &resp.contact {
+        let Some(user) = contact_user(&contact.uri) else {
             continue;
         };
-        let q = param(contact, "q")
+        let q = contact
+            .param("q")
             .and_then(|q| q.parse::<f32>().ok())
             .filter(|q| (0.0..=1.0).contains(q))
             .unwrap_or(1.0);

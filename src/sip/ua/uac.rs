@@ -17,22 +17,23 @@ impl SipUa {
         } = inv;
         let call = self.new_ref();
         let tag = self.rng.tag();
-        let mut m = Msg::request("INVITE", request_uri);
+        let mut m = Msg::request(Method::Invite, request_uri);
+        m.via
+            .push(via(peer.transport, &self.cfg.via_host, &self.rng.branch()));
+        m.max_forwards = Some(70);
+        m.push("from", format!("{from};tag={tag}"))
+            .push("to", to.to_string());
+        m.call_id = self.rng.call_id();
+        m.cseq = Some(CSeq {
+            seq: 1,
+            method: Method::Invite,
+        });
+        m.contact.push(NameAddr::new(contact_uri(
+            &self.cfg.contact_uri,
+            peer.transport,
+        )));
+        m.allow = allowed();
         m.push(
-            "via",
-            via(peer.transport, &self.cfg.via_host, &self.rng.branch()),
-        )
-        .push("max-forwards", "70")
-        .push("from", format!("{from};tag={tag}"))
-        .push("to", to.to_string())
-        .push("call-id", self.rng.call_id())
-        .push("cseq", "1 INVITE")
-        .push(
-            "contact",
-            contact_header(&self.cfg.contact_uri, peer.transport),
-        )
-        .push("allow", ALLOW)
-        .push(
             "user-agent",
             concat!("wa-sip-bridge/", env!("CARGO_PKG_VERSION")),
         );
@@ -97,7 +98,7 @@ impl SipUa {
         // RFC 3261 §12.2.1.1 only needs a higher CSeq; requests sent after
         // the dialog was saved (none are, today) are far below this.
         dialog.local_cseq = dialog.local_cseq.saturating_add(1000);
-        let bye = dialog.request("BYE", &self.cfg.via_host, &self.rng.branch());
+        let bye = dialog.request(Method::Bye, &self.cfg.via_host, &self.rng.branch());
         let peer = dialog.peer;
         self.ep.send_request(now, bye, peer);
     }
@@ -109,16 +110,17 @@ impl SipUa {
         c.cancel_sent = true;
         // RFC 3261 §9.1: same Request-URI, Call-ID, To, From, CSeq number and top Via.
         let inv = &c.invite;
-        let mut m = Msg::request("CANCEL", inv.request_uri().unwrap_or(""));
-        m.push("via", inv.top_via())
-            .push("max-forwards", "70")
-            .push("from", inv.header("from").unwrap_or(""))
-            .push("to", inv.header("to").unwrap_or(""))
-            .push("call-id", inv.call_id())
-            .push("cseq", format!("{} CANCEL", inv.cseq().0));
-        for r in inv.all("route") {
-            m.push("route", r);
-        }
+        let mut m = Msg::request(Method::Cancel, inv.request_uri().unwrap_or(""));
+        m.via = inv.via.iter().take(1).cloned().collect();
+        m.max_forwards = Some(70);
+        m.from = inv.from.clone();
+        m.to = inv.to.clone();
+        m.call_id = inv.call_id.clone();
+        m.cseq = Some(CSeq {
+            seq: inv.cseq().0,
+            method: Method::Cancel,
+        });
+        m.route = inv.route.clone();
         let peer = c.peer;
         let tx = self.ep.send_request(now, m, peer);
         self.track(tx, call);
@@ -133,7 +135,7 @@ impl SipUa {
         now: Instant,
         call: CallRef,
         request_uri: Option<String>,
-        credentials: Option<(&str, String)>,
+        credentials: Option<Credentials>,
     ) {
         let branch = self.rng.branch();
         let Some(c) = self.calls.get_mut(&call) else {
@@ -141,22 +143,20 @@ impl SipUa {
         };
         let mut inv = c.invite.clone();
         let cseq = inv.cseq().0 + 1;
-        inv.headers.retain(|(k, _)| {
-            k != "authorization" && k != "proxy-authorization" && k != "via" && k != "cseq"
+        inv.authorization = None;
+        inv.proxy_authorization = None;
+        inv.via = vec![via(c.peer.transport, &self.cfg.via_host, &branch)];
+        inv.cseq = Some(CSeq {
+            seq: cseq,
+            method: Method::Invite,
         });
-        inv.headers.insert(
-            0,
-            (
-                "via".into(),
-                via(c.peer.transport, &self.cfg.via_host, &branch),
-            ),
-        );
-        inv.push("cseq", format!("{cseq} INVITE"));
         if let Some(uri) = request_uri {
-            inv.start = format!("INVITE {uri} SIP/2.0");
+            inv.set_request_uri(uri);
         }
-        if let Some((name, value)) = credentials {
-            inv.push(name, value);
+        match credentials {
+            Some(Credentials::Www(v)) => inv.authorization = Some(v),
+            Some(Credentials::Proxy(v)) => inv.proxy_authorization = Some(v),
+            None => {}
         }
         c.invite = inv.clone();
         let peer = c.peer;
@@ -173,7 +173,7 @@ impl SipUa {
             return;
         };
         let Some(d) = c.dialog.as_mut() else { return };
-        let bye = d.request("BYE", &self.cfg.via_host, &branch);
+        let bye = d.request(Method::Bye, &self.cfg.via_host, &branch);
         let peer = d.peer;
         c.state = State::Ended;
         c.ok_retx = None;
@@ -251,7 +251,7 @@ impl SipUa {
             }
             _ => {
                 c.state = State::Ended;
-                let reason = msg.start.splitn(3, ' ').nth(2).unwrap_or("").to_string();
+                let reason = msg.reason_phrase().unwrap_or("").to_string();
                 self.emit(UaEvent::Failed { call, code, reason });
             }
         }

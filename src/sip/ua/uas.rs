@@ -125,7 +125,7 @@ impl SipUa {
         let contact = contact_header(&self.cfg.contact_uri, transport);
         let mut r = Msg::response_to(&req, 200, "OK", tag.as_deref());
         r.push("contact", contact);
-        let offerless_update = req.method() == Some(Method::Update) && req.sdp().is_none();
+        let offerless_update = req.method() == Some(&Method::Update) && req.sdp().is_none();
         if !offerless_update {
             r.with_body("application/sdp", sdp.as_bytes().to_vec());
         }
@@ -133,7 +133,9 @@ impl SipUa {
     }
 
     pub(super) fn on_request(&mut self, now: Instant, tx: ServerTxId, msg: Msg, source: Peer) {
-        let Some(method) = msg.method() else { return };
+        let Some(method) = msg.method().cloned() else {
+            return;
+        };
         if !self.cfg.acl.allows(source.addr.ip()) {
             let tag = self.rng.tag();
             self.respond(
