@@ -92,7 +92,9 @@ async fn hang_up(
     };
     match s.registry.sender(id) {
         Some(tx) => {
-            let _ = tx.send(CallCommand::Hangup("admin_hangup")).await;
+            let _ = tx
+                .send(CallCommand::Hangup(crate::call::EndCause::AdminHangup))
+                .await;
             (
                 StatusCode::ACCEPTED,
                 Json(json!({"id": id, "status": "hanging up"})),

@@ -229,7 +229,9 @@ impl Bridge {
         }
         for tx in left {
             let _ = tx
-                .send(call::registry::CallCommand::Hangup("shutdown"))
+                .send(call::registry::CallCommand::Hangup(
+                    call::EndCause::Shutdown,
+                ))
                 .await;
         }
         // Each ends with a terminate at Wati (bounded by wati.timeout_ms) and a BYE.

@@ -17,7 +17,7 @@ use wa_sip_bridge::sip::acl::SourceAcl;
 use wa_sip_bridge::sip::endpoint::{Peer, Transport};
 use wa_sip_bridge::sip::runtime::SipSocket;
 use wa_sip_bridge::sip::transaction::Timers;
-use wa_sip_bridge::sip::ua::{EndCause, Invite, SipUa, UaConfig, UaEvent};
+use wa_sip_bridge::sip::ua::{Invite, SipEnd, SipUa, UaConfig, UaEvent};
 
 const SDP: &str = "v=0\r\no=wa-sip-bridge 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
 
@@ -148,7 +148,7 @@ async fn sipp_as_pbx_answers_our_invite_and_we_hang_up() {
                 s.ua().hangup(Instant::now(), call);
             }
             UaEvent::Ended { cause, .. } => {
-                assert_eq!(cause, EndCause::LocalHangup);
+                assert_eq!(cause, SipEnd::LocalHangup);
                 break;
             }
             other => panic!("unexpected {other:?}"),
@@ -180,7 +180,7 @@ async fn answer_calls(s: &mut SipSocket, calls: usize, within: Duration) -> (usi
             }
             UaEvent::Answered { .. } => answered += 1,
             UaEvent::Ended { cause, .. } => {
-                assert_eq!(cause, EndCause::PeerBye);
+                assert_eq!(cause, SipEnd::PeerBye);
                 ended += 1;
             }
             other => panic!("unexpected {other:?}"),
@@ -366,7 +366,7 @@ async fn challenged_call(file: &str) {
             false
         }
         UaEvent::Ended { cause, .. } => {
-            assert_eq!(cause, EndCause::LocalHangup);
+            assert_eq!(cause, SipEnd::LocalHangup);
             true
         }
         UaEvent::Progress { .. } => false,
@@ -403,7 +403,7 @@ async fn pbx_cancels_before_answer_and_gets_487() {
         other => panic!("unexpected {other:?}"),
     })
     .await;
-    assert_eq!(ended, Some(EndCause::PeerCancel));
+    assert_eq!(ended, Some(SipEnd::PeerCancel));
     assert_eq!(code, 0, "sipp got 200 for CANCEL and 487 for INVITE");
 }
 
@@ -426,7 +426,7 @@ async fn inbound_digest_auth_and_we_hang_up() {
             false
         }
         UaEvent::Ended { cause, .. } => {
-            assert_eq!(cause, EndCause::LocalHangup);
+            assert_eq!(cause, SipEnd::LocalHangup);
             true
         }
         other => panic!("unexpected {other:?}"),
@@ -613,7 +613,7 @@ async fn over_tcp_we_call_sipp() {
             UaEvent::Progress { .. } => {}
             UaEvent::Answered { .. } => s.ua().hangup(Instant::now(), call),
             UaEvent::Ended { cause, .. } => {
-                assert_eq!(cause, EndCause::LocalHangup);
+                assert_eq!(cause, SipEnd::LocalHangup);
                 break;
             }
             other => panic!("unexpected {other:?}"),
@@ -627,7 +627,7 @@ async fn over_tcp_we_call_sipp() {
 #[tokio::test]
 async fn a_hold_re_invite_is_answered_recvonly_and_its_new_port_seen() {
     use wa_sip_bridge::config::Codec;
-    use wa_sip_bridge::sip::sdp::{self, Direction, LocalSdp};
+    use wa_sip_bridge::sip::sdp::{self, LocalSdp, MediaDirection};
     let mut s = ua_socket().await;
     let ours = s.local_addr().unwrap();
     let mut held_at = None;
@@ -646,7 +646,7 @@ async fn a_hold_re_invite_is_answered_recvonly_and_its_new_port_seen() {
             assert!(remote.is_hold());
             held_at = remote.rtp.map(|a| a.port());
             let n = sdp::negotiate_offer(&remote, &[Codec::Pcmu]).unwrap();
-            assert_eq!(n.our_direction, Direction::RecvOnly);
+            assert_eq!(n.our_direction, MediaDirection::RecvOnly);
             let local = SocketAddr::new(ours.ip(), 20000);
             let answer = LocalSdp {
                 session_id: 1,
@@ -661,7 +661,7 @@ async fn a_hold_re_invite_is_answered_recvonly_and_its_new_port_seen() {
             false
         }
         UaEvent::Ended { cause, .. } => {
-            assert_eq!(cause, EndCause::PeerBye);
+            assert_eq!(cause, SipEnd::PeerBye);
             true
         }
         other => panic!("unexpected {other:?}"),

@@ -12,7 +12,7 @@ use str0m::config::DtlsCert;
 use support::audio::{tone_snr_db, Sink, ToneSource};
 use support::wa_sim::{inbound, inbound_connected, outbound, outbound_with, Sim};
 use wa_sip_bridge::dtmf::TelephoneEvent;
-use wa_sip_bridge::webrtc::{EndCause, LegEvent};
+use wa_sip_bridge::webrtc::{LegEnd, LegEvent};
 
 /// SNR a decoded tone must reach (Opus at 32 kb/s delivers far more; a wrong
 /// frequency, silence or noise is far below).
@@ -206,7 +206,7 @@ fn inbound_call_answer_connects_and_carries_audio_and_dtmf() {
     assert!(sim.ended().is_empty());
     sim.leg.close();
     sim.run_for(Duration::from_millis(100), |_| {});
-    assert_eq!(sim.ended(), vec![EndCause::Closed]);
+    assert_eq!(sim.ended(), vec![LegEnd::Closed]);
 }
 
 #[test]
@@ -558,7 +558,7 @@ fn a_peer_that_never_answers_ends_the_leg_once_with_connect_timeout() {
     let (mut sim, _) = inbound(None);
     sim.peer_reachable = false;
     sim.run_for(Duration::from_secs(20), |_| {});
-    assert_eq!(sim.ended(), vec![EndCause::ConnectTimeout]);
+    assert_eq!(sim.ended(), vec![LegEnd::ConnectTimeout]);
     assert!(!sim.events.contains(&LegEvent::Connected));
 }
 
@@ -589,7 +589,7 @@ fn losing_the_peer_mid_call_ends_the_leg_once_with_consent_lost() {
     assert!(sim.connected());
     sim.peer_reachable = false;
     sim.run_for(Duration::from_secs(60), |_| {});
-    assert_eq!(sim.ended(), vec![EndCause::ConsentLost]);
+    assert_eq!(sim.ended(), vec![LegEnd::ConsentLost]);
 }
 
 #[test]
@@ -627,7 +627,7 @@ fn a_fingerprint_mismatch_fails_dtls_and_ends_the_leg_once() {
     let ended = sim.ended();
     assert_eq!(ended.len(), 1, "{ended:?}");
     assert!(
-        matches!(ended[0], EndCause::Failed(_) | EndCause::ConnectTimeout),
+        matches!(ended[0], LegEnd::Failed(_) | LegEnd::ConnectTimeout),
         "{ended:?}"
     );
     eprintln!("fingerprint mismatch ended with {:?}", ended[0]);

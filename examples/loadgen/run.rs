@@ -30,7 +30,7 @@ use wa_sip_bridge::media::rtp::{write_header, RtpView};
 use wa_sip_bridge::sip::acl::SourceAcl;
 use wa_sip_bridge::sip::endpoint::{Peer, Transport};
 use wa_sip_bridge::sip::runtime::SipSocket;
-use wa_sip_bridge::sip::sdp::{self, Direction, LocalSdp};
+use wa_sip_bridge::sip::sdp::{self, LocalSdp, MediaDirection};
 use wa_sip_bridge::sip::transaction::Timers;
 use wa_sip_bridge::sip::ua::{CallRef, Invite, SipUa, UaConfig, UaEvent};
 
@@ -218,7 +218,7 @@ async fn pbx_task(
                         continue;
                     };
                     let Ok(addr) = rtp.local_addr() else { continue };
-                    let offer = LocalSdp { session_id: 1, version: 1, addr, codecs: &[codec], chosen: None, direction: Direction::SendRecv }.render();
+                    let offer = LocalSdp { session_id: 1, version: 1, addr, codecs: &[codec], chosen: None, direction: MediaDirection::SendRecv }.render();
                     let uri = format!("sip:{number}@{bridge_sip}");
                     let call = sip.ua().invite(Instant::now(), Invite {
                         request_uri: &uri,
@@ -395,7 +395,7 @@ async fn establish_rtpengine(
         addr: raddr,
         codecs: &[s.codec],
         chosen: None,
-        direction: Direction::SendRecv,
+        direction: MediaDirection::SendRecv,
     }
     .render();
     let transcode = (s.codec == Codec::Pcmu).then_some("PCMU");

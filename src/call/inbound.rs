@@ -20,11 +20,11 @@ use tokio::sync::mpsc;
 use super::inbound_state::{Action, InboundState, Input};
 use super::media_path::{MediaPath, PathEvent};
 use super::registry::{CallCommand, ENDING};
-use super::{cold, ending, finish, media_only, save_dialog, CallCtx, Ending};
+use super::{cold, ending, finish, media_only, save_dialog, CallCtx, EndCause, Ending};
 use crate::config::AnswerMode;
 use crate::media::socket::RtpSocket;
 use crate::ports::bind_udp;
-use crate::sip::ua::{EndCause as SipEnd, UaEvent};
+use crate::sip::ua::{SipEnd, UaEvent};
 use crate::store::now_ms;
 use crate::wati::InboundCall;
 use crate::webrtc::udp::LegSocket;
@@ -135,31 +135,31 @@ async fn run_call(
     // The WhatsApp leg: a port of its own, and our complete SDP answer.
     let (udp, lease) = match bind_udp(&ctx.webrtc_ports, s.webrtc.bind_ip) {
         Ok(x) => x,
-        Err(e) => return ending(format!("webrtc_ports: {e}"), None, true),
+        Err(e) => return ending(EndCause::WebrtcPorts(e.to_string()), None, true),
     };
     let Ok(local) = udp.local_addr() else {
-        return ending("webrtc_socket", None, true);
+        return ending(EndCause::WebrtcSocket, None, true);
     };
     let Ok(udp) = tokio::net::UdpSocket::from_std(udp) else {
-        return ending("webrtc_socket", None, true);
+        return ending(EndCause::WebrtcSocket, None, true);
     };
     let advertised = SocketAddr::new(s.webrtc.public_ip, local.port());
     let (leg, answer) =
         match WaLeg::answer(&call.sdp, LegConfig::new(local, advertised), Instant::now()) {
             Ok(x) => x,
-            Err(e) => return ending(format!("bad_offer: {e}"), None, true),
+            Err(e) => return ending(EndCause::BadOffer(e), None, true),
         };
     let leg = LegSocket::new(udp, leg, Some(lease));
 
     // The PBX leg: an RTP pair and our offer.
     let rtp = match RtpSocket::bind(&ctx.rtp_ports, s.media.rtp_ip) {
         Ok(r) => r,
-        Err(e) => return ending(format!("rtp_ports: {e}"), None, true),
+        Err(e) => return ending(EndCause::RtpPorts(e.to_string()), None, true),
     };
     let path = path_slot.insert(MediaPath::new(leg, rtp, s.media.public_ip));
     let offer = path.offer_sdp(&s.media.codecs);
     let Some(trunk) = ctx.trunk.addr().await else {
-        return ending("trunk_unresolved", None, true);
+        return ending(EndCause::TrunkUnresolved, None, true);
     };
     let host = match s.trunk.port {
         Some(p) => format!("{}:{p}", s.trunk.host),
@@ -188,14 +188,14 @@ async fn run_call(
     ))
     .await
     else {
-        return ending("sip_unavailable", None, true);
+        return ending(EndCause::SipUnavailable, None, true);
     };
 
     let immediate = s.calls.answer_mode == AnswerMode::Immediate;
     if immediate {
         if let Err(e) = cold(ctx.wati.accept(&call.call_id, &answer)).await {
             ctx.sip.hangup(sip_call).await;
-            return ending(format!("wati_accept: {e}"), None, true);
+            return ending(EndCause::WatiAccept(e), None, true);
         }
         tracing::info!(call_id = %call.call_id, "call accepted at Wati before the PBX answered (answer_mode = immediate)");
     }
@@ -220,8 +220,8 @@ async fn run_call(
                     Some(UaEvent::Answered { sdp, .. }) => Input::PbxAnswered { sdp },
                     Some(UaEvent::Failed { code, .. }) => Input::PbxFailed { code },
                     Some(UaEvent::Ended { cause: SipEnd::PeerBye, .. }) => Input::PbxBye,
-                        Some(UaEvent::Ended { cause: SipEnd::Overloaded, .. }) => Input::Hangup("overloaded"),
-                    Some(UaEvent::Ended { cause, .. }) => Input::SipEnded { cause: format!("{cause:?}") },
+                        Some(UaEvent::Ended { cause: SipEnd::Overloaded, .. }) => Input::Hangup(EndCause::Overloaded),
+                    Some(UaEvent::Ended { cause, .. }) => Input::SipEnded(cause),
                     _ => continue,
                 },
             },
@@ -236,9 +236,7 @@ async fn run_call(
         while let Some(action) = state.poll_action() {
             match action {
                 Action::StartRelay(n) => {
-                    let relay = path
-                        .start_relay(n, s.media.rtp_timeout)
-                        .map_err(|e| e.to_string());
+                    let relay = path.start_relay(n, s.media.rtp_timeout);
                     if relay.is_ok() {
                         tracing::info!(call_id = %call.call_id, codec = ?path.codec().map(|c| c.name()), "relaying media with the PBX");
                     }
@@ -246,9 +244,7 @@ async fn run_call(
                 }
                 Action::MovePbxMedia(remote) => path.set_pbx_remote(remote),
                 Action::AcceptAtWati => {
-                    let accepted = cold(ctx.wati.accept(&call.call_id, &answer))
-                        .await
-                        .map_err(|e| e.to_string());
+                    let accepted = cold(ctx.wati.accept(&call.call_id, &answer)).await;
                     state.handle(Input::Accepted(accepted));
                 }
                 Action::Answered => {

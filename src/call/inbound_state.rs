@@ -12,11 +12,14 @@
 
 use std::net::SocketAddr;
 
-use super::{ending, Ending, Steps};
+use super::media_path::RelayError;
+use super::{ending, EndCause, Ending, Steps};
 use crate::config::Codec;
 use crate::media::relay::MediaTimeout;
 use crate::sip::sdp::{self, Negotiated};
-use crate::webrtc::EndCause as LegEnd;
+use crate::sip::ua::SipEnd;
+use crate::wati::WatiError;
+use crate::webrtc::LegEnd;
 
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,20 +42,18 @@ pub enum Input {
     },
     /// The PBX sent BYE.
     PbxBye,
-    /// The SIP side ended the call otherwise (`cause` for the record).
-    SipEnded {
-        cause: String,
-    },
+    /// The SIP side ended the call otherwise.
+    SipEnded(SipEnd),
     /// The SIP task is gone.
     SipGone,
     /// Terminate webhook (or the call layer dropped the call's channel).
     WhatsAppTerminated,
     /// Hang up both sides (admin API, shutdown) with this cause.
-    Hangup(&'static str),
+    Hangup(EndCause),
     /// The outcome of [`Action::StartRelay`].
-    RelayStarted(Result<(), String>),
+    RelayStarted(Result<(), RelayError>),
     /// The outcome of [`Action::AcceptAtWati`].
-    Accepted(Result<(), String>),
+    Accepted(Result<(), WatiError>),
 }
 
 /// What to do.
@@ -139,7 +140,7 @@ impl InboundState {
     }
 
     /// Hangs up the SIP side and ends the call (terminated at Wati).
-    fn fail(&mut self, cause: impl Into<String>, sip_code: Option<u16>) {
+    fn fail(&mut self, cause: EndCause, sip_code: Option<u16>) {
         self.out.push(Action::HangUpPbx);
         self.end(ending(cause, sip_code, true));
     }
@@ -151,16 +152,8 @@ impl InboundState {
         let code_if_answered = self.sip_answered().then_some(200);
         match input {
             Input::LegConnected => {}
-            Input::LegEnded(cause) => {
-                self.fail(format!("whatsapp_leg: {cause:?}"), code_if_answered)
-            }
-            Input::MediaTimeout(t) => {
-                let cause = match t {
-                    MediaTimeout::WhatsAppSilent => "media_timeout_whatsapp",
-                    MediaTimeout::PbxSilent => "media_timeout_pbx",
-                };
-                self.fail(cause, code_if_answered);
-            }
+            Input::LegEnded(cause) => self.fail(EndCause::WhatsAppLeg(cause), code_if_answered),
+            Input::MediaTimeout(t) => self.fail(EndCause::MediaTimeout(t), code_if_answered),
             Input::PbxProgress { sdp: Some(early) } if self.phase == Phase::Inviting => {
                 if self.immediate && !self.relaying {
                     // Early media: the PBX's announcements or ringback reach
@@ -200,8 +193,8 @@ impl InboundState {
                         self.starting_early = false;
                         self.out.push(Action::StartRelay(n));
                     }
-                    (Some(Err(e)), _) => self.fail(format!("pbx_sdp: {e}"), Some(200)),
-                    (None, false) => self.fail("pbx_answer_without_sdp", Some(200)),
+                    (Some(Err(e)), _) => self.fail(EndCause::PbxSdp(e), Some(200)),
+                    (None, false) => self.fail(EndCause::PbxAnswerWithoutSdp, Some(200)),
                 }
             }
             Input::PbxAnswered { .. } => {}
@@ -214,22 +207,26 @@ impl InboundState {
             }
             Input::RelayStarted(Err(e)) => {
                 let code = (!self.starting_early).then_some(200);
-                self.fail(format!("relay: {e}"), code);
+                self.fail(EndCause::Relay(e), code);
             }
             Input::Accepted(Ok(())) if self.phase == Phase::Accepting => self.now_answered(),
             Input::Accepted(Ok(())) => {}
-            Input::Accepted(Err(e)) => self.fail(format!("wati_accept: {e}"), Some(200)),
+            Input::Accepted(Err(e)) => self.fail(EndCause::WatiAccept(e), Some(200)),
             Input::PbxFailed { code } => {
-                self.end(ending(format!("pbx_rejected_{code}"), Some(code), true))
+                self.end(ending(EndCause::PbxRejected(code), Some(code), true))
             }
-            Input::PbxBye => self.end(ending("pbx_bye", Some(200), true)),
-            Input::SipEnded { cause } => self.end(ending(format!("sip: {cause}"), Some(200), true)),
-            Input::SipGone => self.end(ending("sip_gone", None, true)),
+            Input::PbxBye => self.end(ending(EndCause::PbxBye, Some(200), true)),
+            Input::SipEnded(end) => self.end(ending(EndCause::Sip(end), Some(200), true)),
+            Input::SipGone => self.end(ending(EndCause::SipGone, None, true)),
             Input::WhatsAppTerminated => {
                 self.out.push(Action::HangUpPbx);
                 self.out.push(Action::CloseLeg);
                 // WhatsApp ended it: nothing to terminate there.
-                self.end(ending("whatsapp_terminated", code_if_answered, false));
+                self.end(ending(
+                    EndCause::WhatsAppTerminated,
+                    code_if_answered,
+                    false,
+                ));
             }
             Input::Hangup(why) => {
                 self.out.push(Action::HangUpPbx);
@@ -271,6 +268,18 @@ fn negotiate(answer: &str, codecs: &[Codec]) -> Result<Negotiated, sdp::SdpError
 mod tests {
     use super::*;
 
+    fn wati_err(what: &str) -> crate::wati::WatiError {
+        crate::wati::WatiError::Http {
+            op: crate::wati::WatiOp::Accept,
+            status: 500,
+            body: what.to_string(),
+        }
+    }
+
+    fn relay_err() -> RelayError {
+        RelayError::Transcode(crate::media::transcode::TranscodeError::Opus("x".into()))
+    }
+
     const PCMU: &str = "v=0\r\no=pbx 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
     const PCMU_MOVED: &str = "v=0\r\no=pbx 1 2 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.11\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
 
@@ -293,7 +302,7 @@ mod tests {
 
     fn ended(m: &mut InboundState) -> (String, Option<u16>, bool) {
         let e = m.ending().expect("the call ended");
-        (e.cause, e.sip_code, e.terminate_at_wati)
+        (e.cause.to_string(), e.sip_code, e.terminate_at_wati)
     }
 
     /// Design §2 inbound, step 4: the PBX's 200 → relay, Wati accept, answered.
@@ -373,12 +382,16 @@ mod tests {
         );
         feed(&mut m, Input::RelayStarted(Ok(())));
         assert_eq!(
-            feed(&mut m, Input::Accepted(Err("HTTP 400".into()))),
+            feed(&mut m, Input::Accepted(Err(wati_err("HTTP 400")))),
             [Action::HangUpPbx]
         );
         assert_eq!(
             ended(&mut m),
-            ("wati_accept: HTTP 400".into(), Some(200), true)
+            (
+                format!("wati_accept: {}", wati_err("HTTP 400")),
+                Some(200),
+                true
+            )
         );
     }
 
@@ -392,10 +405,10 @@ mod tests {
             },
         );
         assert_eq!(
-            feed(&mut m, Input::RelayStarted(Err("opus".into()))),
+            feed(&mut m, Input::RelayStarted(Err(relay_err()))),
             [Action::HangUpPbx]
         );
-        assert_eq!(ended(&mut m), ("relay: opus".into(), Some(200), true));
+        assert_eq!(ended(&mut m), ("relay: opus: x".into(), Some(200), true));
     }
 
     /// `answer_mode = "immediate"`: the 183's media is relayed at once; the
@@ -437,8 +450,8 @@ mod tests {
                 sdp: Some(PCMU.into()),
             },
         );
-        feed(&mut m, Input::RelayStarted(Err("x".into())));
-        assert_eq!(ended(&mut m), ("relay: x".into(), None, true));
+        feed(&mut m, Input::RelayStarted(Err(relay_err())));
+        assert_eq!(ended(&mut m), ("relay: opus: x".into(), None, true));
     }
 
     /// Without immediate mode a 183's SDP starts nothing (the caller is not
@@ -490,7 +503,7 @@ mod tests {
                 ("whatsapp_terminated", Some(200), false),
             ),
             (
-                Input::Hangup("admin_hangup"),
+                Input::Hangup(EndCause::AdminHangup),
                 vec![Action::HangUpPbx, Action::CloseLeg],
                 ("admin_hangup", Some(200), true),
             ),
@@ -511,9 +524,7 @@ mod tests {
             ),
             (Input::PbxBye, vec![], ("pbx_bye", Some(200), true)),
             (
-                Input::SipEnded {
-                    cause: "NoAck".into(),
-                },
+                Input::SipEnded(SipEnd::NoAck),
                 vec![],
                 ("sip: NoAck", Some(200), true),
             ),

@@ -11,10 +11,21 @@ use crate::media::g711::Law;
 use crate::media::relay::{MediaTimeout, Relay, RelayConfig, SipCodec, ToWhatsApp};
 use crate::media::socket::RtpSocket;
 use crate::media::transcode::TranscodeError;
-use crate::sip::sdp::{self, Direction, LocalSdp, Negotiated, SdpOrigin};
+use crate::sip::sdp::{self, LocalSdp, MediaDirection, Negotiated, SdpOrigin};
 use crate::store::{now_ms, MediaCounters};
 use crate::webrtc::udp::LegSocket;
-use crate::webrtc::{EndCause, LegEvent, WaLeg};
+use crate::webrtc::{LegEnd, LegEvent, WaLeg};
+
+/// Why the relay could not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelayError {
+    #[error(transparent)]
+    Transcode(#[from] TranscodeError),
+    /// The call has no media path (a bug in the call's rules if it happens).
+    #[error("no media path")]
+    NoMediaPath,
+}
 
 /// The relay's view of the WhatsApp leg.
 pub struct WaSink<'a>(pub &'a mut WaLeg);
@@ -37,7 +48,7 @@ pub enum PathEvent {
     /// ICE and DTLS-SRTP with WhatsApp are up.
     Connected,
     /// The WhatsApp leg failed or closed.
-    LegEnded(EndCause),
+    LegEnded(LegEnd),
     /// No RTP from one side for `media.rtp_timeout_s`.
     Timeout(MediaTimeout),
 }
@@ -78,7 +89,7 @@ fn stamped_sdp(
     codecs: &[Codec],
     chosen: Option<&Negotiated>,
 ) -> String {
-    let direction = chosen.map_or(Direction::SendRecv, |n| n.our_direction);
+    let direction = chosen.map_or(MediaDirection::SendRecv, |n| n.our_direction);
     origin.stamp(|session_id, version| {
         LocalSdp {
             session_id,
@@ -121,11 +132,7 @@ impl MediaPath {
     }
 
     /// Starts relaying with the codec agreed with the PBX.
-    pub fn start_relay(
-        &mut self,
-        n: Negotiated,
-        rtp_timeout: Duration,
-    ) -> Result<(), TranscodeError> {
+    pub fn start_relay(&mut self, n: Negotiated, rtp_timeout: Duration) -> Result<(), RelayError> {
         self.rtp.set_remote(n.remote);
         self.relay = Some(Relay::new(relay_config(&n, rtp_timeout), Instant::now())?);
         self.negotiated = Some(n);

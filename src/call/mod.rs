@@ -6,6 +6,7 @@
 //! call (status, answer, Terminate) go to its task through the [`registry`].
 //! Permission updates go to the permission cache in the store.
 
+pub mod end_cause;
 pub mod inbound;
 pub mod inbound_state;
 pub mod media_path;
@@ -15,6 +16,8 @@ pub mod recovery;
 pub mod registry;
 pub mod sip_task;
 pub mod trunk;
+
+pub use end_cause::EndCause;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -99,7 +102,7 @@ impl<A> Steps<A> {
 
 /// How a call ended, for its record.
 pub struct Ending {
-    pub cause: String,
+    pub cause: EndCause,
     /// The final response or the 200 of an answered call.
     pub sip_code: Option<u16>,
     /// Tell Wati to hang up the WhatsApp side.
@@ -107,9 +110,9 @@ pub struct Ending {
 }
 
 /// The PBX side is hung up where the ending is decided; this records the rest.
-pub fn ending(cause: impl Into<String>, sip_code: Option<u16>, terminate_at_wati: bool) -> Ending {
+pub fn ending(cause: EndCause, sip_code: Option<u16>, terminate_at_wati: bool) -> Ending {
     Ending {
-        cause: cause.into(),
+        cause,
         sip_code,
         terminate_at_wati,
     }
@@ -178,7 +181,7 @@ async fn finish(
     if let Some(id) = record {
         if let Err(e) = ctx
             .store
-            .end_call(id, now_ms(), end.cause, end.sip_code, media)
+            .end_call(id, now_ms(), end.cause.to_string(), end.sip_code, media)
             .await
         {
             tracing::error!(record = id, error = %e, "could not write the end of the call record");
@@ -301,7 +304,7 @@ async fn record_refused(
 ) {
     let at = call.offered_at_ms;
     if let Err(e) = store
-        .insert_ended_call(call, at, refusal.label(), sip_code)
+        .insert_ended_call(call, at, refusal.cause().to_string(), sip_code)
         .await
     {
         tracing::error!(error = %e, "could not record a refused call");

@@ -22,10 +22,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::media_path::{MediaPath, PathEvent};
-use super::outbound_state::{Action, Input, MediaSetup, OutboundState};
+use super::media_path::{MediaPath, PathEvent, RelayError};
+use super::outbound_state::{
+    Action, Input, MediaSetup, NotAWaid, OutboundState, Permit, RequestOutcome,
+};
 use super::registry::{CallCommand, ENDING};
-use super::{cold, finish, media_only, save_dialog, CallCtx, Ending};
+use super::{cold, finish, media_only, save_dialog, CallCtx, EndCause, Ending};
 use crate::config::Settings;
 use crate::ids::{WaCallId, Waid};
 use crate::media::socket::RtpSocket;
@@ -33,11 +35,11 @@ use crate::ports::bind_udp;
 use crate::sip::endpoint::Peer;
 use crate::sip::message::Msg;
 use crate::sip::sdp::{self, Negotiated, SdpError};
-use crate::sip::ua::{CallRef, EndCause as SipEnd, SipUa, UaEvent};
-use crate::store::{now_ms, Direction as CallDirection, NewCall, PermissionState};
-use crate::wati::{OutboundStatus, WatiError};
+use crate::sip::ua::{CallRef, SipEnd, SipUa, UaEvent};
+use crate::store::{now_ms, Direction, NewCall, PermissionState};
+use crate::wati::WatiError;
 use crate::webrtc::udp::LegSocket;
-use crate::webrtc::{LegConfig, WaLeg};
+use crate::webrtc::{LegConfig, LegError, WaLeg};
 
 /// An INVITE from the PBX that passed the ACL and authentication.
 #[derive(Debug)]
@@ -56,10 +58,6 @@ pub const PERMISSION_CACHE: Duration = Duration::from_secs(3600);
 /// (Meta allows one request per user per 24 hours).
 pub const PERMISSION_REQUEST_PENDING: Duration = Duration::from_secs(24 * 3600);
 
-/// Why the PBX's number cannot be a WhatsApp user (404).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NotAWaid(pub String);
-
 /// The WhatsApp number the PBX dialled: the request-URI user without
 /// `routing.outbound_strip_prefix` (when it starts with it) and without `+`.
 pub fn waid_from_request_uri(invite: &Msg, strip_prefix: &str) -> Result<Waid, NotAWaid> {
@@ -72,43 +70,6 @@ pub fn waid_from_request_uri(invite: &Msg, strip_prefix: &str) -> Result<Waid, N
         &user
     };
     Waid::parse(rest).map_err(|why| NotAWaid(format!("{user:?} {why}")))
-}
-
-/// What became of the permission check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Permit {
-    Granted,
-    /// Not granted; what happened to the permission request.
-    Refused(RequestOutcome),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestOutcome {
-    Sent,
-    AlreadyPending,
-    /// `routing.request_permission = false`, or Wati says none may be sent now.
-    NotSent,
-    Failed,
-}
-
-impl RequestOutcome {
-    /// The `Reason` text of the 403 (design.md §4: says whether a request was sent).
-    pub fn reason(self) -> &'static str {
-        match self {
-            RequestOutcome::Sent => {
-                "no WhatsApp call permission from this user; permission request sent"
-            }
-            RequestOutcome::AlreadyPending => {
-                "no WhatsApp call permission from this user; a permission request is already pending"
-            }
-            RequestOutcome::NotSent => {
-                "no WhatsApp call permission from this user; no permission request sent"
-            }
-            RequestOutcome::Failed => {
-                "no WhatsApp call permission from this user; the permission request failed"
-            }
-        }
-    }
 }
 
 /// Cache first, then Wati; asks the user for permission when allowed and not pending.
@@ -153,22 +114,6 @@ async fn check_permission(ctx: &CallCtx, waid: &Waid) -> Result<Permit, WatiErro
     }
 }
 
-/// What the PBX is told when the call does not get answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Final {
-    pub code: u16,
-    pub phrase: &'static str,
-    pub reason: Option<String>,
-}
-
-pub(super) fn final_(code: u16, phrase: &'static str, reason: impl Into<Option<String>>) -> Final {
-    Final {
-        code,
-        phrase,
-        reason: reason.into(),
-    }
-}
-
 /// The PBX's offer, negotiated against `media.codecs`. `Ok(None)` for an
 /// INVITE without a body: a delayed offer (RFC 3261 §13.2.1), so our 200
 /// carries the offer and the PBX answers in its ACK. A body that is not a
@@ -179,33 +124,6 @@ fn pbx_offer(invite: &Msg, s: &Settings) -> Result<Option<Negotiated>, SdpError>
     }
     let m = sdp::parse(invite.sdp().unwrap_or(""))?;
     sdp::negotiate_offer(&m, &s.media.codecs).map(Some)
-}
-
-/// The PBX's answer to a call that was not answered: WhatsApp's status
-/// mapped to SIP (design.md §2 and §4).
-pub(super) fn final_for_status(status: OutboundStatus) -> Option<Final> {
-    match status {
-        OutboundStatus::Calling | OutboundStatus::Ringing | OutboundStatus::Accepted => None,
-        OutboundStatus::Busy => Some(final_(486, "Busy Here", None)),
-        OutboundStatus::Failed => Some(final_(
-            480,
-            "Temporarily Unavailable",
-            Some("WhatsApp call failed or was not answered".to_string()),
-        )),
-        OutboundStatus::Rejected | OutboundStatus::Ended => Some(final_(
-            603,
-            "Decline",
-            Some("the WhatsApp user declined or ended the call".to_string()),
-        )),
-    }
-}
-
-pub(super) fn declined() -> Final {
-    final_(
-        603,
-        "Decline",
-        Some("the WhatsApp user declined or ended the call".to_string()),
-    )
 }
 
 fn reason_header(code: u16, text: &str) -> (&'static str, String) {
@@ -226,7 +144,7 @@ pub async fn run(
     let record = ctx
         .store
         .insert_call(NewCall {
-            direction: CallDirection::Outbound,
+            direction: Direction::Outbound,
             wa_call_id: None,
             sip_call_id: Some(sip_call_id.clone()),
             waid: waid.as_ref().ok().map(|w| w.to_string()),
@@ -320,7 +238,7 @@ async fn run_call(
 ) -> Ending {
     let s = &ctx.settings;
     let call = inc.call;
-    let offer = pbx_offer(&inc.invite, s).map_err(|e| e.to_string());
+    let offer = pbx_offer(&inc.invite, s);
     if let (Ok(w), Ok(n)) = (&waid, &offer) {
         tracing::info!(waid = %w, source = %inc.source.addr, codec = n.as_ref().map(|n| n.codec.name()), "call from the PBX to a WhatsApp user");
     }
@@ -342,7 +260,7 @@ async fn run_call(
                             if let Ok(Permit::Refused(outcome)) = &p {
                                 tracing::info!(waid = %w, ?outcome, "no call permission");
                             }
-                            Input::Permission(p.map_err(|e| e.to_string()))
+                            Input::Permission(p)
                         }));
                     }
                 }
@@ -358,7 +276,7 @@ async fn run_call(
                         let (w, offer) = (w.clone(), webrtc_offer.clone());
                         request = Some(Box::pin(async move {
                             let placed = ctx.wati.outbound_call(&w, &offer).await;
-                            Input::Placed(placed.map_err(|e| e.to_string()))
+                            Input::Placed(placed)
                         }));
                     }
                 }
@@ -374,21 +292,16 @@ async fn run_call(
                 Action::ShowState(name) => ctx.registry.set_state(live_id, name),
                 Action::ApplyAnswer(sdp) => {
                     let applied = match path.as_mut() {
-                        Some(p) => p
-                            .leg
-                            .leg()
-                            .apply_answer(Instant::now(), &sdp)
-                            .map_err(|e| e.to_string()),
-                        None => Err("no WhatsApp leg".to_string()),
+                        Some(p) => p.leg.leg().apply_answer(Instant::now(), &sdp),
+                        // No leg: nothing offered that an answer could apply to.
+                        None => Err(LegError::NoPendingOffer),
                     };
                     state.handle(Input::AnswerApplied(applied));
                 }
                 Action::StartRelay(n) => {
                     let relay = match path.as_mut() {
-                        Some(p) => p
-                            .start_relay(n, s.media.rtp_timeout)
-                            .map_err(|e| e.to_string()),
-                        None => Err("no media path".to_string()),
+                        Some(p) => p.start_relay(n, s.media.rtp_timeout),
+                        None => Err(RelayError::NoMediaPath),
                     };
                     if relay.is_ok() {
                         tracing::info!(wa_call_id = ?wa_call.as_ref().map(|w| w.as_str()), codec = ?path.as_ref().and_then(|p| p.codec()).map(|c| c.name()), "relaying media with the PBX");
@@ -484,8 +397,8 @@ async fn run_call(
                     match ev {
                         Some(UaEvent::Ended { cause: SipEnd::PeerCancel, .. }) => Input::PbxCancelled,
                         Some(UaEvent::Ended { cause: SipEnd::PeerBye, .. }) => Input::PbxBye,
-                        Some(UaEvent::Ended { cause: SipEnd::Overloaded, .. }) => Input::Hangup("overloaded"),
-                        Some(UaEvent::Ended { cause, .. }) => Input::SipEnded { cause: format!("{cause:?}") },
+                        Some(UaEvent::Ended { cause: SipEnd::Overloaded, .. }) => Input::Hangup(EndCause::Overloaded),
+                        Some(UaEvent::Ended { cause, .. }) => Input::SipEnded(cause),
                         // Our 200 was acknowledged.
                         Some(UaEvent::Answered { sdp, .. }) => Input::PbxAck { sdp },
                         _ => continue,

@@ -12,14 +12,101 @@
 //! Re-offers and SIP INFO key presses change no call state; the driver
 //! hands them straight to the media path.
 
-use super::outbound::{declined, final_, final_for_status, Final, NotAWaid, Permit};
-use super::{ending, Ending, Steps};
+use super::media_path::RelayError;
+use super::{ending, EndCause, Ending, Steps};
 use crate::config::Codec;
 use crate::ids::WaCallId;
 use crate::media::relay::MediaTimeout;
 use crate::sip::sdp::{self, Negotiated};
+use crate::sip::ua::SipEnd;
 use crate::wati::OutboundStatus;
-use crate::webrtc::EndCause as LegEnd;
+use crate::wati::WatiError;
+use crate::webrtc::LegEnd;
+use crate::webrtc::LegError;
+
+/// Why the PBX's number cannot be a WhatsApp user (404).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotAWaid(pub String);
+
+/// What became of the permission check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permit {
+    Granted,
+    /// Not granted; what happened to the permission request.
+    Refused(RequestOutcome),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestOutcome {
+    Sent,
+    AlreadyPending,
+    /// `routing.request_permission = false`, or Wati says none may be sent now.
+    NotSent,
+    Failed,
+}
+
+impl RequestOutcome {
+    /// The `Reason` text of the 403 (design.md §4: says whether a request was sent).
+    pub fn reason(self) -> &'static str {
+        match self {
+            RequestOutcome::Sent => {
+                "no WhatsApp call permission from this user; permission request sent"
+            }
+            RequestOutcome::AlreadyPending => {
+                "no WhatsApp call permission from this user; a permission request is already pending"
+            }
+            RequestOutcome::NotSent => {
+                "no WhatsApp call permission from this user; no permission request sent"
+            }
+            RequestOutcome::Failed => {
+                "no WhatsApp call permission from this user; the permission request failed"
+            }
+        }
+    }
+}
+
+/// What the PBX is told when the call does not get answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Final {
+    pub code: u16,
+    pub phrase: &'static str,
+    pub reason: Option<String>,
+}
+
+pub fn final_(code: u16, phrase: &'static str, reason: impl Into<Option<String>>) -> Final {
+    Final {
+        code,
+        phrase,
+        reason: reason.into(),
+    }
+}
+
+/// The PBX's answer to a call that was not answered: WhatsApp's status
+/// mapped to SIP (design.md §2 and §4).
+pub fn final_for_status(status: OutboundStatus) -> Option<Final> {
+    match status {
+        OutboundStatus::Calling | OutboundStatus::Ringing | OutboundStatus::Accepted => None,
+        OutboundStatus::Busy => Some(final_(486, "Busy Here", None)),
+        OutboundStatus::Failed => Some(final_(
+            480,
+            "Temporarily Unavailable",
+            Some("WhatsApp call failed or was not answered".to_string()),
+        )),
+        OutboundStatus::Rejected | OutboundStatus::Ended => Some(final_(
+            603,
+            "Decline",
+            Some("the WhatsApp user declined or ended the call".to_string()),
+        )),
+    }
+}
+
+pub fn declined() -> Final {
+    final_(
+        603,
+        "Decline",
+        Some("the WhatsApp user declined or ended the call".to_string()),
+    )
+}
 
 /// Why the call's media could not be set up before placing it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +119,7 @@ pub enum MediaSetup {
 
 impl MediaSetup {
     /// The PBX's final response and the record's cause.
-    fn refusal(&self) -> (Final, String) {
+    fn refusal(&self) -> (Final, EndCause) {
         match self {
             MediaSetup::NoWebrtcPort(e) => (
                 final_(
@@ -40,15 +127,15 @@ impl MediaSetup {
                     "Service Unavailable",
                     Some("no WebRTC port free".to_string()),
                 ),
-                format!("webrtc_ports: {e}"),
+                EndCause::WebrtcPorts(e.clone()),
             ),
             MediaSetup::WebrtcSocket => (
                 final_(500, "Server Internal Error", None),
-                "webrtc_socket".to_string(),
+                EndCause::WebrtcSocket,
             ),
             MediaSetup::WebrtcOffer(e) => (
                 final_(500, "Server Internal Error", None),
-                format!("webrtc_offer: {e}"),
+                EndCause::WebrtcOffer(e.clone()),
             ),
             MediaSetup::NoRtpPort(e) => (
                 final_(
@@ -56,7 +143,7 @@ impl MediaSetup {
                     "Service Unavailable",
                     Some("no RTP port free".to_string()),
                 ),
-                format!("rtp_ports: {e}"),
+                EndCause::RtpPorts(e.clone()),
             ),
         }
     }
@@ -66,11 +153,11 @@ impl MediaSetup {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
     /// The outcome of [`Action::CheckPermission`] (`Err`: Wati's error).
-    Permission(Result<Permit, String>),
+    Permission(Result<Permit, WatiError>),
     /// The outcome of [`Action::PrepareMedia`].
     MediaPrepared(Result<(), MediaSetup>),
     /// The outcome of [`Action::PlaceCall`]: Wati's id for the call.
-    Placed(Result<WaCallId, String>),
+    Placed(Result<WaCallId, WatiError>),
     /// `calls.ring_timeout_s` passed without the user's answer.
     RingTimeout,
     /// An Outbound Call Status webhook.
@@ -80,7 +167,7 @@ pub enum Input {
     /// Terminate webhook.
     WhatsAppTerminated,
     /// Hang up both sides (admin API, shutdown) with this cause.
-    Hangup(&'static str),
+    Hangup(EndCause),
     /// The call layer dropped the call's channel.
     CallLayerGone,
     /// ICE and DTLS with WhatsApp are up.
@@ -91,10 +178,8 @@ pub enum Input {
     PbxCancelled,
     /// The PBX sent BYE.
     PbxBye,
-    /// The SIP side ended the call otherwise (`cause` for the record).
-    SipEnded {
-        cause: String,
-    },
+    /// The SIP side ended the call otherwise.
+    SipEnded(SipEnd),
     /// The SIP task is gone.
     SipGone,
     /// The PBX acknowledged our 200 (with its answer after a delayed offer).
@@ -102,9 +187,9 @@ pub enum Input {
         sdp: Option<String>,
     },
     /// The outcome of [`Action::ApplyAnswer`].
-    AnswerApplied(Result<(), String>),
+    AnswerApplied(Result<(), LegError>),
     /// The outcome of [`Action::StartRelay`].
-    RelayStarted(Result<(), String>),
+    RelayStarted(Result<(), RelayError>),
     /// The outcome of [`Action::AnswerPbx`]: false when there was no SDP to
     /// answer with.
     PbxAnswerSent(bool),
@@ -201,7 +286,7 @@ impl OutboundState {
     /// then the permission.
     pub fn new(
         called: Result<(), NotAWaid>,
-        offer: Result<Option<Negotiated>, String>,
+        offer: Result<Option<Negotiated>, sdp::SdpError>,
         codecs: &[Codec],
     ) -> OutboundState {
         let mut m = OutboundState {
@@ -223,12 +308,12 @@ impl OutboundState {
                     "Not Found",
                     Some(format!("not a WhatsApp number: {why}")),
                 ),
-                "not_a_waid",
+                EndCause::NotAWaid,
                 true,
             ),
             (Ok(()), Err(e)) => m.reject(
-                final_(488, "Not Acceptable Here", Some(e.clone())),
-                format!("pbx_sdp: {e}"),
+                final_(488, "Not Acceptable Here", Some(e.to_string())),
+                EndCause::PbxSdp(e),
                 true,
             ),
             (Ok(()), Ok(n)) => {
@@ -273,14 +358,14 @@ impl OutboundState {
     }
 
     /// Refuses the PBX's INVITE with `f` and ends the call.
-    fn reject(&mut self, f: Final, cause: impl Into<String>, terminate_at_wati: bool) {
+    fn reject(&mut self, f: Final, cause: EndCause, terminate_at_wati: bool) {
         let code = f.code;
         self.out.push(Action::Reject(f));
         self.end(ending(cause, Some(code), terminate_at_wati));
     }
 
     /// Hangs up both sides of an answered call.
-    fn hang_up(&mut self, cause: impl Into<String>) {
+    fn hang_up(&mut self, cause: EndCause) {
         self.out.push(Action::HangUpPbx);
         self.out.push(Action::CloseLeg);
         self.end(ending(cause, Some(200), true));
@@ -313,7 +398,7 @@ impl OutboundState {
             Input::Status(_) | Input::WhatsAppAnswer(_) => self.deferred.push(input),
             Input::PbxCancelled
             | Input::PbxBye
-            | Input::SipEnded { .. }
+            | Input::SipEnded(_)
             | Input::SipGone
             | Input::Hangup(_)
             | Input::WhatsAppTerminated
@@ -328,7 +413,7 @@ impl OutboundState {
         }
     }
 
-    fn on_permission(&mut self, p: Result<Permit, String>) {
+    fn on_permission(&mut self, p: Result<Permit, WatiError>) {
         if let Some(i) = self.interrupted.take() {
             return self.on_input(i);
         }
@@ -336,12 +421,12 @@ impl OutboundState {
             Ok(Permit::Granted) => self.out.push(Action::PrepareMedia),
             Ok(Permit::Refused(outcome)) => self.reject(
                 final_(403, "Forbidden", Some(outcome.reason().to_string())),
-                format!("no_permission ({outcome:?})"),
+                EndCause::NoPermission(outcome),
                 true,
             ),
             Err(e) => self.reject(
                 final_(502, "Bad Gateway", Some(format!("Wati: {e}"))),
-                format!("wati_permission: {e}"),
+                EndCause::WatiPermission(e),
                 true,
             ),
         }
@@ -350,7 +435,7 @@ impl OutboundState {
     /// Wati answered the outbound-call request. A call it placed is
     /// recorded before anything else, so that whatever ends it next
     /// terminates it at Wati.
-    fn on_placed(&mut self, r: Result<WaCallId, String>) {
+    fn on_placed(&mut self, r: Result<WaCallId, WatiError>) {
         match r {
             Ok(id) => {
                 self.phase = Phase::Placed;
@@ -369,7 +454,7 @@ impl OutboundState {
                 }
                 self.reject(
                     final_(502, "Bad Gateway", Some(format!("Wati: {e}"))),
-                    format!("wati_outbound_call: {e}"),
+                    EndCause::WatiOutboundCall(e),
                     true,
                 );
             }
@@ -390,7 +475,7 @@ impl OutboundState {
                     "Temporarily Unavailable",
                     Some("no answer from the WhatsApp user".to_string()),
                 ),
-                "ring_timeout",
+                EndCause::RingTimeout,
                 true,
             ),
             Input::RingTimeout => {}
@@ -409,7 +494,7 @@ impl OutboundState {
                     "Bad Gateway",
                     Some(format!("unusable WhatsApp answer: {e}")),
                 ),
-                format!("whatsapp_answer: {e}"),
+                EndCause::WhatsAppAnswer(e),
                 true,
             ),
             Input::WhatsAppTerminated => {
@@ -417,9 +502,9 @@ impl OutboundState {
                 if answered {
                     self.out.push(Action::HangUpPbx);
                     // WhatsApp ended it: nothing to terminate there.
-                    self.end(ending("whatsapp_terminated", Some(200), false));
+                    self.end(ending(EndCause::WhatsAppTerminated, Some(200), false));
                 } else {
-                    self.reject(declined(), "whatsapp_terminated", false);
+                    self.reject(declined(), EndCause::WhatsAppTerminated, false);
                 }
             }
             Input::Hangup(why) => {
@@ -432,7 +517,7 @@ impl OutboundState {
                 self.out.push(Action::HangUpPbx);
                 self.out.push(Action::CloseLeg);
                 let code = if answered { 200 } else { 480 };
-                self.end(ending("call_layer_gone", Some(code), true));
+                self.end(ending(EndCause::CallLayerGone, Some(code), true));
             }
             Input::LegConnected if answered => {}
             Input::LegConnected => {
@@ -452,10 +537,10 @@ impl OutboundState {
             Input::RelayStarted(Err(e)) => match self.relay_for {
                 RelayFor::Answer => self.reject(
                     final_(500, "Server Internal Error", None),
-                    format!("relay: {e}"),
+                    EndCause::Relay(e),
                     true,
                 ),
-                RelayFor::Ack => self.hang_up(format!("relay: {e}")),
+                RelayFor::Ack => self.hang_up(EndCause::Relay(e)),
             },
             Input::PbxAnswerSent(true) => {
                 self.phase = Phase::Answered;
@@ -463,44 +548,36 @@ impl OutboundState {
             }
             Input::PbxAnswerSent(false) => self.reject(
                 final_(500, "Server Internal Error", None),
-                "local_sdp",
+                EndCause::LocalSdp,
                 true,
             ),
-            Input::LegEnded(cause) if answered => self.hang_up(format!("whatsapp_leg: {cause:?}")),
+            Input::LegEnded(cause) if answered => self.hang_up(EndCause::WhatsAppLeg(cause)),
             Input::LegEnded(cause) => self.reject(
                 final_(
                     503,
                     "Service Unavailable",
                     Some("WhatsApp media could not be connected".to_string()),
                 ),
-                format!("whatsapp_leg: {cause:?}"),
+                EndCause::WhatsAppLeg(cause),
                 true,
             ),
             Input::MediaTimeout(t) => {
                 self.out.push(Action::HangUpPbx);
-                let cause = match t {
-                    MediaTimeout::WhatsAppSilent => "media_timeout_whatsapp",
-                    MediaTimeout::PbxSilent => "media_timeout_pbx",
-                };
-                self.end(ending(cause, Some(200), true));
+                self.end(ending(EndCause::MediaTimeout(t), Some(200), true));
             }
             Input::PbxCancelled => {
                 self.out.push(Action::CloseLeg);
-                self.end(ending("pbx_cancel", Some(487), true));
+                self.end(ending(EndCause::PbxCancel, Some(487), true));
             }
             Input::PbxBye => {
                 self.out.push(Action::CloseLeg);
-                self.end(ending("pbx_bye", Some(200), true));
+                self.end(ending(EndCause::PbxBye, Some(200), true));
             }
-            Input::SipEnded { cause } => {
+            Input::SipEnded(end) => {
                 self.out.push(Action::CloseLeg);
-                self.end(ending(
-                    format!("sip: {cause}"),
-                    answered.then_some(200),
-                    true,
-                ));
+                self.end(ending(EndCause::Sip(end), answered.then_some(200), true));
             }
-            Input::SipGone => self.end(ending("sip_gone", None, true)),
+            Input::SipGone => self.end(ending(EndCause::SipGone, None, true)),
             Input::PbxAck { sdp } => self.on_ack(sdp),
         }
     }
@@ -511,7 +588,7 @@ impl OutboundState {
                 st,
                 OutboundStatus::Ended | OutboundStatus::Rejected | OutboundStatus::Failed
             ) {
-                self.hang_up(format!("whatsapp_{}", st.as_str().to_ascii_lowercase()));
+                self.hang_up(EndCause::WhatsAppStatus(st));
             }
             return;
         }
@@ -521,9 +598,8 @@ impl OutboundState {
             self.out.push(Action::ShowState("ringing"));
         }
         if let Some(f) = final_for_status(st) {
-            let cause = format!("whatsapp_{}", st.as_str().to_ascii_lowercase());
             // The WhatsApp side ended it; nothing to terminate there.
-            self.reject(f, cause, false);
+            self.reject(f, EndCause::WhatsAppStatus(st), false);
         }
     }
 
@@ -540,8 +616,8 @@ impl OutboundState {
                     self.relay_for = RelayFor::Ack;
                     self.out.push(Action::StartRelay(n));
                 }
-                Some(Err(e)) => return self.hang_up(format!("pbx_sdp: {e}")),
-                None => return self.hang_up("pbx_ack_without_answer"),
+                Some(Err(e)) => return self.hang_up(EndCause::PbxSdp(e)),
+                None => return self.hang_up(EndCause::PbxAckWithoutAnswer),
             }
         }
         self.out.push(Action::SaveDialog);
@@ -553,7 +629,18 @@ impl OutboundState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::call::outbound::RequestOutcome;
+
+    fn wati_err(what: &str) -> crate::wati::WatiError {
+        crate::wati::WatiError::Http {
+            op: crate::wati::WatiOp::Accept,
+            status: 500,
+            body: what.to_string(),
+        }
+    }
+
+    fn relay_err() -> RelayError {
+        RelayError::Transcode(crate::media::transcode::TranscodeError::Opus("x".into()))
+    }
 
     const PCMU: &str = "v=0\r\no=pbx 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
     const CODECS: [Codec; 3] = [Codec::Opus, Codec::Pcmu, Codec::Pcma];
@@ -599,7 +686,7 @@ mod tests {
 
     fn ended(m: &mut OutboundState) -> (String, Option<u16>, bool) {
         let e = m.ending().expect("the call ended");
-        (e.cause, e.sip_code, e.terminate_at_wati)
+        (e.cause.to_string(), e.sip_code, e.terminate_at_wati)
     }
 
     fn rejected_with(actions: &[Action]) -> Option<u16> {
@@ -686,11 +773,18 @@ mod tests {
     fn an_unusable_whatsapp_answer_is_a_502_and_media_that_never_connects_a_503() {
         let mut m = placed(Some(pbx_offer()));
         feed(&mut m, Input::WhatsAppAnswer("x".into()));
-        let a = feed(&mut m, Input::AnswerApplied(Err("no fingerprint".into())));
+        let a = feed(
+            &mut m,
+            Input::AnswerApplied(Err(LegError::Rtc("no fingerprint".into()))),
+        );
         assert_eq!(rejected_with(&a), Some(502));
         assert_eq!(
             ended(&mut m),
-            ("whatsapp_answer: no fingerprint".into(), Some(502), true)
+            (
+                "whatsapp_answer: str0m: no fingerprint".into(),
+                Some(502),
+                true
+            )
         );
         let mut m = placed(Some(pbx_offer()));
         feed(&mut m, Input::WhatsAppAnswer("v=0".into()));
@@ -749,10 +843,10 @@ mod tests {
             },
         );
         assert_eq!(
-            feed(&mut m, Input::RelayStarted(Err("x".into()))),
+            feed(&mut m, Input::RelayStarted(Err(relay_err()))),
             [Action::HangUpPbx, Action::CloseLeg]
         );
-        assert_eq!(ended(&mut m), ("relay: x".into(), Some(200), true));
+        assert_eq!(ended(&mut m), ("relay: opus: x".into(), Some(200), true));
     }
 
     /// Design §2's table, the outbound rows after the answer.
@@ -772,7 +866,7 @@ mod tests {
                 ("whatsapp_ended", Some(200), true),
             ),
             (
-                Input::Hangup("shutdown"),
+                Input::Hangup(EndCause::Shutdown),
                 vec![Action::HangUpPbx, Action::CloseLeg],
                 ("shutdown", Some(200), true),
             ),
@@ -792,9 +886,7 @@ mod tests {
                 ("pbx_bye", Some(200), true),
             ),
             (
-                Input::SipEnded {
-                    cause: "NoAck".into(),
-                },
+                Input::SipEnded(SipEnd::NoAck),
                 vec![Action::CloseLeg],
                 ("sip: NoAck", Some(200), true),
             ),
@@ -834,11 +926,11 @@ mod tests {
             ("whatsapp_terminated".into(), Some(603), false)
         );
         let mut m = placed(Some(pbx_offer()));
-        feed(&mut m, Input::Hangup("admin_hangup"));
+        feed(&mut m, Input::Hangup(EndCause::AdminHangup));
         assert_eq!(ended(&mut m), ("admin_hangup".into(), Some(480), true));
         let mut m = placed(Some(pbx_offer()));
-        feed(&mut m, Input::SipEnded { cause: "x".into() });
-        assert_eq!(ended(&mut m), ("sip: x".into(), None, true));
+        feed(&mut m, Input::SipEnded(SipEnd::NoAck));
+        assert_eq!(ended(&mut m), ("sip: NoAck".into(), None, true));
     }
 
     /// Design §2 outbound, before the call is placed: not a WhatsApp number
@@ -850,11 +942,11 @@ mod tests {
         let mut m = OutboundState::new(Err(NotAWaid("\"ivr\" is not".into())), Ok(None), &CODECS);
         assert_eq!(rejected_with(&drain(&mut m)), Some(404));
         assert_eq!(ended(&mut m), ("not_a_waid".into(), Some(404), true));
-        let mut m = OutboundState::new(Ok(()), Err("no codec in common".into()), &CODECS);
+        let mut m = OutboundState::new(Ok(()), Err(sdp::SdpError::NoAudio), &CODECS);
         assert_eq!(rejected_with(&drain(&mut m)), Some(488));
-        assert_eq!(ended(&mut m).0, "pbx_sdp: no codec in common");
+        assert_eq!(ended(&mut m).0, "pbx_sdp: no audio m= line");
 
-        let permission_step = |p: Result<Permit, String>| {
+        let permission_step = |p: Result<Permit, crate::wati::WatiError>| {
             let mut m = OutboundState::new(Ok(()), Ok(Some(pbx_offer())), &CODECS);
             assert_eq!(m.poll_action(), Some(Action::CheckPermission));
             let a = feed(&mut m, Input::Permission(p));
@@ -869,9 +961,9 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(end, ("no_permission (Sent)".into(), Some(403), true));
-        let (a, end) = permission_step(Err("HTTP 500".into()));
+        let (a, end) = permission_step(Err(wati_err("HTTP 500")));
         assert_eq!(rejected_with(&a), Some(502));
-        assert_eq!(end.0, "wati_permission: HTTP 500");
+        assert_eq!(end.0, format!("wati_permission: {}", wati_err("HTTP 500")));
 
         for (failure, code, cause) in [
             (
@@ -898,11 +990,15 @@ mod tests {
         m.poll_action();
         feed(&mut m, Input::Permission(Ok(Permit::Granted)));
         feed(&mut m, Input::MediaPrepared(Ok(())));
-        let a = feed(&mut m, Input::Placed(Err("timeout".into())));
+        let a = feed(&mut m, Input::Placed(Err(wati_err("timeout"))));
         assert_eq!(rejected_with(&a), Some(502));
         assert_eq!(
             ended(&mut m),
-            ("wati_outbound_call: timeout".into(), Some(502), true)
+            (
+                format!("wati_outbound_call: {}", wati_err("timeout")),
+                Some(502),
+                true
+            )
         );
     }
 
@@ -917,7 +1013,7 @@ mod tests {
         assert!(feed(&mut m, Input::PbxCancelled).is_empty());
         assert!(m.ending().is_none(), "the request is still in flight");
         // A later hang-up does not replace the first cause.
-        assert!(feed(&mut m, Input::Hangup("shutdown")).is_empty());
+        assert!(feed(&mut m, Input::Hangup(EndCause::Shutdown)).is_empty());
         let a = feed(&mut m, Input::Permission(Ok(Permit::Granted)));
         assert!(!a.contains(&Action::PrepareMedia), "{a:?}");
         assert_eq!(ended(&mut m), ("pbx_cancel".into(), Some(487), true));
@@ -928,7 +1024,7 @@ mod tests {
         m.poll_action();
         feed(&mut m, Input::Permission(Ok(Permit::Granted)));
         feed(&mut m, Input::MediaPrepared(Ok(())));
-        assert!(feed(&mut m, Input::Hangup("admin_hangup")).is_empty());
+        assert!(feed(&mut m, Input::Hangup(EndCause::AdminHangup)).is_empty());
         let a = feed(&mut m, Input::Placed(Ok(wa_id())));
         assert_eq!(a[0], Action::CallPlaced(wa_id()));
         assert!(a.contains(&Action::HangUpPbx), "{a:?}");
@@ -940,7 +1036,7 @@ mod tests {
         feed(&mut m, Input::Permission(Ok(Permit::Granted)));
         feed(&mut m, Input::MediaPrepared(Ok(())));
         feed(&mut m, Input::WhatsAppTerminated);
-        let a = feed(&mut m, Input::Placed(Err("timeout".into())));
+        let a = feed(&mut m, Input::Placed(Err(wati_err("timeout"))));
         assert_eq!(rejected_with(&a), Some(603));
         assert_eq!(
             ended(&mut m),
@@ -950,9 +1046,9 @@ mod tests {
         // The SIP side gone during the permission check: no response to send.
         let mut m = OutboundState::new(Ok(()), Ok(Some(pbx_offer())), &CODECS);
         m.poll_action();
-        feed(&mut m, Input::SipEnded { cause: "x".into() });
-        feed(&mut m, Input::Permission(Err("HTTP 500".into())));
-        assert_eq!(ended(&mut m), ("sip: x".into(), None, true));
+        feed(&mut m, Input::SipEnded(SipEnd::NoAck));
+        feed(&mut m, Input::Permission(Err(wati_err("HTTP 500"))));
+        assert_eq!(ended(&mut m), ("sip: NoAck".into(), None, true));
     }
 
     /// A webhook about the call that comes before Wati's answer to the

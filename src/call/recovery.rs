@@ -5,6 +5,7 @@
 //! New Inbound Call webhook was accepted (logged, answered 200) but whose
 //! task had not recorded them yet are terminated at Wati too, and recorded.
 
+use super::EndCause;
 use crate::ids::WaCallId;
 use crate::sip::dialog::Dialog;
 use crate::store::{now_ms, CallRow, WebhookRow};
@@ -84,7 +85,7 @@ pub async fn recover(ctx: &CallCtx, live: Vec<CallRow>) -> Recovered {
             .end_call(
                 row.id,
                 now_ms(),
-                "bridge_restarted".into(),
+                EndCause::BridgeRestarted.to_string(),
                 row.sip_code,
                 None,
             )
@@ -119,7 +120,12 @@ pub async fn recover_unrecorded(ctx: &CallCtx, offers: Vec<WebhookRow>) {
         let record = super::inbound_record(&call, row.received_at_ms);
         if let Err(e) = ctx
             .store
-            .insert_ended_call(record, now_ms(), "bridge_restarted", None)
+            .insert_ended_call(
+                record,
+                now_ms(),
+                EndCause::BridgeRestarted.to_string(),
+                None,
+            )
             .await
         {
             tracing::error!(call_id = %call.call_id, error = %e, "cannot record the call");

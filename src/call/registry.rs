@@ -4,6 +4,7 @@
 //! One mutex guards it; it is touched when a call starts, learns its Wati
 //! call id, changes state or ends, and per webhook, never per packet.
 
+use super::EndCause;
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -25,7 +26,7 @@ pub enum CallCommand {
     /// The user answered a call we placed: their SDP answer.
     Answer(String),
     /// End the call on both sides, for this reason (admin API, shutdown).
-    Hangup(&'static str),
+    Hangup(EndCause),
 }
 
 /// Why a call was not admitted.
@@ -38,10 +39,19 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The `result` label of `wsb_calls_total`.
     pub fn label(self) -> &'static str {
         match self {
             Refusal::Capacity => "refused_capacity",
             Refusal::Draining => "refused_draining",
+        }
+    }
+
+    /// The call record's cause.
+    pub fn cause(self) -> EndCause {
+        match self {
+            Refusal::Capacity => EndCause::RefusedCapacity,
+            Refusal::Draining => EndCause::RefusedDraining,
         }
     }
 }

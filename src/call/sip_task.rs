@@ -23,7 +23,7 @@ use crate::sip::endpoint::{Peer, Transport};
 use crate::sip::register::RegisterConfig;
 use crate::sip::runtime::SipSocket;
 use crate::sip::transaction::Timers;
-use crate::sip::ua::{CallRef, EndCause, Invite, SipUa, UaConfig, UaEvent};
+use crate::sip::ua::{CallRef, Invite, SipEnd, SipUa, UaConfig, UaEvent};
 
 use super::outbound::IncomingInvite;
 use super::trunk::{Trunk, RETRY_AFTER_FAILURE, TRUNK_TTL};
@@ -463,7 +463,7 @@ pub async fn run(
                                     let _ = tx
                                         .send(UaEvent::Ended {
                                             call,
-                                            cause: EndCause::Overloaded,
+                                            cause: SipEnd::Overloaded,
                                         })
                                         .await;
                                 });
@@ -642,7 +642,7 @@ url = "sqlite::memory:"
         };
         // The call layer of this test: answers every call; hands back the
         // stuck call's events unread, and reads every other call's to its end.
-        let (ended_tx, mut ended) = mpsc::channel::<(String, Option<EndCause>)>(256);
+        let (ended_tx, mut ended) = mpsc::channel::<(String, Option<SipEnd>)>(256);
         let (stuck_tx, stuck_rx) = oneshot::channel();
         let layer = tokio::spawn(async move {
             let mut stuck_tx = Some(stuck_tx);
@@ -695,7 +695,7 @@ url = "sqlite::memory:"
                 .await
                 .expect("each other call ends")
                 .unwrap();
-            assert_eq!(cause, Some(EndCause::PeerBye), "{id}");
+            assert_eq!(cause, Some(SipEnd::PeerBye), "{id}");
         }
         assert!(
             pbx.byes.iter().any(|id| id == "stuck"),
@@ -714,7 +714,7 @@ url = "sqlite::memory:"
                 break cause;
             }
         };
-        assert_eq!(last, EndCause::Overloaded);
+        assert_eq!(last, SipEnd::Overloaded);
         assert!(seen > 60, "what was queued came first ({seen} events)");
         task.abort();
         layer.abort();

@@ -16,8 +16,8 @@ use crate::media::g711::Law;
 use crate::media::rtp::{write_header, RtpView};
 use crate::sip::endpoint::{Peer, Transport};
 use crate::sip::runtime::SipSocket;
-use crate::sip::sdp::{self, Direction, LocalSdp};
-use crate::sip::ua::{EndCause, Invite, UaEvent};
+use crate::sip::sdp::{self, LocalSdp, MediaDirection};
+use crate::sip::ua::{Invite, SipEnd, UaEvent};
 
 /// What the PBX side saw.
 #[derive(Debug, Default)]
@@ -158,7 +158,7 @@ pub async fn answer_one_call(
                     sip.ua().answer(now, call, &answer);
                 }
                 UaEvent::Answered { .. } => media.answered_at = Some(Instant::now()),
-                UaEvent::Ended { cause: EndCause::PeerBye, .. } => {
+                UaEvent::Ended { cause: SipEnd::PeerBye, .. } => {
                     report.bye_received = true;
                     return Ok(report);
                 }
@@ -230,7 +230,7 @@ pub async fn place_call(
         addr: rtp_addr,
         codecs: &[Codec::Pcmu],
         chosen: None,
-        direction: Direction::SendRecv,
+        direction: MediaDirection::SendRecv,
     }
     .render();
     let request_uri = format!("sip:{number}@{bridge}");
@@ -293,12 +293,12 @@ pub async fn place_call(
                     report.final_reason = reason;
                     return Ok(report);
                 }
-                UaEvent::Ended { cause: EndCause::LocalHangup, .. } => {
+                UaEvent::Ended { cause: SipEnd::LocalHangup, .. } => {
                     // Our BYE is out: keep the socket a moment for its retransmissions and 200.
                     deadline = tokio::time::Instant::now() + Duration::from_secs(1);
                 }
                 UaEvent::Ended { cause, .. } => {
-                    report.bye_received = cause == EndCause::PeerBye;
+                    report.bye_received = cause == SipEnd::PeerBye;
                     return Ok(report);
                 }
                 _ => {}

@@ -87,7 +87,8 @@ pub enum MediaTimeout {
     PbxSilent,
 }
 
-enum Direction {
+/// How the relay carries audio: Opus untouched, or transcoded to and from G.711.
+enum Mode {
     Passthrough,
     Transcode {
         to_g711: Box<OpusToG711>,
@@ -99,7 +100,7 @@ enum Direction {
 
 pub struct Relay {
     cfg: RelayConfig,
-    dir: Direction,
+    mode: Mode,
     rewriter: SeqTsRewriter,
     /// Where our outgoing PBX stream's timeline was at the last audio packet,
     /// and when (for placing DTMF events between audio packets).
@@ -126,9 +127,9 @@ pub struct Relay {
 
 impl Relay {
     pub fn new(cfg: RelayConfig, now: Instant) -> Result<Relay, TranscodeError> {
-        let dir = match cfg.sip_codec {
-            SipCodec::Opus { .. } => Direction::Passthrough,
-            SipCodec::G711 { law, ptime_ms, .. } => Direction::Transcode {
+        let mode = match cfg.sip_codec {
+            SipCodec::Opus { .. } => Mode::Passthrough,
+            SipCodec::G711 { law, ptime_ms, .. } => Mode::Transcode {
                 to_g711: Box::new(OpusToG711::new(law, ptime_ms)?),
                 to_opus: Box::new(G711ToOpus::new(law, cfg.opus)?),
                 seq: cfg.first_seq,
@@ -155,7 +156,7 @@ impl Relay {
             last_sip_rx: None,
             pbx_on_hold: false,
             timed_out: false,
-            dir,
+            mode,
             cfg,
         })
     }
@@ -207,8 +208,8 @@ impl Relay {
         self.wa.lost += self.wa_rx.on_packet(now, seq, ts48);
         self.wa.jitter_ms = self.wa_rx.jitter_ms();
         let ssrc_out = self.cfg.ssrc;
-        match &mut self.dir {
-            Direction::Passthrough => {
+        match &mut self.mode {
+            Mode::Passthrough => {
                 if opus.len() > MAX_DATAGRAM - HEADER_LEN {
                     self.wa.dropped += 1;
                     return;
@@ -224,7 +225,7 @@ impl Relay {
                 self.sip.tx.bytes += len as u64;
                 send(&self.buf[..len]);
             }
-            Direction::Transcode {
+            Mode::Transcode {
                 to_g711,
                 seq: out_seq,
                 ..
@@ -286,10 +287,10 @@ impl Relay {
             self.wa.dropped += 1;
             return;
         };
-        let out_seq = match &mut self.dir {
+        let out_seq = match &mut self.mode {
             // Same sequence space as the audio: map it the same way.
-            Direction::Passthrough => self.rewriter.rewrite(ssrc, seq, self.sip_ts_now, now).0,
-            Direction::Transcode { seq: s, .. } => {
+            Mode::Passthrough => self.rewriter.rewrite(ssrc, seq, self.sip_ts_now, now).0,
+            Mode::Transcode { seq: s, .. } => {
                 let v = *s;
                 *s = s.wrapping_add(1);
                 v
@@ -333,7 +334,7 @@ impl Relay {
             self.sip_source = Some(p.ssrc());
             self.sip_rx.reset();
             self.sip_expected_ts = None;
-            if let Direction::Transcode { to_opus, .. } = &mut self.dir {
+            if let Mode::Transcode { to_opus, .. } = &mut self.mode {
                 to_opus.reset_partial();
             }
         }
@@ -362,13 +363,13 @@ impl Relay {
             }
             // Up to 10 s is loss to bridge over; more is a new timeline.
             if gap > 0 && gap <= clock * 10 {
-                match &mut self.dir {
+                match &mut self.mode {
                     // Short losses of G.711 are filled with silence before
                     // encoding: the Opus encoder then sees the tone resume in
                     // phase, which conceals far better than squeezing time or
                     // leaving WhatsApp to conceal a stream whose encoder never
                     // saw the hole.
-                    Direction::Transcode { to_opus, .. } if gap <= MAX_FILL_8K => {
+                    Mode::Transcode { to_opus, .. } if gap <= MAX_FILL_8K => {
                         let tx = &mut self.wa.tx;
                         to_opus.push_silence(gap as usize, &mut |opus: &[u8], samples: u32| {
                             tx.packets += 1;
@@ -376,7 +377,7 @@ impl Relay {
                             wa.audio(now, opus, samples);
                         });
                     }
-                    Direction::Transcode { to_opus, .. } => {
+                    Mode::Transcode { to_opus, .. } => {
                         let tx = &mut self.wa.tx;
                         to_opus.flush_partial(&mut |opus: &[u8], samples: u32| {
                             tx.packets += 1;
@@ -385,21 +386,19 @@ impl Relay {
                         });
                         wa.gap((gap as u64 * 48_000 / clock as u64) as u32);
                     }
-                    Direction::Passthrough => wa.gap((gap as u64 * 48_000 / clock as u64) as u32),
+                    Mode::Passthrough => wa.gap((gap as u64 * 48_000 / clock as u64) as u32),
                 }
             }
         }
-        let payload_samples = match self.dir {
-            Direction::Passthrough => {
-                samples_48k(p.payload()).map(|s| s as u64 * clock as u64 / 48_000)
-            }
-            Direction::Transcode { .. } => Some(p.payload().len() as u64),
+        let payload_samples = match self.mode {
+            Mode::Passthrough => samples_48k(p.payload()).map(|s| s as u64 * clock as u64 / 48_000),
+            Mode::Transcode { .. } => Some(p.payload().len() as u64),
         };
         if let Some(n) = payload_samples {
             self.sip_expected_ts = Some(p.timestamp().wrapping_add(n as u32));
         }
-        match &mut self.dir {
-            Direction::Passthrough => match samples_48k(p.payload()) {
+        match &mut self.mode {
+            Mode::Passthrough => match samples_48k(p.payload()) {
                 Some(samples) => {
                     self.wa.tx.packets += 1;
                     self.wa.tx.bytes += p.payload().len() as u64;
@@ -407,7 +406,7 @@ impl Relay {
                 }
                 None => self.sip.dropped += 1,
             },
-            Direction::Transcode { to_opus, .. } => {
+            Mode::Transcode { to_opus, .. } => {
                 let tx = &mut self.wa.tx;
                 to_opus.push(p.payload(), &mut |opus: &[u8], samples: u32| {
                     tx.packets += 1;

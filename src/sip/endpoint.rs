@@ -354,8 +354,7 @@ impl Endpoint {
             // An ACK for a 2xx has its own branch and is not matched here
             // (§17.2.3); one that does match while Accepted goes up.
             if is_ack && matches!(t.kind, ServerKind::Invite(ServerInvite::Accepted { .. })) {
-                self.out
-                    .push_back(Output::Event(Event::Ack {
+                self.out.push_back(Output::Event(Event::Ack {
                     msg: Box::new(msg),
                     source,
                 }));
@@ -366,11 +365,10 @@ impl Endpoint {
             return;
         }
         if is_ack {
-            self.out
-                .push_back(Output::Event(Event::Ack {
-                    msg: Box::new(msg),
-                    source,
-                }));
+            self.out.push_back(Output::Event(Event::Ack {
+                msg: Box::new(msg),
+                source,
+            }));
             return;
         }
         let id = ServerTxId(self.id());

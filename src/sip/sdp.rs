@@ -33,30 +33,30 @@ pub enum SdpError {
 
 /// Media direction (RFC 3264 §5.1, §6.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
+pub enum MediaDirection {
     SendRecv,
     SendOnly,
     RecvOnly,
     Inactive,
 }
 
-impl Direction {
+impl MediaDirection {
     fn attr(self) -> &'static str {
         match self {
-            Direction::SendRecv => "sendrecv",
-            Direction::SendOnly => "sendonly",
-            Direction::RecvOnly => "recvonly",
-            Direction::Inactive => "inactive",
+            MediaDirection::SendRecv => "sendrecv",
+            MediaDirection::SendOnly => "sendonly",
+            MediaDirection::RecvOnly => "recvonly",
+            MediaDirection::Inactive => "inactive",
         }
     }
 
     /// The answer's direction for an offer's (RFC 3264 §6.1).
-    pub fn answer_to(self) -> Direction {
+    pub fn answer_to(self) -> MediaDirection {
         match self {
-            Direction::SendRecv => Direction::SendRecv,
-            Direction::SendOnly => Direction::RecvOnly,
-            Direction::RecvOnly => Direction::SendOnly,
-            Direction::Inactive => Direction::Inactive,
+            MediaDirection::SendRecv => MediaDirection::SendRecv,
+            MediaDirection::SendOnly => MediaDirection::RecvOnly,
+            MediaDirection::RecvOnly => MediaDirection::SendOnly,
+            MediaDirection::Inactive => MediaDirection::Inactive,
         }
     }
 }
@@ -76,7 +76,7 @@ pub struct RemoteMedia {
     /// Where to send RTP; `None` for `c=0.0.0.0` (RFC 2543 hold) or port 0.
     pub rtp: Option<SocketAddr>,
     pub formats: Vec<Format>,
-    pub direction: Direction,
+    pub direction: MediaDirection,
     pub ptime: Option<u32>,
     pub rtcp_mux: bool,
 }
@@ -84,7 +84,11 @@ pub struct RemoteMedia {
 impl RemoteMedia {
     /// The PBX holds the call: it will not send us media.
     pub fn is_hold(&self) -> bool {
-        self.rtp.is_none() || matches!(self.direction, Direction::SendOnly | Direction::Inactive)
+        self.rtp.is_none()
+            || matches!(
+                self.direction,
+                MediaDirection::SendOnly | MediaDirection::Inactive
+            )
     }
 
     fn telephone_event(&self, clock: u32) -> Option<u8> {
@@ -107,7 +111,7 @@ pub struct Negotiated {
     pub rtcp_mux: bool,
     pub remote: Option<SocketAddr>,
     /// The direction we put in our SDP.
-    pub our_direction: Direction,
+    pub our_direction: MediaDirection,
 }
 
 fn codec_of(f: &Format) -> Option<Codec> {
@@ -125,14 +129,14 @@ pub fn parse(sdp: &str) -> Result<RemoteMedia, SdpError> {
         return Err(SdpError::TooLong);
     }
     let mut session_c: Option<IpAddr> = None;
-    let mut session_dir = Direction::SendRecv;
+    let mut session_dir = MediaDirection::SendRecv;
     let mut in_audio = false;
     let mut seen_audio = false;
     let mut port = 0u16;
     let mut media_c: Option<IpAddr> = None;
     let mut pts: Vec<u8> = Vec::new();
     let mut names: Vec<(u8, String, u32)> = Vec::new();
-    let mut direction: Option<Direction> = None;
+    let mut direction: Option<MediaDirection> = None;
     let (mut ptime, mut rtcp_mux) = (None, false);
     for line in sdp.lines().map(str::trim_end) {
         if let Some(m) = line.strip_prefix("m=") {
@@ -171,10 +175,10 @@ pub fn parse(sdp: &str) -> Result<RemoteMedia, SdpError> {
             continue;
         }
         let dir = match line {
-            "a=sendrecv" => Some(Direction::SendRecv),
-            "a=sendonly" => Some(Direction::SendOnly),
-            "a=recvonly" => Some(Direction::RecvOnly),
-            "a=inactive" => Some(Direction::Inactive),
+            "a=sendrecv" => Some(MediaDirection::SendRecv),
+            "a=sendonly" => Some(MediaDirection::SendOnly),
+            "a=recvonly" => Some(MediaDirection::RecvOnly),
+            "a=inactive" => Some(MediaDirection::Inactive),
             _ => None,
         };
         if let Some(d) = dir {
@@ -281,7 +285,7 @@ pub fn negotiate_answer(answer: &RemoteMedia, offered: &[Codec]) -> Result<Negot
             .map(|c| (c, f.pt))
     });
     let (codec, pt) = chosen.ok_or_else(|| no_common_codec(offered, answer))?;
-    Ok(finish(codec, pt, answer, Direction::SendRecv))
+    Ok(finish(codec, pt, answer, MediaDirection::SendRecv))
 }
 
 /// Answers a re-offer in the call (re-INVITE/UPDATE: hold, resume, a new
@@ -320,7 +324,7 @@ impl Negotiated {
     }
 }
 
-fn finish(codec: Codec, pt: u8, remote: &RemoteMedia, our_direction: Direction) -> Negotiated {
+fn finish(codec: Codec, pt: u8, remote: &RemoteMedia, our_direction: MediaDirection) -> Negotiated {
     let clock = if codec == Codec::Opus { 48000 } else { 8000 };
     // telephone-event at the audio clock (RFC 4733 §2.1), else whichever exists.
     let te = remote
@@ -388,7 +392,7 @@ pub struct LocalSdp<'a> {
     pub addr: SocketAddr,
     pub codecs: &'a [Codec],
     pub chosen: Option<&'a Negotiated>,
-    pub direction: Direction,
+    pub direction: MediaDirection,
 }
 
 impl LocalSdp<'_> {
@@ -562,12 +566,12 @@ mod tests {
         assert!(r.is_hold());
         assert_eq!(
             negotiate_offer(&r, &ALL).unwrap().our_direction,
-            Direction::RecvOnly
+            MediaDirection::RecvOnly
         );
         let r = parse(&offer("0", "a=inactive\r\n")).unwrap();
         assert_eq!(
             negotiate_offer(&r, &ALL).unwrap().our_direction,
-            Direction::Inactive
+            MediaDirection::Inactive
         );
         let r = parse(&offer("0", "").replace("c=IN IP4 192.0.2.10", "c=IN IP4 0.0.0.0")).unwrap();
         assert!(r.is_hold());
@@ -608,7 +612,7 @@ mod tests {
             addr,
             codecs: &ALL,
             chosen: None,
-            direction: Direction::SendRecv,
+            direction: MediaDirection::SendRecv,
         }
         .render();
         let back = parse(&o).unwrap();
@@ -631,7 +635,7 @@ mod tests {
             addr,
             codecs: &ALL,
             chosen: Some(&n),
-            direction: Direction::RecvOnly,
+            direction: MediaDirection::RecvOnly,
         }
         .render();
         assert!(a.contains("m=audio 20000 RTP/AVP 8 101\r\n"), "{a}");
@@ -668,7 +672,7 @@ mod tests {
         // A hold without an address (c=0.0.0.0) keeps the current one.
         let held = negotiate_reoffer(&current, &sdp("0", "", "0.0.0.0", "sendonly"), &ALL).unwrap();
         assert_eq!(held.remote, current.remote);
-        assert_eq!(held.our_direction, Direction::RecvOnly);
+        assert_eq!(held.our_direction, MediaDirection::RecvOnly);
         // The telephone-event gone: the relay changes (no more RFC 4733 to the PBX).
         let no_te =
             negotiate_reoffer(&current, &sdp("0", "", "192.0.2.1", "sendrecv"), &ALL).unwrap();
@@ -723,7 +727,7 @@ mod tests {
     #[test]
     fn our_origin_keeps_its_id_and_counts_changes_one_by_one() {
         let addr: SocketAddr = "192.0.2.20:20000".parse().unwrap();
-        let sdp = |direction: Direction| {
+        let sdp = |direction: MediaDirection| {
             move |id: u64, version: u64| {
                 LocalSdp {
                     session_id: id,
@@ -738,13 +742,13 @@ mod tests {
         };
         let origin_of = |s: &str| s.lines().find(|l| l.starts_with("o=")).unwrap().to_string();
         let mut o = SdpOrigin::new(4242);
-        let first = o.stamp(sdp(Direction::SendRecv));
+        let first = o.stamp(sdp(MediaDirection::SendRecv));
         assert!(origin_of(&first).contains(" 4242 1 IN IP4 "), "{first}");
         // The same description again (an offerless UPDATE, a repeat): same version.
-        assert_eq!(o.stamp(sdp(Direction::SendRecv)), first);
+        assert_eq!(o.stamp(sdp(MediaDirection::SendRecv)), first);
         // On hold: changed, version 2; resumed: changed again, 3.
-        assert!(origin_of(&o.stamp(sdp(Direction::RecvOnly))).contains(" 4242 2 IN "));
-        assert!(origin_of(&o.stamp(sdp(Direction::SendRecv))).contains(" 4242 3 IN "));
+        assert!(origin_of(&o.stamp(sdp(MediaDirection::RecvOnly))).contains(" 4242 2 IN "));
+        assert!(origin_of(&o.stamp(sdp(MediaDirection::SendRecv))).contains(" 4242 3 IN "));
     }
 
     #[test]

@@ -305,7 +305,7 @@ impl Store {
         &self,
         call: NewCall,
         ended_at_ms: i64,
-        cause: &'static str,
+        cause: String,
         sip_code: Option<u16>,
     ) -> Result<i64, StoreError> {
         self.with(move |c| {
@@ -703,7 +703,7 @@ mod tests {
                     offered_at_ms: 7,
                 },
                 7,
-                "refused_capacity",
+                "refused_capacity".into(),
                 None,
             )
             .await

@@ -94,7 +94,7 @@ fn rtc_err(e: impl std::fmt::Display) -> LegError {
 
 /// Why a leg ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EndCause {
+pub enum LegEnd {
     /// ICE and DTLS did not complete within the connect timeout.
     ConnectTimeout,
     /// Connectivity checks went unanswered for the consent timeout (RFC 7675).
@@ -129,7 +129,7 @@ pub enum LegEvent {
         payload: [u8; 4],
     },
     /// The leg is over; nothing more will come out of it except its transmits.
-    Ended(EndCause),
+    Ended(LegEnd),
 }
 
 #[derive(Debug)]
@@ -585,16 +585,16 @@ impl WaLeg {
         }
         self.now = self.now.max(now);
         if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
-            self.end(EndCause::Failed(e.to_string()));
+            self.end(LegEnd::Failed(e.to_string()));
             return;
         }
         if !self.connected && now >= self.started + self.cfg.connect_timeout {
-            self.end(EndCause::ConnectTimeout);
+            self.end(LegEnd::ConnectTimeout);
             return;
         }
         if let Some(since) = self.disconnected_since {
             if now >= since + self.cfg.consent_timeout {
-                self.end(EndCause::ConsentLost);
+                self.end(LegEnd::ConsentLost);
                 return;
             }
         }
@@ -680,11 +680,11 @@ impl WaLeg {
     /// Ends the leg (the call is over). A final RTCP BYE is not required by
     /// WhatsApp; the terminate API call tells it.
     pub fn close(&mut self) {
-        self.end(EndCause::Closed);
+        self.end(LegEnd::Closed);
         self.rtc.disconnect();
     }
 
-    fn end(&mut self, cause: EndCause) {
+    fn end(&mut self, cause: LegEnd) {
         if !self.ended {
             self.ended = true;
             self.events.push_back(LegEvent::Ended(cause));
@@ -849,7 +849,7 @@ impl WaLeg {
             let out = match self.rtc.poll_output() {
                 Ok(o) => o,
                 Err(e) => {
-                    self.end(EndCause::Failed(e.to_string()));
+                    self.end(LegEnd::Failed(e.to_string()));
                     continue;
                 }
             };
@@ -866,7 +866,7 @@ impl WaLeg {
                 {
                     due_handled += 1;
                     if let Err(e) = self.rtc.handle_input(Input::Timeout(self.now)) {
-                        self.end(EndCause::Failed(e.to_string()));
+                        self.end(LegEnd::Failed(e.to_string()));
                     }
                 }
                 // Nothing due: the next batch of held audio, if any.

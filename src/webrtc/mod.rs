@@ -9,5 +9,5 @@ pub mod leg;
 pub mod sdp;
 pub mod udp;
 
-pub use leg::{EndCause, LegConfig, LegError, LegEvent, LegOutput, LegStats, WaLeg};
+pub use leg::{LegConfig, LegEnd, LegError, LegEvent, LegOutput, LegStats, WaLeg};
 pub use sdp::SdpError;

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use str0m::config::DtlsCert;
-use wa_sip_bridge::webrtc::{EndCause, LegConfig, LegEvent, LegOutput, WaLeg};
+use wa_sip_bridge::webrtc::{LegConfig, LegEnd, LegEvent, LegOutput, WaLeg};
 
 use wa_sip_bridge::demo::wa_peer::WaPeer;
 
@@ -93,7 +93,7 @@ impl Sim {
         self.events.contains(&LegEvent::Connected) && self.peer.connected
     }
 
-    pub fn ended(&self) -> Vec<EndCause> {
+    pub fn ended(&self) -> Vec<LegEnd> {
         self.events
             .iter()
             .filter_map(|e| match e {

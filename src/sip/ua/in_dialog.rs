@@ -72,7 +72,7 @@ impl SipUa {
                         c.ok_retx = None;
                         self.emit(UaEvent::Ended {
                             call,
-                            cause: EndCause::PeerBye,
+                            cause: SipEnd::PeerBye,
                         });
                     }
                 }

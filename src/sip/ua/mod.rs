@@ -81,7 +81,7 @@ fn unsupported_required(msg: &Msg) -> Vec<&str> {
 pub struct CallRef(u64);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EndCause {
+pub enum SipEnd {
     /// The PBX sent BYE.
     PeerBye,
     /// The PBX cancelled its INVITE before we answered.
@@ -122,7 +122,7 @@ pub enum UaEvent {
         reason: String,
     },
     /// The call is over on the SIP side.
-    Ended { call: CallRef, cause: EndCause },
+    Ended { call: CallRef, cause: SipEnd },
     /// A re-INVITE or UPDATE in the call: answer with [`SipUa::answer_reoffer`].
     Reoffer {
         call: CallRef,
@@ -412,7 +412,7 @@ impl SipUa {
             }
         }
         for call in give_up {
-            self.send_bye(now, call, EndCause::NoAck);
+            self.send_bye(now, call, SipEnd::NoAck);
         }
         self.drive_registration(now);
         self.process(now);

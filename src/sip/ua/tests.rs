@@ -120,7 +120,7 @@ fn an_unacknowledged_200_is_retransmitted_then_the_call_is_ended_with_bye() {
         vec![0, 500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500]
     );
     assert_eq!(byes.first(), Some(&32000));
-    assert_eq!(ended, vec![EndCause::NoAck]);
+    assert_eq!(ended, vec![SipEnd::NoAck]);
 }
 
 #[test]

@@ -80,9 +80,7 @@ impl SipUa {
                 }
             }
             State::Ringing => self.reject(now, call, 480, "Temporarily Unavailable", &[]),
-            State::AwaitingAck | State::Confirmed => {
-                self.send_bye(now, call, EndCause::LocalHangup)
-            }
+            State::AwaitingAck | State::Confirmed => self.send_bye(now, call, SipEnd::LocalHangup),
             State::Ended => {}
         }
     }
@@ -167,7 +165,7 @@ impl SipUa {
         self.track(tx, call);
     }
 
-    pub(super) fn send_bye(&mut self, now: Instant, call: CallRef, cause: EndCause) {
+    pub(super) fn send_bye(&mut self, now: Instant, call: CallRef, cause: SipEnd) {
         let branch = self.rng.branch();
         let Some(c) = self.calls.get_mut(&call) else {
             return;
@@ -232,7 +230,7 @@ impl SipUa {
                 if first {
                     c.state = State::Confirmed;
                     if c.hangup_requested {
-                        self.send_bye(now, call, EndCause::LocalHangup);
+                        self.send_bye(now, call, SipEnd::LocalHangup);
                     } else {
                         self.emit(UaEvent::Answered {
                             call,

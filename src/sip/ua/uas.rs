@@ -282,7 +282,7 @@ impl SipUa {
                             }
                             self.emit(UaEvent::Ended {
                                 call,
-                                cause: EndCause::PeerCancel,
+                                cause: SipEnd::PeerCancel,
                             });
                         }
                     }
