@@ -1,0 +1,194 @@
+//! The validated configuration the bridge runs with.
+
+use super::*;
+
+// ---------------------------------------------------------------------------
+// Typed layer: what the program uses.
+// ---------------------------------------------------------------------------
+
+/// A SIP-leg codec the bridge can offer and accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Codec {
+    Opus,
+    Pcmu,
+    Pcma,
+}
+
+impl Codec {
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::Opus => "opus",
+            Codec::Pcmu => "pcmu",
+            Codec::Pcma => "pcma",
+        }
+    }
+
+    pub(super) fn parse(s: &str) -> Option<Codec> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "opus" => Some(Codec::Opus),
+            "pcmu" | "g711u" | "ulaw" => Some(Codec::Pcmu),
+            "pcma" | "g711a" | "alaw" => Some(Codec::Pcma),
+            _ => None,
+        }
+    }
+}
+
+/// When an inbound WhatsApp call is accepted at Wati.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerMode {
+    /// Accept when the PBX answers (no media before that).
+    OnAnswer,
+    /// Accept at once; early media from the PBX reaches the caller.
+    Immediate,
+}
+
+/// A host (IP or DNS name) and port, as used in SIP headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WatiSettings {
+    /// The tenant's API endpoint, e.g. `https://live-mt-server.wati.io/123456`.
+    pub api_endpoint: reqwest::Url,
+    pub token: String,
+    pub webhook_key: String,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub listen: SocketAddr,
+    /// `None` disables the admin API.
+    pub admin_token: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebrtcSettings {
+    pub bind_ip: IpAddr,
+    pub public_ip: IpAddr,
+    pub ports: RangeInclusive<u16>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SipSettings {
+    pub listen: SocketAddr,
+    pub public_addr: HostPort,
+    pub domain: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+/// How SIP reaches the trunk: the `;transport=` of `trunk.uri`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TrunkTransport {
+    #[default]
+    Udp,
+    Tcp,
+}
+
+#[derive(Debug, Clone)]
+pub struct TrunkSettings {
+    /// The PBX, as a SIP URI (`sip:pbx.example.com:5060`).
+    pub uri: String,
+    pub host: String,
+    pub port: Option<u16>,
+    /// UDP unless the URI says `;transport=tcp`.
+    pub transport: TrunkTransport,
+    /// Used when the PBX challenges us.
+    pub credentials: Option<Credentials>,
+    pub register: bool,
+    pub register_expires: u32,
+    /// Who may send us requests. Empty: only the trunk host (when it is an IP address).
+    pub allowed_sources: Vec<IpNet>,
+    /// When set, INVITEs from the PBX must pass digest auth with these.
+    pub inbound_credentials: Option<Credentials>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MediaSettings {
+    pub rtp_ip: IpAddr,
+    pub public_ip: IpAddr,
+    /// Even start; RTP on even ports, RTCP on the odd one above.
+    pub rtp_ports: RangeInclusive<u16>,
+    pub codecs: Vec<Codec>,
+    pub rtp_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RoutingSettings {
+    /// Template with `{business_number}` and/or `{caller}`.
+    pub inbound_user: String,
+    pub outbound_strip_prefix: String,
+    pub request_permission: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct CallSettings {
+    pub max_concurrent: u32,
+    pub answer_mode: AnswerMode,
+    pub ring_timeout: Duration,
+    pub drain: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum StorageSettings {
+    /// A SQLite database file.
+    SqliteFile(std::path::PathBuf),
+    /// An in-memory database (tests and the demo; nothing survives a restart).
+    SqliteMemory,
+}
+
+/// The validated configuration every part of the bridge reads.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub wati: WatiSettings,
+    pub http: HttpSettings,
+    pub webrtc: WebrtcSettings,
+    pub sip: SipSettings,
+    pub trunk: TrunkSettings,
+    pub media: MediaSettings,
+    pub routing: RoutingSettings,
+    pub calls: CallSettings,
+    pub storage: StorageSettings,
+}
+
+impl Settings {
+    /// Loads and validates the file at `path` with overrides from the process environment.
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        load_settings(path, std::env::vars())
+    }
+
+    /// One line saying what this configuration will do (printed by `check-config`).
+    pub fn summary(&self) -> String {
+        let codecs: Vec<&str> = self.media.codecs.iter().map(|c| c.name()).collect();
+        format!(
+            "webhooks on {}, SIP on {} toward {}, WebRTC ports {}-{}, RTP ports {}-{}, codecs {}, up to {} calls",
+            self.http.listen,
+            self.sip.listen,
+            self.trunk.uri,
+            self.webrtc.ports.start(),
+            self.webrtc.ports.end(),
+            self.media.rtp_ports.start(),
+            self.media.rtp_ports.end(),
+            codecs.join(","),
+            self.calls.max_concurrent,
+        )
+    }
+}
