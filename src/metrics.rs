@@ -58,6 +58,9 @@ pub struct Metrics {
     pub calls_total: Family<CallLabels, Counter>,
     pub calls_active: Family<DirectionLabel, Gauge>,
     pub rtp_packets_total: Family<RtpLabels, Counter>,
+    /// `wsb_rtcp_packets_total{leg,dir}`: RTCP datagrams on the PBX leg's
+    /// RTCP port (counted, not yet interpreted).
+    pub rtcp_packets_total: Family<RtpLabels, Counter>,
     /// `wsb_media_dropped_total{leg,reason}`: media datagrams a call threw
     /// away (beyond design.md's list: what an operator looks at when audio
     /// is missing or someone sprays a media port).
@@ -121,6 +124,12 @@ impl Metrics {
             "Media packets relayed, by leg (whatsapp, pbx) and direction; added when a call ends",
             rtp_packets_total.clone(),
         );
+        let rtcp_packets_total = Family::<RtpLabels, Counter>::default();
+        registry.register(
+            "wsb_rtcp_packets",
+            "RTCP datagrams from the PBX on the RTCP port (leg pbx, dir in); added when a call ends",
+            rtcp_packets_total.clone(),
+        );
         let media_dropped_total = Family::<DroppedLabels, Counter>::default();
         registry.register(
             "wsb_media_dropped",
@@ -144,6 +153,7 @@ impl Metrics {
             calls_total,
             calls_active,
             rtp_packets_total,
+            rtcp_packets_total,
             media_dropped_total,
         }
     }
@@ -189,6 +199,12 @@ impl Metrics {
 
     /// Adds a finished call's packet counts (per call, not per packet: no
     /// shared counter on the media path).
+    pub fn rtcp_packets(&self, leg: &'static str, dir: &'static str, n: u64) {
+        self.rtcp_packets_total
+            .get_or_create(&RtpLabels { leg, dir })
+            .inc_by(n);
+    }
+
     pub fn rtp_packets(&self, leg: &'static str, dir: &'static str, n: u64) {
         self.rtp_packets_total
             .get_or_create(&RtpLabels { leg, dir })

@@ -208,6 +208,11 @@ impl MediaPath {
         }
     }
 
+    /// RTCP datagrams received from the PBX.
+    pub fn rtcp_received(&self) -> u64 {
+        self.rtp.rtcp_rx
+    }
+
     /// Packet counts for the call record and the metrics.
     pub fn counters(&self) -> Option<MediaCounters> {
         let r = self.relay.as_ref()?;

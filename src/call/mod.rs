@@ -166,6 +166,9 @@ async fn finish(
     path: Option<media_path::MediaPath>,
 ) {
     let media = path.as_ref().and_then(media_path::MediaPath::counters);
+    if let Some(p) = &path {
+        ctx.metrics.rtcp_packets("pbx", "in", p.rtcp_received());
+    }
     if let Some(mut p) = path {
         for (leg, reason, n) in p.dropped() {
             ctx.metrics.media_dropped(leg, reason, n);

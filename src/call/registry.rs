@@ -232,12 +232,6 @@ impl Registry {
         }
     }
 
-    pub fn set_sip_call_id(&self, id: u64, sip_call_id: String) {
-        if let Some(e) = self.lock().calls.get_mut(&id) {
-            e.info.sip_call_id = Some(sip_call_id);
-        }
-    }
-
     fn remove(&self, id: u64) {
         let mut g = self.lock();
         if let Some(e) = g.calls.remove(&id) {
@@ -274,10 +268,6 @@ impl Registry {
         let mut g = self.lock();
         g.draining = true;
         g.calls.values().map(|e| e.tx.clone()).collect()
-    }
-
-    pub fn is_draining(&self) -> bool {
-        self.lock().draining
     }
 }
 

@@ -22,6 +22,9 @@ pub struct RtpSocket {
     pub foreign: u64,
     /// Datagrams the OS would not send (full buffer), dropped.
     pub send_dropped: u64,
+    /// RTCP datagrams from the peer on the RTCP port (counted; reports are
+    /// not interpreted yet).
+    pub rtcp_rx: u64,
     batch: RecvBatch,
 }
 
@@ -50,6 +53,7 @@ impl RtpSocket {
             latched: None,
             foreign: 0,
             send_dropped: 0,
+            rtcp_rx: 0,
             batch: RecvBatch::default(),
         })
     }
@@ -97,8 +101,27 @@ impl RtpSocket {
     /// (and counted) once the peer is known. Call [`RtpSocket::latch`] when a
     /// datagram turned out to be valid RTP. Cancel-safe.
     pub async fn recv(&mut self) -> std::io::Result<(Slot, SocketAddr)> {
+        let mut rtcp_buf = [0u8; 256];
         loop {
-            let slot = self.batch.recv(&self.rtp).await?;
+            // RTCP from the peer on port + 1 is counted on the way (RFC 3550
+            // reports are not interpreted yet; a longer compound packet is
+            // cut by the small buffer, which does not matter for counting).
+            let slot = tokio::select! {
+                // RTP first: the hot path, and no random branch order to draw.
+                biased;
+                slot = self.batch.recv(&self.rtp) => slot?,
+                r = self.rtcp.recv_from(&mut rtcp_buf) => {
+                    if let Ok((_, from)) = r {
+                        let peer_ip = self.latched.or(self.signalled).map(|a| a.ip());
+                        if peer_ip.is_none_or(|ip| ip == from.ip()) {
+                            self.rtcp_rx += 1;
+                        } else {
+                            self.foreign += 1;
+                        }
+                    }
+                    continue;
+                }
+            };
             let (_, from) = self.batch.get(slot);
             let known =
                 self.latched == Some(from) || self.signalled.map(|s| s.ip()) == Some(from.ip());
@@ -120,11 +143,6 @@ impl RtpSocket {
             self.latched = Some(from);
         }
     }
-
-    /// The RTCP socket (port + 1), for reports to and from the peer.
-    pub fn rtcp(&self) -> &UdpSocket {
-        &self.rtcp
-    }
 }
 
 #[cfg(test)]
@@ -141,6 +159,40 @@ mod tests {
             2,
             Duration::from_secs(30),
         )))
+    }
+
+    /// RTCP on port + 1 is read and counted while RTP is received; RTCP
+    /// from another address than the peer's is counted as foreign.
+    #[tokio::test]
+    async fn rtcp_from_the_peer_is_counted_and_rtp_still_arrives() {
+        let pool = pool();
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let mut s = RtpSocket::bind(&pool, ip).unwrap();
+        let pbx = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        s.set_remote(Some(pbx.local_addr().unwrap()));
+        let rtcp_port = s.port() + 1;
+        for _ in 0..3 {
+            pbx.send_to(&[0x80, 200, 0, 6], ("127.0.0.1", rtcp_port))
+                .await
+                .unwrap();
+        }
+        let other = tokio::net::UdpSocket::bind("127.0.0.2:0").await.unwrap();
+        other
+            .send_to(&[0x80, 200, 0, 6], ("127.0.0.1", rtcp_port))
+            .await
+            .unwrap();
+        // Let the RTCP arrive first, then RTP.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        pbx.send_to(b"rtp-1", ("127.0.0.1", s.port()))
+            .await
+            .unwrap();
+        let (slot, _) = tokio::time::timeout(Duration::from_secs(5), s.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.datagram(slot), b"rtp-1");
+        assert_eq!(s.rtcp_rx, 3);
+        assert_eq!(s.foreign, 1);
     }
 
     #[tokio::test]

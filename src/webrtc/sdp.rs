@@ -259,13 +259,6 @@ pub fn finish_local(sdp: &str, candidate: SocketAddr) -> Result<String, SdpError
     Ok(out)
 }
 
-/// The `a=setup:` value of an SDP, lower-cased.
-pub fn setup_role(sdp: &str) -> Option<String> {
-    lines(sdp)
-        .find_map(|l| l.strip_prefix("a=setup:"))
-        .map(|s| s.trim().to_ascii_lowercase())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

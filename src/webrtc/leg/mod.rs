@@ -245,68 +245,14 @@ pub struct WaLeg {
     peer_finished_told: bool,
 }
 
-/// The process' DTLS certificate, shared by every leg. A certificate per
-/// call cost a key generation and a signature at every call setup for
-/// nothing: the SDP fingerprint binds whichever certificate we use, and each
-/// DTLS session still agrees fresh (ECDHE) keys. It is replaced after
-/// [`CERT_LIFETIME`]: the certificates str0m makes are valid for a year,
-/// and a bridge runs longer than that. `None` if none could be made; str0m
-/// then makes one per leg.
-fn shared_cert(now: Instant) -> Option<DtlsCert> {
-    static CERT: Mutex<Option<(Instant, DtlsCert)>> = Mutex::new(None);
-    // Call set-up only. A panic while holding the lock cannot leave a
-    // half-written value, so poisoning is ignored.
-    let mut current = CERT.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some((made, cert)) = current.as_ref() {
-        if now.saturating_duration_since(*made) < CERT_LIFETIME {
-            return Some(cert.clone());
-        }
-    }
-    let cert = super::dtls::crypto_provider()
-        .dtls_provider
-        .generate_certificate()?;
-    *current = Some((now, cert.clone()));
-    Some(cert)
-}
-
-/// Makes the process certificate and its DTLS context before any call needs
-/// them. The first certificate costs ~60 ms (aws-lc seeds its random
-/// generator at first use) and its context ~6 ms: the first call after a
-/// start would otherwise wait that long before its SDP answer.
-pub fn prepare(now: Instant) -> Result<(), String> {
-    let cert = shared_cert(now).ok_or("no certificate could be made")?;
-    dtls::prepare(&cert).map_err(|e| e.to_string())
-}
-
 /// How long one process certificate is used: well inside its one-year
 /// validity, so that no call ever presents an expired certificate.
 const CERT_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 
-fn base_config(now: Instant) -> RtcConfig {
-    let mut cfg = RtcConfig::new().set_crypto_provider(super::dtls::crypto_provider());
-    if let Some(cert) = shared_cert(now) {
-        cfg = cfg.set_dtls_cert(cert);
-    }
-    let mut cfg = cfg
-        .clear_codecs()
-        .set_rtp_mode(true)
-        // The relay paces audio itself; str0m must not hold packets back.
-        .set_send_buffer_audio(50)
-        // No RTP header extensions: WhatsApp's offers carry none, and offering
-        // transport-wide-cc (str0m's default) makes the peer send TWCC
-        // feedback we have no use for (no bandwidth estimation on a relayed
-        // audio call) and that cost ~15 % of the bridge's CPU in the loadgen.
-        .clear_extension_map();
-    cfg.codec_config().enable_opus(false, false);
-    cfg
-}
+mod send;
+mod setup;
 
-/// Builds the session and picks up its DTLS instance's [`PeerFinished`].
-fn build_rtc(rc: RtcConfig, now: Instant) -> (Rtc, Option<PeerFinished>) {
-    let _stale = dtls::take_created();
-    let rtc = rc.build(now);
-    (rtc, dtls::take_created())
-}
+pub use setup::prepare;
 
 impl WaLeg {
     fn new(rtc: Rtc, peer_finished: Option<PeerFinished>, cfg: LegConfig, now: Instant) -> WaLeg {
@@ -343,140 +289,8 @@ impl WaLeg {
         }
     }
 
-    fn add_candidate(rtc: &mut Rtc, cfg: &LegConfig) -> Result<(), LegError> {
-        let c = Candidate::host(cfg.advertised, "udp").map_err(rtc_err)?;
-        rtc.add_local_candidate(c);
-        Ok(())
-    }
-
-    /// Answers WhatsApp's offer (an inbound call). Returns the leg and the
-    /// complete SDP answer to send to Wati.
-    pub fn answer(offer: &str, cfg: LegConfig, now: Instant) -> Result<(WaLeg, String), LegError> {
-        let remote = sdp::prepare_remote(offer, cfg.local.ip())?;
-        let mut rc = base_config(now);
-        // Answer with the offer's own payload type numbers.
-        rc.codec_config().add_config(
-            remote.opus_pt.into(),
-            None,
-            Codec::Opus,
-            Frequency::FORTY_EIGHT_KHZ,
-            Some(2),
-            opus_params(),
-        );
-        if let Some((pt, clock)) = remote.telephone_event {
-            rc.codec_config().add_config(
-                pt.into(),
-                None,
-                Codec::Tele,
-                Frequency::new(clock).unwrap_or(Frequency::EIGHT_KHZ),
-                None,
-                Default::default(),
-            );
-        }
-        let (mut rtc, peer_finished) = build_rtc(rc, now);
-        Self::add_candidate(&mut rtc, &cfg)?;
-        {
-            let mut d = rtc.direct_api();
-            // DTLS client: our answer says a=setup:active, as WhatsApp requires.
-            d.start_dtls(true).map_err(rtc_err)?;
-            // start_dtls pre-inits DTLS, which skips str0m's own "remote is
-            // ice-lite, so we control" decision: make it explicitly.
-            d.set_ice_controlling(true);
-        }
-        let parsed =
-            SdpOffer::from_sdp_string(&remote.text).map_err(|e| SdpError::Parse(e.to_string()))?;
-        let answer = rtc.sdp_api().accept_offer(parsed).map_err(rtc_err)?;
-        let text = sdp::finish_local(&answer.to_sdp_string(), cfg.advertised)?;
-        let mut leg = WaLeg::new(rtc, peer_finished, cfg, now);
-        leg.opus_pt = remote.opus_pt.into();
-        leg.mid = remote.mid.as_deref().map(Mid::from);
-        leg.te = remote.telephone_event.map(|(pt, c)| (pt.into(), c));
-        leg.bind_media();
-        Ok((leg, text))
-    }
-
-    /// Creates a complete offer for an outbound call (`a=setup:actpass`, Opus
-    /// 111, telephone-event/8000 126). Apply WhatsApp's answer with [`WaLeg::apply_answer`].
-    pub fn offer(cfg: LegConfig, now: Instant) -> Result<(WaLeg, String), LegError> {
-        let mut rc = base_config(now);
-        rc.codec_config().add_config(
-            111.into(),
-            None,
-            Codec::Opus,
-            Frequency::FORTY_EIGHT_KHZ,
-            Some(2),
-            opus_params(),
-        );
-        rc.codec_config().add_config(
-            126.into(),
-            None,
-            Codec::Tele,
-            Frequency::EIGHT_KHZ,
-            None,
-            Default::default(),
-        );
-        let (mut rtc, peer_finished) = build_rtc(rc, now);
-        Self::add_candidate(&mut rtc, &cfg)?;
-        // We are the full agent facing an ICE-lite peer: always controlling.
-        rtc.direct_api().set_ice_controlling(true);
-        let mut api = rtc.sdp_api();
-        let mid = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
-        let (offer, pending) = api
-            .apply()
-            .ok_or(LegError::Rtc("no offer produced".into()))?;
-        let text = sdp::finish_local(&offer.to_sdp_string(), cfg.advertised)?;
-        let mut leg = WaLeg::new(rtc, peer_finished, cfg, now);
-        leg.pending = Some(pending);
-        leg.mid = Some(mid);
-        leg.te = Some((126.into(), 8000));
-        Ok((leg, text))
-    }
-
-    /// Applies WhatsApp's SDP answer to our offer. WhatsApp answers ICE-lite;
-    /// its `a=setup` decides our DTLS role (it usually takes `active`, making us the server).
-    /// The connect timeout runs from `now`: ringing may have taken a minute.
-    pub fn apply_answer(&mut self, now: Instant, answer: &str) -> Result<(), LegError> {
-        let pending = self.pending.take().ok_or(LegError::NoPendingOffer)?;
-        self.started = now;
-        let remote = sdp::prepare_remote(answer, self.cfg.local.ip())?;
-        let parsed =
-            SdpAnswer::from_sdp_string(&remote.text).map_err(|e| SdpError::Parse(e.to_string()))?;
-        self.rtc
-            .sdp_api()
-            .accept_answer(pending, parsed)
-            .map_err(rtc_err)?;
-        self.rtc.direct_api().set_ice_controlling(true);
-        if remote.opus_pt != 111 {
-            return Err(LegError::AnswerWithoutOpus);
-        }
-        // The answer may leave telephone-event out; WhatsApp then still uses 126 at 8 kHz.
-        self.te = Some(
-            remote
-                .telephone_event
-                .map(|(pt, c)| (pt.into(), c))
-                .unwrap_or((126.into(), 8000)),
-        );
-        self.bind_media();
-        Ok(())
-    }
-
-    /// Finds the sending SSRC str0m declared for our audio media.
-    fn bind_media(&mut self) {
-        if let Some(mid) = self.mid {
-            self.ssrc = self
-                .rtc
-                .direct_api()
-                .stream_tx_by_mid(mid, None)
-                .map(|s| s.ssrc());
-        }
-    }
-
     pub fn stats(&self) -> LegStats {
         self.stats
-    }
-
-    pub fn is_connected(&self) -> bool {
-        self.connected && !self.ended
     }
 
     /// Whether the leg has told its DTLS association that the peer's
@@ -604,79 +418,6 @@ impl WaLeg {
         }
     }
 
-    /// Sends one Opus packet from the relay; `samples` is its length at 48 kHz.
-    /// Dropped while a DTMF event is being sent (RFC 4733 §2.5.1.1 lets the
-    /// event replace the audio) or once the leg has ended; held (the newest
-    /// [`HELD_MAX`]) while it connects, and sent as soon as it has.
-    pub fn send_audio(&mut self, now: Instant, payload: &[u8], samples: u32) {
-        if self.ended || self.dtmf.is_some() {
-            return;
-        }
-        // Until the held audio is out, new audio queues behind it.
-        if !self.connected || !self.held.is_empty() {
-            if self.held.len() == HELD_MAX {
-                self.held.pop_front();
-                self.stats.held_dropped += 1;
-            }
-            self.held.push_back((payload.to_vec(), samples));
-            return;
-        }
-        self.now = self.now.max(now);
-        // After a pause the timeline jumps by the time that passed, so the
-        // receiver's playout stays in step with the sender's clock.
-        if let Some(last) = self.last_sent {
-            let gap = now.saturating_duration_since(last);
-            if gap > IDLE_AFTER {
-                let missing = gap - FRAME;
-                self.ts = self
-                    .ts
-                    .wrapping_add((missing.as_micros() as u64 * 48 / 1000) as u32);
-            }
-        }
-        self.last_audio = Some(now);
-        let pt = self.opus_pt;
-        self.write(now, pt, false, payload);
-        self.ts = self.ts.wrapping_add(samples);
-    }
-
-    /// Sends the next [`HELD_PER_ROUND`] packets of the audio held while the
-    /// leg connected, back to back on one timeline: they are WhatsApp's
-    /// first SRTP packets (it waits for ours), and its jitter buffer plays
-    /// them out from there. `poll_output` calls it again until none is left.
-    fn send_held(&mut self) {
-        let now = self.now;
-        let pt = self.opus_pt;
-        for _ in 0..HELD_PER_ROUND {
-            let Some((payload, samples)) = self.held.pop_front() else {
-                break;
-            };
-            self.write(now, pt, false, &payload);
-            self.ts = self.ts.wrapping_add(samples);
-            self.stats.held_packets += 1;
-            self.last_audio = Some(now);
-        }
-        if self.held.is_empty() {
-            // Give the second's worth of room back.
-            self.held = VecDeque::new();
-        }
-    }
-
-    /// Advances the outgoing timeline over audio that was lost before it
-    /// reached us, so WhatsApp's receiver conceals the gap in place.
-    pub fn skip(&mut self, samples: u32) {
-        if self.dtmf.is_none() {
-            self.ts = self.ts.wrapping_add(samples);
-        }
-    }
-
-    /// Queues a key press to send as RFC 4733 events; unknown digits are ignored.
-    pub fn send_dtmf(&mut self, digit: char, duration: Duration) {
-        if let Some(ev) = dtmf::event_of(digit) {
-            let duration = duration.clamp(Duration::from_millis(40), Duration::from_secs(5));
-            self.dtmf_queue.push_back((ev, duration));
-        }
-    }
-
     /// Ends the leg (the call is over). A final RTCP BYE is not required by
     /// WhatsApp; the terminate API call tells it.
     pub fn close(&mut self) {
@@ -689,110 +430,6 @@ impl WaLeg {
             self.ended = true;
             self.events.push_back(LegEvent::Ended(cause));
         }
-    }
-
-    fn write(&mut self, now: Instant, pt: Pt, marker: bool, payload: &[u8]) {
-        let Some(ssrc) = self.ssrc else {
-            return;
-        };
-        let seq: SeqNo = self.seq.into();
-        self.seq += 1;
-        let mut api = self.rtc.direct_api();
-        let Some(tx) = api.stream_tx(&ssrc) else {
-            return;
-        };
-        let write = RtpWrite::new(pt, seq, self.ts, now, payload.to_vec()).marker(marker);
-        tx.write_rtp(write);
-        self.stats.tx_packets += 1;
-        self.last_sent = Some(now);
-    }
-
-    fn drive_silence(&mut self, now: Instant) {
-        if self.dtmf.is_some() {
-            return;
-        }
-        let relay_active = self.last_audio.is_some_and(|t| now < t + IDLE_AFTER);
-        if relay_active {
-            self.next_silence = None;
-            return;
-        }
-        let due = self.next_silence.unwrap_or(now);
-        if now >= due {
-            let pt = self.opus_pt;
-            self.write(now, pt, false, &OPUS_SILENCE);
-            self.ts = self.ts.wrapping_add(FRAME_48K);
-            self.stats.silence_packets += 1;
-            // Stay on a 20 ms grid even when called late.
-            let mut next = due + FRAME;
-            if next <= now {
-                next = now + FRAME;
-            }
-            self.next_silence = Some(next);
-        }
-    }
-
-    fn drive_dtmf(&mut self, now: Instant) {
-        let Some((te_pt, clock)) = self.te else {
-            self.dtmf_queue.clear();
-            return;
-        };
-        if self.dtmf.is_none() {
-            if self.dtmf_not_before.is_some_and(|t| now < t) {
-                return;
-            }
-            let Some((event, duration)) = self.dtmf_queue.pop_front() else {
-                return;
-            };
-            let total =
-                (duration.as_millis() as u64 * clock as u64 / 1000).min(u16::MAX as u64) as u32;
-            self.dtmf = Some(DtmfSend {
-                event,
-                timestamp: self.ts,
-                total,
-                sent: 0,
-                ends_left: DTMF_END_REPEATS,
-                first: true,
-                next_at: now,
-            });
-        }
-        let Some(mut d) = self.dtmf else { return };
-        if now < d.next_at {
-            return;
-        }
-        let step = clock / 50; // 20 ms of the event clock
-        let end = d.sent >= d.total;
-        if !end {
-            d.sent = (d.sent + step).min(d.total);
-        }
-        let payload = TelephoneEvent {
-            event: d.event,
-            end,
-            volume: DTMF_VOLUME,
-            duration: d.sent as u16,
-        }
-        .to_bytes();
-        // Every packet of one event carries the event's start timestamp (RFC 4733 §2.3.4).
-        let saved = self.ts;
-        self.ts = d.timestamp;
-        self.write(now, te_pt, d.first, &payload);
-        self.ts = saved;
-        d.first = false;
-        d.next_at = now + FRAME;
-        if end {
-            d.ends_left -= 1;
-            if d.ends_left == 0 {
-                // Audio resumes after the event, its time accounted for.
-                let elapsed_48k = (d.total as u64 * 48_000 / clock as u64) as u32;
-                self.ts = d.timestamp.wrapping_add(elapsed_48k.max(FRAME_48K));
-                self.dtmf = None;
-                self.dtmf_not_before = Some(now + DTMF_GAP);
-                self.next_silence = Some(now + FRAME);
-                return;
-            }
-            // The repeats of the end packet go out back to back (5 ms apart).
-            d.next_at = now + Duration::from_millis(5);
-        }
-        self.dtmf = Some(d);
     }
 
     /// The first point of the [`LAZY_GRID`] at or after `t`.
@@ -960,19 +597,11 @@ fn is_housekeeping(reason: str0m::Reason) -> bool {
     matches!(reason, Ice | Feedback | PauseCheck | Stats | NotHappening)
 }
 
-/// Opus as WhatsApp wants it: FEC on, 20 ms minimum packet time.
-fn opus_params() -> str0m::format::FormatParams {
-    str0m::format::FormatParams {
-        min_p_time: Some(10),
-        use_inband_fec: Some(true),
-        ..Default::default()
-    }
-}
-
 // `unwrap`/`expect` in these tests are set-up and assertions: a failure is
 // the test's failure; none is reachable from the bridge's input.
 #[cfg(test)]
 mod tests {
+    use super::setup::shared_cert;
     use super::*;
 
     #[test]

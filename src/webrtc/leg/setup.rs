@@ -1,0 +1,203 @@
+//! Setting the leg up: the process's DTLS certificate, str0m's
+//! configuration for WhatsApp (ICE-lite peer, Opus 111, telephone-event),
+//! answering WhatsApp's offer and making ours, applying the user's answer.
+
+use super::*;
+
+/// The process' DTLS certificate, shared by every leg. A certificate per
+/// call cost a key generation and a signature at every call setup for
+/// nothing: the SDP fingerprint binds whichever certificate we use, and each
+/// DTLS session still agrees fresh (ECDHE) keys. It is replaced after
+/// [`CERT_LIFETIME`]: the certificates str0m makes are valid for a year,
+/// and a bridge runs longer than that. `None` if none could be made; str0m
+/// then makes one per leg.
+pub(super) fn shared_cert(now: Instant) -> Option<DtlsCert> {
+    static CERT: Mutex<Option<(Instant, DtlsCert)>> = Mutex::new(None);
+    // Call set-up only. A panic while holding the lock cannot leave a
+    // half-written value, so poisoning is ignored.
+    let mut current = CERT.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((made, cert)) = current.as_ref() {
+        if now.saturating_duration_since(*made) < CERT_LIFETIME {
+            return Some(cert.clone());
+        }
+    }
+    let cert = super::dtls::crypto_provider()
+        .dtls_provider
+        .generate_certificate()?;
+    *current = Some((now, cert.clone()));
+    Some(cert)
+}
+
+/// Makes the process certificate and its DTLS context before any call needs
+/// them. The first certificate costs ~60 ms (aws-lc seeds its random
+/// generator at first use) and its context ~6 ms: the first call after a
+/// start would otherwise wait that long before its SDP answer.
+pub fn prepare(now: Instant) -> Result<(), String> {
+    let cert = shared_cert(now).ok_or("no certificate could be made")?;
+    dtls::prepare(&cert).map_err(|e| e.to_string())
+}
+
+pub(super) fn base_config(now: Instant) -> RtcConfig {
+    let mut cfg = RtcConfig::new().set_crypto_provider(super::dtls::crypto_provider());
+    if let Some(cert) = shared_cert(now) {
+        cfg = cfg.set_dtls_cert(cert);
+    }
+    let mut cfg = cfg
+        .clear_codecs()
+        .set_rtp_mode(true)
+        // The relay paces audio itself; str0m must not hold packets back.
+        .set_send_buffer_audio(50)
+        // No RTP header extensions: WhatsApp's offers carry none, and offering
+        // transport-wide-cc (str0m's default) makes the peer send TWCC
+        // feedback we have no use for (no bandwidth estimation on a relayed
+        // audio call) and that cost ~15 % of the bridge's CPU in the loadgen.
+        .clear_extension_map();
+    cfg.codec_config().enable_opus(false, false);
+    cfg
+}
+
+/// Builds the session and picks up its DTLS instance's [`PeerFinished`].
+pub(super) fn build_rtc(rc: RtcConfig, now: Instant) -> (Rtc, Option<PeerFinished>) {
+    let _stale = dtls::take_created();
+    let rtc = rc.build(now);
+    (rtc, dtls::take_created())
+}
+
+/// Opus as WhatsApp wants it: FEC on, 20 ms minimum packet time.
+pub(super) fn opus_params() -> str0m::format::FormatParams {
+    str0m::format::FormatParams {
+        min_p_time: Some(10),
+        use_inband_fec: Some(true),
+        ..Default::default()
+    }
+}
+
+impl WaLeg {
+    pub(super) fn add_candidate(rtc: &mut Rtc, cfg: &LegConfig) -> Result<(), LegError> {
+        let c = Candidate::host(cfg.advertised, "udp").map_err(rtc_err)?;
+        rtc.add_local_candidate(c);
+        Ok(())
+    }
+
+    /// Answers WhatsApp's offer (an inbound call). Returns the leg and the
+    /// complete SDP answer to send to Wati.
+    pub fn answer(offer: &str, cfg: LegConfig, now: Instant) -> Result<(WaLeg, String), LegError> {
+        let remote = sdp::prepare_remote(offer, cfg.local.ip())?;
+        let mut rc = base_config(now);
+        // Answer with the offer's own payload type numbers.
+        rc.codec_config().add_config(
+            remote.opus_pt.into(),
+            None,
+            Codec::Opus,
+            Frequency::FORTY_EIGHT_KHZ,
+            Some(2),
+            opus_params(),
+        );
+        if let Some((pt, clock)) = remote.telephone_event {
+            rc.codec_config().add_config(
+                pt.into(),
+                None,
+                Codec::Tele,
+                Frequency::new(clock).unwrap_or(Frequency::EIGHT_KHZ),
+                None,
+                Default::default(),
+            );
+        }
+        let (mut rtc, peer_finished) = build_rtc(rc, now);
+        Self::add_candidate(&mut rtc, &cfg)?;
+        {
+            let mut d = rtc.direct_api();
+            // DTLS client: our answer says a=setup:active, as WhatsApp requires.
+            d.start_dtls(true).map_err(rtc_err)?;
+            // start_dtls pre-inits DTLS, which skips str0m's own "remote is
+            // ice-lite, so we control" decision: make it explicitly.
+            d.set_ice_controlling(true);
+        }
+        let parsed =
+            SdpOffer::from_sdp_string(&remote.text).map_err(|e| SdpError::Parse(e.to_string()))?;
+        let answer = rtc.sdp_api().accept_offer(parsed).map_err(rtc_err)?;
+        let text = sdp::finish_local(&answer.to_sdp_string(), cfg.advertised)?;
+        let mut leg = WaLeg::new(rtc, peer_finished, cfg, now);
+        leg.opus_pt = remote.opus_pt.into();
+        leg.mid = remote.mid.as_deref().map(Mid::from);
+        leg.te = remote.telephone_event.map(|(pt, c)| (pt.into(), c));
+        leg.bind_media();
+        Ok((leg, text))
+    }
+
+    /// Creates a complete offer for an outbound call (`a=setup:actpass`, Opus
+    /// 111, telephone-event/8000 126). Apply WhatsApp's answer with [`WaLeg::apply_answer`].
+    pub fn offer(cfg: LegConfig, now: Instant) -> Result<(WaLeg, String), LegError> {
+        let mut rc = base_config(now);
+        rc.codec_config().add_config(
+            111.into(),
+            None,
+            Codec::Opus,
+            Frequency::FORTY_EIGHT_KHZ,
+            Some(2),
+            opus_params(),
+        );
+        rc.codec_config().add_config(
+            126.into(),
+            None,
+            Codec::Tele,
+            Frequency::EIGHT_KHZ,
+            None,
+            Default::default(),
+        );
+        let (mut rtc, peer_finished) = build_rtc(rc, now);
+        Self::add_candidate(&mut rtc, &cfg)?;
+        // We are the full agent facing an ICE-lite peer: always controlling.
+        rtc.direct_api().set_ice_controlling(true);
+        let mut api = rtc.sdp_api();
+        let mid = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+        let (offer, pending) = api
+            .apply()
+            .ok_or(LegError::Rtc("no offer produced".into()))?;
+        let text = sdp::finish_local(&offer.to_sdp_string(), cfg.advertised)?;
+        let mut leg = WaLeg::new(rtc, peer_finished, cfg, now);
+        leg.pending = Some(pending);
+        leg.mid = Some(mid);
+        leg.te = Some((126.into(), 8000));
+        Ok((leg, text))
+    }
+
+    /// Applies WhatsApp's SDP answer to our offer. WhatsApp answers ICE-lite;
+    /// its `a=setup` decides our DTLS role (it usually takes `active`, making us the server).
+    /// The connect timeout runs from `now`: ringing may have taken a minute.
+    pub fn apply_answer(&mut self, now: Instant, answer: &str) -> Result<(), LegError> {
+        let pending = self.pending.take().ok_or(LegError::NoPendingOffer)?;
+        self.started = now;
+        let remote = sdp::prepare_remote(answer, self.cfg.local.ip())?;
+        let parsed =
+            SdpAnswer::from_sdp_string(&remote.text).map_err(|e| SdpError::Parse(e.to_string()))?;
+        self.rtc
+            .sdp_api()
+            .accept_answer(pending, parsed)
+            .map_err(rtc_err)?;
+        self.rtc.direct_api().set_ice_controlling(true);
+        if remote.opus_pt != 111 {
+            return Err(LegError::AnswerWithoutOpus);
+        }
+        // The answer may leave telephone-event out; WhatsApp then still uses 126 at 8 kHz.
+        self.te = Some(
+            remote
+                .telephone_event
+                .map(|(pt, c)| (pt.into(), c))
+                .unwrap_or((126.into(), 8000)),
+        );
+        self.bind_media();
+        Ok(())
+    }
+
+    /// Finds the sending SSRC str0m declared for our audio media.
+    pub(super) fn bind_media(&mut self) {
+        if let Some(mid) = self.mid {
+            self.ssrc = self
+                .rtc
+                .direct_api()
+                .stream_tx_by_mid(mid, None)
+                .map(|s| s.ssrc());
+        }
+    }
+}
