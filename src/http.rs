@@ -20,7 +20,7 @@ use crate::metrics::Metrics;
 use crate::store::Store;
 
 #[derive(Clone)]
-pub struct OpsState {
+pub(crate) struct OpsState {
     pub health: Arc<Health>,
     pub metrics: Arc<Metrics>,
     pub store: Store,
@@ -29,7 +29,7 @@ pub struct OpsState {
     pub admin_token: Option<Arc<str>>,
 }
 
-pub fn routes(state: OpsState) -> Router {
+pub(crate) fn routes(state: OpsState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::time::Sleep;
 
-pub struct LazyTimer {
+pub(crate) struct LazyTimer {
     sleep: Pin<Box<Sleep>>,
     armed: Option<Instant>,
 }
@@ -25,7 +25,7 @@ impl Default for LazyTimer {
 
 impl LazyTimer {
     /// Makes sure the timer fires no later than `at`.
-    pub fn arm(&mut self, at: Instant) {
+    pub(crate) fn arm(&mut self, at: Instant) {
         if self.armed.is_none_or(|armed| at < armed) {
             self.sleep
                 .as_mut()
@@ -34,13 +34,14 @@ impl LazyTimer {
         }
     }
 
-    pub fn is_armed(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_armed(&self) -> bool {
         self.armed.is_some()
     }
 
     /// Waits for the armed deadline and disarms. Pending forever when not
     /// armed; cancel-safe (the deadline stays armed if the wait is dropped).
-    pub async fn fired(&mut self) {
+    pub(crate) async fn fired(&mut self) {
         if self.armed.is_none() {
             return std::future::pending().await;
         }

@@ -1,23 +1,33 @@
 //! wa-sip-bridge: WhatsApp voice calls (through Wati's calling API) to and
 //! from a SIP PBX. This file only wires the pieces together; see
 //! `design.md` §3 for which module may use which.
+//!
+//! The crate's public surface is what the binary, the demo, the tests,
+//! the benches and the examples drive: [`Bridge`] and [`run`], the
+//! configuration, the demo's peers (fake Wati, simulated WhatsApp, built-in
+//! PBX), each leg on its own (`sip::{message, ua, sdp, …}`, `webrtc`'s
+//! session, `media::relay` and its codecs), the store, the Wati client and
+//! the typed ids. The call layer, HTTP routes, metrics, port pool and the
+//! sockets' internals are `pub(crate)`; `unreachable_pub` keeps every other
+//! item's `pub` honest, so the compiler sees dead code.
+#![warn(unreachable_pub)]
 
-pub mod call;
+pub(crate) mod call;
 pub mod config;
 pub mod demo;
 pub mod dtmf;
 pub mod health;
-pub mod http;
+pub(crate) mod http;
 pub mod ids;
-pub mod lazy_timer;
+pub(crate) mod lazy_timer;
 pub mod media;
-pub mod metrics;
-pub mod ports;
+pub(crate) mod metrics;
+pub(crate) mod ports;
 pub mod sip;
 pub mod store;
 #[cfg(test)]
 mod test_util;
-pub mod udp_batch;
+pub(crate) mod udp_batch;
 pub mod wati;
 pub mod webrtc;
 

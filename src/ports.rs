@@ -16,11 +16,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a released port rests before reuse.
-pub const DEFAULT_QUARANTINE: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_QUARANTINE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum PortError {
+pub(crate) enum PortError {
     #[error("no free port in {min}-{max} ({in_use} in use, {quarantined} quarantined)")]
     Exhausted {
         min: u16,
@@ -33,7 +33,7 @@ pub enum PortError {
 }
 
 #[derive(Debug)]
-pub struct PortPool {
+pub(crate) struct PortPool {
     range: RangeInclusive<u16>,
     free: VecDeque<u16>,
     /// Released ports with the instant they become free again, oldest first.
@@ -45,7 +45,7 @@ pub struct PortPool {
 impl PortPool {
     /// A pool of ports from `range` taken every `step` (1 for single ports, 2
     /// for RTP/RTCP pairs, whose first port must then be even).
-    pub fn new(range: RangeInclusive<u16>, step: u16, quarantine: Duration) -> PortPool {
+    pub(crate) fn new(range: RangeInclusive<u16>, step: u16, quarantine: Duration) -> PortPool {
         let step = step.max(1);
         let mut start = *range.start();
         if step == 2 && start % 2 == 1 {
@@ -78,7 +78,7 @@ impl PortPool {
     }
 
     /// Takes the free port that has rested longest.
-    pub fn allocate(&mut self, now: Instant) -> Result<u16, PortError> {
+    pub(crate) fn allocate(&mut self, now: Instant) -> Result<u16, PortError> {
         self.thaw(now);
         match self.free.pop_front() {
             Some(p) => {
@@ -96,24 +96,26 @@ impl PortPool {
 
     /// Returns a port; it becomes available again after the quarantine.
     /// Releasing a port that is not in use does nothing.
-    pub fn release(&mut self, port: u16, now: Instant) {
+    pub(crate) fn release(&mut self, port: u16, now: Instant) {
         if self.in_use.remove(&port) {
             self.quarantined.push_back((port, now + self.quarantine));
         }
     }
 
-    pub fn in_use(&self) -> usize {
-        self.in_use.len()
-    }
-
     /// Ports that could be handed out at `now`.
-    pub fn available(&mut self, now: Instant) -> usize {
+    #[cfg(test)]
+    pub(crate) fn available(&mut self, now: Instant) -> usize {
         self.thaw(now);
         self.free.len()
     }
+
+    #[cfg(test)]
+    pub(crate) fn in_use(&self) -> usize {
+        self.in_use.len()
+    }
 }
 
-pub type SharedPortPool = Arc<Mutex<PortPool>>;
+pub(crate) type SharedPortPool = Arc<Mutex<PortPool>>;
 
 /// A port taken from a pool; dropping it releases the port into quarantine.
 #[derive(Debug)]
@@ -139,7 +141,7 @@ impl Drop for PortLease {
 /// Takes a port from `pool` and binds a UDP socket on `ip` to it. A port
 /// another program holds is skipped (it goes to quarantine) and the next one
 /// is tried, a bounded number of times.
-pub fn bind_udp(
+pub(crate) fn bind_udp(
     pool: &SharedPortPool,
     ip: IpAddr,
 ) -> Result<(std::net::UdpSocket, PortLease), PortError> {
@@ -155,7 +157,7 @@ pub fn bind_udp(
 
 /// As [`bind_udp`], for `count` consecutive ports starting at the pool's port
 /// (an RTP/RTCP pair: the pool hands out even ports, `count` = 2).
-pub fn bind_consecutive(
+pub(crate) fn bind_consecutive(
     pool: &SharedPortPool,
     ip: IpAddr,
     count: u16,

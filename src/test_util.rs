@@ -2,10 +2,10 @@
 
 /// A small deterministic generator (xorshift64) for hostile-input tests:
 /// the same seed gives the same inputs on every run.
-pub struct Xorshift(pub u64);
+pub(crate) struct Xorshift(pub u64);
 
 impl Xorshift {
-    pub fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -14,7 +14,7 @@ impl Xorshift {
 
     /// `base` with up to `max_edits` random edits: a byte replaced, a byte
     /// removed, or one of `inserts` (delimiters of the format) inserted.
-    pub fn mutate(&mut self, base: &[u8], max_edits: u64, inserts: &[u8]) -> Vec<u8> {
+    pub(crate) fn mutate(&mut self, base: &[u8], max_edits: u64, inserts: &[u8]) -> Vec<u8> {
         let mut m = base.to_vec();
         for _ in 0..self.next() % (max_edits + 1) {
             if m.is_empty() {

@@ -25,15 +25,15 @@ use tokio::net::UdpSocket;
 
 /// Largest datagram kept (SRTP, DTLS, STUN and RTP stay under the MTU);
 /// longer ones are dropped as truncated.
-pub const MAX_DATAGRAM: usize = 2048;
+pub(crate) const MAX_DATAGRAM: usize = 2048;
 /// Datagrams asked for per read: two tell "one arrived" from "more wait".
 const BATCH: usize = 2;
 
 /// A datagram's slot in the batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Slot(usize);
+pub(crate) struct Slot(usize);
 
-pub struct RecvBatch {
+pub(crate) struct RecvBatch {
     /// The datagrams of the last read, back to back: sized by what arrives
     /// (a few hundred bytes of audio), not by [`MAX_DATAGRAM`] per slot.
     held: Vec<u8>,
@@ -76,7 +76,7 @@ impl Default for RecvBatch {
 impl RecvBatch {
     /// The next datagram: one already read, or the next from `socket`.
     /// Cancel-safe.
-    pub async fn recv(&mut self, socket: &UdpSocket) -> io::Result<Slot> {
+    pub(crate) async fn recv(&mut self, socket: &UdpSocket) -> io::Result<Slot> {
         loop {
             if self.next < self.count {
                 let slot = Slot(self.next);
@@ -102,7 +102,7 @@ impl RecvBatch {
     }
 
     /// The datagram in `slot` and its source.
-    pub fn get(&self, slot: Slot) -> (&[u8], SocketAddr) {
+    pub(crate) fn get(&self, slot: Slot) -> (&[u8], SocketAddr) {
         let start = match slot.0 {
             0 => 0,
             i => self.ends[i - 1],

@@ -87,7 +87,7 @@ fn display_name(raw: &str) -> String {
     out
 }
 
-pub async fn run(
+pub(crate) async fn run(
     ctx: Arc<CallCtx>,
     live_id: u64,
     call: InboundCall,

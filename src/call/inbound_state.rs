@@ -23,7 +23,7 @@ use crate::webrtc::LegEnd;
 
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Input {
+pub(crate) enum Input {
     /// ICE and DTLS with WhatsApp are up.
     LegConnected,
     LegEnded(LegEnd),
@@ -58,7 +58,7 @@ pub enum Input {
 
 /// What to do.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Action {
+pub(crate) enum Action {
     /// Start relaying media with the PBX's negotiated media; feed
     /// [`Input::RelayStarted`] back.
     StartRelay(Negotiated),
@@ -88,7 +88,7 @@ enum Phase {
     Ended,
 }
 
-pub struct InboundState {
+pub(crate) struct InboundState {
     /// `calls.answer_mode = "immediate"`: accepted at Wati before the INVITE
     /// was answered, the PBX's early media relayed.
     immediate: bool,
@@ -104,7 +104,7 @@ pub struct InboundState {
 }
 
 impl InboundState {
-    pub fn new(immediate: bool, codecs: &[Codec]) -> InboundState {
+    pub(crate) fn new(immediate: bool, codecs: &[Codec]) -> InboundState {
         InboundState {
             immediate,
             codecs: codecs.to_vec(),
@@ -117,12 +117,12 @@ impl InboundState {
     }
 
     /// The next thing to do, until `None`.
-    pub fn poll_action(&mut self) -> Option<Action> {
+    pub(crate) fn poll_action(&mut self) -> Option<Action> {
         self.out.poll()
     }
 
     /// How the call ended, once it has (after its actions are drained).
-    pub fn ending(&mut self) -> Option<Ending> {
+    pub(crate) fn ending(&mut self) -> Option<Ending> {
         self.out.ending()
     }
 
@@ -145,7 +145,7 @@ impl InboundState {
         self.end(ending(cause, sip_code, true));
     }
 
-    pub fn handle(&mut self, input: Input) {
+    pub(crate) fn handle(&mut self, input: Input) {
         if self.phase == Phase::Ended {
             return;
         }
@@ -251,8 +251,9 @@ impl InboundState {
         self.out.push(Action::Answered);
     }
 
+    #[cfg(test)]
     /// Whether the call is answered on both sides.
-    pub fn is_answered(&self) -> bool {
+    pub(crate) fn is_answered(&self) -> bool {
         self.phase == Phase::Answered
     }
 }

@@ -28,7 +28,7 @@ pub enum RelayError {
 }
 
 /// The relay's view of the WhatsApp leg.
-pub struct WaSink<'a>(pub &'a mut WaLeg);
+pub(crate) struct WaSink<'a>(pub &'a mut WaLeg);
 
 impl ToWhatsApp for WaSink<'_> {
     fn audio(&mut self, now: Instant, opus: &[u8], samples: u32) {
@@ -44,7 +44,7 @@ impl ToWhatsApp for WaSink<'_> {
 
 /// What the call's logic hears from its media.
 #[derive(Debug)]
-pub enum PathEvent {
+pub(crate) enum PathEvent {
     /// ICE and DTLS-SRTP with WhatsApp are up.
     Connected,
     /// The WhatsApp leg failed or closed.
@@ -53,7 +53,7 @@ pub enum PathEvent {
     Timeout(MediaTimeout),
 }
 
-pub fn relay_config(n: &Negotiated, rtp_timeout: Duration) -> RelayConfig {
+pub(crate) fn relay_config(n: &Negotiated, rtp_timeout: Duration) -> RelayConfig {
     let sip_codec = match n.codec {
         Codec::Opus => SipCodec::Opus { pt: n.pt },
         Codec::Pcmu => SipCodec::G711 {
@@ -103,7 +103,7 @@ fn stamped_sdp(
     })
 }
 
-pub struct MediaPath {
+pub(crate) struct MediaPath {
     pub leg: LegSocket,
     pub rtp: RtpSocket,
     relay: Option<Relay>,
@@ -118,7 +118,7 @@ pub struct MediaPath {
 }
 
 impl MediaPath {
-    pub fn new(leg: LegSocket, rtp: RtpSocket, public_ip: std::net::IpAddr) -> MediaPath {
+    pub(crate) fn new(leg: LegSocket, rtp: RtpSocket, public_ip: std::net::IpAddr) -> MediaPath {
         let local_media = SocketAddr::new(public_ip, rtp.port());
         MediaPath {
             leg,
@@ -132,7 +132,11 @@ impl MediaPath {
     }
 
     /// Starts relaying with the codec agreed with the PBX.
-    pub fn start_relay(&mut self, n: Negotiated, rtp_timeout: Duration) -> Result<(), RelayError> {
+    pub(crate) fn start_relay(
+        &mut self,
+        n: Negotiated,
+        rtp_timeout: Duration,
+    ) -> Result<(), RelayError> {
         self.rtp.set_remote(n.remote);
         self.relay = Some(Relay::new(relay_config(&n, rtp_timeout), Instant::now())?);
         self.negotiated = Some(n);
@@ -140,28 +144,24 @@ impl MediaPath {
     }
 
     /// The PBX moved its media (a 200 after a 183 with another address).
-    pub fn set_pbx_remote(&mut self, remote: Option<SocketAddr>) {
+    pub(crate) fn set_pbx_remote(&mut self, remote: Option<SocketAddr>) {
         if remote.is_some() {
             self.rtp.set_remote(remote);
         }
     }
 
-    pub fn relaying(&self) -> bool {
-        self.relay.is_some()
-    }
-
-    pub fn codec(&self) -> Option<Codec> {
+    pub(crate) fn codec(&self) -> Option<Codec> {
         self.negotiated.as_ref().map(|n| n.codec)
     }
 
     /// Our first RTP offer (an inbound call's INVITE): every codec of `codecs`.
-    pub fn offer_sdp(&mut self, codecs: &[Codec]) -> String {
+    pub(crate) fn offer_sdp(&mut self, codecs: &[Codec]) -> String {
         stamped_sdp(&mut self.origin, self.local_media, codecs, None)
     }
 
     /// Our RTP SDP for the agreed codec (an answer, or our offer when a
     /// re-INVITE came without one).
-    pub fn local_sdp(&mut self, codecs: &[Codec]) -> Option<String> {
+    pub(crate) fn local_sdp(&mut self, codecs: &[Codec]) -> Option<String> {
         let n = self.negotiated.as_ref()?;
         Some(stamped_sdp(
             &mut self.origin,
@@ -179,7 +179,11 @@ impl MediaPath {
     /// negotiated, 488 for an offer we cannot read or share no codec with,
     /// 500 when the new codec's coder cannot be made; the session then stays
     /// as it was (RFC 3261 §14.2).
-    pub fn answer_reoffer(&mut self, offer: Option<&str>, codecs: &[Codec]) -> Result<String, u16> {
+    pub(crate) fn answer_reoffer(
+        &mut self,
+        offer: Option<&str>,
+        codecs: &[Codec],
+    ) -> Result<String, u16> {
         let current = self.negotiated.as_ref().ok_or(491u16)?;
         if let Some(text) = offer {
             let m = sdp::parse(text).map_err(|_| 488u16)?;
@@ -202,19 +206,19 @@ impl MediaPath {
     }
 
     /// A key press the PBX sent as SIP INFO.
-    pub fn sip_info_dtmf(&mut self, digit: char, duration: Duration) {
+    pub(crate) fn sip_info_dtmf(&mut self, digit: char, duration: Duration) {
         if let Some(r) = self.relay.as_mut() {
             r.sip_info_dtmf(digit, duration, &mut WaSink(self.leg.leg()));
         }
     }
 
     /// RTCP datagrams received from the PBX.
-    pub fn rtcp_received(&self) -> u64 {
+    pub(crate) fn rtcp_received(&self) -> u64 {
         self.rtp.rtcp_rx
     }
 
     /// Packet counts for the call record and the metrics.
-    pub fn counters(&self) -> Option<MediaCounters> {
+    pub(crate) fn counters(&self) -> Option<MediaCounters> {
         let r = self.relay.as_ref()?;
         Some(MediaCounters {
             codec: self.codec().map(|c| c.name().to_string()),
@@ -227,7 +231,7 @@ impl MediaPath {
 
     /// Datagrams the call's sockets and legs dropped, as
     /// `(leg, reason, count)` for `wsb_media_dropped_total`.
-    pub fn dropped(&mut self) -> [(&'static str, &'static str, u64); 7] {
+    pub(crate) fn dropped(&mut self) -> [(&'static str, &'static str, u64); 7] {
         [
             ("whatsapp", "invalid", self.leg.leg().stats().dropped),
             (
@@ -244,7 +248,7 @@ impl MediaPath {
     }
 
     /// Relays media until something the call must decide on happens. Cancel-safe.
-    pub async fn next(&mut self) -> PathEvent {
+    pub(crate) async fn next(&mut self) -> PathEvent {
         loop {
             if let Some(d) = self.relay.as_ref().map(|r| r.next_timeout()) {
                 self.relay_timer.arm(d);

@@ -6,18 +6,18 @@
 //! call (status, answer, Terminate) go to its task through the [`registry`].
 //! Permission updates go to the permission cache in the store.
 
-pub mod end_cause;
-pub mod inbound;
-pub mod inbound_state;
-pub mod media_path;
-pub mod outbound;
-pub mod outbound_state;
-pub mod recovery;
-pub mod registry;
-pub mod sip_task;
-pub mod trunk;
+pub(crate) mod end_cause;
+pub(crate) mod inbound;
+pub(crate) mod inbound_state;
+pub(crate) mod media_path;
+pub(crate) mod outbound;
+pub(crate) mod outbound_state;
+pub(crate) mod recovery;
+pub(crate) mod registry;
+pub(crate) mod sip_task;
+pub(crate) mod trunk;
 
-pub use end_cause::EndCause;
+pub(crate) use end_cause::EndCause;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -36,7 +36,7 @@ use sip_task::SipHandle;
 
 /// What every call task needs.
 #[derive(Clone)]
-pub struct CallCtx {
+pub(crate) struct CallCtx {
     pub settings: Settings,
     pub store: Store,
     pub wati: WatiClient,
@@ -55,14 +55,14 @@ pub struct CallCtx {
 /// steps (reqwest futures, the record's write) made a call task 7–8.5 KiB
 /// that its steady state (relaying) never needs. (A plain function: an
 /// `async fn` would hold `step` inline again.)
-pub fn cold<F: std::future::Future>(step: F) -> std::pin::Pin<Box<F>> {
+pub(crate) fn cold<F: std::future::Future>(step: F) -> std::pin::Pin<Box<F>> {
     Box::pin(step)
 }
 
 /// What a call's state machine has to say: the actions it asked for, in
 /// order, and, once the call is over, how it ended. The ending is handed out
 /// only after the actions are drained (the BYE goes out before the record).
-pub struct Steps<A> {
+pub(crate) struct Steps<A> {
     actions: std::collections::VecDeque<A>,
     ending: Option<Ending>,
 }
@@ -77,21 +77,21 @@ impl<A> Default for Steps<A> {
 }
 
 impl<A> Steps<A> {
-    pub fn push(&mut self, action: A) {
+    pub(crate) fn push(&mut self, action: A) {
         self.actions.push_back(action);
     }
 
     /// The next action, until `None`.
-    pub fn poll(&mut self) -> Option<A> {
+    pub(crate) fn poll(&mut self) -> Option<A> {
         self.actions.pop_front()
     }
 
-    pub fn end(&mut self, e: Ending) {
+    pub(crate) fn end(&mut self, e: Ending) {
         self.ending = Some(e);
     }
 
     /// How the call ended, once it has and its actions are drained.
-    pub fn ending(&mut self) -> Option<Ending> {
+    pub(crate) fn ending(&mut self) -> Option<Ending> {
         if self.actions.is_empty() {
             self.ending.take()
         } else {
@@ -101,7 +101,7 @@ impl<A> Steps<A> {
 }
 
 /// How a call ended, for its record.
-pub struct Ending {
+pub(crate) struct Ending {
     pub cause: EndCause,
     /// The final response or the 200 of an answered call.
     pub sip_code: Option<u16>,
@@ -110,7 +110,7 @@ pub struct Ending {
 }
 
 /// The PBX side is hung up where the ending is decided; this records the rest.
-pub fn ending(cause: EndCause, sip_code: Option<u16>, terminate_at_wati: bool) -> Ending {
+pub(crate) fn ending(cause: EndCause, sip_code: Option<u16>, terminate_at_wati: bool) -> Ending {
     Ending {
         cause,
         sip_code,
@@ -199,7 +199,7 @@ async fn finish(
 
 /// Drains webhook events and the PBX's INVITEs until both sources are gone,
 /// starting and feeding call tasks.
-pub async fn run_calls(
+pub(crate) async fn run_calls(
     mut events: mpsc::Receiver<Received>,
     mut invites: mpsc::Receiver<IncomingInvite>,
     ctx: CallCtx,

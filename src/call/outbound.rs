@@ -43,7 +43,7 @@ use crate::webrtc::{LegConfig, LegError, WaLeg};
 
 /// An INVITE from the PBX that passed the ACL and authentication.
 #[derive(Debug)]
-pub struct IncomingInvite {
+pub(crate) struct IncomingInvite {
     pub call: CallRef,
     pub invite: Msg,
     pub source: Peer,
@@ -53,14 +53,14 @@ pub struct IncomingInvite {
 
 /// A grant from the Call Permission webhook or from Wati's answer is trusted
 /// this long; after that Wati is asked again (grants expire and can be revoked).
-pub const PERMISSION_CACHE: Duration = Duration::from_secs(3600);
+pub(crate) const PERMISSION_CACHE: Duration = Duration::from_secs(3600);
 /// A permission request is not repeated for a user within this time
 /// (Meta allows one request per user per 24 hours).
-pub const PERMISSION_REQUEST_PENDING: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const PERMISSION_REQUEST_PENDING: Duration = Duration::from_secs(24 * 3600);
 
 /// The WhatsApp number the PBX dialled: the request-URI user without
 /// `routing.outbound_strip_prefix` (when it starts with it) and without `+`.
-pub fn waid_from_request_uri(invite: &Msg, strip_prefix: &str) -> Result<Waid, NotAWaid> {
+pub(crate) fn waid_from_request_uri(invite: &Msg, strip_prefix: &str) -> Result<Waid, NotAWaid> {
     let user = SipUa::dialled_user(invite).unwrap_or_default();
     // RFC 3261 §19.1.2: '+' may arrive escaped in the user part.
     let user = user.replace("%2B", "+").replace("%2b", "+");
@@ -131,7 +131,7 @@ fn reason_header(code: u16, text: &str) -> (&'static str, String) {
     ("reason", format!("SIP;cause={code};text=\"{text}\""))
 }
 
-pub async fn run(
+pub(crate) async fn run(
     ctx: Arc<CallCtx>,
     live_id: u64,
     mut inc: IncomingInvite,

@@ -26,11 +26,11 @@ use crate::webrtc::LegError;
 
 /// Why the PBX's number cannot be a WhatsApp user (404).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NotAWaid(pub String);
+pub(crate) struct NotAWaid(pub String);
 
 /// What became of the permission check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Permit {
+pub(crate) enum Permit {
     Granted,
     /// Not granted; what happened to the permission request.
     Refused(RequestOutcome),
@@ -67,13 +67,13 @@ impl RequestOutcome {
 
 /// What the PBX is told when the call does not get answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Final {
+pub(crate) struct Final {
     pub code: u16,
     pub phrase: &'static str,
     pub reason: Option<String>,
 }
 
-pub fn final_(code: u16, phrase: &'static str, reason: impl Into<Option<String>>) -> Final {
+pub(crate) fn final_(code: u16, phrase: &'static str, reason: impl Into<Option<String>>) -> Final {
     Final {
         code,
         phrase,
@@ -83,7 +83,7 @@ pub fn final_(code: u16, phrase: &'static str, reason: impl Into<Option<String>>
 
 /// The PBX's answer to a call that was not answered: WhatsApp's status
 /// mapped to SIP (design.md §2 and §4).
-pub fn final_for_status(status: OutboundStatus) -> Option<Final> {
+pub(crate) fn final_for_status(status: OutboundStatus) -> Option<Final> {
     match status {
         OutboundStatus::Calling | OutboundStatus::Ringing | OutboundStatus::Accepted => None,
         OutboundStatus::Busy => Some(final_(486, "Busy Here", None)),
@@ -100,7 +100,7 @@ pub fn final_for_status(status: OutboundStatus) -> Option<Final> {
     }
 }
 
-pub fn declined() -> Final {
+pub(crate) fn declined() -> Final {
     final_(
         603,
         "Decline",
@@ -110,7 +110,7 @@ pub fn declined() -> Final {
 
 /// Why the call's media could not be set up before placing it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MediaSetup {
+pub(crate) enum MediaSetup {
     NoWebrtcPort(String),
     WebrtcSocket,
     WebrtcOffer(String),
@@ -151,7 +151,7 @@ impl MediaSetup {
 
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Input {
+pub(crate) enum Input {
     /// The outcome of [`Action::CheckPermission`] (`Err`: Wati's error).
     Permission(Result<Permit, WatiError>),
     /// The outcome of [`Action::PrepareMedia`].
@@ -197,7 +197,7 @@ pub enum Input {
 
 /// What to do.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Action {
+pub(crate) enum Action {
     /// Check the user's call permission (cache, Wati, a permission request
     /// when allowed); feed [`Input::Permission`] back.
     CheckPermission,
@@ -259,7 +259,7 @@ enum RelayFor {
     Ack,
 }
 
-pub struct OutboundState {
+pub(crate) struct OutboundState {
     /// `media.codecs`: what our offer held after a delayed offer.
     codecs: Vec<Codec>,
     /// The PBX's offer, negotiated; `None` after a delayed offer (ours goes
@@ -284,7 +284,7 @@ impl OutboundState {
     /// with its `offer` negotiated against `codecs` (`Ok(None)`: a delayed
     /// offer). Who is called and the offer are checked first (404, 488),
     /// then the permission.
-    pub fn new(
+    pub(crate) fn new(
         called: Result<(), NotAWaid>,
         offer: Result<Option<Negotiated>, sdp::SdpError>,
         codecs: &[Codec],
@@ -326,26 +326,26 @@ impl OutboundState {
     }
 
     /// The next thing to do, until `None`.
-    pub fn poll_action(&mut self) -> Option<Action> {
+    pub(crate) fn poll_action(&mut self) -> Option<Action> {
         self.out.poll()
     }
 
     /// How the call ended, once it has (after its actions are drained).
-    pub fn ending(&mut self) -> Option<Ending> {
+    pub(crate) fn ending(&mut self) -> Option<Ending> {
         self.out.ending()
     }
 
     /// Whether the ring timeout still applies (no answer from the user yet).
-    pub fn awaiting_answer(&self) -> bool {
+    pub(crate) fn awaiting_answer(&self) -> bool {
         self.phase == Phase::Placed
     }
 
-    pub fn is_answered(&self) -> bool {
+    pub(crate) fn is_answered(&self) -> bool {
         self.phase == Phase::Answered
     }
 
     /// Whether the call is placed at Wati: from then on its media path runs.
-    pub fn is_placed(&self) -> bool {
+    pub(crate) fn is_placed(&self) -> bool {
         matches!(
             self.phase,
             Phase::Placed | Phase::Connecting | Phase::Answered
@@ -371,7 +371,7 @@ impl OutboundState {
         self.end(ending(cause, Some(200), true));
     }
 
-    pub fn handle(&mut self, input: Input) {
+    pub(crate) fn handle(&mut self, input: Input) {
         match self.phase {
             Phase::Ended => {}
             Phase::Permission | Phase::Placing => self.setting_up(input),

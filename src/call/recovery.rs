@@ -15,7 +15,7 @@ use super::CallCtx;
 
 /// What [`recover`] did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Recovered {
+pub(crate) struct Recovered {
     pub calls: usize,
     pub terminated_at_wati: usize,
     pub byes_sent: usize,
@@ -25,7 +25,7 @@ pub struct Recovered {
 /// in the background: calls the store has as live ([`recover`]) and
 /// inbound offers logged before `started_ms` that never got a record
 /// ([`recover_unrecorded`]).
-pub async fn at_start(ctx: &CallCtx, started_ms: i64) {
+pub(crate) async fn at_start(ctx: &CallCtx, started_ms: i64) {
     let since = started_ms - UNRECORDED_WINDOW_MS;
     match ctx.store.unrecorded_inbound_calls(since, started_ms).await {
         Ok(offers) if !offers.is_empty() => {
@@ -56,7 +56,7 @@ pub async fn at_start(ctx: &CallCtx, started_ms: i64) {
 }
 
 /// Ends the calls `live` (read from the store at start, before any new call).
-pub async fn recover(ctx: &CallCtx, live: Vec<CallRow>) -> Recovered {
+pub(crate) async fn recover(ctx: &CallCtx, live: Vec<CallRow>) -> Recovered {
     let mut done = Recovered::default();
     for row in live {
         done.calls += 1;
@@ -101,13 +101,13 @@ pub async fn recover(ctx: &CallCtx, live: Vec<CallRow>) -> Recovered {
 /// How far back [`recover_unrecorded`] looks: WhatsApp gives up on a call
 /// that is not accepted within 30–60 s (whatsapp-wire.md §3.6), so older
 /// offers need nothing more.
-pub const UNRECORDED_WINDOW_MS: i64 = 120_000;
+pub(crate) const UNRECORDED_WINDOW_MS: i64 = 120_000;
 
 /// Ends the inbound calls of `offers` (from
 /// [`Store::unrecorded_inbound_calls`](crate::store::Store::unrecorded_inbound_calls)):
 /// each is terminated at Wati (the caller would otherwise ring until
 /// WhatsApp gives up) and gets its record, cause `bridge_restarted`.
-pub async fn recover_unrecorded(ctx: &CallCtx, offers: Vec<WebhookRow>) {
+pub(crate) async fn recover_unrecorded(ctx: &CallCtx, offers: Vec<WebhookRow>) {
     for row in offers {
         let Ok(WebhookEvent::InboundCall(call)) =
             crate::wati::payload::parse(WebhookKind::InboundCall, &row.raw_body)

@@ -72,7 +72,7 @@ pub struct LiveCall {
 
 /// The state of a call whose outcome is decided: it is cleaning up
 /// (terminate at Wati, call record) and no longer counts for admission.
-pub const ENDING: &str = "ending";
+pub(crate) const ENDING: &str = "ending";
 
 /// How long a webhook for a not-yet-known Wati call id is kept, and how many.
 const EARLY_TTL: Duration = Duration::from_secs(60);

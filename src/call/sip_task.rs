@@ -30,7 +30,7 @@ use super::trunk::{Trunk, RETRY_AFTER_FAILURE, TRUNK_TTL};
 
 /// What a call task asks of the SIP side.
 #[derive(Debug)]
-pub enum SipCommand {
+pub(crate) enum SipCommand {
     Invite {
         request_uri: String,
         from: String,
@@ -68,14 +68,14 @@ pub enum SipCommand {
 
 /// A call task's way to the SIP side.
 #[derive(Clone)]
-pub struct SipHandle {
+pub(crate) struct SipHandle {
     tx: mpsc::Sender<SipCommand>,
 }
 
 impl SipHandle {
     /// Places a call; its events arrive on `events`.
     #[allow(clippy::too_many_arguments)]
-    pub async fn invite(
+    pub(crate) async fn invite(
         &self,
         request_uri: String,
         from: String,
@@ -102,29 +102,29 @@ impl SipHandle {
         rx.await.ok()
     }
 
-    pub async fn hangup(&self, call: CallRef) {
+    pub(crate) async fn hangup(&self, call: CallRef) {
         let _ = self.tx.send(SipCommand::Hangup(call)).await;
     }
 
-    pub async fn dialog(&self, call: CallRef) -> Option<Dialog> {
+    pub(crate) async fn dialog(&self, call: CallRef) -> Option<Dialog> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(SipCommand::Dialog(call, reply)).await.ok()?;
         rx.await.ok().flatten()
     }
 
-    pub async fn bye_saved(&self, dialog: Dialog) {
+    pub(crate) async fn bye_saved(&self, dialog: Dialog) {
         let _ = self.tx.send(SipCommand::ByeSaved(dialog)).await;
     }
 
-    pub async fn ring(&self, call: CallRef, sdp: Option<String>) {
+    pub(crate) async fn ring(&self, call: CallRef, sdp: Option<String>) {
         let _ = self.tx.send(SipCommand::Ring(call, sdp)).await;
     }
 
-    pub async fn answer(&self, call: CallRef, sdp: String) {
+    pub(crate) async fn answer(&self, call: CallRef, sdp: String) {
         let _ = self.tx.send(SipCommand::Answer(call, sdp)).await;
     }
 
-    pub async fn reject(
+    pub(crate) async fn reject(
         &self,
         call: CallRef,
         code: u16,
@@ -142,7 +142,7 @@ impl SipHandle {
             .await;
     }
 
-    pub async fn answer_reoffer(
+    pub(crate) async fn answer_reoffer(
         &self,
         call: CallRef,
         tx: crate::sip::endpoint::ServerTxId,
@@ -153,7 +153,7 @@ impl SipHandle {
 }
 
 /// A command channel for [`run`] and the handle that feeds it.
-pub fn channel() -> (SipHandle, mpsc::Receiver<SipCommand>) {
+pub(crate) fn channel() -> (SipHandle, mpsc::Receiver<SipCommand>) {
     let (tx, rx) = mpsc::channel(1024);
     (SipHandle { tx }, rx)
 }
@@ -168,7 +168,7 @@ pub enum SipStartError {
 }
 
 /// Binds the SIP sockets; returns the runtime and the bound address.
-pub async fn bind(
+pub(crate) async fn bind(
     settings: &Settings,
     trunk_ips: Vec<IpAddr>,
 ) -> Result<(SipSocket, SocketAddr), SipStartError> {
@@ -232,7 +232,7 @@ pub async fn bind(
 }
 
 /// Where SIP for the trunk goes: `addr`, over `trunk.uri`'s transport.
-pub fn trunk_peer(settings: &Settings, addr: SocketAddr) -> Peer {
+pub(crate) fn trunk_peer(settings: &Settings, addr: SocketAddr) -> Peer {
     Peer {
         transport: match settings.trunk.transport {
             TrunkTransport::Udp => Transport::Udp,
@@ -243,7 +243,7 @@ pub fn trunk_peer(settings: &Settings, addr: SocketAddr) -> Peer {
 }
 
 /// The trunk's addresses at start (for the ACL and the registration).
-pub async fn resolve_trunk(settings: &Settings) -> Vec<SocketAddr> {
+pub(crate) async fn resolve_trunk(settings: &Settings) -> Vec<SocketAddr> {
     super::trunk::resolve(&settings.trunk.host, settings.trunk.port.unwrap_or(5060)).await
 }
 
@@ -286,7 +286,7 @@ fn same_addresses(a: &[SocketAddr], b: &[SocketAddr]) -> bool {
 /// looked up again every [`TRUNK_TTL`] (off this task): the ACL's default
 /// and the registration follow it, and a registration whose trunk did not
 /// resolve at start begins once it does.
-pub async fn run(
+pub(crate) async fn run(
     mut sip: SipSocket,
     mut commands: mpsc::Receiver<SipCommand>,
     settings: Settings,

@@ -12,15 +12,15 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How long a resolved address is used before DNS is asked again.
-pub const TRUNK_TTL: Duration = Duration::from_secs(60);
+pub(crate) const TRUNK_TTL: Duration = Duration::from_secs(60);
 /// After a failed lookup with nothing to fall back on, the next call tries
 /// again no sooner than this (a dead resolver does not delay every call).
-pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
+pub(crate) const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 
 /// The cached answer, as a plain state machine: fed lookup results and
 /// time, it says whether a lookup is due.
 #[derive(Debug, Default, Clone)]
-pub struct TrunkCache {
+pub(crate) struct TrunkCache {
     /// Every address of the last good answer; calls go to the first.
     addrs: Vec<SocketAddr>,
     /// When the next lookup is due (`None`: now).
@@ -28,32 +28,32 @@ pub struct TrunkCache {
 }
 
 impl TrunkCache {
-    pub fn new(now: Instant, resolved: &[SocketAddr]) -> TrunkCache {
+    pub(crate) fn new(now: Instant, resolved: &[SocketAddr]) -> TrunkCache {
         let mut c = TrunkCache::default();
         c.update(now, resolved);
         c
     }
 
-    pub fn addr(&self) -> Option<SocketAddr> {
+    pub(crate) fn addr(&self) -> Option<SocketAddr> {
         self.addrs.first().copied()
     }
 
-    pub fn addrs(&self) -> &[SocketAddr] {
+    pub(crate) fn addrs(&self) -> &[SocketAddr] {
         &self.addrs
     }
 
-    pub fn lookup_due(&self, now: Instant) -> bool {
+    pub(crate) fn lookup_due(&self, now: Instant) -> bool {
         self.next_lookup.is_none_or(|t| now >= t)
     }
 
     /// A lookup starts: until its result, calls use what is cached rather
     /// than start lookups of their own.
-    pub fn begin_lookup(&mut self, now: Instant) {
+    pub(crate) fn begin_lookup(&mut self, now: Instant) {
         self.next_lookup = Some(now + RETRY_AFTER_FAILURE);
     }
 
     /// A lookup's result (empty: it failed).
-    pub fn update(&mut self, now: Instant, resolved: &[SocketAddr]) {
+    pub(crate) fn update(&mut self, now: Instant, resolved: &[SocketAddr]) {
         match resolved.first() {
             Some(_) => {
                 self.addrs = resolved.to_vec();
@@ -68,14 +68,14 @@ impl TrunkCache {
 /// The trunk's address for call tasks: [`TrunkCache`] behind a lock held
 /// only to read or write it (never across the lookup).
 #[derive(Debug)]
-pub struct Trunk {
+pub(crate) struct Trunk {
     host: String,
     port: u16,
     cache: Mutex<TrunkCache>,
 }
 
 impl Trunk {
-    pub fn new(host: String, port: u16, resolved: &[SocketAddr]) -> Trunk {
+    pub(crate) fn new(host: String, port: u16, resolved: &[SocketAddr]) -> Trunk {
         Trunk {
             host,
             port,
@@ -84,18 +84,18 @@ impl Trunk {
     }
 
     /// Every address of the last good answer (for the ACL's default).
-    pub fn addrs(&self) -> Vec<SocketAddr> {
+    pub(crate) fn addrs(&self) -> Vec<SocketAddr> {
         let c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         c.addrs().to_vec()
     }
 
     /// Whether the trunk is named by DNS (an IP address never moves).
-    pub fn is_dns_name(&self) -> bool {
+    pub(crate) fn is_dns_name(&self) -> bool {
         self.host.parse::<std::net::IpAddr>().is_err()
     }
 
     /// The address to send the next INVITE to, looked up again when due.
-    pub async fn addr(&self) -> Option<SocketAddr> {
+    pub(crate) async fn addr(&self) -> Option<SocketAddr> {
         let now = Instant::now();
         let (due, addr) = {
             let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -119,7 +119,7 @@ impl Trunk {
 }
 
 /// The host's addresses; empty (and logged) when the lookup fails.
-pub async fn resolve(host: &str, port: u16) -> Vec<SocketAddr> {
+pub(crate) async fn resolve(host: &str, port: u16) -> Vec<SocketAddr> {
     match tokio::net::lookup_host((host, port)).await {
         Ok(addrs) => addrs.collect(),
         Err(e) => {

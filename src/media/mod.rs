@@ -5,10 +5,10 @@
 
 pub mod dtmf_map;
 pub mod g711;
-pub mod opus;
+pub(crate) mod opus;
 pub mod relay;
-pub mod rewrite;
+pub(crate) mod rewrite;
 pub mod rtp;
-pub mod socket;
+pub(crate) mod socket;
 pub mod stats;
 pub mod transcode;

@@ -3,7 +3,7 @@
 
 /// Samples at 48 kHz in one Opus packet, or `None` when the packet is
 /// malformed (empty, or a code-3 packet without its frame count byte).
-pub fn samples_48k(packet: &[u8]) -> Option<u32> {
+pub(crate) fn samples_48k(packet: &[u8]) -> Option<u32> {
     let toc = *packet.first()?;
     let config = toc >> 3;
     // Frame duration per configuration (RFC 6716 Table 2), in 48 kHz samples.

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 /// Maps incoming (ssrc, seq, ts) to outgoing (seq, ts).
 #[derive(Debug, Clone)]
-pub struct SeqTsRewriter {
+pub(crate) struct SeqTsRewriter {
     /// RTP clock of the outgoing stream, Hz.
     clock: u32,
     source: Option<u32>,
@@ -26,7 +26,7 @@ const MAX_SEQ_JUMP: u16 = 1000;
 
 impl SeqTsRewriter {
     /// `first_seq` and `first_ts` are where the outgoing stream starts (random per RFC 3550).
-    pub fn new(clock: u32, first_seq: u16, first_ts: u32) -> SeqTsRewriter {
+    pub(crate) fn new(clock: u32, first_seq: u16, first_ts: u32) -> SeqTsRewriter {
         SeqTsRewriter {
             clock,
             source: None,
@@ -38,7 +38,7 @@ impl SeqTsRewriter {
 
     /// Rewrites one packet's numbers. `ts` must already be in the outgoing clock.
     #[inline]
-    pub fn rewrite(&mut self, ssrc: u32, seq: u16, ts: u32, now: Instant) -> (u16, u32) {
+    pub(crate) fn rewrite(&mut self, ssrc: u32, seq: u16, ts: u32, now: Instant) -> (u16, u32) {
         let restart = match (self.source, self.last_out) {
             (Some(s), Some((last_seq, _, _))) if s == ssrc => {
                 let expected = seq.wrapping_add(self.seq_offset);

@@ -10,7 +10,7 @@ use tokio::net::UdpSocket;
 use crate::ports::{bind_consecutive, PortError, PortLease, SharedPortPool};
 use crate::udp_batch::{RecvBatch, Slot};
 
-pub struct RtpSocket {
+pub(crate) struct RtpSocket {
     rtp: UdpSocket,
     rtcp: UdpSocket,
     lease: PortLease,
@@ -30,7 +30,7 @@ pub struct RtpSocket {
 
 impl RtpSocket {
     /// Binds an RTP/RTCP pair on `ip` from `pool` (which must hand out even ports).
-    pub fn bind(pool: &SharedPortPool, ip: IpAddr) -> Result<RtpSocket, PortError> {
+    pub(crate) fn bind(pool: &SharedPortPool, ip: IpAddr) -> Result<RtpSocket, PortError> {
         let (mut socks, lease) = bind_consecutive(pool, ip, 2)?;
         let to_tokio = |s: std::net::UdpSocket| {
             let addr = s.local_addr().ok();
@@ -59,18 +59,18 @@ impl RtpSocket {
     }
 
     /// Datagrams too big for the receive buffer, dropped.
-    pub fn oversized(&self) -> u64 {
+    pub(crate) fn oversized(&self) -> u64 {
         self.batch.dropped
     }
 
     /// The RTP port (even); RTCP is on the next one.
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.lease.port()
     }
 
     /// The peer's address from its SDP (a re-INVITE may change it). An
     /// unspecified address (`c=0.0.0.0`, old-style hold) means: send nothing.
-    pub fn set_remote(&mut self, addr: Option<SocketAddr>) {
+    pub(crate) fn set_remote(&mut self, addr: Option<SocketAddr>) {
         let addr = addr.filter(|a| !a.ip().is_unspecified() && a.port() != 0);
         if addr != self.signalled {
             self.signalled = addr;
@@ -80,7 +80,7 @@ impl RtpSocket {
     }
 
     /// Where RTP goes now.
-    pub fn remote(&self) -> Option<SocketAddr> {
+    pub(crate) fn remote(&self) -> Option<SocketAddr> {
         self.signalled?;
         self.latched.or(self.signalled)
     }
@@ -88,7 +88,7 @@ impl RtpSocket {
     /// Sends one RTP datagram to the peer without waiting; a full socket
     /// buffer drops the packet (late media is useless).
     #[inline]
-    pub fn send(&mut self, datagram: &[u8]) {
+    pub(crate) fn send(&mut self, datagram: &[u8]) {
         if let Some(to) = self.remote() {
             if self.rtp.try_send_to(datagram, to).is_err() {
                 self.send_dropped += 1;
@@ -100,7 +100,7 @@ impl RtpSocket {
     /// [`RtpSocket::datagram`]). Datagrams from other sources are dropped
     /// (and counted) once the peer is known. Call [`RtpSocket::latch`] when a
     /// datagram turned out to be valid RTP. Cancel-safe.
-    pub async fn recv(&mut self) -> std::io::Result<(Slot, SocketAddr)> {
+    pub(crate) async fn recv(&mut self) -> std::io::Result<(Slot, SocketAddr)> {
         let mut rtcp_buf = [0u8; 256];
         loop {
             // RTCP from the peer on port + 1 is counted on the way (RFC 3550
@@ -133,12 +133,12 @@ impl RtpSocket {
     }
 
     /// The datagram [`RtpSocket::recv`] returned.
-    pub fn datagram(&self, slot: Slot) -> &[u8] {
+    pub(crate) fn datagram(&self, slot: Slot) -> &[u8] {
         self.batch.get(slot).0
     }
 
     /// Symmetric RTP: send to `from` from now on (it sent us valid RTP).
-    pub fn latch(&mut self, from: SocketAddr) {
+    pub(crate) fn latch(&mut self, from: SocketAddr) {
         if self.latched.is_none() {
             self.latched = Some(from);
         }

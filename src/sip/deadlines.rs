@@ -8,7 +8,7 @@ use std::hash::Hash;
 use std::time::Instant;
 
 #[derive(Debug)]
-pub struct Deadlines<K> {
+pub(crate) struct Deadlines<K> {
     order: BTreeSet<(Instant, K)>,
     at: HashMap<K, Instant>,
 }
@@ -24,7 +24,7 @@ impl<K: Copy + Ord + Hash> Default for Deadlines<K> {
 
 impl<K: Copy + Ord + Hash> Deadlines<K> {
     /// Sets (or with `None` clears) `key`'s deadline.
-    pub fn set(&mut self, key: K, when: Option<Instant>) {
+    pub(crate) fn set(&mut self, key: K, when: Option<Instant>) {
         if let Some(old) = self.at.remove(&key) {
             self.order.remove(&(old, key));
         }
@@ -35,12 +35,12 @@ impl<K: Copy + Ord + Hash> Deadlines<K> {
     }
 
     /// The earliest deadline.
-    pub fn next(&self) -> Option<Instant> {
+    pub(crate) fn next(&self) -> Option<Instant> {
         self.order.first().map(|(w, _)| *w)
     }
 
     /// Takes the keys due at `now` (their deadlines are cleared), earliest first.
-    pub fn take_due(&mut self, now: Instant) -> Vec<K> {
+    pub(crate) fn take_due(&mut self, now: Instant) -> Vec<K> {
         let mut due = Vec::new();
         while let Some(&(w, k)) = self.order.first() {
             if w > now {
@@ -53,11 +53,8 @@ impl<K: Copy + Ord + Hash> Deadlines<K> {
         due
     }
 
-    pub fn len(&self) -> usize {
-        self.at.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.at.is_empty()
     }
 }

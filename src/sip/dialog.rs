@@ -48,14 +48,14 @@ fn uri_addr(uri: &str) -> Option<SocketAddr> {
 /// A dialog's identifiers (RFC 3261 §12): Call-ID, local tag, remote tag
 /// (empty when the peer sent none, as RFC 2543 peers may).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct DialogKey {
+pub(crate) struct DialogKey {
     call_id: String,
     local_tag: String,
     remote_tag: String,
 }
 
 impl DialogKey {
-    pub fn of(d: &Dialog) -> DialogKey {
+    pub(crate) fn of(d: &Dialog) -> DialogKey {
         DialogKey {
             call_id: d.call_id.clone(),
             local_tag: d.local_tag().unwrap_or_default(),
@@ -65,7 +65,7 @@ impl DialogKey {
 
     /// The dialog a request from the peer belongs to (§12.2.2: its To tag
     /// is ours, its From tag theirs).
-    pub fn of_request(msg: &Msg) -> DialogKey {
+    pub(crate) fn of_request(msg: &Msg) -> DialogKey {
         DialogKey {
             call_id: msg.call_id().to_string(),
             local_tag: msg.to_tag().unwrap_or("").to_string(),

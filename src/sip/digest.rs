@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum DigestError {
+pub(crate) enum DigestError {
     #[error("not a Digest challenge or credentials")]
     NotDigest,
     #[error("missing {0}")]
@@ -29,7 +29,7 @@ pub enum DigestError {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Algorithm {
+pub(crate) enum Algorithm {
     Md5,
     Md5Sess,
     Sha256,
@@ -47,7 +47,7 @@ impl Algorithm {
         }
     }
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Algorithm::Md5 => "MD5",
             Algorithm::Md5Sess => "MD5-sess",
@@ -144,7 +144,7 @@ fn get<'a>(p: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 /// A `WWW-Authenticate` / `Proxy-Authenticate` challenge.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Challenge {
+pub(crate) struct Challenge {
     pub realm: String,
     pub nonce: String,
     pub opaque: Option<String>,
@@ -155,7 +155,7 @@ pub struct Challenge {
 }
 
 impl Challenge {
-    pub fn parse(value: &str) -> Result<Challenge, DigestError> {
+    pub(crate) fn parse(value: &str) -> Result<Challenge, DigestError> {
         let p = params(value)?;
         let algorithm = match get(&p, "algorithm") {
             Some(a) => Algorithm::parse(a)?,
@@ -186,7 +186,7 @@ impl Challenge {
     }
 
     /// Renders the challenge (for our own 401 to the PBX).
-    pub fn to_header(&self) -> String {
+    pub(crate) fn to_header(&self) -> String {
         let mut s = format!(
             "Digest realm=\"{}\", nonce=\"{}\", algorithm={}",
             self.realm,
@@ -208,7 +208,7 @@ impl Challenge {
 
 /// The response value of RFC 7616 §3.4.1 (and RFC 2617 §3.2.2.1).
 #[allow(clippy::too_many_arguments)]
-pub fn response(
+pub(crate) fn response(
     alg: Algorithm,
     username: &str,
     realm: &str,
@@ -233,7 +233,7 @@ pub fn response(
 
 /// Builds the `Authorization` / `Proxy-Authorization` value answering `ch`.
 /// `nc` is how many requests have used this nonce, this one included.
-pub fn authorize(
+pub(crate) fn authorize(
     ch: &Challenge,
     username: &str,
     password: &str,
@@ -276,7 +276,7 @@ pub fn authorize(
 
 /// Credentials a client sent (`Authorization` header).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Authorization {
+pub(crate) struct Authorization {
     pub username: String,
     pub realm: String,
     pub nonce: String,
@@ -289,7 +289,7 @@ pub struct Authorization {
 }
 
 impl Authorization {
-    pub fn parse(value: &str) -> Result<Authorization, DigestError> {
+    pub(crate) fn parse(value: &str) -> Result<Authorization, DigestError> {
         let p = params(value)?;
         let field = |n: &'static str| {
             get(&p, n)
@@ -319,7 +319,7 @@ impl Authorization {
     }
 
     /// Whether the response proves knowledge of `password` for `method`.
-    pub fn verify(&self, password: &str, method: &str) -> bool {
+    pub(crate) fn verify(&self, password: &str, method: &str) -> bool {
         let (cnonce, nc) = (
             self.cnonce.as_deref().unwrap_or(""),
             self.nc.as_deref().unwrap_or(""),
@@ -348,7 +348,7 @@ impl Authorization {
 }
 
 /// How long a nonce of ours is good for; an older one gets `stale=true`.
-pub const NONCE_LIFETIME: Duration = Duration::from_secs(300);
+pub(crate) const NONCE_LIFETIME: Duration = Duration::from_secs(300);
 
 /// Issues and checks our own nonces (RFC 7616 §3.3, §5.4):
 /// `<seconds since the issuer began, hex>.<HMAC-SHA-256(secret, seconds ‖
@@ -358,7 +358,7 @@ pub const NONCE_LIFETIME: Duration = Duration::from_secs(300);
 /// to another address. The tag is compared in constant time. A nonce that
 /// authenticated a request remembers its highest nonce-count until it
 /// expires: a count not above it is a replay (RFC 7616 §3.4, §5.4).
-pub struct NonceIssuer {
+pub(crate) struct NonceIssuer {
     key: aws_lc_rs::hmac::Key,
     epoch: Instant,
     lifetime: Duration,
@@ -367,7 +367,7 @@ pub struct NonceIssuer {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NonceCheck {
+pub(crate) enum NonceCheck {
     Valid,
     /// Ours, but too old: challenge again with `stale=true` (no new password prompt).
     Stale,
@@ -380,7 +380,7 @@ const MAX_USED_NONCES: usize = 4096;
 
 impl NonceIssuer {
     /// `secret`: random bytes of the process; `now`: when the issuer begins.
-    pub fn new(secret: &[u8], now: Instant) -> NonceIssuer {
+    pub(crate) fn new(secret: &[u8], now: Instant) -> NonceIssuer {
         NonceIssuer {
             key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret),
             epoch: now,
@@ -402,7 +402,7 @@ impl NonceIssuer {
         out
     }
 
-    pub fn issue(&self, binding: &str, now: Instant) -> String {
+    pub(crate) fn issue(&self, binding: &str, now: Instant) -> String {
         let t = self.seconds(now);
         let mut s = format!("{t:x}.");
         for b in self.tag(t, binding) {
@@ -426,7 +426,7 @@ impl NonceIssuer {
         bool::from(given.ct_eq(&self.tag(t, binding))).then_some(t)
     }
 
-    pub fn check(&self, nonce: &str, binding: &str, now: Instant) -> NonceCheck {
+    pub(crate) fn check(&self, nonce: &str, binding: &str, now: Instant) -> NonceCheck {
         let Some(t) = self.issued_at(nonce, binding) else {
             return NonceCheck::Invalid;
         };
@@ -443,7 +443,7 @@ impl NonceIssuer {
     /// Records that a valid `nonce` authenticated a request with count
     /// `nc` (1 for the RFC 2069 form, which has none: such a nonce serves
     /// once). `false` when the count is not above the last one: a replay.
-    pub fn use_count(&mut self, nonce: &str, nc: u32, now: Instant) -> bool {
+    pub(crate) fn use_count(&mut self, nonce: &str, nc: u32, now: Instant) -> bool {
         let now_s = self.seconds(now);
         let life = self.lifetime.as_secs();
         if self.used.len() >= MAX_USED_NONCES {

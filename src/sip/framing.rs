@@ -5,11 +5,11 @@
 //! message size, so a peer cannot make us buffer without bound.
 
 /// Largest SIP message accepted over TCP.
-pub const MAX_MESSAGE: usize = 64 * 1024;
+pub(crate) const MAX_MESSAGE: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum FrameError {
+pub(crate) enum FrameError {
     #[error("message larger than {MAX_MESSAGE} bytes")]
     TooLarge,
     #[error("missing or invalid Content-Length on a stream transport")]
@@ -17,14 +17,14 @@ pub enum FrameError {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Frame {
+pub(crate) enum Frame {
     Message(Vec<u8>),
     /// A double-CRLF ping: answer with a single CRLF pong.
     Ping,
 }
 
 #[derive(Debug, Default)]
-pub struct StreamFramer {
+pub(crate) struct StreamFramer {
     buf: Vec<u8>,
 }
 
@@ -55,12 +55,12 @@ fn content_length(headers: &[u8]) -> Result<usize, FrameError> {
 }
 
 impl StreamFramer {
-    pub fn new() -> StreamFramer {
+    pub(crate) fn new() -> StreamFramer {
         StreamFramer::default()
     }
 
     /// Adds bytes read from the connection.
-    pub fn push(&mut self, data: &[u8]) -> Result<(), FrameError> {
+    pub(crate) fn push(&mut self, data: &[u8]) -> Result<(), FrameError> {
         if self.buf.len() + data.len() > 2 * MAX_MESSAGE {
             return Err(FrameError::TooLarge);
         }
@@ -70,7 +70,7 @@ impl StreamFramer {
 
     /// The next complete frame, if the buffer holds one. An error means the
     /// stream cannot be resynchronised: close the connection.
-    pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+    pub(crate) fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
         if self.buf.starts_with(b"\r\n\r\n") {
             self.buf.drain(..4);
             return Ok(Some(Frame::Ping));

@@ -3,14 +3,14 @@
 //! Knows nothing of WebRTC, the relay or the call layer.
 
 pub mod acl;
-pub mod deadlines;
-pub mod dialog;
-pub mod digest;
+pub(crate) mod deadlines;
+pub(crate) mod dialog;
+pub(crate) mod digest;
 pub mod endpoint;
-pub mod framing;
+pub(crate) mod framing;
 pub mod message;
 pub mod method;
-pub mod random;
+pub(crate) mod random;
 pub mod register;
 pub mod runtime;
 pub mod sdp;

@@ -10,13 +10,13 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-pub struct Random {
+pub(crate) struct Random {
     rng: StdRng,
 }
 
 impl Random {
     /// Seeded from `seed` when given (tests), else from the OS.
-    pub fn new(seed: Option<u64>) -> Random {
+    pub(crate) fn new(seed: Option<u64>) -> Random {
         let rng = match seed {
             Some(s) => StdRng::seed_from_u64(s),
             None => rand::make_rng(),
@@ -24,28 +24,24 @@ impl Random {
         Random { rng }
     }
 
-    pub fn bytes<const N: usize>(&mut self) -> [u8; N] {
+    pub(crate) fn bytes<const N: usize>(&mut self) -> [u8; N] {
         let mut b = [0u8; N];
         self.rng.fill_bytes(&mut b);
         b
     }
 
-    pub fn u64(&mut self) -> u64 {
-        self.rng.next_u64()
-    }
-
     /// A tag for From/To (64 random bits, hex).
-    pub fn tag(&mut self) -> String {
+    pub(crate) fn tag(&mut self) -> String {
         format!("{:016x}", self.rng.next_u64())
     }
 
     /// A Via branch: the RFC 3261 magic cookie and 128 random bits.
-    pub fn branch(&mut self) -> String {
+    pub(crate) fn branch(&mut self) -> String {
         format!("z9hG4bK{}", self.hex128())
     }
 
     /// A Call-ID (128 random bits).
-    pub fn call_id(&mut self) -> String {
+    pub(crate) fn call_id(&mut self) -> String {
         format!("{}@wa-sip-bridge", self.hex128())
     }
 

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use super::StoreError;
 
 /// Most requests committed together.
-pub const MAX_GROUP: usize = 64;
+pub(super) const MAX_GROUP: usize = 64;
 
 /// What a request leaves for after the commit: it answers its caller with
 /// its own result, or with the commit's error.
@@ -58,13 +58,13 @@ where
 }
 
 #[derive(Clone)]
-pub struct Writer {
+pub(super) struct Writer {
     queue: mpsc::Sender<Box<dyn Request>>,
 }
 
 impl Writer {
     /// Starts the thread; it ends when the last [`Writer`] is dropped.
-    pub fn start(conn: Connection) -> Result<Writer, StoreError> {
+    pub(super) fn start(conn: Connection) -> Result<Writer, StoreError> {
         let (queue, requests) = mpsc::channel::<Box<dyn Request>>();
         std::thread::Builder::new()
             .name("wsb-store".into())
@@ -75,7 +75,7 @@ impl Writer {
 
     /// Queues `f` at once; the receiver gets its result once committed (a
     /// closed receiver means the thread is gone).
-    pub fn submit<R, F>(&self, f: F) -> oneshot::Receiver<Result<R, StoreError>>
+    pub(super) fn submit<R, F>(&self, f: F) -> oneshot::Receiver<Result<R, StoreError>>
     where
         R: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,

@@ -2,9 +2,9 @@
 //! ([`payload`] for the typed events, [`webhook`] for the axum routes).
 //! Knows HTTP and Wati's JSON, nothing of SIP or media.
 
-pub mod client;
-pub mod payload;
-pub mod webhook;
+pub(crate) mod client;
+pub(crate) mod payload;
+pub(crate) mod webhook;
 
 pub use client::{Permission, WatiClient, WatiError, WatiOp};
 pub use payload::{InboundCall, OutboundStatus, WebhookEvent, WebhookKind};

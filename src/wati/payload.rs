@@ -168,7 +168,7 @@ impl WebhookEvent {
 /// Why a payload could not be used; `field` names what was missing or wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
-pub struct BadPayload {
+pub(crate) struct BadPayload {
     pub field: &'static str,
     pub message: String,
 }
@@ -181,7 +181,7 @@ fn bad(field: &'static str, message: impl Into<String>) -> BadPayload {
 }
 
 /// Largest SDP we take (real WhatsApp offers are about 1 KiB).
-pub const MAX_SDP_LEN: usize = 64 * 1024;
+pub(crate) const MAX_SDP_LEN: usize = 64 * 1024;
 
 /// `callId`, `call_id`, `CALLID` all normalise to `callid`.
 fn norm(name: &str) -> String {
@@ -313,7 +313,7 @@ fn permission_granted(obj: &Map<String, Value>) -> Result<bool, BadPayload> {
 }
 
 /// Parses one webhook body of the given kind.
-pub fn parse(kind: WebhookKind, body: &[u8]) -> Result<WebhookEvent, BadPayload> {
+pub(crate) fn parse(kind: WebhookKind, body: &[u8]) -> Result<WebhookEvent, BadPayload> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(bad("body", "empty"));
     }

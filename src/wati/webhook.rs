@@ -30,7 +30,7 @@ use crate::metrics::Metrics;
 use crate::store::{now_ms, Logged, NewWebhook, Store};
 
 /// Largest webhook body accepted (design.md §4).
-pub const MAX_BODY: usize = 256 * 1024;
+pub(crate) const MAX_BODY: usize = 256 * 1024;
 
 /// An accepted webhook on its way to the call layer.
 #[derive(Debug, Clone)]
@@ -41,7 +41,7 @@ pub struct Received {
 }
 
 #[derive(Clone)]
-pub struct WebhookState {
+pub(crate) struct WebhookState {
     pub webhook_key: Arc<str>,
     pub store: Store,
     pub events: mpsc::Sender<Received>,
@@ -49,7 +49,7 @@ pub struct WebhookState {
 }
 
 /// The routes under `/webhooks/wati/`, with their authentication layer.
-pub fn routes(state: WebhookState) -> Router {
+pub(crate) fn routes(state: WebhookState) -> Router {
     let mut router = Router::new();
     for kind in WebhookKind::ALL {
         router = router.route(

@@ -5,8 +5,8 @@
 //! relay or the call layer.
 
 pub mod dtls;
-pub mod leg;
-pub mod sdp;
+pub(crate) mod leg;
+pub(crate) mod sdp;
 pub mod udp;
 
 pub use leg::{LegConfig, LegEnd, LegError, LegEvent, LegOutput, LegStats, WaLeg};

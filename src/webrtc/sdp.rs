@@ -17,7 +17,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 /// Largest SDP accepted from outside (real WhatsApp SDPs are about 1 KiB).
-pub const MAX_SDP_LEN: usize = 64 * 1024;
+pub(crate) const MAX_SDP_LEN: usize = 64 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -47,7 +47,7 @@ pub enum SdpError {
 
 /// What we learnt from the peer's SDP.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemoteSdp {
+pub(crate) struct RemoteSdp {
     /// The SDP, cleaned for str0m.
     pub text: String,
     pub opus_pt: u8,
@@ -117,7 +117,7 @@ fn strip_candidate_ufrag(line: &str) -> String {
 }
 
 /// Cleans and checks a WhatsApp SDP (offer or answer) for a leg whose socket is bound to `local`.
-pub fn prepare_remote(sdp: &str, local: IpAddr) -> Result<RemoteSdp, SdpError> {
+pub(crate) fn prepare_remote(sdp: &str, local: IpAddr) -> Result<RemoteSdp, SdpError> {
     if sdp.len() > MAX_SDP_LEN {
         return Err(SdpError::TooLong);
     }
@@ -205,7 +205,7 @@ pub fn prepare_remote(sdp: &str, local: IpAddr) -> Result<RemoteSdp, SdpError> {
 /// Makes str0m's SDP complete for Wati: real address and port in `m=`/`c=`,
 /// no trickle option, `a=end-of-candidates`, exactly one upper-case
 /// `a=fingerprint:sha-256`, no `a=ice-lite`.
-pub fn finish_local(sdp: &str, candidate: SocketAddr) -> Result<String, SdpError> {
+pub(crate) fn finish_local(sdp: &str, candidate: SocketAddr) -> Result<String, SdpError> {
     let ip_kind = if candidate.is_ipv4() { "IP4" } else { "IP6" };
     let mut out = String::with_capacity(sdp.len() + 64);
     let mut fingerprint_written = false;

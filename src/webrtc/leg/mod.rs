@@ -37,7 +37,7 @@ use crate::dtmf::{self, KeyPress, KeyPressDetector, TelephoneEvent};
 
 /// 20 ms of Opus silence: TOC 0xF8 (CELT, fullband, 20 ms, mono, one frame)
 /// followed by a frame that decodes to silence (the usual DTX comfort frame).
-pub const OPUS_SILENCE: [u8; 3] = [0xf8, 0xff, 0xfe];
+pub(crate) const OPUS_SILENCE: [u8; 3] = [0xf8, 0xff, 0xfe];
 
 /// Samples per 20 ms at Opus' 48 kHz RTP clock.
 const FRAME_48K: u32 = 960;
@@ -252,7 +252,7 @@ const CERT_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 mod send;
 mod setup;
 
-pub use setup::prepare;
+pub(crate) use setup::prepare;
 
 impl WaLeg {
     fn new(rtc: Rtc, peer_finished: Option<PeerFinished>, cfg: LegConfig, now: Instant) -> WaLeg {

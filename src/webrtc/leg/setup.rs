@@ -32,7 +32,7 @@ pub(super) fn shared_cert(now: Instant) -> Option<DtlsCert> {
 /// them. The first certificate costs ~60 ms (aws-lc seeds its random
 /// generator at first use) and its context ~6 ms: the first call after a
 /// start would otherwise wait that long before its SDP answer.
-pub fn prepare(now: Instant) -> Result<(), String> {
+pub(crate) fn prepare(now: Instant) -> Result<(), String> {
     let cert = shared_cert(now).ok_or("no certificate could be made")?;
     dtls::prepare(&cert).map_err(|e| e.to_string())
 }
