@@ -262,15 +262,16 @@ fn g711_ptime(p: Option<u32>) -> u32 {
     p.filter(|p| matches!(p, 10 | 20 | 30 | 40)).unwrap_or(20)
 }
 
-/// Answers the PBX's offer: the first codec in *our* preference order that it
-/// offers, with its payload type. `Err` means a 488 (RFC 3261 §13.3.1.1).
+/// Answers the PBX's offer: the first codec in the *offer's* order that
+/// `prefs` (`media.codecs`) has, with its payload type, so the PBX's
+/// preference rules (RFC 3264 §6.1). This is what lets a stock Asterisk,
+/// which can relay Opus but not encode it, put G.711 first and get it, and
+/// a G.711 desk phone's call through. `Err` means a 488 (RFC 3261 §13.3.1.1).
 pub fn negotiate_offer(offer: &RemoteMedia, prefs: &[Codec]) -> Result<Negotiated, SdpError> {
-    let chosen = prefs.iter().find_map(|want| {
-        offer
-            .formats
-            .iter()
-            .find(|f| codec_of(f) == Some(*want))
-            .map(|f| (*want, f.pt))
+    let chosen = offer.formats.iter().find_map(|f| {
+        codec_of(f)
+            .filter(|c| prefs.contains(c))
+            .map(|c| (c, f.pt))
     });
     let (codec, pt) = chosen.ok_or_else(|| no_common_codec(prefs, offer))?;
     Ok(finish(codec, pt, offer, offer.direction.answer_to()))
@@ -291,7 +292,7 @@ pub fn negotiate_answer(answer: &RemoteMedia, offered: &[Codec]) -> Result<Negot
 /// Answers a re-offer in the call (re-INVITE/UPDATE: hold, resume, a new
 /// address, another codec). The call's codec is kept while the offer still
 /// has it, so hold and resume never disturb the stream; otherwise the first
-/// of `prefs` the offer has is taken (RFC 3264 §8.3.2 lets a re-offer change
+/// codec of the offer that `prefs` has is taken (RFC 3264 §8.3.2 lets a re-offer change
 /// the codec: Asterisk's direct media and transfers do). With none in
 /// common the answer is 488 and the session stays as it was
 /// (RFC 3261 §14.2). A hold without an address keeps the current one.
@@ -326,12 +327,14 @@ impl Negotiated {
 
 fn finish(codec: Codec, pt: u8, remote: &RemoteMedia, our_direction: MediaDirection) -> Negotiated {
     let clock = if codec == Codec::Opus { 48000 } else { 8000 };
-    // telephone-event at the audio clock (RFC 4733 §2.1), else whichever exists.
+    // telephone-event/8000 whenever the PBX has it: every PBX decodes that
+    // rate, while some take only 8 kHz events whatever the audio clock
+    // (FreeSWITCH offers 48000 and 8000 on an Opus call but receives on the
+    // 8 kHz type only); else the one at the audio clock (RFC 4733 §2.1).
     let te = remote
-        .telephone_event(clock)
-        .map(|pt| (pt, clock))
-        .or_else(|| remote.telephone_event(8000).map(|pt| (pt, 8000)))
-        .or_else(|| remote.telephone_event(48000).map(|pt| (pt, 48000)));
+        .telephone_event(8000)
+        .map(|pt| (pt, 8000))
+        .or_else(|| remote.telephone_event(clock).map(|pt| (pt, clock)));
     Negotiated {
         codec,
         pt,
@@ -507,12 +510,28 @@ mod tests {
                 ALL.to_vec(),
                 Some((Codec::Pcmu, 0, Some((101, 8000)))),
             ),
-            ("8 0", "".into(), ALL.to_vec(), Some((Codec::Pcmu, 0, None))),
+            // The offer's order rules (RFC 3264 §6.1): PCMA first, PCMA taken.
+            ("8 0", "".into(), ALL.to_vec(), Some((Codec::Pcma, 8, None))),
             (
                 "8 0",
                 "".into(),
-                vec![Codec::Pcma, Codec::Pcmu],
-                Some((Codec::Pcma, 8, None)),
+                vec![Codec::Pcmu],
+                Some((Codec::Pcmu, 0, None)),
+            ),
+            // A stock Asterisk or a G.711 phone puts G.711 before Opus: G.711.
+            (
+                "0 96 101",
+                format!("{opus}{te8}"),
+                ALL.to_vec(),
+                Some((Codec::Pcmu, 0, Some((101, 8000)))),
+            ),
+            // Both telephone-event rates on an Opus call (FreeSWITCH): the
+            // 8 kHz one, which every PBX receives.
+            (
+                "96 103 101",
+                format!("{opus}a=rtpmap:103 telephone-event/48000\r\n{te8}"),
+                ALL.to_vec(),
+                Some((Codec::Opus, 96, Some((101, 8000)))),
             ),
             (
                 "96 0 101",
@@ -677,7 +696,7 @@ mod tests {
         let no_te =
             negotiate_reoffer(&current, &sdp("0", "", "192.0.2.1", "sendrecv"), &ALL).unwrap();
         assert!(current.relays_differently(&no_te));
-        // PCMU gone: the first of our preferences the offer has.
+        // PCMU gone: the first codec of the offer that media.codecs has.
         let pcma =
             negotiate_reoffer(&current, &sdp("8 101", te, "192.0.2.1", "sendrecv"), &ALL).unwrap();
         assert_eq!((pcma.codec, pcma.pt), (Codec::Pcma, 8));
@@ -685,7 +704,7 @@ mod tests {
         let opus = negotiate_reoffer(
             &current,
             &sdp(
-                "8 107",
+                "107 8",
                 "a=rtpmap:107 opus/48000/2\r\n",
                 "192.0.2.1",
                 "sendrecv",
