@@ -649,3 +649,85 @@ fn a_silent_leg_times_out_once_but_not_the_pbx_on_hold() {
     );
     assert_eq!(relay.next_timeout(), t0 + Duration::from_secs(30));
 }
+
+/// A PBX that rebases its RTP timestamps mid-call without a new SSRC —
+/// FreeSWITCH's music on hold, the unhold after it, a transfer — is
+/// followed (RFC 3550 allows it): every newer packet is played, before and
+/// after a jump back and a jump forward, and the tone is heard after each;
+/// a late or duplicated packet of the same run is still dropped. Opus
+/// passthrough and G.711 transcoding.
+#[test]
+fn a_pbx_that_rebases_its_timestamps_is_followed() {
+    for codec in [
+        SipCodec::Opus { pt: 107 },
+        SipCodec::G711 {
+            law: Law::Mu,
+            pt: 0,
+            ptime_ms: 20,
+        },
+    ] {
+        let t0 = Instant::now();
+        let mut relay = Relay::new(config(codec, Some((101, 8000))), t0).unwrap();
+        let mut wa = WaRecorder::default();
+        let mut buf = [0u8; 1500];
+        let mut tone = ToneSource::new(440.0).unwrap();
+        let pcm: Vec<i16> = (0..8000 * 4)
+            .map(|i| {
+                (12000.0 * (2.0 * std::f64::consts::PI * 440.0 * i as f64 / 8000.0).sin()) as i16
+            })
+            .collect();
+        // (first packet, timestamp of the first) for each run: the first run,
+        // a jump back by ~62 s (music on hold), a jump forward by ~125 s (unhold).
+        let (per_ts, runs): (u32, [(u32, u32); 3]) = match codec {
+            SipCodec::Opus { .. } => (960, [(0, 3_000_000), (50, 10_000), (100, 6_000_000)]),
+            SipCodec::G711 { .. } => (160, [(0, 500_000), (50, 1_000), (100, 1_000_000)]),
+        };
+        let mut send =
+            |relay: &mut Relay, wa: &mut WaRecorder, k: u32, ts: u32, marker: bool| match codec {
+                SipCodec::Opus { pt } => {
+                    let p = tone.next_packet().unwrap();
+                    write_header(&mut buf, pt, marker, k as u16, ts, 9);
+                    buf[12..12 + p.len()].copy_from_slice(&p);
+                    relay.from_sip(t0, &buf[..12 + p.len()], wa).unwrap();
+                }
+                SipCodec::G711 { law, pt, .. } => {
+                    let chunk = &pcm[(k as usize * 160) % (pcm.len() - 160)..][..160];
+                    write_header(&mut buf, pt, marker, k as u16, ts, 9);
+                    law.encode_into(chunk, &mut buf[12..172]);
+                    relay.from_sip(t0, &buf[..172], wa).unwrap();
+                }
+            };
+        let mut heard = Vec::new();
+        for (r, &(first, ts0)) in runs.iter().enumerate() {
+            let before = wa.audio.len();
+            for k in first..first + 50 {
+                let ts = ts0.wrapping_add((k - first) * per_ts);
+                send(&mut relay, &mut wa, k, ts, k == first && r > 0);
+            }
+            let got = wa.audio.len() - before;
+            assert!(
+                got >= 49,
+                "{codec:?} run {r}: {got} of 50 packets reached WhatsApp"
+            );
+            heard.push(wa.as_stream()[before..].to_vec());
+            if r == 0 {
+                // A duplicate of the run's last packet and a late one: dropped.
+                let n = wa.audio.len();
+                send(&mut relay, &mut wa, first + 49, ts0 + 49 * per_ts, false);
+                send(&mut relay, &mut wa, first + 40, ts0 + 40 * per_ts, false);
+                assert_eq!(
+                    wa.audio.len(),
+                    n,
+                    "{codec:?}: late and duplicate packets are dropped"
+                );
+            }
+        }
+        for (r, stream) in heard.iter().enumerate() {
+            let snr = tone_snr_db(&decode_opus_stream(stream), 440.0, 48_000.0, 9600);
+            assert!(
+                snr > SNR_LOSSY_DB,
+                "{codec:?} run {r}: 440 Hz at {snr:.1} dB"
+            );
+        }
+    }
+}

@@ -115,6 +115,9 @@ pub struct Relay {
     wa_rx: ReceiveTracker,
     sip_rx: ReceiveTracker,
     sip_source: Option<u32>,
+    /// The highest RTP sequence number of the PBX's audio so far (of this
+    /// source): what tells a late packet from a new timeline.
+    sip_last_seq: Option<u16>,
     pub wa: LegCounters,
     pub sip: LegCounters,
     buf: Box<[u8; MAX_DATAGRAM]>,
@@ -148,6 +151,7 @@ impl Relay {
             wa_rx: ReceiveTracker::new(48_000),
             sip_rx: ReceiveTracker::new(clock),
             sip_source: None,
+            sip_last_seq: None,
             wa: LegCounters::default(),
             sip: LegCounters::default(),
             buf: Box::new([0; MAX_DATAGRAM]),
@@ -334,6 +338,7 @@ impl Relay {
             self.sip_source = Some(p.ssrc());
             self.sip_rx.reset();
             self.sip_expected_ts = None;
+            self.sip_last_seq = None;
             if let Mode::Transcode { to_opus, .. } = &mut self.mode {
                 to_opus.reset_partial();
             }
@@ -355,11 +360,28 @@ impl Relay {
         self.sip.lost += self.sip_rx.on_packet(now, p.sequence(), p.timestamp());
         self.sip.jitter_ms = self.sip_rx.jitter_ms();
         let clock = self.cfg.sip_codec.clock();
+        // RFC 3550 §5.1: the sequence number orders packets; the timestamp
+        // may jump either way when the PBX switches what it plays (music on
+        // hold, unhold, a transfer, a conference) without a new SSRC. A
+        // packet not newer than the last one is late or a duplicate: its
+        // time has passed. A newer packet is always played; when its
+        // timestamp is behind what we expected, the timeline was rebased:
+        // follow it (re-anchor) instead of dropping all that follows.
+        // A sequence number far behind (more than RFC 3550 A.1's
+        // MAX_MISORDER, 100) is not a late packet but a restarted sequence.
+        let step = self
+            .sip_last_seq
+            .map(|last| p.sequence().wrapping_sub(last) as i16);
+        if step.is_some_and(|d| (-100..=0).contains(&d)) {
+            return Ok(());
+        }
+        self.sip_last_seq = Some(p.sequence());
         if let Some(expected) = self.sip_expected_ts {
             let gap = p.timestamp().wrapping_sub(expected);
             if gap >= 0x8000_0000 {
-                // Late or duplicate audio: its time has passed.
-                return Ok(());
+                // Rebased backwards (or overlapping by a few samples): a new
+                // timeline from here, nothing to fill.
+                self.sip_expected_ts = None;
             }
             // Up to 10 s is loss to bridge over; more is a new timeline.
             if gap > 0 && gap <= clock * 10 {

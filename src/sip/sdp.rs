@@ -268,11 +268,10 @@ fn g711_ptime(p: Option<u32>) -> u32 {
 /// which can relay Opus but not encode it, put G.711 first and get it, and
 /// a G.711 desk phone's call through. `Err` means a 488 (RFC 3261 §13.3.1.1).
 pub fn negotiate_offer(offer: &RemoteMedia, prefs: &[Codec]) -> Result<Negotiated, SdpError> {
-    let chosen = offer.formats.iter().find_map(|f| {
-        codec_of(f)
-            .filter(|c| prefs.contains(c))
-            .map(|c| (c, f.pt))
-    });
+    let chosen = offer
+        .formats
+        .iter()
+        .find_map(|f| codec_of(f).filter(|c| prefs.contains(c)).map(|c| (c, f.pt)));
     let (codec, pt) = chosen.ok_or_else(|| no_common_codec(prefs, offer))?;
     Ok(finish(codec, pt, offer, offer.direction.answer_to()))
 }
