@@ -79,6 +79,8 @@ fn run(path: &std::path::Path) -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // No colour codes into journald or a file, only on a terminal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let settings = match wa_sip_bridge::config::Settings::load(path) {
         Ok(s) => s,

@@ -414,6 +414,80 @@ fn an_invite_requiring_an_extension_we_lack_gets_420_naming_it() {
     assert_eq!(ua.live_calls(), 0);
 }
 
+/// What a PBX engineer debugging sees: a request we refuse, an in-dialog
+/// request we answer and a final response from the PBX each leave one
+/// `info` line naming the call, the method and the code.
+#[test]
+fn refusals_in_dialog_answers_and_the_pbx_final_responses_are_logged() {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+    impl Write for Capture {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Capture(Arc::new(Mutex::new(Vec::new())));
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let t0 = Instant::now();
+        let mut ua = test_ua();
+        // 420 to an INVITE requiring session timers.
+        exchange(
+            &mut ua,
+            t0,
+            &pbx_invite("l1", None, 1, &[("require", "timer")]),
+        );
+        // 200 to an in-dialog UPDATE (a refresh) of an answered call.
+        let (call, tag) = answered_call(&mut ua, t0);
+        let up = pbx_update(&tag, 3, None);
+        let (_, events) = exchange(&mut ua, t0, &up);
+        if let Some(UaEvent::Reoffer { tx, .. }) = events.first() {
+            ua.answer_reoffer(t0, call, *tx, Ok("v=0\r\n"));
+        }
+        // 486 from the PBX to an INVITE of ours.
+        let mut ua = test_ua();
+        let (_, invite) = placed_call(&mut ua, t0);
+        let busy = Msg::response_to(&invite, 486, "Busy Here", Some("pbx"));
+        ua.handle_message(t0, &busy.to_bytes(), pbx_peer());
+        let mut failed = false;
+        while let Some(o) = ua.poll_output() {
+            failed |= matches!(o, UaOutput::Event(UaEvent::Failed { code: 486, .. }));
+        }
+        assert!(failed, "the 486 reached the call layer");
+    });
+    let log = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    let has = |method: &str, code: &str| {
+        lines
+            .iter()
+            .filter(|l| {
+                l.contains(" INFO ")
+                    && (l.contains(&format!("method={method} "))
+                        || l.contains(&format!("method=\"{method}\"")))
+                    && l.contains(&format!("code={code} "))
+            })
+            .count()
+    };
+    assert_eq!(has("INVITE", "420"), 1, "{log}");
+    assert_eq!(has("UPDATE", "200"), 1, "{log}");
+    assert_eq!(has("INVITE", "486"), 1, "{log}");
+    assert!(
+        lines.iter().all(|l| !l.contains('\u{1b}')),
+        "no colour codes"
+    );
+}
+
 #[test]
 fn extensions_only_offered_in_supported_do_not_stop_a_call() {
     let t0 = Instant::now();

@@ -198,6 +198,19 @@ impl SipUa {
             return;
         };
         let Some(code) = msg.status() else { return };
+        // Every final response from the PBX leaves one line (not the 2xx
+        // retransmissions to our INVITE, which only get their ACK).
+        let retransmitted_2xx =
+            (200..300).contains(&code) && c.invite_client == Some(tx) && c.dialog.is_some();
+        if code >= 200 && !retransmitted_2xx {
+            tracing::info!(
+                call_id = msg.call_id(),
+                method = %msg.cseq().1,
+                code,
+                reason = msg.reason_phrase().unwrap_or(""),
+                "SIP: the PBX answered our request"
+            );
+        }
         if c.invite_client != Some(tx) {
             // BYE/CANCEL/INFO answers need nothing more.
             return;

@@ -6,6 +6,31 @@
 use super::*;
 
 impl SipUa {
+    /// Sends a response to the PBX. A final one that refuses a request
+    /// (3xx-6xx), and any final answer within a dialog (a re-INVITE or hold,
+    /// UPDATE, INFO, BYE), leaves one `info` line with the call, method and
+    /// code: what a PBX engineer looks for while debugging (a 420 used to
+    /// leave nothing, even at debug).
+    pub(super) fn send_response(&mut self, now: Instant, tx: ServerTxId, r: Msg) {
+        let code = r.status().unwrap_or(0);
+        if code >= 200 {
+            if let Some(req) = self.ep.server_request(tx) {
+                let in_dialog = req.to_tag().is_some();
+                if code >= 300 || in_dialog {
+                    tracing::info!(
+                        call_id = req.call_id(),
+                        method = %req.method().map_or("", Method::as_str),
+                        code,
+                        reason = r.reason_phrase().unwrap_or(""),
+                        in_dialog,
+                        "SIP: we answered the PBX's request"
+                    );
+                }
+            }
+        }
+        self.ep.respond(now, tx, r);
+    }
+
     /// Answers a server transaction (the response fields of RFC 3261 §8.2.6).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn respond(
@@ -22,7 +47,7 @@ impl SipUa {
         for (k, v) in extra {
             r.push(k, v.clone());
         }
-        self.ep.respond(now, tx, r);
+        self.send_response(now, tx, r);
     }
 
     /// Sends 180 (no SDP) or 183 (with SDP, early media).
@@ -44,7 +69,7 @@ impl SipUa {
         if let Some(s) = sdp {
             r.with_body("application/sdp", s.as_bytes().to_vec());
         }
-        self.ep.respond(now, tx, r);
+        self.send_response(now, tx, r);
     }
 
     /// Answers an incoming call with 200 and our SDP, retransmitted until the ACK.
@@ -63,7 +88,7 @@ impl SipUa {
         c.ok_retx = Some((r.to_bytes(), now + t1, t1, now + t1 * 64));
         c.state = State::AwaitingAck;
         self.dirty.push(call);
-        self.ep.respond(now, tx, r);
+        self.send_response(now, tx, r);
     }
 
     /// Rejects an incoming call with a final response (and extra headers, e.g. Reason).
@@ -114,7 +139,7 @@ impl SipUa {
                     _ => (500, "Server Internal Error"),
                 };
                 let r = Msg::response_to(&req, code, phrase, tag.as_deref());
-                self.ep.respond(now, tx, r);
+                self.send_response(now, tx, r);
                 return;
             }
         };
@@ -129,7 +154,7 @@ impl SipUa {
         if !offerless_update {
             r.with_body("application/sdp", sdp.as_bytes().to_vec());
         }
-        self.ep.respond(now, tx, r);
+        self.send_response(now, tx, r);
     }
 
     pub(super) fn on_request(&mut self, now: Instant, tx: ServerTxId, msg: Msg, source: Peer) {
