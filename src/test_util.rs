@@ -33,3 +33,19 @@ impl Xorshift {
         m
     }
 }
+
+/// A Wati error for the call state machines' tests.
+pub(crate) fn wati_err(what: &str) -> crate::wati::WatiError {
+    crate::wati::WatiError::Http {
+        op: crate::wati::WatiOp::Accept,
+        status: 500,
+        body: what.to_string(),
+    }
+}
+
+/// A relay that could not start, for the call state machines' tests.
+pub(crate) fn relay_err() -> crate::call::media_path::RelayError {
+    crate::call::media_path::RelayError::Transcode(crate::media::transcode::TranscodeError::Opus(
+        "x".into(),
+    ))
+}

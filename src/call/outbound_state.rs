@@ -629,18 +629,7 @@ impl OutboundState {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn wati_err(what: &str) -> crate::wati::WatiError {
-        crate::wati::WatiError::Http {
-            op: crate::wati::WatiOp::Accept,
-            status: 500,
-            body: what.to_string(),
-        }
-    }
-
-    fn relay_err() -> RelayError {
-        RelayError::Transcode(crate::media::transcode::TranscodeError::Opus("x".into()))
-    }
+    use crate::test_util::{relay_err, wati_err};
 
     const PCMU: &str = "v=0\r\no=pbx 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
     const CODECS: [Codec; 3] = [Codec::Opus, Codec::Pcmu, Codec::Pcma];

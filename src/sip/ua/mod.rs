@@ -226,6 +226,29 @@ struct Call {
     client_txs: Vec<ClientTxId>,
 }
 
+impl Call {
+    /// A call at its start: `state` Calling (ours) or Ringing (theirs).
+    fn new(state: State, invite: Msg, peer: Peer, local_tag: String) -> Call {
+        Call {
+            state,
+            invite,
+            invite_client: None,
+            invite_server: None,
+            dialog: None,
+            peer,
+            local_tag,
+            auth_tries: 0,
+            redirects: 0,
+            got_provisional: false,
+            hangup_requested: false,
+            cancel_sent: false,
+            ok_retx: None,
+            ended_at: None,
+            client_txs: Vec::new(),
+        }
+    }
+}
+
 pub struct SipUa {
     cfg: UaConfig,
     ep: Endpoint,

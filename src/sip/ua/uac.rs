@@ -46,21 +46,9 @@ impl SipUa {
         self.calls.insert(
             call,
             Call {
-                state: State::Calling,
-                invite: m,
                 invite_client: Some(tx),
-                invite_server: None,
-                dialog: None,
-                peer,
-                local_tag: tag,
-                auth_tries: 0,
-                redirects: 0,
-                got_provisional: false,
-                hangup_requested: false,
-                cancel_sent: false,
-                ok_retx: None,
-                ended_at: None,
                 client_txs: vec![tx],
+                ..Call::new(State::Calling, m, peer, tag)
             },
         );
         call

@@ -246,21 +246,9 @@ impl SipUa {
                 self.calls.insert(
                     call,
                     Call {
-                        state: State::Ringing,
-                        invite: msg.clone(),
-                        invite_client: None,
                         invite_server: Some(tx),
                         dialog,
-                        peer: source,
-                        local_tag: tag,
-                        auth_tries: 0,
-                        redirects: 0,
-                        got_provisional: false,
-                        hangup_requested: false,
-                        cancel_sent: false,
-                        ok_retx: None,
-                        ended_at: None,
-                        client_txs: Vec::new(),
+                        ..Call::new(State::Ringing, msg.clone(), source, tag)
                     },
                 );
                 if let Some(key) = self
