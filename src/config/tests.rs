@@ -1,3 +1,6 @@
+// `unwrap`/`expect` in these tests are set-up and assertions: a failure is
+// the test's failure; none is reachable from the bridge's input.
+
 use super::validate::parse_storage_url;
 use super::*;
 
