@@ -69,11 +69,17 @@ app_senddtmf app_transfer app_blind_transfer app_verbose app_playtones app_queue
 app_record app_stack app_exec app_mixmonitor app_originate app_channelredirect pbx_config
 bridge_simple bridge_native_rtp bridge_softmix bridge_holding func_channel func_callerid
 func_strings func_logic func_cdr func_global func_timeout func_pjsip_endpoint
+res_pjsip res_pjsip_session res_pjsip_sdp_rtp res_pjsip_endpoint_identifier_ip
+res_pjsip_endpoint_identifier_user res_pjsip_endpoint_identifier_anonymous
+res_pjsip_authenticator_digest res_pjsip_outbound_authenticator_digest res_pjsip_registrar
+res_pjsip_outbound_registration res_pjsip_refer res_pjsip_nat res_pjsip_dtmf_info
+res_pjsip_rfc3326 res_pjsip_caller_id res_pjsip_header_funcs res_pjsip_logger
+res_pjsip_dlg_options res_pjsip_transport_management res_pjsip_config_wizard res_pjsip_acl
 func_pjsip_contact func_pjsip_aor func_math func_hangupcause res_timing_timerfd
 res_sorcery_config res_sorcery_memory res_sorcery_astdb res_sorcery_realtime
 res_sorcery_memory_cache res_musiconhold res_clioriginate"
 # The stamp names the recipe's revision too: a changed recipe rebuilds.
-asterisk_stamp="recipe-2 $asterisk_tar $pjproject_tar $(echo "$asterisk_modules" | tr -s ' \n' ' ' | md5sum | cut -c1-12)"
+asterisk_stamp="recipe-3 $asterisk_tar $pjproject_tar $(echo "$asterisk_modules" | tr -s ' \n' ' ' | md5sum | cut -c1-12)"
 if [ "$(cat "$prefix/asterisk/.wsb-stamp" 2>/dev/null)" != "$asterisk_stamp" ]; then
     echo "setup-pbx: building Asterisk into $prefix/asterisk (about 5 minutes, once)"
     started=$(date +%s)
@@ -101,7 +107,8 @@ if [ "$(cat "$prefix/asterisk/.wsb-stamp" 2>/dev/null)" != "$asterisk_stamp" ]; 
         for m in $asterisk_modules $pjsip_modules; do
             menuselect/menuselect --enable "$m" menuselect.makeopts >/dev/null 2>&1 || true
         done
-        if ! grep -q 'app_voicemail ' menuselect.makeopts; then
+        if ! grep -q 'app_voicemail ' menuselect.makeopts ||
+            grep -qE '(=| )res_pjsip_endpoint_identifier_ip( |$)' menuselect.makeopts; then
             echo "setup-pbx: the Asterisk module selection did not hold" >&2
             exit 1
         fi
