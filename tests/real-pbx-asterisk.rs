@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use support::fake_wati::FakeWati;
-use support::{audio, ended_call_records, settings_with, wa_user};
+use support::{ended_call_records, settings_with};
 
 const PREFIX: &str = "/opt/wsb-pbx/asterisk";
 const TRUNK_PASSWORD: &str = "trunk-secret-4cd1";
@@ -188,17 +188,7 @@ async fn inbound_call_into_the_asterisk_echo_comes_back() {
         return;
     };
     let call_id = "ast-echo-1";
-    let (mut peer, sock) = support::whatsapp_calls_in(
-        &wati,
-        &bridge,
-        serde_json::json!({"callId": call_id, "businessNumber": "15551441906"}),
-    )
-    .await;
-    let media = wa_user::run_media(&mut peer, &sock, Duration::from_secs(4), 1000.0, "")
-        .await
-        .unwrap();
-    assert!(media.connected, "ICE/DTLS between WhatsApp and the bridge");
-    let snr_db = audio::tone_snr_db(&media.pcm, 1000.0, 48_000.0, 48_000);
+    let snr_db = support::tone_through_echo(&wati, &bridge, call_id).await;
     assert!(
         snr_db > 10.0,
         "the 1 kHz tone back through Asterisk's echo: {snr_db:.1} dB"

@@ -531,18 +531,28 @@ impl Endpoint {
 /// Request-URI, Call-ID, From, CSeq number and top Via as the INVITE, To from
 /// the response, the INVITE's Route headers.
 fn ack_for_error(invite: &Msg, response: &Msg) -> Msg {
-    let mut ack = Msg::request(Method::Ack, invite.request_uri().unwrap_or(""));
-    ack.via = invite.via.iter().take(1).cloned().collect();
-    ack.route = invite.route.clone();
-    ack.max_forwards = Some(70);
-    ack.from = invite.from.clone();
+    let mut ack = in_invite_transaction(invite, Method::Ack);
     ack.to = response.to.clone();
-    ack.call_id = invite.call_id.clone();
-    ack.cseq = Some(CSeq {
-        seq: invite.cseq().0,
-        method: Method::Ack,
-    });
     ack
+}
+
+/// A request that belongs with an INVITE's transaction — its CANCEL
+/// (RFC 3261 §9.1) or the ACK of a non-2xx (§17.1.1.3): the INVITE's
+/// Request-URI, top Via, Route, From, To, Call-ID and CSeq number, with
+/// `method`.
+pub(crate) fn in_invite_transaction(invite: &Msg, method: Method) -> Msg {
+    let mut m = Msg::request(method.clone(), invite.request_uri().unwrap_or(""));
+    m.via = invite.via.iter().take(1).cloned().collect();
+    m.route = invite.route.clone();
+    m.max_forwards = Some(70);
+    m.from = invite.from.clone();
+    m.to = invite.to.clone();
+    m.call_id = invite.call_id.clone();
+    m.cseq = Some(CSeq {
+        seq: invite.cseq().0,
+        method,
+    });
+    m
 }
 
 /// The one Via builder: a top Via for a request we send over `t` from

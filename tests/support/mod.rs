@@ -235,6 +235,28 @@ pub async fn whatsapp_calls_in(
     (peer, sock)
 }
 
+/// A WhatsApp user calls the business through `bridge` (whose PBX answers
+/// with an echo) and sends a 1 kHz tone for 4 s: the tone's SNR in what
+/// comes back (ICE/DTLS must have connected).
+pub async fn tone_through_echo(
+    wati: &fake_wati::FakeWati,
+    bridge: &wa_sip_bridge::Bridge,
+    call_id: &str,
+) -> f64 {
+    use std::time::Duration;
+    let (mut peer, sock) = whatsapp_calls_in(
+        wati,
+        bridge,
+        serde_json::json!({"callId": call_id, "businessNumber": "15551441906"}),
+    )
+    .await;
+    let media = wa_user::run_media(&mut peer, &sock, Duration::from_secs(4), 1000.0, "")
+        .await
+        .unwrap();
+    assert!(media.connected, "ICE/DTLS between WhatsApp and the bridge");
+    audio::tone_snr_db(&media.pcm, 1000.0, 48_000.0, 48_000)
+}
+
 /// A WhatsApp user calls through a bridge whose `[trunk]` and ports are
 /// `extra` (TOML) to `pbx`, a sipp PBX that answers and echoes RTP: the
 /// bridge must accept at Wati, a 1 kHz tone from WhatsApp must come back
@@ -249,17 +271,7 @@ pub async fn inbound_echo_call(
     let bridge = wa_sip_bridge::Bridge::start(settings_with(&wati.api_endpoint(), extra))
         .await
         .unwrap();
-    let (mut peer, sock) = whatsapp_calls_in(
-        wati,
-        &bridge,
-        serde_json::json!({"callId": call_id, "businessNumber": "15551441906"}),
-    )
-    .await;
-    let media = wa_user::run_media(&mut peer, &sock, Duration::from_secs(4), 1000.0, "")
-        .await
-        .unwrap();
-    assert!(media.connected, "ICE/DTLS between WhatsApp and the bridge");
-    let snr_db = audio::tone_snr_db(&media.pcm, 1000.0, 48_000.0, 48_000);
+    let snr_db = tone_through_echo(wati, &bridge, call_id).await;
     post_webhook_ok(
         wati,
         &bridge,

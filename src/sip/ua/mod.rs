@@ -24,7 +24,9 @@ use super::acl::SourceAcl;
 use super::deadlines::Deadlines;
 use super::dialog::{Dialog, DialogKey};
 use super::digest::{self, Authorization, Challenge, NonceCheck, NonceIssuer};
-use super::endpoint::{via, ClientTxId, Endpoint, Event, Output, Peer, ServerTxId, Transport};
+use super::endpoint::{
+    in_invite_transaction, via, ClientTxId, Endpoint, Event, Output, Peer, ServerTxId, Transport,
+};
 use super::message::{CSeq, Msg, NameAddr};
 use super::method::Method;
 use super::random::Random;

@@ -95,18 +95,7 @@ impl SipUa {
         };
         c.cancel_sent = true;
         // RFC 3261 §9.1: same Request-URI, Call-ID, To, From, CSeq number and top Via.
-        let inv = &c.invite;
-        let mut m = Msg::request(Method::Cancel, inv.request_uri().unwrap_or(""));
-        m.via = inv.via.iter().take(1).cloned().collect();
-        m.max_forwards = Some(70);
-        m.from = inv.from.clone();
-        m.to = inv.to.clone();
-        m.call_id = inv.call_id.clone();
-        m.cseq = Some(CSeq {
-            seq: inv.cseq().0,
-            method: Method::Cancel,
-        });
-        m.route = inv.route.clone();
+        let m = in_invite_transaction(&c.invite, Method::Cancel);
         let peer = c.peer;
         let tx = self.ep.send_request(now, m, peer);
         self.track(tx, call);
