@@ -82,6 +82,7 @@ fn config() -> UaConfig {
         acl: SourceAcl::new(vec!["127.0.0.0/8".parse().unwrap()], vec![]),
         timers: Timers::default(),
         rng_seed: Some(0x5eed),
+        session: Default::default(),
     }
 }
 

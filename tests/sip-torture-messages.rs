@@ -29,6 +29,7 @@ fn ua() -> SipUa {
             acl: SourceAcl::new(vec!["127.0.0.1/32".parse().unwrap()], vec![]),
             timers: Timers::default(),
             rng_seed: Some(4475),
+            session: Default::default(),
         },
         Instant::now(),
     )
@@ -682,7 +683,7 @@ Content-Length: 0
             "{answer}"
         );
         assert!(
-            answer.contains("\r\nAllow: INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE\r\n"),
+            answer.contains("\r\nAllow: INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER\r\n"),
             "{answer}"
         );
     }

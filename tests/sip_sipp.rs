@@ -47,6 +47,7 @@ fn test_config(addr: std::net::SocketAddr, contact_params: &str) -> UaConfig {
         acl: SourceAcl::new(vec!["127.0.0.1/32".parse().unwrap()], vec![]),
         timers: Timers::default(),
         rng_seed: None,
+        session: Default::default(),
     }
 }
 

@@ -1082,6 +1082,7 @@ pub async fn run(cfg: Config) -> Result<Summary, String> {
             acl: SourceAcl::new(vec!["127.0.0.0/8".parse().map_err(|_| "acl")?], vec![]),
             timers: Timers::default(),
             rng_seed: None,
+            session: Default::default(),
         },
         Instant::now(),
     );

@@ -109,6 +109,7 @@ impl EndCause {
             PbxSdp(e) => return format!("pbx_sdp: {e}").into(),
             PbxAnswerWithoutSdp => "pbx_answer_without_sdp",
             PbxAckWithoutAnswer => "pbx_ack_without_answer",
+            Sip(SipEnd::SessionExpired) => "session_expired",
             Sip(end) => return format!("sip: {end:?}").into(),
             SipGone => "sip_gone",
             SipUnavailable => "sip_unavailable",
@@ -153,6 +154,7 @@ mod tests {
         let cases = [
             (EndCause::PbxRejected(486), "pbx_rejected_486"),
             (EndCause::Sip(SipEnd::NoAck), "sip: NoAck"),
+            (EndCause::Sip(SipEnd::SessionExpired), "session_expired"),
             (
                 EndCause::WhatsAppStatus(OutboundStatus::Busy),
                 "whatsapp_busy",

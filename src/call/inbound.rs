@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use super::inbound_state::{Action, InboundState, Input};
 use super::media_path::{MediaPath, PathEvent};
 use super::registry::{CallCommand, ENDING};
+use super::transfer::{self, Step, Transfer};
 use super::{cold, ending, finish, media_only, save_dialog, CallCtx, EndCause, Ending};
 use crate::config::AnswerMode;
 use crate::media::socket::RtpSocket;
@@ -177,7 +178,7 @@ async fn run_call(
     }
     let (events_tx, mut sip_events) = mpsc::channel(64);
     let peer = super::sip_task::trunk_peer(s, trunk);
-    let Some(sip_call) = cold(ctx.sip.invite(
+    let Some(mut sip_call) = cold(ctx.sip.invite(
         request_uri.clone(),
         from,
         format!("<{request_uri}>"),
@@ -203,8 +204,22 @@ async fn run_call(
     // The call's rules are in `InboundState`; this loop turns what happens
     // into its inputs and carries out its actions.
     let mut state = InboundState::new(immediate, &s.media.codecs);
+    let mut transfer: Option<Transfer> = None;
     loop {
         let input = tokio::select! {
+            ev = transfer::next_event(&mut transfer), if transfer.is_some() => {
+                if let Some(t) = transfer.take() {
+                    match t.step(ctx, path, sip_call, record, ev).await {
+                        Step::Pending(t) => transfer = Some(t),
+                        Step::Moved { call, events } => {
+                            sip_call = call;
+                            sip_events = events;
+                        }
+                        Step::Failed => {}
+                    }
+                }
+                continue;
+            }
             ev = path.next() => match ev {
                 PathEvent::Connected => {
                     tracing::info!(call_id = %call.call_id, "WhatsApp media connected");
@@ -215,6 +230,14 @@ async fn run_call(
             },
             ev = sip_events.recv() => match ev {
                 None => Input::SipGone,
+                // A dialog the call has left (a transfer's old one).
+                Some(ev) if ev.call() != Some(sip_call) => continue,
+                Some(UaEvent::Refer { refer, .. }) => {
+                    if transfer.is_none() {
+                        transfer = Transfer::start(ctx, path, sip_call, refer, Some(call.call_id.to_string())).await;
+                    }
+                    continue;
+                }
                 Some(ev) => match media_only(ctx, path, sip_call, ev).await {
                     Some(UaEvent::Progress { sdp, .. }) => Input::PbxProgress { sdp },
                     Some(UaEvent::Answered { sdp, .. }) => Input::PbxAnswered { sdp },
@@ -262,6 +285,9 @@ async fn run_call(
             }
         }
         if let Some(end) = state.ending() {
+            if let Some(t) = transfer.take() {
+                t.abandon(ctx, record).await;
+            }
             return end;
         }
     }

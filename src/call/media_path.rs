@@ -205,6 +205,29 @@ impl MediaPath {
         self.local_sdp(codecs).ok_or(491)
     }
 
+    /// Moves the PBX side to a new dialog's media (a transfer's target
+    /// answered our offer): its codec (the relay rebuilt when it differs),
+    /// its address, not on hold. The WhatsApp leg is untouched: it is the
+    /// same leg throughout (WhatsApp refuses re-INVITEs). A new source's
+    /// SSRC and timestamps are followed by the relay like any new source.
+    pub(crate) fn switch_pbx(&mut self, next: Negotiated) -> Result<(), RelayError> {
+        let now = Instant::now();
+        if let Some(r) = self.relay.as_mut() {
+            let rebuild = self
+                .negotiated
+                .as_ref()
+                .is_none_or(|current| current.relays_differently(&next));
+            if rebuild {
+                let cfg = relay_config(&next, r.config().rtp_timeout);
+                r.change_codec(cfg, now)?;
+            }
+            r.set_pbx_on_hold(false, now);
+        }
+        self.rtp.set_remote(next.remote);
+        self.negotiated = Some(next);
+        Ok(())
+    }
+
     /// A key press the PBX sent as SIP INFO.
     pub(crate) fn sip_info_dtmf(&mut self, digit: char, duration: Duration) {
         if let Some(r) = self.relay.as_mut() {

@@ -15,6 +15,7 @@ pub(crate) mod outbound_state;
 pub(crate) mod recovery;
 pub(crate) mod registry;
 pub(crate) mod sip_task;
+pub(crate) mod transfer;
 pub(crate) mod trunk;
 
 pub(crate) use end_cause::EndCause;

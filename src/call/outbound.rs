@@ -27,6 +27,7 @@ use super::outbound_state::{
     Action, Input, MediaSetup, NotAWaid, OutboundState, Permit, RequestOutcome,
 };
 use super::registry::{CallCommand, ENDING};
+use super::transfer::{self, Step, Transfer};
 use super::{cold, finish, media_only, save_dialog, CallCtx, EndCause, Ending};
 use crate::config::Settings;
 use crate::ids::{WaCallId, Waid};
@@ -237,7 +238,8 @@ async fn run_call(
     started: Instant,
 ) -> Ending {
     let s = &ctx.settings;
-    let call = inc.call;
+    let mut call = inc.call;
+    let mut transfer: Option<Transfer> = None;
     let offer = pbx_offer(&inc.invite, s);
     if let (Ok(w), Ok(n)) = (&waid, &offer) {
         tracing::info!(waid = %w, source = %inc.source.addr, codec = n.as_ref().map(|n| n.codec.name()), "call from the PBX to a WhatsApp user");
@@ -351,6 +353,9 @@ async fn run_call(
             }
         }
         if let Some(end) = state.ending() {
+            if let Some(t) = transfer.take() {
+                t.abandon(ctx, record).await;
+            }
             return end;
         }
         let commands_ready = commands_open || !queued.is_empty();
@@ -361,6 +366,20 @@ async fn run_call(
             }
         };
         let input = tokio::select! {
+            ev = transfer::next_event(&mut transfer), if transfer.is_some() => {
+                if let (Some(t), Some(p)) = (transfer.take(), path.as_mut()) {
+                    match t.step(ctx, p, call, record, ev).await {
+                        Step::Pending(t) => transfer = Some(t),
+                        Step::Moved { call: moved, events } => {
+                            call = moved;
+                            inc.call = moved;
+                            inc.events = events;
+                        }
+                        Step::Failed => {}
+                    }
+                }
+                continue;
+            }
             done = in_flight(&mut request), if request.is_some() => {
                 request = None;
                 done
@@ -388,6 +407,15 @@ async fn run_call(
                 None => {
                     sip_open = false;
                     Input::SipGone
+                }
+                // A dialog the call has left (a transfer's old one).
+                Some(ev) if ev.call() != Some(call) => continue,
+                Some(UaEvent::Refer { refer, .. }) => {
+                    if let (None, Some(p)) = (&transfer, path.as_mut()) {
+                        let id = wa_call.as_ref().map(|w| w.to_string());
+                        transfer = Transfer::start(ctx, p, call, refer, id).await;
+                    }
+                    continue;
                 }
                 Some(ev) => {
                     let ev = match path.as_mut() {

@@ -58,6 +58,12 @@ pub(crate) enum SipCommand {
     Dialog(CallRef, oneshot::Sender<Option<Dialog>>),
     /// BYE in a dialog saved before a restart.
     ByeSaved(Dialog),
+    /// Report a transfer's progress to the PBX that asked for it (REFER).
+    NotifyRefer {
+        call: CallRef,
+        code: u16,
+        reason: String,
+    },
     /// Answer a re-INVITE/UPDATE with our SDP, or refuse it with this status.
     AnswerReoffer(
         CallRef,
@@ -150,6 +156,13 @@ impl SipHandle {
     ) {
         let _ = self.tx.send(SipCommand::AnswerReoffer(call, tx, sdp)).await;
     }
+
+    pub(crate) async fn notify_refer(&self, call: CallRef, code: u16, reason: String) {
+        let _ = self
+            .tx
+            .send(SipCommand::NotifyRefer { call, code, reason })
+            .await;
+    }
 }
 
 /// A command channel for [`run`] and the handle that feeds it.
@@ -224,6 +237,7 @@ pub(crate) async fn bind(
         acl: SourceAcl::new(settings.trunk.allowed_sources.clone(), trunk_ips),
         timers: Timers::default(),
         rng_seed: None,
+        session: settings.sip.session,
     };
     Ok((
         SipSocket::with_tcp(udp, Some(tcp), SipUa::new(cfg, Instant::now())),
@@ -391,6 +405,7 @@ pub(crate) async fn run(
                         routes.remove(&call);
                     }
                     Some(SipCommand::AnswerReoffer(call, tx, sdp)) => sip.ua().answer_reoffer(Instant::now(), call, tx, sdp.as_deref().map_err(|c| *c)),
+                    Some(SipCommand::NotifyRefer { call, code, reason }) => sip.ua().notify_refer(Instant::now(), call, code, &reason),
                     None => return,
                 }
                 continue;

@@ -71,6 +71,8 @@ pub struct RawSip {
     pub listen: String,
     pub public_addr: String,
     pub domain: String,
+    pub session_expires_s: u32,
+    pub min_se_s: u32,
 }
 
 impl Default for RawSip {
@@ -79,6 +81,8 @@ impl Default for RawSip {
             listen: "0.0.0.0:5060".into(),
             public_addr: String::new(),
             domain: String::new(),
+            session_expires_s: 1800,
+            min_se_s: 90,
         }
     }
 }

@@ -87,6 +87,8 @@ pub struct SipSettings {
     pub listen: SocketAddr,
     pub public_addr: HostPort,
     pub domain: String,
+    /// Session timers (RFC 4028): what we ask and the least we take.
+    pub session: crate::sip::ua::SessionTimerConfig,
 }
 
 #[derive(Debug, Clone)]

@@ -324,10 +324,34 @@ fn sip(c: &mut Checker, raw: &RawSip) -> Option<SipSettings> {
         None
     };
 
+    let min = crate::sip::ua::ABSOLUTE_MIN_SE;
+    let mut timers_ok = true;
+    if raw.min_se_s < min {
+        c.problem(
+            "sip.min_se_s",
+            format!("{} is below RFC 4028's floor of {min} s", raw.min_se_s),
+        );
+        timers_ok = false;
+    }
+    if raw.session_expires_s < raw.min_se_s.max(min) {
+        c.problem(
+            "sip.session_expires_s",
+            format!(
+                "{} is below sip.min_se_s ({}): no session could be agreed",
+                raw.session_expires_s, raw.min_se_s
+            ),
+        );
+        timers_ok = false;
+    }
+
     Some(SipSettings {
         listen: sip_listen?,
         public_addr: sip_public?,
         domain: domain?,
+        session: timers_ok.then_some(crate::sip::ua::SessionTimerConfig {
+            session_expires: raw.session_expires_s,
+            min_se: raw.min_se_s,
+        })?,
     })
 }
 

@@ -333,6 +333,7 @@ pub async fn extension_socket(user: &str) -> Result<SipSocket, DemoError> {
             acl: SourceAcl::new(vec![loopback], vec![]),
             timers: Timers::default(),
             rng_seed: None,
+            session: Default::default(),
         },
         Instant::now(),
     );

@@ -71,6 +71,7 @@ pub async fn run() -> Result<bool, DemoError> {
             ),
             timers: Timers::default(),
             rng_seed: None,
+            session: Default::default(),
         },
         Instant::now(),
     );

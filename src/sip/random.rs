@@ -8,7 +8,7 @@
 //! tag here carries 64 bits, a branch and a Call-ID 128.
 
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{Rng, RngExt, SeedableRng};
 
 pub(crate) struct Random {
     rng: StdRng,
@@ -28,6 +28,11 @@ impl Random {
         let mut b = [0u8; N];
         self.rng.fill_bytes(&mut b);
         b
+    }
+
+    /// A number in `0..n` (`n` > 0), for a randomised wait.
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        self.rng.random_range(0..n.max(1))
     }
 
     /// A tag for From/To (64 random bits, hex).

@@ -124,6 +124,9 @@ pub struct CallRow {
     pub media: Option<MediaCounters>,
     /// The SIP dialog (JSON) while the call is answered, for a BYE after a crash.
     pub sip_dialog: Option<String>,
+    /// The PBX's transfers (REFER) of the call, one line per attempt:
+    /// `<Refer-To target> <final SIP status>`.
+    pub transfers: Option<String>,
 }
 
 /// Packets relayed in a call, per leg and direction, and the PBX-side codec.
@@ -360,6 +363,18 @@ impl Store {
         .await
     }
 
+    /// Notes a transfer attempt (a line: target and final status) in the record.
+    pub async fn note_transfer(&self, id: i64, line: String) -> Result<(), StoreError> {
+        self.with(move |c| {
+            c.execute(
+                "UPDATE calls SET transfers = COALESCE(transfers || char(10), '') || ?2 WHERE id = ?1",
+                params![id, line],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     pub async fn call_answered(&self, id: i64, at_ms: i64) -> Result<(), StoreError> {
         self.with(move |c| {
             c.execute(
@@ -559,7 +574,7 @@ fn webhook_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WebhookRow> {
     })
 }
 
-const CALL_SELECT: &str = "SELECT id, direction, wa_call_id, sip_call_id, waid, business_number, offered_at_ms, answered_at_ms, ended_at_ms, end_cause, sip_code, codec, wa_rx_packets, wa_tx_packets, pbx_rx_packets, pbx_tx_packets, sip_dialog FROM calls";
+const CALL_SELECT: &str = "SELECT id, direction, wa_call_id, sip_call_id, waid, business_number, offered_at_ms, answered_at_ms, ended_at_ms, end_cause, sip_code, codec, wa_rx_packets, wa_tx_packets, pbx_rx_packets, pbx_tx_packets, sip_dialog, transfers FROM calls";
 
 fn call_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CallRow> {
     let direction: String = r.get(1)?;
@@ -586,6 +601,7 @@ fn call_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CallRow> {
             }),
         },
         sip_dialog: r.get(16)?,
+        transfers: r.get(17)?,
     })
 }
 

@@ -45,6 +45,8 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE calls ADD COLUMN pbx_rx_packets INTEGER;
     ALTER TABLE calls ADD COLUMN pbx_tx_packets INTEGER;
     ALTER TABLE calls ADD COLUMN sip_dialog TEXT;",
+    // Transfers by the PBX (REFER): one line per attempt, target and outcome.
+    "ALTER TABLE calls ADD COLUMN transfers TEXT;",
 ];
 
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {

@@ -236,12 +236,13 @@ pub async fn whatsapp_calls_in(
 }
 
 /// A WhatsApp user calls the business through `bridge` (whose PBX answers
-/// with an echo) and sends a 1 kHz tone for 4 s: the tone's SNR in what
+/// with an echo) and sends a 1 kHz tone for `seconds`: the tone's SNR in what
 /// comes back (ICE/DTLS must have connected).
 pub async fn tone_through_echo(
     wati: &fake_wati::FakeWati,
     bridge: &wa_sip_bridge::Bridge,
     call_id: &str,
+    seconds: u64,
 ) -> f64 {
     use std::time::Duration;
     let (mut peer, sock) = whatsapp_calls_in(
@@ -250,7 +251,7 @@ pub async fn tone_through_echo(
         serde_json::json!({"callId": call_id, "businessNumber": "15551441906"}),
     )
     .await;
-    let media = wa_user::run_media(&mut peer, &sock, Duration::from_secs(4), 1000.0, "")
+    let media = wa_user::run_media(&mut peer, &sock, Duration::from_secs(seconds), 1000.0, "")
         .await
         .unwrap();
     assert!(media.connected, "ICE/DTLS between WhatsApp and the bridge");
@@ -271,7 +272,7 @@ pub async fn inbound_echo_call(
     let bridge = wa_sip_bridge::Bridge::start(settings_with(&wati.api_endpoint(), extra))
         .await
         .unwrap();
-    let snr_db = tone_through_echo(wati, &bridge, call_id).await;
+    let snr_db = tone_through_echo(wati, &bridge, call_id, 4).await;
     post_webhook_ok(
         wati,
         &bridge,

@@ -365,6 +365,75 @@ impl fmt::Display for CSeq {
     }
 }
 
+/// Who refreshes a session (RFC 4028 §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refresher {
+    Uac,
+    Uas,
+}
+
+/// `Session-Expires: <delta-seconds>[;refresher=uac|uas]` (RFC 4028 §4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionExpires {
+    pub delta: u32,
+    pub refresher: Option<Refresher>,
+}
+
+impl SessionExpires {
+    pub fn parse(value: &str) -> Result<SessionExpires, HeaderError> {
+        let (delta, rest) = match value.find(';') {
+            Some(i) => (&value[..i], &value[i..]),
+            None => (value, ""),
+        };
+        let delta = delta.trim().parse().map_err(|_| HeaderError::Number)?;
+        let refresher = match find_param(&params(rest)?, "refresher") {
+            None => None,
+            Some(r) if r.eq_ignore_ascii_case("uac") => Some(Refresher::Uac),
+            Some(r) if r.eq_ignore_ascii_case("uas") => Some(Refresher::Uas),
+            // §4: other values are an error in the header.
+            Some(_) => return Err(HeaderError::ParamName),
+        };
+        Ok(SessionExpires { delta, refresher })
+    }
+}
+
+impl fmt::Display for SessionExpires {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.delta)?;
+        match self.refresher {
+            Some(Refresher::Uac) => write!(f, ";refresher=uac"),
+            Some(Refresher::Uas) => write!(f, ";refresher=uas"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `RAck: <response-num> <CSeq-num> <method>` (RFC 3262 §7.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RAck {
+    pub rseq: u32,
+    pub cseq: CSeq,
+}
+
+impl RAck {
+    pub fn parse(value: &str) -> Result<RAck, HeaderError> {
+        let v = value.trim();
+        let (rseq, rest) = v
+            .split_once(char::is_whitespace)
+            .ok_or(HeaderError::Number)?;
+        Ok(RAck {
+            rseq: rseq.parse().map_err(|_| HeaderError::Number)?,
+            cseq: CSeq::parse(rest)?,
+        })
+    }
+}
+
+impl fmt::Display for RAck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.rseq, self.cseq)
+    }
+}
+
 /// Splits a header value at commas outside quotes and angle brackets
 /// (RFC 3261 §7.3.1: a list header's entries), dropping empty entries.
 pub fn split_list(v: &str) -> Vec<&str> {

@@ -18,7 +18,9 @@ mod headers;
 
 use std::net::SocketAddr;
 
-pub use headers::{split_list, CSeq, HeaderError, NameAddr, Param, Via};
+pub use headers::{
+    split_list, CSeq, HeaderError, NameAddr, Param, RAck, Refresher, SessionExpires, Via,
+};
 
 use super::method::Method;
 
@@ -59,6 +61,15 @@ pub struct Msg {
     pub reason: Option<String>,
     /// The WhatsApp call id a call from the bridge carries (`X-WA-Call-Id`).
     pub wa_call_id: Option<String>,
+    /// Session timers (RFC 4028): `Session-Expires`, `Min-SE`.
+    pub session_expires: Option<SessionExpires>,
+    pub min_se: Option<u32>,
+    /// Reliable provisional responses (RFC 3262): `RSeq`, `RAck`.
+    pub rseq: Option<u32>,
+    pub rack: Option<RAck>,
+    /// Transfer (RFC 3515, RFC 3892): `Refer-To`, `Referred-By`.
+    pub refer_to: Option<NameAddr>,
+    pub referred_by: Option<NameAddr>,
     /// Every other header: (lower-case name, value), in order.
     pub other: Vec<(String, String)>,
     pub body: Vec<u8>,
@@ -90,6 +101,12 @@ impl Msg {
             proxy_authorization: None,
             reason: None,
             wa_call_id: None,
+            session_expires: None,
+            min_se: None,
+            rseq: None,
+            rack: None,
+            refer_to: None,
+            referred_by: None,
             other: Vec::new(),
             body: Vec::new(),
         }
@@ -287,6 +304,12 @@ impl Msg {
             "proxy-authorization" => self.proxy_authorization = Some(value.to_string()),
             "reason" => self.reason = Some(value.to_string()),
             "x-wa-call-id" => self.wa_call_id = Some(value.trim().to_string()),
+            "session-expires" => self.session_expires = Some(SessionExpires::parse(value)?),
+            "min-se" => self.min_se = Some(number(value.split(';').next().unwrap_or(""))?),
+            "rseq" => self.rseq = Some(number(value)?),
+            "rack" => self.rack = Some(RAck::parse(value)?),
+            "refer-to" => self.refer_to = Some(NameAddr::parse(value)?),
+            "referred-by" => self.referred_by = Some(NameAddr::parse(value)?),
             // Computed when the message is written.
             "content-length" => {}
             _ => self.other.push((name.to_string(), value.to_string())),
@@ -369,6 +392,24 @@ impl Msg {
         }
         if let Some(w) = &self.wa_call_id {
             line("X-WA-Call-Id", w);
+        }
+        if let Some(v) = &self.session_expires {
+            line("Session-Expires", v);
+        }
+        if let Some(v) = self.min_se {
+            line("Min-SE", &v);
+        }
+        if let Some(v) = self.rseq {
+            line("RSeq", &v);
+        }
+        if let Some(v) = &self.rack {
+            line("RAck", v);
+        }
+        if let Some(v) = &self.refer_to {
+            line("Refer-To", v);
+        }
+        if let Some(v) = &self.referred_by {
+            line("Referred-By", v);
         }
         for (k, v) in &self.other {
             line(&canonical(k), v);
@@ -493,6 +534,9 @@ fn canonical(name: &str) -> String {
         "call-id" => "Call-ID".into(),
         "cseq" => "CSeq".into(),
         "www-authenticate" => "WWW-Authenticate".into(),
+        "rseq" => "RSeq".into(),
+        "rack" => "RAck".into(),
+        "min-se" => "Min-SE".into(),
         "content-length" => "Content-Length".into(),
         _ => name
             .split('-')
@@ -553,6 +597,10 @@ fn header_lines(text: &str) -> Vec<(String, String)> {
             "c" => "content-type".to_string(),
             "s" => "subject".to_string(),
             "k" => "supported".to_string(),
+            "x" => "session-expires".to_string(),
+            "r" => "refer-to".to_string(),
+            "b" => "referred-by".to_string(),
+            "o" => "event".to_string(),
             other => other.to_string(),
         };
         out.push((name, value.trim().to_string()));

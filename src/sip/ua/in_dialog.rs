@@ -78,6 +78,10 @@ impl SipUa {
                 }
             }
             Method::Invite | Method::Update => {
+                if session_timer::too_small(&msg, &self.cfg.session) {
+                    self.refuse_short_session(now, tx, &msg, None);
+                    return;
+                }
                 self.emit(UaEvent::Reoffer {
                     call,
                     tx,
@@ -106,6 +110,7 @@ impl SipUa {
             Method::Options => {
                 self.respond(now, tx, &msg, 200, "OK", None, &[("allow", ALLOW.into())])
             }
+            Method::Refer => self.on_refer(now, tx, &msg, call),
             _ => self.respond(
                 now,
                 tx,

@@ -32,8 +32,11 @@ use super::method::Method;
 use super::random::Random;
 use super::register::{RegState, RegisterConfig, Registration};
 use super::transaction::Timers;
+pub use refer::ReferRequest;
+use session_timer::Session;
+pub use session_timer::{SessionTimerConfig, ABSOLUTE_MIN_SE};
 
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER";
 
 /// Digest credentials for a request: `Authorization` (after a 401) or
 /// `Proxy-Authorization` (after a 407).
@@ -48,7 +51,7 @@ fn allowed() -> Vec<String> {
 }
 
 /// The methods of [`ALLOW`].
-const ALLOWED: [Method; 7] = [
+const ALLOWED: [Method; 8] = [
     Method::Invite,
     Method::Ack,
     Method::Cancel,
@@ -56,13 +59,12 @@ const ALLOWED: [Method; 7] = [
     Method::Options,
     Method::Info,
     Method::Update,
+    Method::Refer,
 ];
 
-/// SIP extensions (option tags, RFC 3261 §19.2) the bridge implements:
-/// none — no reliable provisional responses (100rel), no session timers
-/// (`timer`; a refresh re-INVITE or UPDATE is answered all the same), no
-/// `replaces`.
-const OPTION_TAGS: &[&str] = &[];
+/// SIP extensions (option tags, RFC 3261 §19.2) the bridge implements, as
+/// our `Supported` lists them: session timers (RFC 4028, `session_timer`).
+const OPTION_TAGS: &[&str] = &["timer"];
 
 /// The option tags a request's `Require` names that the bridge does not
 /// implement. RFC 3261 §8.2.2.3: such a request gets 420 listing them.
@@ -95,6 +97,9 @@ pub enum SipEnd {
     /// The call's task did not take its SIP events in time: the SIP side
     /// hung the call up rather than wait for it (and so stall every call).
     Overloaded,
+    /// No session refresh in time, or the PBX answered ours with 408/481
+    /// (RFC 4028 §10, RFC 5057): BYE sent.
+    SessionExpired,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,6 +138,9 @@ pub enum UaEvent {
     },
     /// The registration's outcome changed: registered, or failed with this code.
     Registration { registered: bool, code: u16 },
+    /// The PBX transfers the call (REFER, already accepted with 202): place
+    /// the INVITE to `refer.target`, report with [`SipUa::notify_refer`].
+    Refer { call: CallRef, refer: ReferRequest },
     /// A key press sent as SIP INFO (application/dtmf-relay or application/dtmf).
     Dtmf {
         call: CallRef,
@@ -151,6 +159,7 @@ impl UaEvent {
             | UaEvent::Failed { call, .. }
             | UaEvent::Ended { call, .. }
             | UaEvent::Reoffer { call, .. }
+            | UaEvent::Refer { call, .. }
             | UaEvent::Dtmf { call, .. } => Some(*call),
             UaEvent::Registration { .. } => None,
         }
@@ -191,6 +200,8 @@ pub struct UaConfig {
     /// Seeds the UA's random identifiers (tags, branches, Call-IDs, the
     /// digest secret) for a test that replays them; `None`: from the OS.
     pub rng_seed: Option<u64>,
+    /// Session timers (RFC 4028).
+    pub session: SessionTimerConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,6 +237,18 @@ struct Call {
     ended_at: Option<Instant>,
     /// The client transactions sent for the call (INVITE, CANCEL, BYE).
     client_txs: Vec<ClientTxId>,
+    /// The session timer agreed, if any (RFC 4028).
+    session: Option<Session>,
+    /// Our latest session refresh: its transaction, CSeq and method.
+    refresh: Option<(ClientTxId, u32, Method)>,
+    /// The SDP we last sent the PBX (a re-INVITE refresh repeats it).
+    local_sdp: Option<String>,
+    /// The PBX's Allow lists UPDATE (refresh with it rather than re-INVITE).
+    peer_allows_update: bool,
+    /// 422s answered by asking again with the PBX's Min-SE.
+    se_retries: u8,
+    /// A transfer the PBX asked for (REFER) has no final NOTIFY yet.
+    refer_active: bool,
 }
 
 impl Call {
@@ -247,6 +270,12 @@ impl Call {
             ok_retx: None,
             ended_at: None,
             client_txs: Vec::new(),
+            session: None,
+            refresh: None,
+            local_sdp: None,
+            peer_allows_update: false,
+            se_retries: 0,
+            refer_active: false,
         }
     }
 }
@@ -299,7 +328,9 @@ fn sdp_of(msg: &Msg) -> Option<String> {
 mod auth;
 mod in_dialog;
 mod redirect;
+mod refer;
 mod registration;
+mod session_timer;
 mod uac;
 mod uas;
 
@@ -359,7 +390,9 @@ impl SipUa {
                 if c.state == State::Ended {
                     Some(*c.ended_at.get_or_insert(now) + linger)
                 } else {
-                    c.ok_retx.as_ref().map(|r| r.1.min(r.3))
+                    let retx = c.ok_retx.as_ref().map(|r| r.1.min(r.3));
+                    let session = c.session.as_ref().map(Session::deadline);
+                    retx.into_iter().chain(session).min()
                 }
             });
             self.call_deadlines.set(call, when);
@@ -410,6 +443,7 @@ impl SipUa {
         // with every call it ever had.
         let t2 = self.cfg.timers.t2;
         let mut give_up = Vec::new();
+        let mut sessions = Vec::new();
         for call in self.call_deadlines.take_due(now) {
             self.visits += 1;
             let Some(c) = self.calls.get_mut(&call) else {
@@ -419,6 +453,9 @@ impl SipUa {
             if c.state == State::Ended {
                 self.forget(call);
                 continue;
+            }
+            if c.session.as_ref().is_some_and(|s| now >= s.deadline()) {
+                sessions.push(call);
             }
             let Some((bytes, next, interval, until)) = c.ok_retx.as_mut() else {
                 continue;
@@ -438,6 +475,11 @@ impl SipUa {
         }
         for call in give_up {
             self.send_bye(now, call, SipEnd::NoAck);
+        }
+        for call in sessions {
+            if !self.is_ended(call) {
+                self.on_session_deadline(now, call);
+            }
         }
         self.drive_registration(now);
         self.process(now);
@@ -541,5 +583,9 @@ impl SipUa {
     }
 }
 
+#[cfg(test)]
+mod refer_tests;
+#[cfg(test)]
+mod session_timer_tests;
 #[cfg(test)]
 mod tests;

@@ -48,11 +48,11 @@ fn info_dtmf_bodies() {
     );
 }
 
-fn test_ua() -> SipUa {
+pub(super) fn test_ua() -> SipUa {
     SipUa::new(test_config(), Instant::now())
 }
 
-fn test_config() -> UaConfig {
+pub(super) fn test_config() -> UaConfig {
     UaConfig {
         via_host: "127.0.0.1:5060".into(),
         contact_uri: "sip:bridge@127.0.0.1:5060".into(),
@@ -62,6 +62,7 @@ fn test_config() -> UaConfig {
         acl: SourceAcl::new(vec!["127.0.0.1/32".parse().unwrap()], vec![]),
         timers: Timers::default(),
         rng_seed: Some(1),
+        session: Default::default(),
     }
 }
 
@@ -159,7 +160,7 @@ fn ended_calls_are_forgotten_after_64_t1() {
 }
 
 /// The PBX of these tests.
-fn pbx_peer() -> Peer {
+pub(super) fn pbx_peer() -> Peer {
     Peer {
         transport: Transport::Udp,
         addr: "127.0.0.1:5099".parse().unwrap(),
@@ -168,7 +169,7 @@ fn pbx_peer() -> Peer {
 
 /// Feeds `msg` from the PBX and returns what the UA sent back and the
 /// events it raised.
-fn exchange(ua: &mut SipUa, now: Instant, msg: &Msg) -> (Vec<Msg>, Vec<UaEvent>) {
+pub(super) fn exchange(ua: &mut SipUa, now: Instant, msg: &Msg) -> (Vec<Msg>, Vec<UaEvent>) {
     let pbx = pbx_peer();
     ua.handle_message(now, &msg.to_bytes(), pbx);
     let (mut sent, mut events) = (Vec::new(), Vec::new());
@@ -181,7 +182,12 @@ fn exchange(ua: &mut SipUa, now: Instant, msg: &Msg) -> (Vec<Msg>, Vec<UaEvent>)
     (sent, events)
 }
 
-fn pbx_invite(branch: &str, to_tag: Option<&str>, cseq: u32, extra: &[(&str, &str)]) -> Msg {
+pub(super) fn pbx_invite(
+    branch: &str,
+    to_tag: Option<&str>,
+    cseq: u32,
+    extra: &[(&str, &str)],
+) -> Msg {
     let mut inv = Msg::request(Method::Invite, "sip:14085551234@127.0.0.1:5060");
     inv.push(
         "via",
@@ -390,13 +396,13 @@ fn per_message_work_does_not_grow_with_the_number_of_dialogs() {
 }
 
 /// The final responses among `sent` (an INVITE also gets 100 Trying).
-fn finals(sent: &[Msg]) -> Vec<&Msg> {
+pub(super) fn finals(sent: &[Msg]) -> Vec<&Msg> {
     sent.iter()
         .filter(|m| m.status().is_some_and(|c| c >= 200))
         .collect()
 }
 
-fn status_of(sent: &[Msg]) -> Vec<u16> {
+pub(super) fn status_of(sent: &[Msg]) -> Vec<u16> {
     finals(sent).iter().filter_map(|m| m.status()).collect()
 }
 
@@ -404,11 +410,12 @@ fn status_of(sent: &[Msg]) -> Vec<u16> {
 fn an_invite_requiring_an_extension_we_lack_gets_420_naming_it() {
     let t0 = Instant::now();
     let mut ua = test_ua();
-    let inv = pbx_invite("r1", None, 1, &[("require", "100rel, Timer")]);
+    let inv = pbx_invite("r1", None, 1, &[("require", "Timer, x-frob, gin")]);
     let (sent, events) = exchange(&mut ua, t0, &inv);
     assert_eq!(status_of(&sent), vec![420]);
     let resp = finals(&sent)[0];
-    assert_eq!(resp.unsupported, vec!["100rel", "Timer"]);
+    // `timer` (any case) is ours; the others are named.
+    assert_eq!(resp.unsupported, vec!["x-frob", "gin"]);
     assert!(resp.to_tag().is_some(), "a final response carries a To tag");
     assert!(events.is_empty(), "no call for the call layer: {events:?}");
     assert_eq!(ua.live_calls(), 0);
@@ -442,11 +449,11 @@ fn refusals_in_dialog_answers_and_the_pbx_final_responses_are_logged() {
     tracing::subscriber::with_default(subscriber, || {
         let t0 = Instant::now();
         let mut ua = test_ua();
-        // 420 to an INVITE requiring session timers.
+        // 420 to an INVITE requiring an extension we lack.
         exchange(
             &mut ua,
             t0,
-            &pbx_invite("l1", None, 1, &[("require", "timer")]),
+            &pbx_invite("l1", None, 1, &[("require", "x-frob")]),
         );
         // 200 to an in-dialog UPDATE (a refresh) of an answered call.
         let (call, tag) = answered_call(&mut ua, t0);
@@ -503,10 +510,10 @@ fn a_re_invite_requiring_an_extension_gets_420_and_the_call_goes_on() {
     let t0 = Instant::now();
     let mut ua = test_ua();
     let (_, tag) = answered_call(&mut ua, t0);
-    let reinv = pbx_invite("c2", Some(&tag), 2, &[("require", "timer")]);
+    let reinv = pbx_invite("c2", Some(&tag), 2, &[("require", "x-frob")]);
     let (sent, events) = exchange(&mut ua, t0, &reinv);
     assert_eq!(status_of(&sent), vec![420]);
-    assert_eq!(finals(&sent)[0].unsupported, vec!["timer"]);
+    assert_eq!(finals(&sent)[0].unsupported, vec!["x-frob"]);
     assert!(
         events.is_empty(),
         "no re-offer for the call layer: {events:?}"
@@ -515,7 +522,7 @@ fn a_re_invite_requiring_an_extension_gets_420_and_the_call_goes_on() {
 }
 
 /// Sets up a call from the PBX that we answered; returns it with our tag.
-fn answered_call(ua: &mut SipUa, now: Instant) -> (CallRef, String) {
+pub(super) fn answered_call(ua: &mut SipUa, now: Instant) -> (CallRef, String) {
     let (_, events) = exchange(ua, now, &pbx_invite("a1", None, 1, &[]));
     let Some(UaEvent::Incoming { call, .. }) = events.into_iter().next() else {
         panic!("the INVITE reaches the call layer");
@@ -526,7 +533,7 @@ fn answered_call(ua: &mut SipUa, now: Instant) -> (CallRef, String) {
 }
 
 /// The messages the UA sends next, with where they go.
-fn transmits(ua: &mut SipUa) -> Vec<(Peer, Msg)> {
+pub(super) fn transmits(ua: &mut SipUa) -> Vec<(Peer, Msg)> {
     std::iter::from_fn(|| ua.poll_output())
         .filter_map(|o| match o {
             UaOutput::Transmit { to, data } => Some((to, parse_incoming(&data).ok()?)),
@@ -536,7 +543,7 @@ fn transmits(ua: &mut SipUa) -> Vec<(Peer, Msg)> {
 }
 
 /// The messages the UA sends next (its events are dropped).
-fn sent(ua: &mut SipUa) -> Vec<Msg> {
+pub(super) fn sent(ua: &mut SipUa) -> Vec<Msg> {
     std::iter::from_fn(|| ua.poll_output())
         .filter_map(|o| match o {
             UaOutput::Transmit { data, .. } => parse_incoming(&data).ok(),
@@ -545,7 +552,7 @@ fn sent(ua: &mut SipUa) -> Vec<Msg> {
         .collect()
 }
 
-fn pbx_update(tag: &str, cseq: u32, sdp: Option<&str>) -> Msg {
+pub(super) fn pbx_update(tag: &str, cseq: u32, sdp: Option<&str>) -> Msg {
     let mut up = Msg::request(Method::Update, "sip:bridge@127.0.0.1:5060");
     up.push(
         "via",
@@ -563,7 +570,12 @@ fn pbx_update(tag: &str, cseq: u32, sdp: Option<&str>) -> Msg {
 }
 
 /// Feeds a re-offer, answers it as the call layer would and returns the final response.
-fn reoffer_answered(ua: &mut SipUa, now: Instant, req: &Msg, ours: Result<&str, u16>) -> Msg {
+pub(super) fn reoffer_answered(
+    ua: &mut SipUa,
+    now: Instant,
+    req: &Msg,
+    ours: Result<&str, u16>,
+) -> Msg {
     let (_, events) = exchange(ua, now, req);
     let Some(UaEvent::Reoffer { call, tx, .. }) = events.into_iter().next() else {
         panic!("the request reaches the call layer");
@@ -694,7 +706,7 @@ fn a_call_over_tcp_stays_on_tcp_and_says_so() {
 }
 
 /// Places a call to the trunk and returns it with the INVITE sent.
-fn placed_call(ua: &mut SipUa, now: Instant) -> (CallRef, Msg) {
+pub(super) fn placed_call(ua: &mut SipUa, now: Instant) -> (CallRef, Msg) {
     let call = ua.invite(
         now,
         Invite {

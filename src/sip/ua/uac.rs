@@ -3,6 +3,7 @@
 //! BYE after it, and what each final response means for the call.
 
 use super::*;
+use crate::sip::message::SessionExpires;
 
 impl SipUa {
     /// Sends an INVITE to its peer.
@@ -33,6 +34,12 @@ impl SipUa {
             peer.transport,
         )));
         m.allow = allowed();
+        m.supported = session_timer::supported();
+        m.session_expires = Some(SessionExpires {
+            delta: self.cfg.session.session_expires,
+            refresher: None,
+        });
+        m.min_se = Some(self.cfg.session.min_se);
         m.push(
             "user-agent",
             concat!("wa-sip-bridge/", env!("CARGO_PKG_VERSION")),
@@ -48,6 +55,7 @@ impl SipUa {
             Call {
                 invite_client: Some(tx),
                 client_txs: vec![tx],
+                local_sdp: Some(sdp.to_string()),
                 ..Call::new(State::Calling, m, peer, tag)
             },
         );
@@ -148,9 +156,13 @@ impl SipUa {
             return;
         };
         let Some(d) = c.dialog.as_mut() else { return };
-        let bye = d.request(Method::Bye, &self.cfg.via_host, &branch);
+        let mut bye = d.request(Method::Bye, &self.cfg.via_host, &branch);
+        if cause == SipEnd::SessionExpired {
+            bye.reason = Some("SIP;cause=408;text=\"Session expired\"".into());
+        }
         let peer = d.peer;
         c.state = State::Ended;
+        c.session = None;
         c.ok_retx = None;
         let tx = self.ep.send_request(now, bye, peer);
         self.track(tx, call);
@@ -188,6 +200,10 @@ impl SipUa {
                 "SIP: the PBX answered our request"
             );
         }
+        if c.refresh.as_ref().is_some_and(|r| r.0 == tx) {
+            self.on_refresh_response(now, call, &msg);
+            return;
+        }
         if c.invite_client != Some(tx) {
             // BYE/CANCEL/INFO answers need nothing more.
             return;
@@ -219,7 +235,11 @@ impl SipUa {
                 self.ep.send_stateless(&ack, peer);
                 if first {
                     c.state = State::Confirmed;
-                    if c.hangup_requested {
+                    c.peer_allows_update =
+                        msg.allow.iter().any(|m| m.eq_ignore_ascii_case("UPDATE"));
+                    self.agree_session_as_uac(now, call, &msg);
+                    let hangup = self.calls.get(&call).is_some_and(|c| c.hangup_requested);
+                    if hangup {
                         self.send_bye(now, call, SipEnd::LocalHangup);
                     } else {
                         self.emit(UaEvent::Answered {
@@ -236,6 +256,26 @@ impl SipUa {
             }
             300..=399 if c.redirects < MAX_REDIRECTS && !c.hangup_requested => {
                 self.follow_redirect(now, call, code, &msg)
+            }
+            // RFC 4028 §7.3: our interval was below the PBX's minimum;
+            // ask again with it (once more at most).
+            422 if c.se_retries < 2
+                && !c.hangup_requested
+                && msg.min_se.is_some_and(|m| {
+                    c.invite
+                        .session_expires
+                        .as_ref()
+                        .is_none_or(|se| m > se.delta)
+                }) =>
+            {
+                c.se_retries += 1;
+                let min = msg.min_se.unwrap_or(ABSOLUTE_MIN_SE);
+                c.invite.session_expires = Some(SessionExpires {
+                    delta: min,
+                    refresher: None,
+                });
+                c.invite.min_se = Some(min);
+                self.resend_invite(now, call, None, None);
             }
             _ => {
                 c.state = State::Ended;

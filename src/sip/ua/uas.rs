@@ -85,6 +85,12 @@ impl SipUa {
         let mut r = Msg::response_to(&c.invite, 200, "OK", Some(&c.local_tag));
         r.push("contact", contact).push("allow", ALLOW);
         r.with_body("application/sdp", sdp.as_bytes().to_vec());
+        c.local_sdp = Some(sdp.to_string());
+        let invite = c.invite.clone();
+        self.agree_session_as_uas(now, call, &invite, &mut r);
+        let Some(c) = self.calls.get_mut(&call) else {
+            return;
+        };
         c.ok_retx = Some((r.to_bytes(), now + t1, t1, now + t1 * 64));
         c.state = State::AwaitingAck;
         self.dirty.push(call);
@@ -153,7 +159,12 @@ impl SipUa {
         let offerless_update = req.method() == Some(&Method::Update) && req.sdp().is_none();
         if !offerless_update {
             r.with_body("application/sdp", sdp.as_bytes().to_vec());
+            if let Some(c) = self.calls.get_mut(&call) {
+                c.local_sdp = Some(sdp.to_string());
+            }
         }
+        // A re-INVITE or UPDATE is also a session refresh (RFC 4028 §9).
+        self.agree_session_as_uas(now, call, &req, &mut r);
         self.send_response(now, tx, r);
     }
 
@@ -194,7 +205,12 @@ impl SipUa {
         }
         if matches!(
             method,
-            Method::Invite | Method::Update | Method::Info | Method::Bye | Method::Options
+            Method::Invite
+                | Method::Update
+                | Method::Info
+                | Method::Bye
+                | Method::Options
+                | Method::Refer
         ) {
             let unsupported = unsupported_required(&msg);
             if !unsupported.is_empty() {
@@ -235,6 +251,10 @@ impl SipUa {
                 if !self.check_auth(now, tx, &msg, source) {
                     return;
                 }
+                if session_timer::too_small(&msg, &self.cfg.session) {
+                    self.refuse_short_session(now, tx, &msg, Some(&fresh_tag));
+                    return;
+                }
                 let call = self.new_ref();
                 let tag = fresh_tag;
                 let dialog = Dialog::uas(&msg, &tag, source);
@@ -248,6 +268,10 @@ impl SipUa {
                     Call {
                         invite_server: Some(tx),
                         dialog,
+                        peer_allows_update: msg
+                            .allow
+                            .iter()
+                            .any(|m| m.eq_ignore_ascii_case("UPDATE")),
                         ..Call::new(State::Ringing, msg.clone(), source, tag)
                     },
                 );
@@ -310,7 +334,7 @@ impl SipUa {
                     ),
                 }
             }
-            Method::Bye | Method::Info | Method::Update => self.respond(
+            Method::Bye | Method::Info | Method::Update | Method::Refer => self.respond(
                 now,
                 tx,
                 &msg,
@@ -329,6 +353,20 @@ impl SipUa {
                 &[("allow", ALLOW.into())],
             ),
         }
+    }
+
+    /// RFC 4028 §8.1: 422 with our minimum, for an INVITE or UPDATE whose
+    /// `Session-Expires` is below it.
+    pub(super) fn refuse_short_session(
+        &mut self,
+        now: Instant,
+        tx: ServerTxId,
+        msg: &Msg,
+        tag: Option<&str>,
+    ) {
+        let mut r = Msg::response_to(msg, 422, "Session Interval Too Small", tag);
+        r.min_se = Some(self.cfg.session.min_se.max(ABSOLUTE_MIN_SE));
+        self.send_response(now, tx, r);
     }
 
     pub(super) fn on_ack(&mut self, msg: Msg) {
