@@ -100,13 +100,27 @@ impl Asterisk {
             .replace("match = 203.0.113.10\n", &format!("match = {bridge_sip}\n"))
             .replace("replace-with-the-trunk-password", TRUNK_PASSWORD)
             .replace("replace-with-the-inbound-password", INBOUND_PASSWORD);
-        let pjsip = if tweak.endpoint.is_empty() {
-            pjsip
-        } else {
+        // A tweaked option replaces the profile's line (the last of two
+        // would win otherwise).
+        let tweaked: Vec<&str> = tweak
+            .endpoint
+            .lines()
+            .filter_map(|l| l.split('=').next())
+            .map(str::trim)
+            .collect();
+        let mut pjsip: String = pjsip
+            .lines()
+            .filter(|l| {
+                let key = l.split('=').next().unwrap_or("").trim();
+                !(l.contains('=') && tweaked.contains(&key))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        if !tweak.endpoint.is_empty() {
             let marker = "type = endpoint\n";
             assert!(pjsip.contains(marker));
-            pjsip.replacen(marker, &format!("{marker}{}\n", tweak.endpoint), 1)
-        };
+            pjsip = pjsip.replacen(marker, &format!("{marker}{}\n", tweak.endpoint), 1);
+        }
         std::fs::write(etc.join("pjsip.conf"), pjsip + tweak.sections).unwrap();
         let dialplan =
             std::fs::read_to_string(profiles.join("extensions.conf")).unwrap() + tweak.dialplan;
@@ -414,10 +428,48 @@ fn desk_phone() -> String {
 /// first codec). The phone hangs up: Asterisk's BYE ends the call at Wati.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_desk_phone_dials_a_whatsapp_user_through_asterisk() {
+    desk_phone_dials_whatsapp("", "wacid.ast-out-1").await;
+}
+
+/// Asterisk with `100rel = required` on the trunk: its INVITE to the bridge
+/// requires reliable provisionals (the bridge's 180 carries `RSeq` and
+/// waits for Asterisk's PRACK), and Asterisk's own 180 to the bridge's
+/// INVITE is PRACKed (before, the bridge answered 420 one way and Asterisk
+/// 420 the other). A call each way, with audio.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_both_ways_when_asterisk_requires_100rel() {
+    desk_phone_dials_whatsapp("100rel = required", "wacid.ast-out-100rel").await;
+
     let sip_port = support::free_port();
     let rtp_first = support::free_ports(20);
     let wati = FakeWati::start().await.unwrap();
-    let call_id = "wacid.ast-out-1";
+    let bridge = bridge_for(&wati, sip_port, "ringecho", "", "").await;
+    let dialplan = "\n[from-whatsapp]\nexten => ringecho,1,Ringing()\n same => n,Wait(1)\n same => n,Answer()\n same => n,Echo()\n";
+    let tweak = Tweak {
+        endpoint: "100rel = required",
+        dialplan,
+        ..Tweak::default()
+    };
+    let Some(asterisk) = Asterisk::start(sip_port, rtp_first, bridge.sip_addr, tweak) else {
+        return;
+    };
+    let call_id = "ast-100rel-in";
+    let snr_db = support::tone_through_echo(&wati, &bridge, call_id, 5).await;
+    assert!(
+        snr_db > 10.0,
+        "the echo after a reliable 180: {snr_db:.1} dB"
+    );
+    let row = hang_up_from_whatsapp(&wati, &bridge, call_id).await;
+    assert_eq!(row.end_cause.as_deref(), Some("whatsapp_terminated"));
+    drop(asterisk);
+}
+
+/// [`a_desk_phone_dials_a_whatsapp_user_through_asterisk`] with the
+/// bridge's endpoint in Asterisk also set as `endpoint` says.
+async fn desk_phone_dials_whatsapp(endpoint: &str, call_id: &str) {
+    let sip_port = support::free_port();
+    let rtp_first = support::free_ports(20);
+    let wati = FakeWati::start().await.unwrap();
     support::wa_user::script_outbound_call_id(&wati, call_id);
     let bridge = bridge_for(
         &wati,
@@ -430,6 +482,7 @@ async fn a_desk_phone_dials_a_whatsapp_user_through_asterisk() {
     let sections = desk_phone();
     let tweak = Tweak {
         sections: &sections,
+        endpoint,
         ..Tweak::default()
     };
     let Some(asterisk) = Asterisk::start(sip_port, rtp_first, bridge.sip_addr, tweak) else {

@@ -683,7 +683,8 @@ Content-Length: 0
             "{answer}"
         );
         assert!(
-            answer.contains("\r\nAllow: INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER\r\n"),
+            answer
+                .contains("\r\nAllow: INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER\r\n"),
             "{answer}"
         );
     }

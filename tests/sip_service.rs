@@ -87,7 +87,7 @@ async fn options_answered_required_extension_420_offer_without_audio_488_and_ove
         .unwrap()
         .replace(
             "Max-Forwards: 70\r\n",
-            "Max-Forwards: 70\r\nRequire: 100rel\r\n",
+            "Max-Forwards: 70\r\nRequire: x-frobnicate\r\n",
         );
     sock.send_to(requiring.as_bytes(), bridge.sip_addr)
         .await
@@ -95,7 +95,7 @@ async fn options_answered_required_extension_420_offer_without_audio_488_and_ove
     let r = responses(&sock, true).await;
     let last = r.last().unwrap();
     assert!(last.starts_with("SIP/2.0 420 Bad Extension"), "{r:?}");
-    assert!(last.contains("Unsupported: 100rel"), "{last}");
+    assert!(last.contains("Unsupported: x-frobnicate"), "{last}");
     assert!(wati
         .requests_to(support::fake_wati::Route::OutboundCall)
         .is_empty());

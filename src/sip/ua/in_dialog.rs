@@ -82,6 +82,21 @@ impl SipUa {
                     self.refuse_short_session(now, tx, &msg, None);
                     return;
                 }
+                if method == Method::Update && msg.sdp().is_none() {
+                    // A refresh (RFC 3311 §5.2, RFC 4028): nothing for the
+                    // call layer, answered here in or before the confirmed
+                    // dialog.
+                    let tag = self.calls.get(&call).map(|c| c.local_tag.clone());
+                    let transport = self
+                        .calls
+                        .get(&call)
+                        .map_or(Transport::Udp, |c| c.peer.transport);
+                    let mut r = Msg::response_to(&msg, 200, "OK", tag.as_deref());
+                    r.push("contact", contact_header(&self.cfg.contact_uri, transport));
+                    self.agree_session_as_uas(now, call, &msg, &mut r);
+                    self.send_response(now, tx, r);
+                    return;
+                }
                 self.emit(UaEvent::Reoffer {
                     call,
                     tx,
@@ -111,6 +126,7 @@ impl SipUa {
                 self.respond(now, tx, &msg, 200, "OK", None, &[("allow", ALLOW.into())])
             }
             Method::Refer => self.on_refer(now, tx, &msg, call),
+            Method::Prack => self.on_prack(now, tx, &msg, call),
             _ => self.respond(
                 now,
                 tx,

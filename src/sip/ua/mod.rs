@@ -36,7 +36,7 @@ pub use refer::ReferRequest;
 use session_timer::Session;
 pub use session_timer::{SessionTimerConfig, ABSOLUTE_MIN_SE};
 
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER, PRACK";
 
 /// Digest credentials for a request: `Authorization` (after a 401) or
 /// `Proxy-Authorization` (after a 407).
@@ -51,7 +51,7 @@ fn allowed() -> Vec<String> {
 }
 
 /// The methods of [`ALLOW`].
-const ALLOWED: [Method; 8] = [
+const ALLOWED: [Method; 9] = [
     Method::Invite,
     Method::Ack,
     Method::Cancel,
@@ -60,11 +60,13 @@ const ALLOWED: [Method; 8] = [
     Method::Info,
     Method::Update,
     Method::Refer,
+    Method::Prack,
 ];
 
 /// SIP extensions (option tags, RFC 3261 §19.2) the bridge implements, as
-/// our `Supported` lists them: session timers (RFC 4028, `session_timer`).
-const OPTION_TAGS: &[&str] = &["timer"];
+/// our `Supported` lists them: session timers (RFC 4028, `session_timer`)
+/// and reliable provisional responses (RFC 3262, `prack`).
+const OPTION_TAGS: &[&str] = &["timer", "100rel"];
 
 /// The option tags a request's `Require` names that the bridge does not
 /// implement. RFC 3261 §8.2.2.3: such a request gets 420 listing them.
@@ -249,6 +251,16 @@ struct Call {
     se_retries: u8,
     /// A transfer the PBX asked for (REFER) has no final NOTIFY yet.
     refer_active: bool,
+    /// UAC: the early dialog of the PBX's first provisional with a To tag.
+    early: Option<Dialog>,
+    /// UAC: the RSeq of the last reliable provisional we PRACKed.
+    prack_rseq: Option<u32>,
+    /// UAS: the RSeq of our last reliable provisional.
+    last_rseq: Option<u32>,
+    /// UAS: a reliable provisional of ours without its PRACK yet.
+    reliable: Option<prack::Reliable>,
+    /// UAS: our 2xx's SDP, held until that PRACK comes (RFC 3262 §3).
+    answer_after_prack: Option<String>,
 }
 
 impl Call {
@@ -276,6 +288,11 @@ impl Call {
             peer_allows_update: false,
             se_retries: 0,
             refer_active: false,
+            early: None,
+            prack_rseq: None,
+            last_rseq: None,
+            reliable: None,
+            answer_after_prack: None,
         }
     }
 }
@@ -327,6 +344,7 @@ fn sdp_of(msg: &Msg) -> Option<String> {
 
 mod auth;
 mod in_dialog;
+mod prack;
 mod redirect;
 mod refer;
 mod registration;
@@ -392,7 +410,8 @@ impl SipUa {
                 } else {
                     let retx = c.ok_retx.as_ref().map(|r| r.1.min(r.3));
                     let session = c.session.as_ref().map(Session::deadline);
-                    retx.into_iter().chain(session).min()
+                    let reliable = c.reliable.as_ref().map(|r| r.next.min(r.until));
+                    retx.into_iter().chain(session).chain(reliable).min()
                 }
             });
             self.call_deadlines.set(call, when);
@@ -444,6 +463,7 @@ impl SipUa {
         let t2 = self.cfg.timers.t2;
         let mut give_up = Vec::new();
         let mut sessions = Vec::new();
+        let mut reliables = Vec::new();
         for call in self.call_deadlines.take_due(now) {
             self.visits += 1;
             let Some(c) = self.calls.get_mut(&call) else {
@@ -456,6 +476,12 @@ impl SipUa {
             }
             if c.session.as_ref().is_some_and(|s| now >= s.deadline()) {
                 sessions.push(call);
+            }
+            if c.reliable
+                .as_ref()
+                .is_some_and(|r| now >= r.next.min(r.until))
+            {
+                reliables.push(call);
             }
             let Some((bytes, next, interval, until)) = c.ok_retx.as_mut() else {
                 continue;
@@ -475,6 +501,9 @@ impl SipUa {
         }
         for call in give_up {
             self.send_bye(now, call, SipEnd::NoAck);
+        }
+        for call in reliables {
+            self.retransmit_reliable(now, call);
         }
         for call in sessions {
             if !self.is_ended(call) {
@@ -496,7 +525,7 @@ impl SipUa {
         if let Some(tx) = c.invite_server {
             self.by_invite_server.remove(&tx);
         }
-        if let Some(d) = &c.dialog {
+        for d in c.dialog.iter().chain(&c.early) {
             self.by_dialog.remove(&DialogKey::of(d));
         }
         self.call_deadlines.set(call, None);
@@ -583,6 +612,8 @@ impl SipUa {
     }
 }
 
+#[cfg(test)]
+mod prack_tests;
 #[cfg(test)]
 mod refer_tests;
 #[cfg(test)]

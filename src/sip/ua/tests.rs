@@ -589,13 +589,16 @@ pub(super) fn reoffer_answered(
 }
 
 #[test]
-fn an_update_without_an_offer_gets_200_without_sdp_and_one_with_an_offer_gets_our_answer() {
+fn an_update_without_an_offer_gets_200_without_sdp_at_once_and_one_with_an_offer_gets_our_answer() {
     let t0 = Instant::now();
     let mut ua = test_ua();
     let (_, tag) = answered_call(&mut ua, t0);
     let ours = "v=0\r\no=wa-sip-bridge 1 2 IN IP4 127.0.0.1\r\n";
-    // RFC 3311 §5.2: a refresh without an offer; its 2xx carries none.
-    let r = reoffer_answered(&mut ua, t0, &pbx_update(&tag, 2, None), Ok(ours));
+    // RFC 3311 §5.2: a refresh without an offer; its 2xx carries none,
+    // and the UA answers it alone (the call layer has nothing to decide).
+    let (sent_now, events) = exchange(&mut ua, t0, &pbx_update(&tag, 2, None));
+    assert!(events.is_empty(), "{events:?}");
+    let r = finals(&sent_now)[0].clone();
     assert_eq!(r.status(), Some(200));
     assert!(r.body.is_empty(), "{}", r.body_str());
     let r = reoffer_answered(&mut ua, t0, &pbx_update(&tag, 3, Some("v=0\r\n")), Ok(ours));

@@ -214,9 +214,10 @@ impl SipUa {
                 c.got_provisional = true;
                 let cancel_now = c.hangup_requested && !c.cancel_sent;
                 let sdp = sdp_of(&msg);
+                let new = self.on_provisional(now, call, &msg);
                 if cancel_now {
                     self.send_cancel(now, call);
-                } else {
+                } else if new {
                     self.emit(UaEvent::Progress { call, code, sdp });
                 }
             }
@@ -224,6 +225,10 @@ impl SipUa {
                 let first = c.dialog.is_none();
                 if first {
                     c.dialog = Dialog::uac(&c.invite, &msg, c.peer);
+                    // A PRACK in the early dialog used a CSeq: go on above it.
+                    if let (Some(d), Some(e)) = (c.dialog.as_mut(), c.early.as_ref()) {
+                        d.local_cseq = d.local_cseq.max(e.local_cseq);
+                    }
                     if let Some(d) = &c.dialog {
                         self.by_dialog.insert(DialogKey::of(d), call);
                     }

@@ -55,7 +55,7 @@ impl SipUa {
         let Some(c) = self.calls.get(&call) else {
             return;
         };
-        let (Some(tx), State::Ringing) = (c.invite_server, c.state) else {
+        let (Some(_), State::Ringing) = (c.invite_server, c.state) else {
             return;
         };
         let mut r = match sdp {
@@ -69,7 +69,7 @@ impl SipUa {
         if let Some(s) = sdp {
             r.with_body("application/sdp", s.as_bytes().to_vec());
         }
-        self.send_response(now, tx, r);
+        self.send_provisional(now, call, r);
     }
 
     /// Answers an incoming call with 200 and our SDP, retransmitted until the ACK.
@@ -82,6 +82,11 @@ impl SipUa {
         let (Some(tx), State::Ringing) = (c.invite_server, c.state) else {
             return;
         };
+        if c.reliable.as_ref().is_some_and(|r| r.with_sdp) {
+            // RFC 3262 §3: not before the PRACK of a reliable 183 with SDP.
+            c.answer_after_prack = Some(sdp.to_string());
+            return;
+        }
         let mut r = Msg::response_to(&c.invite, 200, "OK", Some(&c.local_tag));
         r.push("contact", contact).push("allow", ALLOW);
         r.with_body("application/sdp", sdp.as_bytes().to_vec());
@@ -211,6 +216,7 @@ impl SipUa {
                 | Method::Bye
                 | Method::Options
                 | Method::Refer
+                | Method::Prack
         ) {
             let unsupported = unsupported_required(&msg);
             if !unsupported.is_empty() {
@@ -334,15 +340,16 @@ impl SipUa {
                     ),
                 }
             }
-            Method::Bye | Method::Info | Method::Update | Method::Refer => self.respond(
-                now,
-                tx,
-                &msg,
-                481,
-                "Call/Transaction Does Not Exist",
-                None,
-                &[],
-            ),
+            Method::Bye | Method::Info | Method::Update | Method::Refer | Method::Prack => self
+                .respond(
+                    now,
+                    tx,
+                    &msg,
+                    481,
+                    "Call/Transaction Does Not Exist",
+                    None,
+                    &[],
+                ),
             _ => self.respond(
                 now,
                 tx,
