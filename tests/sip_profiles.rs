@@ -223,9 +223,16 @@ fn xml_well_formed(path: &str) {
 
 #[test]
 fn freeswitch_files_are_xml_with_documented_gateway_params() {
-    xml_well_formed("freeswitch/wa-bridge-gateway.xml");
-    xml_well_formed("freeswitch/wa-bridge-dialplan.xml");
-    let gw = profile("freeswitch/wa-bridge-gateway.xml");
+    for f in [
+        "sip_profiles/external/wa-bridge.xml",
+        "dialplan/public/wa-bridge.xml",
+        "dialplan/from-whatsapp.xml",
+        "dialplan/default/wa-bridge.xml",
+        "directory/default/wa-bridge.xml",
+    ] {
+        xml_well_formed(&format!("freeswitch/{f}"));
+    }
+    let gw = profile("freeswitch/sip_profiles/external/wa-bridge.xml");
     let mut n = 0;
     for part in gw.split("<param name=\"").skip(1) {
         let name = part.split('"').next().unwrap();
@@ -236,7 +243,13 @@ fn freeswitch_files_are_xml_with_documented_gateway_params() {
         n += 1;
     }
     assert!(n >= 4);
-    let dp = profile("freeswitch/wa-bridge-dialplan.xml");
-    assert!(dp.contains("sofia/gateway/wa-bridge/$1"));
-    assert!(dp.contains("${sip_h_X-WA-Call-Id}"));
+    let out = profile("freeswitch/dialplan/default/wa-bridge.xml");
+    assert!(out.contains("sofia/gateway/wa-bridge/$1"));
+    assert!(out.contains("export\" data=\"nolocal:absolute_codec_string="));
+    // Calls from WhatsApp are admitted by address into their own context,
+    // never into default.
+    let public = profile("freeswitch/dialplan/public/wa-bridge.xml");
+    assert!(public.contains("field=\"network_addr\""));
+    assert!(public.contains("XML from-whatsapp"));
+    assert!(!public.contains("XML default"));
 }

@@ -467,13 +467,17 @@ fn rtpmap(c: Codec) -> String {
 }
 
 /// Opus toward the PBX is relayed to and from WhatsApp untouched, so our
-/// Opus parameters are WhatsApp's own (its offers, whatsapp-wire.md §1.1):
-/// the PBX is asked for 20 ms packets at most 16 kHz audio bandwidth and
-/// 20 kb/s on average, with in-band FEC, and told WhatsApp captures at
-/// 16 kHz (RFC 7587 §6.1). (`minptime=10` here once invited 10 ms packets
-/// WhatsApp, `minptime=20`, does not ask for.)
-const OPUS_FMTP: &str =
-    "minptime=20;useinbandfec=1;maxplaybackrate=16000;sprop-maxcapturerate=16000;maxaveragebitrate=20000";
+/// Opus parameters are WhatsApp's own receiving ones (its offers,
+/// whatsapp-wire.md §1.1): the PBX is asked for 20 ms packets, at most
+/// 16 kHz audio bandwidth and 20 kb/s on average, with in-band FEC.
+/// (`minptime=10` here once invited 10 ms packets WhatsApp, `minptime=20`,
+/// does not ask for.) WhatsApp's `sprop-maxcapturerate=16000` is left out:
+/// it is only a hint about what the sender captures (RFC 7587 §6.1), and
+/// FreeSWITCH's mod_opus takes it for the codec's rate, finds no 16 kHz
+/// Opus of its own to match, and answers PCMU instead of relaying Opus
+/// (seen with FreeSWITCH 1.10.12's defaults: "near-match" in its codec
+/// comparison).
+const OPUS_FMTP: &str = "minptime=20;useinbandfec=1;maxplaybackrate=16000;maxaveragebitrate=20000";
 
 fn fmtp(c: Codec) -> Option<String> {
     match c {
