@@ -48,6 +48,12 @@ impl Asterisk {
     ) -> Option<Asterisk> {
         let bin = Self::binary();
         if !bin.exists() {
+            // Under CI a missing PBX is a failure (issue #21), not a skip.
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "no Asterisk at {} under CI=true: tests/setup-pbx.sh must build it",
+                bin.display()
+            );
             eprintln!(
                 "SKIPPED: no Asterisk at {} — run `bash tests/setup-pbx.sh` (needs ../shared/pbx/)",
                 bin.display()

@@ -105,6 +105,12 @@ impl FreeSwitch {
         let bin = prefix.join("bin/freeswitch");
         let vanilla = prefix.join("vanilla-conf");
         if !bin.exists() || !vanilla.exists() {
+            // Under CI a missing PBX is a failure (issue #21), not a skip.
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "no FreeSWITCH at {} under CI=true: tests/setup-pbx.sh must build it",
+                bin.display()
+            );
             eprintln!(
                 "SKIPPED: no FreeSWITCH at {} — run `bash tests/setup-pbx.sh` (needs ../shared/pbx/)",
                 bin.display()
