@@ -10,13 +10,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use support::ended_call_records;
 use support::fake_wati::FakeWati;
-use support::{ended_call_records, settings_with};
+use support::pbx::{
+    assert_hold_then_resume, bridge_for, desk_phone_calls_whatsapp, hang_up_from_whatsapp,
+    tone_between, INBOUND_PASSWORD, PHONE_PASSWORD, TRUNK_PASSWORD,
+};
 
 const PREFIX: &str = "/opt/wsb-pbx/asterisk";
-const TRUNK_PASSWORD: &str = "trunk-secret-4cd1";
-const INBOUND_PASSWORD: &str = "inbound-secret-77a0";
-const PHONE_PASSWORD: &str = "desk-secret-19be";
 
 /// An Asterisk of the test's own: its configuration in a temporary
 /// directory, stopped (`core stop now`, then killed) when dropped.
@@ -106,31 +107,57 @@ impl Asterisk {
             .replace("match = 203.0.113.10\n", &format!("match = {bridge_sip}\n"))
             .replace("replace-with-the-trunk-password", TRUNK_PASSWORD)
             .replace("replace-with-the-inbound-password", INBOUND_PASSWORD);
-        // A tweaked option replaces the profile's line (the last of two
-        // would win otherwise).
-        let tweaked: Vec<&str> = tweak
+        // A tweaked option takes the place of the profile's line (order
+        // matters: `allow` after `disallow = all`); an option the profile
+        // lacks goes first in the endpoint section.
+        let mut pending: Vec<(&str, &str)> = tweak
             .endpoint
             .lines()
-            .filter_map(|l| l.split('=').next())
-            .map(str::trim)
+            .filter_map(|l| Some((l.split('=').next()?.trim(), l)))
             .collect();
-        let mut pjsip: String = pjsip
-            .lines()
-            .filter(|l| {
-                let key = l.split('=').next().unwrap_or("").trim();
-                !(l.contains('=') && tweaked.contains(&key))
-            })
-            .map(|l| format!("{l}\n"))
-            .collect();
-        if !tweak.endpoint.is_empty() {
+        let mut out = String::new();
+        for l in pjsip.lines() {
+            let key = l.split('=').next().unwrap_or("").trim();
+            match pending
+                .iter()
+                .position(|(k, _)| l.contains('=') && *k == key)
+            {
+                Some(i) => {
+                    out.push_str(pending.remove(i).1);
+                    out.push('\n');
+                }
+                None if l.contains('=')
+                    && tweak
+                        .endpoint
+                        .lines()
+                        .any(|t| t.split('=').next().map(str::trim) == Some(key)) => {}
+                None => {
+                    out.push_str(l);
+                    out.push('\n');
+                }
+            }
+        }
+        let mut pjsip = out;
+        if !pending.is_empty() {
             let marker = "type = endpoint\n";
             assert!(pjsip.contains(marker));
-            pjsip = pjsip.replacen(marker, &format!("{marker}{}\n", tweak.endpoint), 1);
+            let lines: String = pending.iter().map(|(_, l)| format!("{l}\n")).collect();
+            pjsip = pjsip.replacen(marker, &format!("{marker}{lines}"), 1);
         }
         std::fs::write(etc.join("pjsip.conf"), pjsip + tweak.sections).unwrap();
         let dialplan =
             std::fs::read_to_string(profiles.join("extensions.conf")).unwrap() + tweak.dialplan;
         std::fs::write(etc.join("extensions.conf"), dialplan).unwrap();
+        if let Some(hz) = tweak.moh_hz {
+            let moh = d.join("moh");
+            std::fs::create_dir_all(&moh).unwrap();
+            tone_wav(&moh.join("tone.wav"), hz, 10);
+            std::fs::write(
+                etc.join("musiconhold.conf"),
+                format!("[default]\nmode = files\ndirectory = {}\n", moh.display()),
+            )
+            .unwrap();
+        }
         let conf = etc.join("asterisk.conf");
         let child = std::process::Command::new(&bin)
             .arg("-C")
@@ -152,6 +179,8 @@ impl Asterisk {
                 .cli("pjsip show transports")
                 .contains(&format!("127.0.0.1:{sip_port}"))
             {
+                // Every module loaded (the dialplan too), not just chan_pjsip.
+                ast.cli("core waitfullybooted");
                 eprintln!("Asterisk {}", ast.cli("core show version").trim());
                 return Some(ast);
             }
@@ -178,6 +207,31 @@ struct Tweak<'a> {
     dialplan: &'a str,
     /// Sections appended to pjsip.conf (the test's phones).
     sections: &'a str,
+    /// Music on hold: the default class plays this tone (Hz) from a WAV
+    /// file (a stock Asterisk has no MOH files installed here).
+    moh_hz: Option<f64>,
+}
+
+/// A WAV file (8 kHz, 16-bit mono) of `seconds` of a `hz` tone.
+fn tone_wav(path: &Path, hz: f64, seconds: u32) {
+    let n = 8000 * seconds;
+    let mut b = Vec::with_capacity(44 + 2 * n as usize);
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + 2 * n).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&8000u32.to_le_bytes());
+    b.extend_from_slice(&16000u32.to_le_bytes());
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&16u16.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&(2 * n).to_le_bytes());
+    for s in support::audio::sine(hz, 8000, 0, n as usize) {
+        b.extend_from_slice(&s.to_le_bytes());
+    }
+    std::fs::write(path, b).unwrap();
 }
 
 impl Asterisk {
@@ -215,47 +269,6 @@ impl Drop for Asterisk {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A bridge whose trunk is an Asterisk on `sip_port`, with `inbound_user`
-/// as the request-URI user of calls from WhatsApp, `trunk` more keys of
-/// `[trunk]` and `more` TOML sections.
-async fn bridge_for(
-    wati: &FakeWati,
-    sip_port: u16,
-    inbound_user: &str,
-    trunk: &str,
-    more: &str,
-) -> wa_sip_bridge::Bridge {
-    let ports = support::free_ports(40);
-    let extra = format!(
-        "[routing]\ninbound_user = \"{inbound_user}\"\n[trunk]\nuri = \"sip:127.0.0.1:{sip_port}\"\nusername = \"wa-bridge\"\npassword = \"{TRUNK_PASSWORD}\"\n{trunk}[webrtc]\nport_min = {}\nport_max = {}\n[media]\nrtp_port_min = {}\nrtp_port_max = {}\n{more}",
-        ports,
-        ports + 9,
-        ports + 10,
-        ports + 39
-    );
-    wa_sip_bridge::Bridge::start(settings_with(&wati.api_endpoint(), &extra))
-        .await
-        .unwrap()
-}
-
-/// WhatsApp hangs up `call_id`; returns its one record.
-async fn hang_up_from_whatsapp(
-    wati: &FakeWati,
-    bridge: &wa_sip_bridge::Bridge,
-    call_id: &str,
-) -> wa_sip_bridge::store::CallRow {
-    support::post_webhook_ok(
-        wati,
-        bridge,
-        "terminate",
-        serde_json::json!({"callId": call_id}),
-    )
-    .await;
-    let mut rows = ended_call_records(&bridge.store, call_id).await;
-    assert_eq!(rows.len(), 1);
-    rows.remove(0)
 }
 
 /// A WhatsApp user calls the business; the bridge's INVITE (answered with
@@ -297,6 +310,41 @@ fn transfer_dialplan(target: &str) -> String {
     )
 }
 
+/// A WhatsApp caller into the `xfer` extension, which `Transfer()`s to
+/// `target_user` on the trunk; the caller's tone must come back (through
+/// the target's echo, or the first dialog's after a failure), Asterisk
+/// must log `status` and the record note `<target> <code>`.
+async fn transfer_call(target_user: &str, call_id: &str, status: &str, code: u16) {
+    let sip_port = support::free_port();
+    let rtp_first = support::free_ports(20);
+    let wati = FakeWati::start().await.unwrap();
+    let bridge = bridge_for(&wati, sip_port, "xfer", "", "").await;
+    let target = format!("sip:{target_user}@127.0.0.1:{sip_port}");
+    let dialplan = transfer_dialplan(&target);
+    let tweak = Tweak {
+        dialplan: &dialplan,
+        ..Tweak::default()
+    };
+    let Some(asterisk) = Asterisk::start(sip_port, rtp_first, bridge.sip_addr, tweak) else {
+        return;
+    };
+    let snr_db = support::tone_through_echo(&wati, &bridge, call_id, 6).await;
+    assert!(snr_db > 10.0, "{call_id}: the tone back: {snr_db:.1} dB");
+    assert!(
+        asterisk
+            .log()
+            .contains(&format!("wsb-test TRANSFERSTATUS={status}")),
+        "{call_id}: Asterisk's Transfer() said {status}"
+    );
+    let row = hang_up_from_whatsapp(&wati, &bridge, call_id).await;
+    assert_eq!(row.end_cause.as_deref(), Some("whatsapp_terminated"));
+    assert_eq!(
+        row.transfers.as_deref(),
+        Some(format!("{target} {code}").as_str())
+    );
+    drop(asterisk);
+}
+
 /// Asterisk's `Transfer()` on an answered call from WhatsApp: REFER to the
 /// bridge, which INVITEs the target (the profile's `echo`) on the trunk and
 /// moves the WhatsApp caller there: the caller's tone comes back through
@@ -305,36 +353,7 @@ fn transfer_dialplan(target: &str) -> String {
 /// dialog ends, and the record notes the transfer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asterisk_transfer_moves_the_whatsapp_caller_to_the_target() {
-    let sip_port = support::free_port();
-    let rtp_first = support::free_ports(20);
-    let wati = FakeWati::start().await.unwrap();
-    let bridge = bridge_for(&wati, sip_port, "xfer", "", "").await;
-    let target = format!("sip:echo@127.0.0.1:{sip_port}");
-    let dialplan = transfer_dialplan(&target);
-    let tweak = Tweak {
-        dialplan: &dialplan,
-        ..Tweak::default()
-    };
-    let Some(asterisk) = Asterisk::start(sip_port, rtp_first, bridge.sip_addr, tweak) else {
-        return;
-    };
-    let call_id = "ast-xfer-1";
-    let snr_db = support::tone_through_echo(&wati, &bridge, call_id, 6).await;
-    assert!(
-        snr_db > 10.0,
-        "the tone back through the transfer target's echo: {snr_db:.1} dB"
-    );
-    assert!(
-        asterisk.log().contains("wsb-test TRANSFERSTATUS=SUCCESS"),
-        "Asterisk's Transfer() succeeded"
-    );
-    let row = hang_up_from_whatsapp(&wati, &bridge, call_id).await;
-    assert_eq!(row.end_cause.as_deref(), Some("whatsapp_terminated"));
-    assert_eq!(
-        row.transfers.as_deref(),
-        Some(format!("{target} 200").as_str())
-    );
-    drop(asterisk);
+    transfer_call("echo", "ast-xfer-1", "SUCCESS", 200).await;
 }
 
 /// A transfer to a target that does not exist: the bridge's INVITE gets
@@ -343,36 +362,7 @@ async fn asterisk_transfer_moves_the_whatsapp_caller_to_the_target() {
 /// first dialog and the caller's tone comes back through it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_asterisk_transfer_keeps_the_original_call() {
-    let sip_port = support::free_port();
-    let rtp_first = support::free_ports(20);
-    let wati = FakeWati::start().await.unwrap();
-    let bridge = bridge_for(&wati, sip_port, "xfer", "", "").await;
-    let target = format!("sip:nobody-here@127.0.0.1:{sip_port}");
-    let dialplan = transfer_dialplan(&target);
-    let tweak = Tweak {
-        dialplan: &dialplan,
-        ..Tweak::default()
-    };
-    let Some(asterisk) = Asterisk::start(sip_port, rtp_first, bridge.sip_addr, tweak) else {
-        return;
-    };
-    let call_id = "ast-xfer-fail";
-    let snr_db = support::tone_through_echo(&wati, &bridge, call_id, 6).await;
-    assert!(
-        snr_db > 10.0,
-        "the tone back through the original dialog's echo: {snr_db:.1} dB"
-    );
-    assert!(
-        asterisk.log().contains("wsb-test TRANSFERSTATUS=FAILURE"),
-        "Asterisk's Transfer() reported the failure"
-    );
-    let row = hang_up_from_whatsapp(&wati, &bridge, call_id).await;
-    assert_eq!(row.end_cause.as_deref(), Some("whatsapp_terminated"));
-    assert_eq!(
-        row.transfers.as_deref(),
-        Some(format!("{target} 404").as_str())
-    );
-    drop(asterisk);
+    transfer_call("nobody-here", "ast-xfer-fail", "FAILURE", 404).await;
 }
 
 /// Asterisk with `timers = required` and a 90 s interval (its floor): the
@@ -476,7 +466,6 @@ async fn desk_phone_dials_whatsapp(endpoint: &str, call_id: &str) {
     let sip_port = support::free_port();
     let rtp_first = support::free_ports(20);
     let wati = FakeWati::start().await.unwrap();
-    support::wa_user::script_outbound_call_id(&wati, call_id);
     let bridge = bridge_for(
         &wati,
         sip_port,
@@ -495,39 +484,22 @@ async fn desk_phone_dials_whatsapp(endpoint: &str, call_id: &str) {
         return;
     };
     let pbx: SocketAddr = format!("127.0.0.1:{sip_port}").parse().unwrap();
-    let mut phone = support::sipp_dials(
-        "uac_desk_phone_registers_and_dials.xml",
-        "9447700900123",
-        pbx,
-        &["-rtp_echo", "-au", "agent100", "-ap", PHONE_PASSWORD],
-    );
-    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let (mut peer, placed) = support::wa_user::answer_outbound_call(
+    let call = desk_phone_calls_whatsapp(
         &wati,
-        bridge.http_addr,
-        support::WEBHOOK_KEY,
+        &bridge,
+        pbx,
+        "uac_desk_phone_registers_and_dials.xml",
         call_id,
-        &sock,
-        Duration::from_millis(300),
+        Duration::from_secs(4),
     )
-    .await
-    .unwrap();
-    assert!(placed.path.ends_with("/outbound-call/447700900123"));
-    let heard = support::wa_user::run_media(&mut peer, &sock, Duration::from_secs(4), 1000.0, "")
-        .await
-        .unwrap();
-    assert!(heard.connected);
-    let snr = support::audio::tone_snr_db(&heard.pcm, 1000.0, 48_000.0, 24_000);
+    .await;
+    let snr = support::audio::tone_snr_db(&call.heard.pcm, 1000.0, 48_000.0, 24_000);
     assert!(
         snr > 10.0,
         "1 kHz back through Asterisk and the phone's echo: {snr:.1} dB"
     );
-    let status = tokio::time::timeout(Duration::from_secs(30), phone.wait())
-        .await
-        .expect("the phone's scenario ended")
-        .unwrap();
     assert!(
-        status.success(),
+        call.phone.success(),
         "sipp: registered, dialled (digest), 200, BYE answered"
     );
     let rows = ended_call_records(&bridge.store, call_id).await;
@@ -548,4 +520,102 @@ async fn desk_phone_dials_whatsapp(endpoint: &str, call_id: &str) {
         "terminated at Wati"
     );
     drop(asterisk);
+}
+
+/// Hold from the desk phone during its call to a WhatsApp user: the phone's
+/// re-INVITE (`sendonly`) makes Asterisk play music on hold (its default
+/// class: a 500 Hz WAV) to the bridge's leg, which the WhatsApp user hears
+/// (transcoded from G.711; a new source the relay follows); on resume the
+/// phone's echo of the user's 1 kHz tone is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asterisk_music_on_hold_reaches_whatsapp_and_resume_restores_the_agent() {
+    let sip_port = support::free_port();
+    let rtp_first = support::free_ports(20);
+    let wati = FakeWati::start().await.unwrap();
+    let bridge = bridge_for(&wati, sip_port, "echo", "", "").await;
+    let sections = desk_phone();
+    let tweak = Tweak {
+        sections: &sections,
+        moh_hz: Some(500.0),
+        ..Tweak::default()
+    };
+    let Some(asterisk) = Asterisk::start(sip_port, rtp_first, bridge.sip_addr, tweak) else {
+        return;
+    };
+    let pbx: SocketAddr = format!("127.0.0.1:{sip_port}").parse().unwrap();
+    let call = desk_phone_calls_whatsapp(
+        &wati,
+        &bridge,
+        pbx,
+        "uac_desk_phone_holds.xml",
+        "wacid.ast-hold-1",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_hold_then_resume(&call.heard.pcm);
+    assert!(
+        call.phone.success(),
+        "sipp: dialled, held, resumed, hung up"
+    );
+    drop(asterisk);
+}
+
+/// A test IVR in `from-whatsapp`: `ivr` plays a 440 Hz prompt (Playtones:
+/// no prompt files are installed), `Read()`s one digit, logs it, sends
+/// `27*` back with `SendDTMF()` and plays the choice's 600 Hz tone;
+/// `ivr-opus` does the same without tones (a stock Asterisk cannot encode
+/// Opus, but RFC 4733 digits need no encoder).
+const IVR_DIALPLAN: &str = "\n[from-whatsapp]\nexten => ivr,1,Answer()\n same => n,Playtones(440)\n same => n,Read(choice,,1,,1,6)\n same => n,StopPlaytones()\n same => n,Log(NOTICE,wsb-test choice=${choice})\n same => n,SendDTMF(27*)\n same => n,Playtones(600)\n same => n,Wait(2)\n same => n,Hangup()\nexten => ivr-opus,1,Answer()\n same => n,Read(choice,,1,,1,6)\n same => n,Log(NOTICE,wsb-test choice=${choice})\n same => n,SendDTMF(27*)\n same => n,Wait(2)\n same => n,Hangup()\n";
+
+/// Asterisk's `Read()` on a call from WhatsApp: the caller hears the
+/// prompt, keys `2` (RFC 4733 from WhatsApp through the bridge), Asterisk
+/// reads exactly `2`, and its `SendDTMF(27*)` arrives at WhatsApp as
+/// `27*`; then the choice's tone. On G.711 (the profile) and on Opus
+/// (`allow = opus`: relayed untouched; digits only, no tones).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asterisk_read_gets_the_whatsapp_callers_digit_and_send_dtmf_reaches_them() {
+    for (exten, allow, codec) in [("ivr", "", "pcmu"), ("ivr-opus", "allow = opus", "opus")] {
+        let sip_port = support::free_port();
+        let rtp_first = support::free_ports(20);
+        let wati = FakeWati::start().await.unwrap();
+        let bridge = bridge_for(&wati, sip_port, exten, "", "").await;
+        let tweak = Tweak {
+            endpoint: allow,
+            dialplan: IVR_DIALPLAN,
+            ..Tweak::default()
+        };
+        let Some(asterisk) = Asterisk::start(sip_port, rtp_first, bridge.sip_addr, tweak) else {
+            return;
+        };
+        let call_id = format!("ast-{exten}");
+        let (mut peer, sock) = support::whatsapp_calls_in(
+            &wati,
+            &bridge,
+            serde_json::json!({"callId": call_id, "businessNumber": "15551441906"}),
+        )
+        .await;
+        let heard =
+            support::wa_user::run_media(&mut peer, &sock, Duration::from_secs(5), 1000.0, "2")
+                .await
+                .unwrap();
+        assert!(heard.connected);
+        assert!(
+            asterisk.log().contains("wsb-test choice=2"),
+            "{exten}: Asterisk read the digit 2"
+        );
+        assert_eq!(heard.digits, "27*", "{exten}: SendDTMF at WhatsApp");
+        if codec == "pcmu" {
+            let prompt = tone_between(&heard.pcm, 440.0, 0.0, 1.5);
+            let choice = tone_between(&heard.pcm, 600.0, 1.5, 5.0);
+            assert!(prompt > 10.0, "the prompt heard: {prompt:.1} dB");
+            assert!(choice > 10.0, "the choice's tone heard: {choice:.1} dB");
+        }
+        let rows = ended_call_records(&bridge.store, &call_id).await;
+        assert_eq!(rows[0].end_cause.as_deref(), Some("pbx_bye"), "{exten}");
+        assert_eq!(
+            rows[0].media.as_ref().and_then(|m| m.codec.as_deref()),
+            Some(codec)
+        );
+        drop(asterisk);
+    }
 }

@@ -12,12 +12,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use support::ended_call_records;
 use support::fake_wati::FakeWati;
-use support::{ended_call_records, settings_with};
+use support::pbx::{
+    assert_hold_then_resume, best_window, bridge_for, desk_phone_calls_whatsapp,
+    hang_up_from_whatsapp, INBOUND_PASSWORD, PHONE_PASSWORD, TRUNK_PASSWORD,
+};
 
 const PREFIX: &str = "/opt/wsb-pbx/freeswitch";
-const TRUNK_PASSWORD: &str = "trunk-secret-9e21";
-const INBOUND_PASSWORD: &str = "inbound-secret-3f70";
 const ESL_PASSWORD: &str = "esl-secret-51aa";
 
 /// The modules the setup script builds (and nothing else: vanilla's list
@@ -283,47 +285,6 @@ impl Drop for FreeSwitch {
     }
 }
 
-/// A bridge whose trunk is FreeSWITCH's external profile on `port`, with
-/// `inbound_user` as the request-URI user of calls from WhatsApp, `trunk`
-/// more keys of `[trunk]` and `more` TOML sections.
-async fn bridge_for(
-    wati: &FakeWati,
-    port: u16,
-    inbound_user: &str,
-    trunk: &str,
-    more: &str,
-) -> wa_sip_bridge::Bridge {
-    let ports = support::free_ports(40);
-    let extra = format!(
-        "[routing]\ninbound_user = \"{inbound_user}\"\n[trunk]\nuri = \"sip:127.0.0.1:{port}\"\nusername = \"wa-bridge\"\npassword = \"{TRUNK_PASSWORD}\"\n{trunk}[webrtc]\nport_min = {}\nport_max = {}\n[media]\nrtp_port_min = {}\nrtp_port_max = {}\n{more}",
-        ports,
-        ports + 9,
-        ports + 10,
-        ports + 39
-    );
-    wa_sip_bridge::Bridge::start(settings_with(&wati.api_endpoint(), &extra))
-        .await
-        .unwrap()
-}
-
-/// WhatsApp hangs up `call_id`; returns its one record.
-async fn hang_up_from_whatsapp(
-    wati: &FakeWati,
-    bridge: &wa_sip_bridge::Bridge,
-    call_id: &str,
-) -> wa_sip_bridge::store::CallRow {
-    support::post_webhook_ok(
-        wati,
-        bridge,
-        "terminate",
-        serde_json::json!({"callId": call_id}),
-    )
-    .await;
-    let mut rows = ended_call_records(&bridge.store, call_id).await;
-    assert_eq!(rows.len(), 1);
-    rows.remove(0)
-}
-
 /// A WhatsApp user calls; the shipped public extension admits the bridge's
 /// call (its address, its X-WA-Call-Id) into the shipped `from-whatsapp`
 /// context, whose `echo` answers. FreeSWITCH takes Opus (mod_opus), so the
@@ -350,21 +311,6 @@ async fn inbound_call_into_the_freeswitch_echo_comes_back_on_opus() {
         "Opus relayed untouched"
     );
     drop(fs);
-}
-
-/// The best SNR of `freq` over 200 ms windows of `pcm` (48 kHz), and the
-/// sample where that window starts.
-fn best_window(pcm: &[i16], freq: f64) -> (f64, usize) {
-    let w = 9_600;
-    (0..pcm.len().saturating_sub(w))
-        .step_by(w / 2)
-        .map(|i| {
-            (
-                support::audio::tone_snr_db(&pcm[i..i + w], freq, 48_000.0, 0),
-                i,
-            )
-        })
-        .fold((-100.0, 0), |best, x| if x.0 > best.0 { x } else { best })
 }
 
 /// The shipped IVR (`from-whatsapp`, any number): FreeSWITCH's
@@ -423,8 +369,6 @@ async fn the_freeswitch_ivr_prompts_and_gets_the_whatsapp_callers_digit() {
     }
 }
 
-const PHONE_PASSWORD: &str = "desk-secret-0d4e";
-
 /// The test's desk phone, `agent100`, a user of FreeSWITCH's directory
 /// whose calls run in `default` (where the shipped route to WhatsApp is).
 fn desk_phone() -> (&'static str, String) {
@@ -451,7 +395,6 @@ async fn a_desk_phone_dials_a_whatsapp_user_through_freeswitch() {
     let ports = FsPorts::new();
     let wati = FakeWati::start().await.unwrap();
     let call_id = "wacid.fs-out-1";
-    support::wa_user::script_outbound_call_id(&wati, call_id);
     let bridge = bridge_for(
         &wati,
         ports.external,
@@ -465,39 +408,22 @@ async fn a_desk_phone_dials_a_whatsapp_user_through_freeswitch() {
         return;
     };
     let pbx: SocketAddr = format!("127.0.0.1:{}", ports.internal).parse().unwrap();
-    let mut phone = support::sipp_dials(
-        "uac_desk_phone_registers_and_dials.xml",
-        "9447700900123",
-        pbx,
-        &["-rtp_echo", "-au", "agent100", "-ap", PHONE_PASSWORD],
-    );
-    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let (mut peer, placed) = support::wa_user::answer_outbound_call(
+    let call = desk_phone_calls_whatsapp(
         &wati,
-        bridge.http_addr,
-        support::WEBHOOK_KEY,
+        &bridge,
+        pbx,
+        "uac_desk_phone_registers_and_dials.xml",
         call_id,
-        &sock,
-        Duration::from_millis(300),
+        Duration::from_secs(4),
     )
-    .await
-    .unwrap();
-    assert!(placed.path.ends_with("/outbound-call/447700900123"));
-    let heard = support::wa_user::run_media(&mut peer, &sock, Duration::from_secs(4), 1000.0, "")
-        .await
-        .unwrap();
-    assert!(heard.connected);
-    let snr = support::audio::tone_snr_db(&heard.pcm, 1000.0, 48_000.0, 24_000);
+    .await;
+    let snr = support::audio::tone_snr_db(&call.heard.pcm, 1000.0, 48_000.0, 24_000);
     assert!(
         snr > 10.0,
         "1 kHz back through FreeSWITCH and the phone's echo: {snr:.1} dB"
     );
-    let status = tokio::time::timeout(Duration::from_secs(30), phone.wait())
-        .await
-        .expect("the phone's scenario ended")
-        .unwrap();
     assert!(
-        status.success(),
+        call.phone.success(),
         "sipp: registered, dialled, 200, BYE answered"
     );
     let rows = ended_call_records(&bridge.store, call_id).await;
@@ -585,22 +511,9 @@ async fn the_bridge_registers_to_freeswitch_as_the_shipped_user() {
     let Some(fs) = FreeSwitch::start(&ports, bridge.sip_addr, &[]) else {
         return;
     };
-    let mut registered = false;
     // The first REGISTER went before FreeSWITCH was up: the retry (5 s
     // backoff) is the one that counts.
-    for _ in 0..200 {
-        let ready: serde_json::Value = reqwest::get(format!("http://{}/readyz", bridge.http_addr))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if ready["checks"]["registration"] == "ok" {
-            registered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let registered = support::pbx::registered(&bridge).await;
     assert!(registered, "the bridge's registration never became ok");
     let regs = fs.cli("sofia status profile external reg");
     assert!(regs.contains("wa-bridge@"), "FreeSWITCH lists it: {regs}");
@@ -670,6 +583,43 @@ async fn freeswitch_deflect_moves_the_whatsapp_caller_to_the_target() {
     assert_eq!(
         row.transfers.as_deref(),
         Some(format!("sip:echo@127.0.0.1:{} 200", ports.external).as_str())
+    );
+    drop(fs);
+}
+
+/// Hold from the desk phone during a call to a WhatsApp user: the phone's
+/// re-INVITE (`sendonly`) makes FreeSWITCH play its hold music (here a
+/// 500 Hz tone stream, the phone user's `hold_music`) to the bridge's leg —
+/// a new source, timestamps rebased, which the relay follows (RFC 3550) —
+/// so the WhatsApp user hears it; on resume (`sendrecv`) the phone's echo
+/// of the user's 1 kHz tone is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freeswitch_hold_music_reaches_whatsapp_and_resume_restores_the_agent() {
+    let ports = FsPorts::new();
+    let wati = FakeWati::start().await.unwrap();
+    let bridge = bridge_for(&wati, ports.external, "echo", "", "").await;
+    let (path, text) = desk_phone();
+    let text = text.replace(
+        "</variables>",
+        "  <variable name=\"hold_music\" value=\"tone_stream://%(1000,0,500);loops=-1\"/>\n    </variables>",
+    );
+    let Some(fs) = FreeSwitch::start(&ports, bridge.sip_addr, &[(path, text)]) else {
+        return;
+    };
+    let pbx: SocketAddr = format!("127.0.0.1:{}", ports.internal).parse().unwrap();
+    let call = desk_phone_calls_whatsapp(
+        &wati,
+        &bridge,
+        pbx,
+        "uac_desk_phone_holds.xml",
+        "wacid.fs-hold-1",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_hold_then_resume(&call.heard.pcm);
+    assert!(
+        call.phone.success(),
+        "sipp: dialled, held, resumed, hung up"
     );
     drop(fs);
 }

@@ -264,21 +264,10 @@ async fn registration_state_reaches_readyz_and_metrics() {
     let bridge = Bridge::start(settings_with(&wati.api_endpoint(), &extra))
         .await
         .unwrap();
-    let mut registered = false;
-    for _ in 0..100 {
-        let ready: serde_json::Value = reqwest::get(format!("http://{}/readyz", bridge.http_addr))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if ready["checks"]["registration"] == "ok" {
-            registered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(registered, "registration never became ok");
+    assert!(
+        support::pbx::registered(&bridge).await,
+        "registration never became ok"
+    );
     let metrics = reqwest::get(format!("http://{}/metrics", bridge.http_addr))
         .await
         .unwrap()

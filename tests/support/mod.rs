@@ -184,6 +184,7 @@ pub fn sipp_dials(
 #[allow(unused_imports)]
 pub use wa_sip_bridge::demo::ended_call_records;
 
+pub mod pbx;
 pub mod peers;
 
 /// What [`inbound_echo_call`] saw.

@@ -329,27 +329,12 @@ impl SipUa {
                             });
                         }
                     }
-                    _ => self.respond(
-                        now,
-                        tx,
-                        &msg,
-                        481,
-                        "Call/Transaction Does Not Exist",
-                        None,
-                        &[],
-                    ),
+                    _ => self.no_such_transaction(now, tx, &msg),
                 }
             }
-            Method::Bye | Method::Info | Method::Update | Method::Refer | Method::Prack => self
-                .respond(
-                    now,
-                    tx,
-                    &msg,
-                    481,
-                    "Call/Transaction Does Not Exist",
-                    None,
-                    &[],
-                ),
+            Method::Bye | Method::Info | Method::Update | Method::Refer | Method::Prack => {
+                self.no_such_transaction(now, tx, &msg)
+            }
             _ => self.respond(
                 now,
                 tx,
@@ -360,6 +345,20 @@ impl SipUa {
                 &[("allow", ALLOW.into())],
             ),
         }
+    }
+
+    /// 481 to a request for a dialog or transaction we do not have
+    /// (RFC 3261 §12.2.2, §9.2).
+    fn no_such_transaction(&mut self, now: Instant, tx: ServerTxId, msg: &Msg) {
+        self.respond(
+            now,
+            tx,
+            msg,
+            481,
+            "Call/Transaction Does Not Exist",
+            None,
+            &[],
+        );
     }
 
     /// RFC 4028 §8.1: 422 with our minimum, for an INVITE or UPDATE whose
