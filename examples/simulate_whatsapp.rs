@@ -1,4 +1,4 @@
-//! Drive your own PBX from a simulated WhatsApp caller, without a Wati
+//! Drive your own PBX from a simulated WhatsApp user, without a Wati
 //! account: this program plays Wati (a fake REST API the bridge calls, and
 //! the webhooks it sends) and the WhatsApp user (a WebRTC peer configured like
 //! WhatsApp's media servers: ICE-lite, Opus 111, telephone-event 126).
@@ -8,9 +8,14 @@
 //!    and the same webhook key       [wati] webhook_key  = "simulate-key" (or --webhook-key)
 //!    (start the bridge first or second; this program waits for it).
 //!
-//! It then calls the PBX through the bridge as +<caller>, sends the tone and
-//! the DTMF digits once media is up, reports the dominant frequency and the
-//! DTMF digits it heard back, and hangs up after --seconds.
+//! Inbound (the default): it calls the PBX through the bridge as +<caller>.
+//! Outbound (`--outbound`): it waits for a call the PBX places to a
+//! WhatsApp user (an agent dialling your route), rings, answers it and
+//! plays that user. Either way it sends the tone and the DTMF digits once
+//! media is up, and reports what it heard: the dominant frequency, or
+//! silence, and the DTMF digits. The call lasts --seconds, unless the PBX
+//! ends it first (the bridge then terminates it at Wati): that is noticed
+//! and said, and the program exits at once.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -20,7 +25,9 @@ use serde_json::json;
 use wa_sip_bridge::demo::audio::tone_power;
 use wa_sip_bridge::demo::fake_wati::{FakeWati, Route};
 use wa_sip_bridge::demo::wa_peer::WaPeer;
-use wa_sip_bridge::demo::wa_user::{run_media, wait_for_request};
+use wa_sip_bridge::demo::wa_user::{
+    answer_outbound_call, run_media_until, script_outbound_call_id, wait_for_request,
+};
 
 #[derive(Parser)]
 #[command(
@@ -54,20 +61,43 @@ struct Args {
     /// The business number called (the bridge's {business_number}).
     #[arg(long, default_value = "15551441906")]
     business: String,
+    /// Wait for a call the PBX places to a WhatsApp user and answer it,
+    /// instead of calling the PBX.
+    #[arg(long)]
+    outbound: bool,
+    /// With --outbound: how long to ring before answering, in ms.
+    #[arg(long, default_value_t = 1000)]
+    ring_ms: u64,
 }
 
-fn dominant_hz(pcm: &[i16]) -> Option<(f64, f64)> {
+/// Below this RMS (about -60 dBFS) what was heard is silence.
+const SILENCE_RMS: f64 = 33.0;
+
+/// What was heard: silence, or the dominant frequency and its share.
+enum Heard {
+    TooShort,
+    Silence,
+    Tone { hz: f64, db: f64 },
+}
+
+fn analyse(pcm: &[i16]) -> Heard {
     let x: Vec<f64> = pcm.iter().map(|&v| v as f64).collect();
     if x.len() < 48_000 {
-        return None;
+        return Heard::TooShort;
     }
     let window = &x[x.len() / 4..x.len() / 4 + 12_000];
     let total = window.iter().map(|v| v * v).sum::<f64>() / window.len() as f64;
+    if total.sqrt() < SILENCE_RMS {
+        return Heard::Silence;
+    }
     (100..=3400)
         .step_by(10)
         .map(|f| (f as f64, tone_power(window, f as f64, 48_000.0)))
         .max_by(|a, b| a.1.total_cmp(&b.1))
-        .map(|(f, p)| (f, 10.0 * (p.max(1e-12) / total.max(1e-12)).log10()))
+        .map_or(Heard::Silence, |(hz, p)| Heard::Tone {
+            hz,
+            db: 10.0 * (p.max(1e-12) / total.max(1e-12)).log10(),
+        })
 }
 
 #[tokio::main]
@@ -90,6 +120,65 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .ok_or("--bridge: no address")?
     };
     let sock = tokio::net::UdpSocket::bind((args.media_ip, 0)).await?;
+    let (mut peer, call_id) = if args.outbound {
+        answer_the_pbx(&args, &wati, bridge, &sock).await?
+    } else {
+        call_the_pbx(&args, &wati, bridge, &sock).await?
+    };
+    println!(
+        "answered; sending {} Hz{} for up to {} s",
+        args.tone,
+        if args.dtmf.is_empty() {
+            String::new()
+        } else {
+            format!(" and DTMF {:?}", args.dtmf)
+        },
+        args.seconds
+    );
+    // The bridge terminates the call at Wati when the PBX hangs up.
+    let ended_by_pbx = || !wati.requests_to(Route::Terminate).is_empty();
+    let heard = run_media_until(
+        &mut peer,
+        &sock,
+        Duration::from_secs(args.seconds),
+        args.tone,
+        &args.dtmf,
+        ended_by_pbx,
+    )
+    .await?;
+    println!("media connected: {}", heard.connected);
+    match analyse(&heard.pcm) {
+        Heard::TooShort => println!("heard from the PBX: too little audio to analyse"),
+        Heard::Silence => println!("heard from the PBX: silence"),
+        Heard::Tone { hz, db } => {
+            println!("heard from the PBX: dominant {hz:.0} Hz ({db:.1} dB of the signal)")
+        }
+    }
+    println!("DTMF from the PBX: {:?}", heard.digits);
+    if ended_by_pbx() {
+        println!("the PBX ended the call (the bridge terminated it at Wati)");
+    } else {
+        let _ = wati
+            .post_webhook(
+                bridge,
+                "terminate",
+                Some(&args.webhook_key),
+                &json!({"callId": call_id}),
+            )
+            .await;
+        println!("hung up after {} s (Terminate webhook sent)", args.seconds);
+    }
+    Ok(())
+}
+
+/// Inbound: the New Inbound Call webhook, then the bridge's accept once the
+/// PBX answered.
+async fn call_the_pbx(
+    args: &Args,
+    wati: &FakeWati,
+    bridge: SocketAddr,
+    sock: &tokio::net::UdpSocket,
+) -> Result<(WaPeer, String), Box<dyn std::error::Error>> {
     let (mut peer, offer) = WaPeer::offer(sock.local_addr()?, Instant::now(), None)?;
     let call_id = format!("wacid.simulated-{}", std::process::id());
     let body = json!({"callId": call_id, "sdp": offer, "businessNumber": args.business,
@@ -110,7 +199,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     println!("New Inbound Call webhook delivered ({call_id}); waiting for the PBX to answer...");
-    let accept = wait_for_request(&wati, Route::Accept, Duration::from_secs(120))
+    let accept = wait_for_request(wati, Route::Accept, Duration::from_secs(120))
         .await
         .ok_or("the bridge never accepted the call (did the PBX answer? see the bridge's log)")?;
     let answer = accept
@@ -119,40 +208,36 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .and_then(|j| j["Sdp"].as_str())
         .ok_or("accept without {\"Sdp\"}")?;
     peer.accept_answer(answer)?;
-    println!(
-        "PBX answered; sending {} Hz{} for {} s",
-        args.tone,
-        if args.dtmf.is_empty() {
-            String::new()
-        } else {
-            format!(" and DTMF {:?}", args.dtmf)
-        },
-        args.seconds
-    );
-    let heard = run_media(
-        &mut peer,
-        &sock,
-        Duration::from_secs(args.seconds),
-        args.tone,
-        &args.dtmf,
+    Ok((peer, call_id))
+}
+
+/// Outbound: waits for the bridge's outbound-call request (the PBX dialled
+/// a WhatsApp user), rings for --ring-ms and answers as that user.
+async fn answer_the_pbx(
+    args: &Args,
+    wati: &FakeWati,
+    bridge: SocketAddr,
+    sock: &tokio::net::UdpSocket,
+) -> Result<(WaPeer, String), Box<dyn std::error::Error>> {
+    let call_id = format!("wacid.simulated-out-{}", std::process::id());
+    script_outbound_call_id(wati, &call_id);
+    println!("waiting for the PBX to dial a WhatsApp user through the bridge...");
+    let placed = loop {
+        if let Some(r) = wait_for_request(wati, Route::OutboundCall, Duration::from_secs(60)).await
+        {
+            break r;
+        }
+        println!("still waiting for a call from the PBX...");
+    };
+    println!("the PBX calls {} ({call_id}); ringing", placed.path);
+    let (peer, _) = answer_outbound_call(
+        wati,
+        bridge,
+        &args.webhook_key,
+        &call_id,
+        sock,
+        Duration::from_millis(args.ring_ms),
     )
     .await?;
-    let _ = wati
-        .post_webhook(
-            bridge,
-            "terminate",
-            Some(&args.webhook_key),
-            &json!({"callId": call_id}),
-        )
-        .await;
-    println!("media connected: {}", heard.connected);
-    match dominant_hz(&heard.pcm) {
-        Some((hz, db)) => {
-            println!("heard from the PBX: dominant {hz:.0} Hz ({db:.1} dB of the signal)")
-        }
-        None => println!("heard from the PBX: too little audio to analyse"),
-    }
-    println!("DTMF from the PBX: {:?}", heard.digits);
-    println!("hung up (Terminate webhook sent)");
-    Ok(())
+    Ok((peer, call_id))
 }

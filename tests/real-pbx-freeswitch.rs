@@ -623,3 +623,109 @@ async fn freeswitch_hold_music_reaches_whatsapp_and_resume_restores_the_agent() 
     );
     drop(fs);
 }
+
+/// `examples/simulate_whatsapp`, built beside this test by `cargo test
+/// --all-targets`, run with `args`; its output once it exits (≤ 60 s).
+async fn simulate_whatsapp(args: Vec<String>) -> (std::process::ExitStatus, String, Duration) {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("examples/simulate_whatsapp");
+    assert!(
+        bin.exists(),
+        "{} (built by cargo test --all-targets / cargo build --examples)",
+        bin.display()
+    );
+    let started = std::time::Instant::now();
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(bin).args(&args).output(),
+    )
+    .await
+    .expect("simulate_whatsapp exited")
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    (out.status, text, started.elapsed())
+}
+
+/// The user's tool against the real FreeSWITCH, both ways. Outbound
+/// (`--outbound`): the desk phone dials a WhatsApp user, the tool answers
+/// as that user, hears its 700 Hz tone back through the phone's echo, and
+/// when the phone hangs up it says so and exits at once (not after its
+/// 30 s). Inbound into an extension that answers and stays silent: it
+/// reports silence (not a "dominant frequency" of noise) and that the PBX
+/// ended the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulate_whatsapp_plays_both_directions_and_notices_the_end() {
+    let ports = FsPorts::new();
+    let wati_port = support::free_port();
+    let api = format!("http://127.0.0.1:{wati_port}/123456");
+    let extra = format!(
+        "[routing]\ninbound_user = \"wsb-silence\"\n[trunk]\nuri = \"sip:127.0.0.1:{}\"\nusername = \"wa-bridge\"\npassword = \"{TRUNK_PASSWORD}\"\n",
+        ports.external
+    );
+    let bridge = wa_sip_bridge::Bridge::start(support::settings_with(&api, &extra))
+        .await
+        .unwrap();
+    let silence = (
+        "dialplan/public/00-wsb-silence.xml",
+        "<include>\n  <extension name=\"wsb-silence\">\n    <condition field=\"destination_number\" expression=\"^wsb-silence$\">\n      <action application=\"answer\"/>\n      <action application=\"sleep\" data=\"3000\"/>\n      <action application=\"hangup\"/>\n    </condition>\n  </extension>\n</include>\n".to_string(),
+    );
+    let Some(fs) = FreeSwitch::start(&ports, bridge.sip_addr, &[desk_phone(), silence]) else {
+        return;
+    };
+    let common = |mode: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "--bridge",
+            &format!("http://{}", bridge.http_addr),
+            "--webhook-key",
+            support::WEBHOOK_KEY,
+            "--wati-listen",
+            &format!("127.0.0.1:{wati_port}"),
+            "--tone",
+            "700",
+            "--seconds",
+            "30",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(mode.iter().map(|s| s.to_string()));
+        a
+    };
+
+    // Outbound: the tool waits, the phone dials.
+    let tool = tokio::spawn(simulate_whatsapp(common(&[
+        "--outbound",
+        "--ring-ms",
+        "300",
+    ])));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pbx: SocketAddr = format!("127.0.0.1:{}", ports.internal).parse().unwrap();
+    let mut phone = support::sipp_dials(
+        "uac_desk_phone_registers_and_dials.xml",
+        "9447700900123",
+        pbx,
+        &["-rtp_echo", "-au", "agent100", "-ap", PHONE_PASSWORD],
+    );
+    let (status, out, took) = tool.await.unwrap();
+    let _ = phone.wait().await;
+    assert!(status.success(), "{out}");
+    assert!(out.contains("the PBX calls"), "{out}");
+    assert!(out.contains("dominant 700 Hz"), "its tone back: {out}");
+    assert!(out.contains("the PBX ended the call"), "{out}");
+    assert!(
+        took < Duration::from_secs(25),
+        "exited when the call ended: {took:?}"
+    );
+
+    // Inbound, into silence.
+    let (status, out, took) = simulate_whatsapp(common(&[])).await;
+    assert!(status.success(), "{out}");
+    assert!(out.contains("heard from the PBX: silence"), "{out}");
+    assert!(out.contains("the PBX ended the call"), "{out}");
+    assert!(took < Duration::from_secs(25), "{took:?}");
+    drop(fs);
+}

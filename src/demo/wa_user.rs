@@ -34,6 +34,19 @@ pub async fn run_media(
     tone_hz: f64,
     dtmf: &str,
 ) -> Result<WaMedia, DemoError> {
+    run_media_until(peer, sock, talk, tone_hz, dtmf, || false).await
+}
+
+/// [`run_media`], stopping early once `stop()` is true (asked every
+/// 100 ms): the call ended elsewhere.
+pub async fn run_media_until(
+    peer: &mut WaPeer,
+    sock: &UdpSocket,
+    talk: Duration,
+    tone_hz: f64,
+    dtmf: &str,
+    stop: impl Fn() -> bool,
+) -> Result<WaMedia, DemoError> {
     let mut tone = ToneSource::new(tone_hz)?;
     let mut buf = vec![0u8; 2048];
     let end = Instant::now() + talk;
@@ -55,7 +68,14 @@ pub async fn run_media(
     }
     plan.reverse();
     let mut ticks = 0u32;
+    let mut next_stop_check = Instant::now();
     while Instant::now() < end {
+        if Instant::now() >= next_stop_check {
+            if stop() {
+                break;
+            }
+            next_stop_check = Instant::now() + Duration::from_millis(100);
+        }
         let (tx, timeout) = peer.poll()?;
         for (to, data) in tx {
             let _ = sock.send_to(&data, to).await;
