@@ -101,7 +101,12 @@ impl Asterisk {
             )
             .replace(
                 "contact = sip:203.0.113.10:5060",
-                &format!("contact = sip:{bridge_sip}"),
+                &if tweak.bridge_registers {
+                    // As the profile says for `[trunk] register = true`.
+                    "max_contacts = 1".to_string()
+                } else {
+                    format!("contact = sip:{bridge_sip}")
+                },
             )
             // With its port: the test's phones send from 127.0.0.1 too.
             .replace("match = 203.0.113.10\n", &format!("match = {bridge_sip}\n"))
@@ -210,6 +215,9 @@ struct Tweak<'a> {
     /// Music on hold: the default class plays this tone (Hz) from a WAV
     /// file (a stock Asterisk has no MOH files installed here).
     moh_hz: Option<f64>,
+    /// The AoR made registration-capable (`max_contacts = 1`, no static
+    /// contact), as the profile says for `[trunk] register = true`.
+    bridge_registers: bool,
 }
 
 /// A WAV file (8 kHz, 16-bit mono) of `seconds` of a `hz` tone.
@@ -618,4 +626,113 @@ async fn asterisk_read_gets_the_whatsapp_callers_digit_and_send_dtmf_reaches_the
         );
         drop(asterisk);
     }
+}
+
+/// `[trunk] register = true` with the profile's AoR made
+/// registration-capable as its comment says (`max_contacts = 1`, no
+/// `contact`): the bridge's REGISTER is challenged (`auth = wa-bridge-in`)
+/// and accepted, Asterisk lists the contact, and a desk phone's call to a
+/// WhatsApp user reaches the bridge through that registered contact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bridge_registers_to_asterisk_and_takes_calls_at_its_contact() {
+    let sip_port = support::free_port();
+    let rtp_first = support::free_ports(20);
+    let wati = FakeWati::start().await.unwrap();
+    let bridge = bridge_for(
+        &wati,
+        sip_port,
+        "echo",
+        "register = true\nregister_expires = 120\n",
+        "",
+    )
+    .await;
+    let sections = desk_phone();
+    let tweak = Tweak {
+        sections: &sections,
+        bridge_registers: true,
+        ..Tweak::default()
+    };
+    let Some(asterisk) = Asterisk::start(sip_port, rtp_first, bridge.sip_addr, tweak) else {
+        return;
+    };
+    // The first REGISTER went before Asterisk was up: the retry counts.
+    assert!(
+        support::pbx::registered(&bridge).await,
+        "the bridge's registration never became ok"
+    );
+    let contacts = asterisk.cli("pjsip show contacts");
+    assert!(
+        contacts.contains("wa-bridge/sip:"),
+        "Asterisk lists the bridge's contact: {contacts}"
+    );
+    let pbx: SocketAddr = format!("127.0.0.1:{sip_port}").parse().unwrap();
+    let call = desk_phone_calls_whatsapp(
+        &wati,
+        &bridge,
+        pbx,
+        "uac_desk_phone_registers_and_dials.xml",
+        "wacid.ast-reg-1",
+        Duration::from_secs(4),
+    )
+    .await;
+    let snr = support::audio::tone_snr_db(&call.heard.pcm, 1000.0, 48_000.0, 24_000);
+    assert!(
+        snr > 10.0,
+        "the call reached the registered bridge: {snr:.1} dB"
+    );
+    assert!(call.phone.success());
+    drop(asterisk);
+}
+
+/// A transfer done inside Asterisk (the bridge's channel redirected to
+/// another extension, `channel redirect`, as an attended transfer or a
+/// supervisor's pick-up moves it) keeps the call: the bridge sees at most
+/// an update of the connected party and a new media source; the WhatsApp
+/// caller first hears the agent's 440 Hz, then their own echo from the new
+/// extension, on the same call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_inside_asterisk_keeps_the_call() {
+    let sip_port = support::free_port();
+    let rtp_first = support::free_ports(20);
+    let wati = FakeWati::start().await.unwrap();
+    let bridge = bridge_for(&wati, sip_port, "agent", "", "").await;
+    let tweak = Tweak {
+        dialplan: "\n[from-whatsapp]\nexten => agent,1,Answer()\n same => n,Playtones(440)\n same => n,Wait(30)\n",
+        ..Tweak::default()
+    };
+    let Some(asterisk) = Asterisk::start(sip_port, rtp_first, bridge.sip_addr, tweak) else {
+        return;
+    };
+    let call_id = "ast-redirect-1";
+    let (mut peer, sock) = support::whatsapp_calls_in(
+        &wati,
+        &bridge,
+        serde_json::json!({"callId": call_id, "businessNumber": "15551441906"}),
+    )
+    .await;
+    let ast = &asterisk;
+    let redirect = async {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let channels = ast.cli("core show channels concise");
+        let channel = channels
+            .lines()
+            .find(|l| l.starts_with("PJSIP/wa-bridge-"))
+            .and_then(|l| l.split('!').next())
+            .expect("the bridge's channel")
+            .to_string();
+        ast.cli(&format!("channel redirect {channel} from-whatsapp,echo,1"))
+    };
+    let (heard, said) = tokio::join!(
+        support::wa_user::run_media(&mut peer, &sock, Duration::from_secs(7), 1000.0, ""),
+        redirect
+    );
+    let heard = heard.unwrap();
+    assert!(said.contains("redirected"), "{said}");
+    let agent = tone_between(&heard.pcm, 440.0, 0.5, 2.5);
+    let echo = tone_between(&heard.pcm, 1000.0, 4.0, 6.8);
+    assert!(agent > 10.0, "the agent before: {agent:.1} dB");
+    assert!(echo > 10.0, "the new extension's echo after: {echo:.1} dB");
+    let row = hang_up_from_whatsapp(&wati, &bridge, call_id).await;
+    assert_eq!(row.end_cause.as_deref(), Some("whatsapp_terminated"));
+    drop(asterisk);
 }
