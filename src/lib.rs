@@ -78,6 +78,10 @@ pub struct Bridge {
     pub wati: WatiClient,
     /// Where SIP (UDP and TCP) actually listens.
     pub sip_addr: SocketAddr,
+    /// Where SIP over TLS listens (`sip.tls_listen`), when it does.
+    pub sip_tls_addr: Option<SocketAddr>,
+    /// The TLS listener's certificate, reloaded on SIGHUP.
+    tls_cert: Option<Arc<sip::tls::ServerCert>>,
     /// The live calls.
     pub registry: Arc<call::registry::Registry>,
     settings: Settings,
@@ -118,12 +122,13 @@ impl Bridge {
         let store = Store::open(&settings.storage, health.clone())?;
         let wati = WatiClient::new(&settings.wati, health.clone(), metrics.clone())?;
         let trunk = call::sip_task::resolve_trunk(&settings).await;
-        let (sip_socket, sip_addr) =
-            call::sip_task::bind(&settings, trunk.iter().map(|a| a.ip()).collect()).await?;
+        let bound = call::sip_task::bind(&settings, trunk.iter().map(|a| a.ip()).collect()).await?;
+        let (sip_socket, sip_addr) = (bound.socket, bound.addr);
+        let (sip_tls_addr, tls_cert) = bound.tls.unzip();
         let (sip_handle, sip_commands) = call::sip_task::channel();
         let trunk = Arc::new(call::trunk::Trunk::new(
             settings.trunk.host.clone(),
-            settings.trunk.port.unwrap_or(5060),
+            settings.trunk.port_or_default(),
             &trunk,
         ));
         let registry = Arc::new(call::registry::Registry::default());
@@ -200,6 +205,8 @@ impl Bridge {
                 metrics,
                 wati,
                 sip_addr,
+                sip_tls_addr,
+                tls_cert,
                 registry,
                 settings,
                 sip,
@@ -271,10 +278,44 @@ impl Bridge {
     }
 }
 
-/// Runs the bridge until SIGTERM or Ctrl-C.
+impl Bridge {
+    /// Reads the SIP TLS certificate and key files again (SIGHUP): new
+    /// handshakes use them, connections already up keep theirs. On error
+    /// the certificate in use stays.
+    pub fn reload_tls(&self) -> Result<(), sip::tls::TlsError> {
+        match &self.tls_cert {
+            Some(c) => c.reload(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Runs the bridge until SIGTERM or Ctrl-C; SIGHUP reloads what can be
+/// reloaded safely (the SIP TLS certificate).
 pub async fn run(settings: Settings) -> Result<(), Error> {
     let bridge = Bridge::start(settings).await?;
+    #[cfg(unix)]
+    let reloader = bridge.tls_cert.clone().map(|cert| {
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                match cert.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: SIP TLS certificate reloaded"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "SIGHUP: SIP TLS certificate not reloaded; the old one stays")
+                    }
+                }
+            }
+        })
+    });
     wait_for_signal().await;
+    #[cfg(unix)]
+    if let Some(r) = reloader {
+        r.abort();
+    }
     tracing::info!("shutting down");
     bridge.drain().await;
     bridge.shutdown().await

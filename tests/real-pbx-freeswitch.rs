@@ -56,6 +56,8 @@ struct FsPorts {
     external: u16,
     /// The internal profile (the test's phones).
     internal: u16,
+    /// The external profile over TLS, when a test turns it on.
+    external_tls: u16,
     rtp_first: u16,
 }
 
@@ -64,6 +66,7 @@ impl FsPorts {
         FsPorts {
             external: support::free_port(),
             internal: support::free_port(),
+            external_tls: support::free_port(),
             rtp_first: support::free_ports(40),
         }
     }
@@ -103,6 +106,17 @@ impl FreeSwitch {
         bridge_sip: SocketAddr,
         extra_conf: &[(&str, String)],
     ) -> Option<FreeSwitch> {
+        Self::start_with_tls(ports, bridge_sip, extra_conf, None)
+    }
+
+    /// [`FreeSwitch::start`], with the external profile also on TLS
+    /// (`ports.external_tls`) under `tls`'s certificate (`agent.pem`).
+    fn start_with_tls(
+        ports: &FsPorts,
+        bridge_sip: SocketAddr,
+        extra_conf: &[(&str, String)],
+        tls: Option<&support::pki::Pki>,
+    ) -> Option<FreeSwitch> {
         let prefix = Self::prefix();
         let bin = prefix.join("bin/freeswitch");
         let vanilla = prefix.join("vanilla-conf");
@@ -131,6 +145,7 @@ impl FreeSwitch {
             "cache",
             "recordings",
             "sounds",
+            "certs",
         ] {
             std::fs::create_dir_all(dir.path().join(sub)).unwrap();
         }
@@ -157,6 +172,14 @@ impl FreeSwitch {
                 &format!("external_sip_port={}", ports.external),
             )
             .replace("default_password=1234", "default_password=desk-secret-6b0c")
+            .replace(
+                "external_tls_port=5081",
+                &format!("external_tls_port={}", ports.external_tls),
+            )
+            .replace(
+                "external_ssl_enable=false",
+                &format!("external_ssl_enable={}", tls.is_some()),
+            )
         });
         for v6 in ["internal-ipv6.xml", "external-ipv6.xml"] {
             std::fs::remove_file(conf.join("sip_profiles").join(v6)).unwrap();
@@ -212,6 +235,10 @@ impl FreeSwitch {
             std::fs::write(p, text).unwrap();
         }
         let d = dir.path();
+        if let Some(pki) = tls {
+            std::fs::copy(&pki.cert_and_key, d.join("certs/agent.pem")).unwrap();
+            std::fs::copy(&pki.ca, d.join("certs/cafile.pem")).unwrap();
+        }
         let child = std::process::Command::new(&bin)
             .args(["-nf", "-nc", "-nonat", "-nocal"])
             .arg("-conf")
@@ -224,6 +251,7 @@ impl FreeSwitch {
             .args(["-cache", &d.join("cache").display().to_string()])
             .args(["-recordings", &d.join("recordings").display().to_string()])
             .args(["-sounds", &d.join("sounds").display().to_string()])
+            .args(["-certs", &d.join("certs").display().to_string()])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -727,5 +755,45 @@ async fn simulate_whatsapp_plays_both_directions_and_notices_the_end() {
     assert!(out.contains("heard from the PBX: silence"), "{out}");
     assert!(out.contains("the PBX ended the call"), "{out}");
     assert!(took < Duration::from_secs(25), "{took:?}");
+    drop(fs);
+}
+
+/// SIP over TLS to a real FreeSWITCH (its external profile on TLS, with a
+/// certificate from the test's CA): the bridge's trunk is
+/// `sip:…;transport=tls`, `trunk.tls_ca` the test's CA and
+/// `trunk.tls_server_name` the certificate's name. The call goes over TLS
+/// (the only way the bridge can reach that port) into the shipped `echo`
+/// and the tone comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_to_freeswitch_over_tls() {
+    let ports = FsPorts::new();
+    let pki = support::pki::make("test CA", &["pbx.test", "127.0.0.1"]);
+    let wati = FakeWati::start().await.unwrap();
+    let bridge = wa_sip_bridge::Bridge::start(support::settings_with(
+        &wati.api_endpoint(),
+        &format!(
+            "[routing]\ninbound_user = \"echo\"\n[trunk]\nuri = \"sip:127.0.0.1:{};transport=tls\"\ntls_ca = \"{}\"\ntls_server_name = \"pbx.test\"\n",
+            ports.external_tls,
+            pki.ca.display()
+        ),
+    ))
+    .await
+    .unwrap();
+    let Some(fs) = FreeSwitch::start_with_tls(&ports, bridge.sip_addr, &[], Some(&pki)) else {
+        return;
+    };
+    let status = fs.cli("sofia status profile external");
+    assert!(
+        status.contains("TLS-URL"),
+        "FreeSWITCH's external profile on TLS: {status}"
+    );
+    let call_id = "fs-tls-1";
+    let snr_db = support::tone_through_echo(&wati, &bridge, call_id, 4).await;
+    assert!(
+        snr_db > 10.0,
+        "the tone back over a TLS trunk: {snr_db:.1} dB"
+    );
+    let row = hang_up_from_whatsapp(&wati, &bridge, call_id).await;
+    assert_eq!(row.end_cause.as_deref(), Some("whatsapp_terminated"));
     drop(fs);
 }

@@ -75,6 +75,7 @@ impl Rng {
 fn config() -> UaConfig {
     UaConfig {
         via_host: "127.0.0.1:5060".into(),
+        tls_host: None,
         contact_uri: "sip:bridge@127.0.0.1:5060".into(),
         credentials: Some(("bridge".into(), "secret".into())),
         inbound_credentials: None,
@@ -266,8 +267,11 @@ fn mutated_sip_never_panics_and_the_ua_keeps_working() {
 
     eprintln!("{seen:?}");
     // Mangled messages were refused or dropped, the others made calls.
+    // (UPDATEs without an offer are session refreshes the UA answers
+    // itself, RFC 3311 §5.2: only re-INVITEs and offers reach the call
+    // layer as re-offers.)
     assert!(
-        seen.incoming > 150 && seen.reoffers > 30 && seen.answered > 100,
+        seen.incoming > 150 && seen.reoffers > 5 && seen.answered > 100,
         "{seen:?}"
     );
 

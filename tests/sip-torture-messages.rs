@@ -22,6 +22,7 @@ fn ua() -> SipUa {
     SipUa::new(
         UaConfig {
             via_host: "127.0.0.1:5060".into(),
+            tls_host: None,
             contact_uri: "sip:bridge@127.0.0.1:5060".into(),
             credentials: None,
             inbound_credentials: None,
@@ -683,8 +684,9 @@ Content-Length: 0
             "{answer}"
         );
         assert!(
-            answer
-                .contains("\r\nAllow: INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER\r\n"),
+            answer.contains(
+                "\r\nAllow: INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER, PRACK\r\n"
+            ),
             "{answer}"
         );
     }

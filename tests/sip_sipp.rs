@@ -40,6 +40,7 @@ fn sipp_version() {
 fn test_config(addr: std::net::SocketAddr, contact_params: &str) -> UaConfig {
     UaConfig {
         via_host: addr.to_string(),
+        tls_host: None,
         contact_uri: format!("sip:bridge@{addr}{contact_params}"),
         credentials: None,
         inbound_credentials: None,

@@ -1075,6 +1075,7 @@ pub async fn run(cfg: Config) -> Result<Summary, String> {
     let ua = SipUa::new(
         UaConfig {
             via_host: pbx_addr.to_string(),
+            tls_host: None,
             contact_uri: format!("sip:pbx@{pbx_addr}"),
             credentials: None,
             inbound_credentials: None,

@@ -49,6 +49,12 @@ pub enum EndCause {
     SipUnavailable,
     /// The trunk's host does not resolve.
     TrunkUnresolved,
+    /// No connection to the trunk could be opened for our INVITE: over TLS
+    /// (a handshake or certificate failure, or TCP below it), or TCP.
+    TrunkConnection {
+        tls: bool,
+        reason: String,
+    },
     /// The number the PBX dialled is not a WhatsApp number.
     NotAWaid,
 
@@ -114,6 +120,8 @@ impl EndCause {
             SipGone => "sip_gone",
             SipUnavailable => "sip_unavailable",
             TrunkUnresolved => "trunk_unresolved",
+            TrunkConnection { tls: true, reason } => return format!("trunk_tls: {reason}").into(),
+            TrunkConnection { tls: false, reason } => return format!("trunk_tcp: {reason}").into(),
             NotAWaid => "not_a_waid",
             WatiAccept(e) => return format!("wati_accept: {e}").into(),
             WatiPermission(e) => return format!("wati_permission: {e}").into(),

@@ -25,6 +25,7 @@ use super::{cold, ending, finish, media_only, save_dialog, CallCtx, EndCause, En
 use crate::config::AnswerMode;
 use crate::media::socket::RtpSocket;
 use crate::ports::bind_udp;
+use crate::sip::endpoint::Transport;
 use crate::sip::ua::{SipEnd, UaEvent};
 use crate::store::now_ms;
 use crate::wati::InboundCall;
@@ -242,6 +243,10 @@ async fn run_call(
                     Some(UaEvent::Progress { sdp, .. }) => Input::PbxProgress { sdp },
                     Some(UaEvent::Answered { sdp, .. }) => Input::PbxAnswered { sdp },
                     Some(UaEvent::Failed { code, .. }) => Input::PbxFailed { code },
+                    Some(UaEvent::TransportFailed { transport, reason, .. }) => {
+                        tracing::warn!(call_id = %call.call_id, %reason, "no connection to the trunk");
+                        Input::Hangup(EndCause::TrunkConnection { tls: transport == Transport::Tls, reason })
+                    }
                     Some(UaEvent::Ended { cause: SipEnd::PeerBye, .. }) => Input::PbxBye,
                         Some(UaEvent::Ended { cause: SipEnd::Overloaded, .. }) => Input::Hangup(EndCause::Overloaded),
                     Some(UaEvent::Ended { cause, .. }) => Input::SipEnded(cause),

@@ -178,13 +178,24 @@ pub enum SipStartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("SIP over TLS: {0}")]
+    Tls(#[from] crate::sip::tls::TlsError),
 }
 
-/// Binds the SIP sockets; returns the runtime and the bound address.
+/// The SIP sockets, bound.
+pub(crate) struct BoundSip {
+    pub socket: SipSocket,
+    /// UDP and TCP.
+    pub addr: SocketAddr,
+    /// The TLS listener's address and its certificate (reloadable).
+    pub tls: Option<(SocketAddr, Arc<crate::sip::tls::ServerCert>)>,
+}
+
+/// Binds the SIP sockets (and TLS when configured).
 pub(crate) async fn bind(
     settings: &Settings,
     trunk_ips: Vec<IpAddr>,
-) -> Result<(SipSocket, SocketAddr), SipStartError> {
+) -> Result<BoundSip, SipStartError> {
     let listen = settings.sip.listen;
     // With port 0 (tests, ad hoc runs) UDP picks a free port and TCP must
     // take the same one, which an outgoing TCP connection may hold as its
@@ -220,9 +231,43 @@ pub(crate) async fn bind(
         public.port = bound.port();
     }
     let via_host = public.to_string();
+    let mut tls_listener = None;
+    let mut tls_host = None;
+    if let Some(t) = &settings.sip.tls {
+        let listener = TcpListener::bind(t.listen)
+            .await
+            .map_err(|source| SipStartError::Bind {
+                addr: t.listen,
+                source,
+            })?;
+        let at = listener
+            .local_addr()
+            .map_err(|source| SipStartError::Bind {
+                addr: t.listen,
+                source,
+            })?;
+        let (config, cert) = crate::sip::tls::server(&t.cert, &t.key)?;
+        tls_host = Some(format!("{}:{}", public.host, at.port()));
+        tracing::info!(addr = %at, "SIP over TLS listening");
+        tls_listener = Some((listener, tokio_rustls::TlsAcceptor::from(config), at, cert));
+    }
+    let connector = if settings.trunk.transport == TrunkTransport::Tls {
+        if settings.trunk.tls.insecure_skip_verify {
+            tracing::warn!(
+                trunk = %settings.trunk.uri,
+                "trunk.tls_insecure_skip_verify = true: the trunk's TLS certificate is NOT verified; anyone on the path can pose as the PBX"
+            );
+        }
+        let config = crate::sip::tls::client(&settings.trunk.tls)?;
+        let name = crate::sip::tls::server_name(&settings.trunk.tls_server_name)?;
+        Some((tokio_rustls::TlsConnector::from(config), name))
+    } else {
+        None
+    };
     let cfg = UaConfig {
         contact_uri: format!("sip:wa-sip-bridge@{via_host}"),
         via_host,
+        tls_host,
         credentials: settings
             .trunk
             .credentials
@@ -239,10 +284,20 @@ pub(crate) async fn bind(
         rng_seed: None,
         session: settings.sip.session,
     };
-    Ok((
-        SipSocket::with_tcp(udp, Some(tcp), SipUa::new(cfg, Instant::now())),
-        bound,
-    ))
+    let tls = tls_listener
+        .as_ref()
+        .map(|(_, _, at, cert)| (*at, cert.clone()));
+    let socket = SipSocket::with_tcp(udp, Some(tcp), SipUa::new(cfg, Instant::now())).with_tls(
+        crate::sip::runtime::SipTls {
+            listener: tls_listener.map(|(l, a, _, _)| (l, a)),
+            connector,
+        },
+    );
+    Ok(BoundSip {
+        socket,
+        addr: bound,
+        tls,
+    })
 }
 
 /// Where SIP for the trunk goes: `addr`, over `trunk.uri`'s transport.
@@ -251,6 +306,7 @@ pub(crate) fn trunk_peer(settings: &Settings, addr: SocketAddr) -> Peer {
         transport: match settings.trunk.transport {
             TrunkTransport::Udp => Transport::Udp,
             TrunkTransport::Tcp => Transport::Tcp,
+            TrunkTransport::Tls => Transport::Tls,
         },
         addr,
     }
@@ -258,7 +314,7 @@ pub(crate) fn trunk_peer(settings: &Settings, addr: SocketAddr) -> Peer {
 
 /// The trunk's addresses at start (for the ACL and the registration).
 pub(crate) async fn resolve_trunk(settings: &Settings) -> Vec<SocketAddr> {
-    super::trunk::resolve(&settings.trunk.host, settings.trunk.port.unwrap_or(5060)).await
+    super::trunk::resolve(&settings.trunk.host, settings.trunk.port_or_default()).await
 }
 
 /// What we register to the trunk with (`trunk.register`), our contact on
@@ -637,7 +693,11 @@ url = "sqlite::memory:"
     #[tokio::test]
     async fn a_call_that_stops_reading_its_events_is_ended_and_stalls_no_other() {
         let settings = settings();
-        let (sip, bridge) = bind(&settings, vec![]).await.unwrap();
+        let BoundSip {
+            socket: sip,
+            addr: bridge,
+            ..
+        } = bind(&settings, vec![]).await.unwrap();
         let (handle, commands) = channel();
         let (invites_tx, mut invites) = mpsc::channel::<IncomingInvite>(256);
         let trunk = Arc::new(Trunk::new("127.0.0.1".into(), 5099, &[]));

@@ -73,6 +73,9 @@ pub struct RawSip {
     pub domain: String,
     pub session_expires_s: u32,
     pub min_se_s: u32,
+    pub tls_listen: String,
+    pub tls_cert: String,
+    pub tls_key: String,
 }
 
 impl Default for RawSip {
@@ -83,6 +86,9 @@ impl Default for RawSip {
             domain: String::new(),
             session_expires_s: 1800,
             min_se_s: 90,
+            tls_listen: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }
@@ -98,6 +104,12 @@ pub struct RawTrunk {
     pub allowed_sources: Vec<String>,
     pub inbound_username: String,
     pub inbound_password: String,
+    pub tls_ca: String,
+    pub tls_server_name: String,
+    pub tls_insecure_skip_verify: bool,
+    pub tls_client_cert: String,
+    pub tls_client_key: String,
+    pub tls_alpn: Vec<String>,
 }
 
 impl Default for RawTrunk {
@@ -111,6 +123,12 @@ impl Default for RawTrunk {
             allowed_sources: Vec::new(),
             inbound_username: String::new(),
             inbound_password: String::new(),
+            tls_ca: String::new(),
+            tls_server_name: String::new(),
+            tls_insecure_skip_verify: false,
+            tls_client_cert: String::new(),
+            tls_client_key: String::new(),
+            tls_alpn: Vec::new(),
         }
     }
 }

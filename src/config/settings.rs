@@ -89,6 +89,16 @@ pub struct SipSettings {
     pub domain: String,
     /// Session timers (RFC 4028): what we ask and the least we take.
     pub session: crate::sip::ua::SessionTimerConfig,
+    /// SIP over TLS from the PBX (`sip.tls_listen`), when set.
+    pub tls: Option<SipTlsListen>,
+}
+
+/// `sip.tls_listen` with its certificate and key (PEM files).
+#[derive(Debug, Clone)]
+pub struct SipTlsListen {
+    pub listen: SocketAddr,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -103,6 +113,8 @@ pub enum TrunkTransport {
     #[default]
     Udp,
     Tcp,
+    /// `sips:` or `;transport=tls`.
+    Tls,
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +133,22 @@ pub struct TrunkSettings {
     pub allowed_sources: Vec<IpNet>,
     /// When set, INVITEs from the PBX must pass digest auth with these.
     pub inbound_credentials: Option<Credentials>,
+    /// The TLS client toward the trunk (`transport` Tls).
+    pub tls: crate::sip::tls::ClientSettings,
+    /// The name the trunk's certificate must carry: `trunk.tls_server_name`,
+    /// else the URI's host.
+    pub tls_server_name: String,
+}
+
+impl TrunkSettings {
+    /// The trunk's port: the URI's, else 5061 over TLS and 5060 otherwise
+    /// (RFC 3263 §4.2 without SRV).
+    pub fn port_or_default(&self) -> u16 {
+        self.port.unwrap_or(match self.transport {
+            TrunkTransport::Tls => 5061,
+            _ => 5060,
+        })
+    }
 }
 
 #[derive(Debug, Clone)]

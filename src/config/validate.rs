@@ -344,7 +344,9 @@ fn sip(c: &mut Checker, raw: &RawSip) -> Option<SipSettings> {
         timers_ok = false;
     }
 
+    let tls = sip_tls(c, raw);
     Some(SipSettings {
+        tls: tls?,
         listen: sip_listen?,
         public_addr: sip_public?,
         domain: domain?,
@@ -352,6 +354,93 @@ fn sip(c: &mut Checker, raw: &RawSip) -> Option<SipSettings> {
             session_expires: raw.session_expires_s,
             min_se: raw.min_se_s,
         })?,
+    })
+}
+
+/// A PEM file the bridge must read: it exists.
+fn pem_file(c: &mut Checker, key: &str, value: &str) -> Option<std::path::PathBuf> {
+    let path = std::path::PathBuf::from(value.trim());
+    if !path.is_file() {
+        c.problem(key, format!("{value:?} is not a readable file"));
+        return None;
+    }
+    Some(path)
+}
+
+/// `sip.tls_listen` and its certificate: all or nothing. `Some(None)`: no TLS.
+fn sip_tls(c: &mut Checker, raw: &RawSip) -> Option<Option<SipTlsListen>> {
+    if raw.tls_listen.trim().is_empty() {
+        for (key, v) in [
+            ("sip.tls_cert", &raw.tls_cert),
+            ("sip.tls_key", &raw.tls_key),
+        ] {
+            if !v.trim().is_empty() {
+                c.problem(key, "set without sip.tls_listen");
+            }
+        }
+        return Some(None);
+    }
+    let listen = c.socket_addr("sip.tls_listen", &raw.tls_listen);
+    let cert = c
+        .required("sip.tls_cert", &raw.tls_cert)
+        .and_then(|v| pem_file(c, "sip.tls_cert", &v));
+    let key = c
+        .required("sip.tls_key", &raw.tls_key)
+        .and_then(|v| pem_file(c, "sip.tls_key", &v));
+    Some(Some(SipTlsListen {
+        listen: listen?,
+        cert: cert?,
+        key: key?,
+    }))
+}
+
+/// The TLS client toward the trunk (used when `trunk.uri` asks for TLS).
+fn trunk_tls(c: &mut Checker, raw: &RawTrunk) -> Option<crate::sip::tls::ClientSettings> {
+    let mut ok = true;
+    let ca = match raw.tls_ca.trim() {
+        "" => None,
+        v => {
+            let p = pem_file(c, "trunk.tls_ca", v);
+            ok &= p.is_some();
+            p
+        }
+    };
+    let client_cert = match (raw.tls_client_cert.trim(), raw.tls_client_key.trim()) {
+        ("", "") => None,
+        ("", _) => {
+            c.problem(
+                "trunk.tls_client_cert",
+                "required with trunk.tls_client_key",
+            );
+            ok = false;
+            None
+        }
+        (_, "") => {
+            c.problem(
+                "trunk.tls_client_key",
+                "required with trunk.tls_client_cert",
+            );
+            ok = false;
+            None
+        }
+        (cert, key) => {
+            let cert = pem_file(c, "trunk.tls_client_cert", cert);
+            let key = pem_file(c, "trunk.tls_client_key", key);
+            ok &= cert.is_some() && key.is_some();
+            cert.zip(key)
+        }
+    };
+    for (i, a) in raw.tls_alpn.iter().enumerate() {
+        if a.is_empty() || a.len() > 255 {
+            c.problem("trunk.tls_alpn", format!("entry {i} must be 1-255 bytes"));
+            ok = false;
+        }
+    }
+    ok.then(|| crate::sip::tls::ClientSettings {
+        ca,
+        insecure_skip_verify: raw.tls_insecure_skip_verify,
+        client_cert,
+        alpn: raw.tls_alpn.clone(),
     })
 }
 
@@ -403,8 +492,20 @@ fn trunk(c: &mut Checker, raw: &RawTrunk) -> Option<TrunkSettings> {
         &raw.inbound_password,
     );
 
+    let tls = trunk_tls(c, raw);
     let (uri, host, port, transport) = trunk_uri?;
+    let tls_server_name = match raw.tls_server_name.trim() {
+        "" => host.clone(),
+        name => name.to_string(),
+    };
+    if transport == TrunkTransport::Tls || !raw.tls_server_name.trim().is_empty() {
+        if let Err(e) = crate::sip::tls::server_name(&tls_server_name) {
+            c.problem("trunk.tls_server_name", e.to_string());
+        }
+    }
     Some(TrunkSettings {
+        tls: tls?,
+        tls_server_name,
         uri,
         host,
         port,
@@ -549,29 +650,35 @@ fn storage(c: &mut Checker, raw: &RawStorage) -> Option<StorageSettings> {
 }
 
 /// Checks a SIP URI for the trunk with rsip and returns its host, port and
-/// transport. The bridge speaks SIP over UDP and TCP only, so a URI that
-/// asks for TLS (`sips:`, `;transport=tls`) or anything else is refused
-/// here rather than silently sent over UDP.
+/// transport: UDP, `;transport=tcp`, or TLS (`sips:` or `;transport=tls`);
+/// any other transport is refused here rather than silently sent over UDP.
 fn parse_sip_uri(s: &str) -> Result<(String, Option<u16>, TrunkTransport), String> {
     let uri = rsip::Uri::try_from(s).map_err(|e| format!("{s:?} is not a SIP URI: {e}"))?;
     match uri.scheme {
         Some(rsip::Scheme::Sip) => {}
-        Some(rsip::Scheme::Sips) => {
-            return Err(format!(
-                "{s:?}: sips: needs TLS, which the bridge does not speak; use sip: (UDP, or ;transport=tcp)"
-            ))
-        }
-        _ => return Err(format!("{s:?} must start with sip:")),
+        Some(rsip::Scheme::Sips) => {}
+        _ => return Err(format!("{s:?} must start with sip: or sips:")),
     }
-    let mut transport = TrunkTransport::Udp;
+    let mut transport = if uri.scheme == Some(rsip::Scheme::Sips) {
+        TrunkTransport::Tls
+    } else {
+        TrunkTransport::Udp
+    };
     for p in &uri.params {
         if let rsip::Param::Transport(t) = p {
+            let sips = transport == TrunkTransport::Tls;
             transport = match t {
+                rsip::Transport::Udp if sips => {
+                    return Err(format!("{s:?}: sips: cannot use transport=udp"))
+                }
                 rsip::Transport::Udp => TrunkTransport::Udp,
+                // RFC 3261 §19.1: sips: over TCP is TLS.
+                rsip::Transport::Tcp if sips => TrunkTransport::Tls,
                 rsip::Transport::Tcp => TrunkTransport::Tcp,
+                rsip::Transport::Tls => TrunkTransport::Tls,
                 other => {
                     return Err(format!(
-                        "{s:?}: transport={other} is not supported (udp or tcp)"
+                        "{s:?}: transport={other} is not supported (udp, tcp or tls; sips: is TLS)"
                     ))
                 }
             };

@@ -326,6 +326,7 @@ pub async fn extension_socket(user: &str) -> Result<SipSocket, DemoError> {
     let ua = SipUa::new(
         UaConfig {
             via_host: addr.to_string(),
+            tls_host: None,
             contact_uri: format!("sip:{user}@{addr}"),
             credentials: None,
             inbound_credentials: None,

@@ -59,6 +59,7 @@ pub async fn run() -> Result<bool, DemoError> {
     let pbx_ua = SipUa::new(
         UaConfig {
             via_host: pbx_addr.to_string(),
+            tls_host: None,
             contact_uri: format!("sip:ivr@{pbx_addr}"),
             credentials: None,
             inbound_credentials: None,

@@ -27,13 +27,15 @@ use super::transaction::{
 pub enum Transport {
     Udp,
     Tcp,
+    /// TLS over TCP (RFC 3261 §26; `sips:` or `;transport=tls`).
+    Tls,
 }
 
 impl Transport {
     fn reliability(self) -> Reliability {
         match self {
             Transport::Udp => Reliability::Unreliable,
-            Transport::Tcp => Reliability::Reliable,
+            Transport::Tcp | Transport::Tls => Reliability::Reliable,
         }
     }
 }
@@ -377,7 +379,7 @@ impl Endpoint {
                 transport: Transport::Udp,
                 addr: response_destination(msg.top_via(), source.addr),
             },
-            Transport::Tcp => source,
+            Transport::Tcp | Transport::Tls => source,
         };
         let is_invite = msg.method() == Some(&Method::Invite);
         let (kind, actions) = if is_invite {
@@ -567,6 +569,7 @@ pub fn via(t: Transport, sent_by: &str, branch: &str) -> Via {
         transport: match t {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
         }
         .to_string(),
         sent_by: sent_by.to_string(),

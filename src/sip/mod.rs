@@ -14,5 +14,6 @@ pub(crate) mod random;
 pub mod register;
 pub mod runtime;
 pub mod sdp;
+pub mod tls;
 pub mod transaction;
 pub mod ua;

@@ -1,56 +1,83 @@
 //! The thin runtime around [`SipUa`]: a UDP socket and a TCP listener on the
-//! same address, the clock, and nothing else.
+//! same address, optionally a TLS listener (`sip.tls_listen`) and a TLS
+//! client toward the trunk, the clock, and nothing else.
 //!
-//! TCP connections (accepted, or opened toward a peer when a message must go
-//! there) each run a small task that frames the byte stream
-//! ([`super::framing`]) and writes what the UA sends; messages reach the UA
-//! through one channel, so the UA stays single-owner. Connections are reused
-//! per peer address (RFC 3261 §18.1.1, §18.2.2: responses go back on the
-//! connection the request came on).
+//! Stream connections (TCP or TLS; accepted, or opened toward a peer when a
+//! message must go there) each run a small task that frames the byte
+//! stream ([`super::framing`]) and writes what the UA sends; messages reach
+//! the UA through one channel, so the UA stays single-owner. Connections
+//! are reused per peer (transport and address; RFC 3261 §18.1.1, §18.2.2:
+//! responses go back on the connection the request came on); one that is
+//! lost is opened again by the next message. Connections we open send a
+//! CRLF keep-alive every 30 s (RFC 5626 §4.4.1), so NATs and the PBX keep
+//! them. A TLS connection that cannot be opened (TCP refused, handshake
+//! failed, certificate refused) is reported to the UA, which fails the
+//! calls waiting on that peer with the reason, and logged with the peer.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::endpoint::{Peer, Transport};
 use super::framing::{Frame, StreamFramer};
 use super::ua::{SipUa, UaEvent, UaOutput};
 
-/// Outgoing messages queued per TCP connection.
+/// Outgoing messages queued per stream connection.
 const CONN_QUEUE: usize = 256;
+/// How long opening a connection (TCP, and the TLS handshake) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// RFC 5626 §4.4.1 keep-alive on the connections we open.
+const KEEPALIVE: Duration = Duration::from_secs(30);
 
 enum FromConn {
-    Message(SocketAddr, Vec<u8>),
-    /// A connection we opened is ready; its sender.
-    Opened(SocketAddr, mpsc::Sender<Vec<u8>>),
-    Closed(SocketAddr),
+    Message(Peer, Vec<u8>),
+    /// A connection is ready (opened by us, or accepted and its TLS
+    /// handshake done); its sender.
+    Opened(Peer, mpsc::Sender<Vec<u8>>),
+    Closed(Peer),
+    /// A connection we tried to open failed, with why.
+    Failed(Peer, String),
+}
+
+/// TLS for SIP: the listener's acceptor and the trunk's connector with the
+/// name its certificate must carry.
+pub struct SipTls {
+    pub listener: Option<(TcpListener, TlsAcceptor)>,
+    pub connector: Option<(TlsConnector, rustls::pki_types::ServerName<'static>)>,
 }
 
 pub struct SipSocket {
     udp: UdpSocket,
     tcp: Option<TcpListener>,
+    tls: SipTls,
     ua: SipUa,
     buf: Box<[u8; 65536]>,
-    conns: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    conns: HashMap<Peer, mpsc::Sender<Vec<u8>>>,
     /// Messages waiting for a connection being opened.
-    pending: HashMap<SocketAddr, Vec<Vec<u8>>>,
+    pending: HashMap<Peer, Vec<Vec<u8>>>,
     from_conns_tx: mpsc::Sender<FromConn>,
     from_conns: mpsc::Receiver<FromConn>,
 }
 
-async fn serve_conn(
-    stream: TcpStream,
-    peer: SocketAddr,
+async fn serve_conn<S>(
+    stream: S,
+    peer: Peer,
     mut outgoing: mpsc::Receiver<Vec<u8>>,
     to_ua: mpsc::Sender<FromConn>,
-) {
-    let (mut rd, mut wr) = stream.into_split();
+    keepalive: bool,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let mut framer = StreamFramer::new();
     let mut buf = vec![0u8; 8192];
+    let mut ping = tokio::time::interval(KEEPALIVE);
+    ping.reset();
     loop {
         tokio::select! {
             r = rd.read(&mut buf) => {
@@ -82,13 +109,104 @@ async fn serve_conn(
             }
             m = outgoing.recv() => {
                 let Some(m) = m else { break };
-                if wr.write_all(&m).await.is_err() {
+                if wr.write_all(&m).await.is_err() || wr.flush().await.is_err() {
+                    break;
+                }
+            }
+            _ = ping.tick(), if keepalive => {
+                if wr.write_all(b"\r\n\r\n").await.is_err() || wr.flush().await.is_err() {
                     break;
                 }
             }
         }
     }
     let _ = to_ua.send(FromConn::Closed(peer)).await;
+}
+
+/// Opens a connection to `peer` (TCP, then TLS when it says so) and
+/// serves it; a failure is reported with its reason.
+async fn open_conn(
+    peer: Peer,
+    tls: Option<(TlsConnector, rustls::pki_types::ServerName<'static>)>,
+    back: mpsc::Sender<FromConn>,
+) {
+    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(peer.addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            let _ = back.send(FromConn::Failed(peer, e.to_string())).await;
+            return;
+        }
+        Err(_) => {
+            let _ = back
+                .send(FromConn::Failed(peer, "connect timed out".into()))
+                .await;
+            return;
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    let (tx, rx) = mpsc::channel(CONN_QUEUE);
+    match (peer.transport, tls) {
+        (Transport::Tls, Some((connector, name))) => {
+            let stream =
+                match tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        let _ = back.send(FromConn::Failed(peer, e.to_string())).await;
+                        return;
+                    }
+                    Err(_) => {
+                        let _ = back
+                            .send(FromConn::Failed(peer, "TLS handshake timed out".into()))
+                            .await;
+                        return;
+                    }
+                };
+            if back.send(FromConn::Opened(peer, tx)).await.is_err() {
+                return;
+            }
+            serve_conn(stream, peer, rx, back, true).await;
+        }
+        (Transport::Tls, None) => {
+            let _ = back
+                .send(FromConn::Failed(peer, "no TLS client configured".into()))
+                .await;
+        }
+        _ => {
+            if back.send(FromConn::Opened(peer, tx)).await.is_err() {
+                return;
+            }
+            serve_conn(tcp, peer, rx, back, true).await;
+        }
+    }
+}
+
+/// Serves a TLS connection accepted from `addr` once its handshake is done.
+async fn serve_accepted_tls(
+    tcp: TcpStream,
+    addr: SocketAddr,
+    acceptor: TlsAcceptor,
+    back: mpsc::Sender<FromConn>,
+) {
+    let peer = Peer {
+        transport: Transport::Tls,
+        addr,
+    };
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::warn!(peer = %addr, reason = %e, "SIP over TLS: a handshake from the peer failed");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(peer = %addr, "SIP over TLS: the peer's handshake timed out");
+            return;
+        }
+    };
+    let (tx, rx) = mpsc::channel(CONN_QUEUE);
+    if back.send(FromConn::Opened(peer, tx)).await.is_err() {
+        return;
+    }
+    serve_conn(stream, peer, rx, back, false).await;
 }
 
 impl SipSocket {
@@ -103,6 +221,10 @@ impl SipSocket {
         SipSocket {
             udp,
             tcp,
+            tls: SipTls {
+                listener: None,
+                connector: None,
+            },
             ua,
             buf: Box::new([0; 65536]),
             conns: HashMap::new(),
@@ -110,6 +232,12 @@ impl SipSocket {
             from_conns_tx: tx,
             from_conns: rx,
         }
+    }
+
+    /// Adds TLS: a listener, a client toward the trunk, or both.
+    pub fn with_tls(mut self, tls: SipTls) -> SipSocket {
+        self.tls = tls;
+        self
     }
 
     pub fn ua(&mut self) -> &mut SipUa {
@@ -120,7 +248,15 @@ impl SipSocket {
         self.udp.local_addr()
     }
 
-    fn send_tcp(&mut self, to: SocketAddr, data: Vec<u8>) {
+    /// The TLS listener's address, when there is one.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls
+            .listener
+            .as_ref()
+            .and_then(|(l, _)| l.local_addr().ok())
+    }
+
+    fn send_stream(&mut self, to: Peer, data: Vec<u8>) {
         if let Some(tx) = self.conns.get(&to) {
             if tx.try_send(data).is_err() {
                 // Full or closed: drop it; SIP over TCP has no retransmission,
@@ -134,21 +270,8 @@ impl SipSocket {
             return;
         }
         self.pending.insert(to, vec![data]);
-        let back = self.from_conns_tx.clone();
-        tokio::spawn(async move {
-            let Ok(Ok(stream)) =
-                tokio::time::timeout(std::time::Duration::from_secs(5), TcpStream::connect(to))
-                    .await
-            else {
-                let _ = back.send(FromConn::Closed(to)).await;
-                return;
-            };
-            let (tx, rx) = mpsc::channel(CONN_QUEUE);
-            if back.send(FromConn::Opened(to, tx)).await.is_err() {
-                return;
-            }
-            serve_conn(stream, to, rx, back).await;
-        });
+        let tls = self.tls.connector.clone();
+        tokio::spawn(open_conn(to, tls, self.from_conns_tx.clone()));
     }
 
     /// Sends what the UA has queued and runs until it has an event. Cancel-safe.
@@ -159,7 +282,7 @@ impl SipSocket {
                     Transport::Udp => {
                         let _ = self.udp.send_to(&data, to.addr).await;
                     }
-                    Transport::Tcp => self.send_tcp(to.addr, data),
+                    Transport::Tcp | Transport::Tls => self.send_stream(to, data),
                 },
                 Some(UaOutput::Event(e)) => return e,
                 None => {
@@ -178,6 +301,14 @@ impl SipSocket {
                             None => std::future::pending().await,
                         }
                     };
+                    let accept_tls = async {
+                        match &self.tls.listener {
+                            Some((l, a)) => {
+                                l.accept().await.ok().map(|(s, addr)| (s, addr, a.clone()))
+                            }
+                            None => std::future::pending().await,
+                        }
+                    };
                     tokio::select! {
                         r = self.udp.recv_from(&mut self.buf[..]) => {
                             if let Ok((n, from)) = r {
@@ -187,23 +318,33 @@ impl SipSocket {
                         }
                         Some((stream, addr)) = accept => {
                             let (tx, rx) = mpsc::channel(CONN_QUEUE);
-                            self.conns.insert(addr, tx);
-                            tokio::spawn(serve_conn(stream, addr, rx, self.from_conns_tx.clone()));
+                            let peer = Peer { transport: Transport::Tcp, addr };
+                            self.conns.insert(peer, tx);
+                            tokio::spawn(serve_conn(stream, peer, rx, self.from_conns_tx.clone(), false));
+                        }
+                        Some((stream, addr, acceptor)) = accept_tls => {
+                            tokio::spawn(serve_accepted_tls(stream, addr, acceptor, self.from_conns_tx.clone()));
                         }
                         Some(m) = self.from_conns.recv() => match m {
-                            FromConn::Message(addr, data) => {
-                                let peer = Peer { transport: Transport::Tcp, addr };
+                            FromConn::Message(peer, data) => {
                                 self.ua.handle_message(Instant::now(), &data, peer);
                             }
-                            FromConn::Opened(addr, tx) => {
-                                for data in self.pending.remove(&addr).unwrap_or_default() {
+                            FromConn::Opened(peer, tx) => {
+                                for data in self.pending.remove(&peer).unwrap_or_default() {
                                     let _ = tx.try_send(data);
                                 }
-                                self.conns.insert(addr, tx);
+                                self.conns.insert(peer, tx);
                             }
-                            FromConn::Closed(addr) => {
-                                self.conns.remove(&addr);
-                                self.pending.remove(&addr);
+                            FromConn::Closed(peer) => {
+                                self.conns.remove(&peer);
+                                self.pending.remove(&peer);
+                            }
+                            FromConn::Failed(peer, reason) => {
+                                self.pending.remove(&peer);
+                                if peer.transport == Transport::Tls {
+                                    tracing::warn!(peer = %peer.addr, %reason, "SIP over TLS: no connection to the peer");
+                                }
+                                self.ua.transport_failed(Instant::now(), peer, &reason);
                             }
                         },
                         _ = sleep => self.ua.handle_timeout(Instant::now()),

@@ -18,6 +18,14 @@ pub fn settings(api_endpoint: &str) -> Settings {
 /// As [`settings`], with the keys of `extra` (TOML with sections) replacing or
 /// adding to the base ones.
 pub fn settings_with(api_endpoint: &str, extra: &str) -> Settings {
+    settings_result(api_endpoint, extra).expect("test settings are valid")
+}
+
+/// [`settings_with`] without insisting they are valid: the config checker's verdict.
+pub fn settings_result(
+    api_endpoint: &str,
+    extra: &str,
+) -> Result<Settings, wa_sip_bridge::config::ConfigError> {
     let base = format!(
         r#"
 [wati]
@@ -51,7 +59,7 @@ url = "sqlite::memory:"
         }
     }
     let text = toml::to_string(&doc).expect("TOML");
-    settings_from_toml_str(&text, std::iter::empty()).expect("test settings are valid")
+    settings_from_toml_str(&text, std::iter::empty())
 }
 
 pub mod wa_sim;
@@ -186,6 +194,7 @@ pub use wa_sip_bridge::demo::ended_call_records;
 
 pub mod pbx;
 pub mod peers;
+pub mod pki;
 
 /// What [`inbound_echo_call`] saw.
 pub struct EchoCall {

@@ -92,7 +92,7 @@ impl SipUa {
                         .get(&call)
                         .map_or(Transport::Udp, |c| c.peer.transport);
                     let mut r = Msg::response_to(&msg, 200, "OK", tag.as_deref());
-                    r.push("contact", contact_header(&self.cfg.contact_uri, transport));
+                    r.push("contact", contact_header(&self.cfg, transport));
                     self.agree_session_as_uas(now, call, &msg, &mut r);
                     self.send_response(now, tx, r);
                     return;

@@ -143,6 +143,14 @@ pub enum UaEvent {
     /// The PBX transfers the call (REFER, already accepted with 202): place
     /// the INVITE to `refer.target`, report with [`SipUa::notify_refer`].
     Refer { call: CallRef, refer: ReferRequest },
+    /// The connection our INVITE needed could not be opened (TCP refused,
+    /// TLS handshake or certificate refused): the call failed before any
+    /// response (RFC 3261 §8.1.3.1).
+    TransportFailed {
+        call: CallRef,
+        transport: Transport,
+        reason: String,
+    },
     /// A key press sent as SIP INFO (application/dtmf-relay or application/dtmf).
     Dtmf {
         call: CallRef,
@@ -162,6 +170,7 @@ impl UaEvent {
             | UaEvent::Ended { call, .. }
             | UaEvent::Reoffer { call, .. }
             | UaEvent::Refer { call, .. }
+            | UaEvent::TransportFailed { call, .. }
             | UaEvent::Dtmf { call, .. } => Some(*call),
             UaEvent::Registration { .. } => None,
         }
@@ -189,8 +198,10 @@ pub struct Invite<'a> {
 
 #[derive(Debug, Clone)]
 pub struct UaConfig {
-    /// host:port we put in Via and Contact.
+    /// host:port we put in Via and Contact (UDP and TCP).
     pub via_host: String,
+    /// host:port of our TLS listener, for Via and Contact over TLS.
+    pub tls_host: Option<String>,
     pub contact_uri: String,
     /// Answering the PBX's challenges.
     pub credentials: Option<(String, String)>,
@@ -322,20 +333,34 @@ pub struct SipUa {
     registration: Option<(Registration, Peer, Option<ClientTxId>)>,
 }
 
-/// Our contact URI for a call or registration over `t`. Over TCP it says
-/// so: a sip: URI without a transport parameter means UDP (RFC 3263 §4.1),
-/// and the PBX's requests should come the way the call (or the
-/// registration, RFC 3261 §10.2.1) did.
-fn contact_uri(uri: &str, t: Transport) -> String {
+/// Our contact URI for a call or registration over `t`. Over TCP and TLS
+/// it says so: a sip: URI without a transport parameter means UDP
+/// (RFC 3263 §4.1), and the PBX's requests should come the way the call
+/// (or the registration, RFC 3261 §10.2.1) did; over TLS it names our TLS
+/// listener (`sip.tls_listen`).
+fn contact_uri(cfg: &UaConfig, t: Transport) -> String {
+    let uri = &cfg.contact_uri;
     match t {
+        Transport::Udp => uri.clone(),
         Transport::Tcp => format!("{uri};transport=tcp"),
-        Transport::Udp => uri.to_string(),
+        Transport::Tls => match &cfg.tls_host {
+            Some(host) => format!("sip:wa-sip-bridge@{host};transport=tls"),
+            None => format!("{uri};transport=tls"),
+        },
     }
 }
 
 /// [`contact_uri`] as a Contact header value.
-fn contact_header(uri: &str, t: Transport) -> String {
-    format!("<{}>", contact_uri(uri, t))
+fn contact_header(cfg: &UaConfig, t: Transport) -> String {
+    format!("<{}>", contact_uri(cfg, t))
+}
+
+/// host:port in our Via over `t` (the TLS listener's over TLS).
+fn sent_by(cfg: &UaConfig, t: Transport) -> &str {
+    match (t, &cfg.tls_host) {
+        (Transport::Tls, Some(host)) => host,
+        _ => &cfg.via_host,
+    }
 }
 
 fn sdp_of(msg: &Msg) -> Option<String> {
@@ -423,6 +448,30 @@ impl SipUa {
         self.by_client.insert(tx, call);
         if let Some(c) = self.calls.get_mut(&call) {
             c.client_txs.push(tx);
+        }
+    }
+
+    /// A connection to `peer` could not be opened: every call still
+    /// waiting for its INVITE's first response there fails now, with
+    /// `reason`, rather than after Timer B. (A scan of the calls: this is
+    /// rare, and needs no index kept on every call's path.)
+    pub fn transport_failed(&mut self, now: Instant, peer: Peer, reason: &str) {
+        self.now = now;
+        let failed: Vec<CallRef> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.state == State::Calling && c.peer == peer && !c.got_provisional)
+            .map(|(r, _)| *r)
+            .collect();
+        for call in failed {
+            if let Some(c) = self.calls.get_mut(&call) {
+                c.state = State::Ended;
+            }
+            self.emit(UaEvent::TransportFailed {
+                call,
+                transport: peer.transport,
+                reason: reason.to_string(),
+            });
         }
     }
 

@@ -127,7 +127,6 @@ impl SipUa {
     /// retransmitted reliable one is not reported again).
     pub(super) fn on_provisional(&mut self, now: Instant, call: CallRef, msg: &Msg) -> bool {
         let branch = self.rng.branch();
-        let via_host = self.cfg.via_host.clone();
         let Some(c) = self.calls.get_mut(&call) else {
             return false;
         };
@@ -149,7 +148,7 @@ impl SipUa {
         let Some(d) = c.early.as_mut() else {
             return true;
         };
-        let mut prack = d.request(Method::Prack, &via_host, &branch);
+        let mut prack = d.request(Method::Prack, sent_by(&self.cfg, d.peer.transport), &branch);
         if let Some(cseq) = invite_cseq {
             prack.rack = Some(RAck { rseq, cseq });
         }

@@ -95,7 +95,7 @@ impl SipUa {
         let peer = c.dialog.as_ref().map_or(c.peer, |d| d.peer);
         tracing::info!(call_id = msg.call_id(), target = %target, "SIP: the PBX transfers the call (REFER)");
         // A REFER makes a subscription: its 2xx carries our Contact (RFC 6665 §4.2.1.4).
-        let contact = contact_header(&self.cfg.contact_uri, peer.transport);
+        let contact = contact_header(&self.cfg, peer.transport);
         self.respond(now, tx, msg, 202, "Accepted", None, &[("contact", contact)]);
         self.notify_refer(now, call, 100, "Trying");
         self.emit(UaEvent::Refer {
@@ -114,8 +114,6 @@ impl SipUa {
     /// (≥ 200) ends the subscription.
     pub fn notify_refer(&mut self, now: Instant, call: CallRef, code: u16, reason: &str) {
         let branch = self.rng.branch();
-        let via_host = self.cfg.via_host.clone();
-        let contact = self.cfg.contact_uri.clone();
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
@@ -123,9 +121,13 @@ impl SipUa {
             return;
         }
         let Some(d) = c.dialog.as_mut() else { return };
-        let mut m = d.request(Method::Notify, &via_host, &branch);
+        let mut m = d.request(
+            Method::Notify,
+            sent_by(&self.cfg, d.peer.transport),
+            &branch,
+        );
         m.contact
-            .push(NameAddr::new(contact_uri(&contact, d.peer.transport)));
+            .push(NameAddr::new(contact_uri(&self.cfg, d.peer.transport)));
         m.push("event", "refer");
         let state = if code >= 200 {
             c.refer_active = false;

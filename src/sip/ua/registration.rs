@@ -6,7 +6,11 @@ use super::*;
 impl SipUa {
     /// Starts registering to `peer` (and keeps the registration fresh).
     pub fn register(&mut self, now: Instant, mut cfg: RegisterConfig, peer: Peer) {
-        cfg.contact = contact_uri(&cfg.contact, peer.transport);
+        cfg.contact = match peer.transport {
+            Transport::Udp => cfg.contact,
+            Transport::Tcp => format!("{};transport=tcp", cfg.contact),
+            Transport::Tls => contact_uri(&self.cfg, Transport::Tls),
+        };
         let reg = Registration::new(cfg, self.rng.call_id(), self.rng.tag(), now);
         self.registration = Some((reg, peer, None));
         self.drive_registration(now);
@@ -54,7 +58,11 @@ impl SipUa {
         if in_flight.is_some() {
             return;
         }
-        let top_via = via(peer.transport, &self.cfg.via_host, &self.rng.branch());
+        let top_via = via(
+            peer.transport,
+            sent_by(&self.cfg, peer.transport),
+            &self.rng.branch(),
+        );
         let cnonce = self.rng.tag();
         if let Some(req) = reg.poll_request(now, top_via, &cnonce) {
             let peer = *peer;

@@ -179,9 +179,7 @@ impl SipUa {
     /// bumped: RFC 3264 §8 — nothing in the session changes).
     pub(super) fn send_refresh(&mut self, now: Instant, call: CallRef) {
         let branch = self.rng.branch();
-        let via_host = self.cfg.via_host.clone();
         let min_se = self.cfg.session.min_se;
-        let contact = self.cfg.contact_uri.clone();
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
@@ -194,9 +192,13 @@ impl SipUa {
         } else {
             Method::Invite
         };
-        let mut m = d.request(method.clone(), &via_host, &branch);
+        let mut m = d.request(
+            method.clone(),
+            sent_by(&self.cfg, d.peer.transport),
+            &branch,
+        );
         m.contact
-            .push(NameAddr::new(contact_uri(&contact, d.peer.transport)));
+            .push(NameAddr::new(contact_uri(&self.cfg, d.peer.transport)));
         m.supported = supported();
         m.session_expires = Some(SessionExpires {
             delta: s.interval,
@@ -232,7 +234,11 @@ impl SipUa {
         if method == Method::Invite && (200..300).contains(&code) {
             // A 2xx to a re-INVITE is ACKed, retransmissions too.
             if let Some(d) = c.dialog.as_ref() {
-                let ack = d.ack(cseq, &self.cfg.via_host, &self.rng.branch());
+                let ack = d.ack(
+                    cseq,
+                    sent_by(&self.cfg, d.peer.transport),
+                    &self.rng.branch(),
+                );
                 let peer = d.peer;
                 self.ep.send_stateless(&ack, peer);
             }

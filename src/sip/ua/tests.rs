@@ -55,6 +55,7 @@ pub(super) fn test_ua() -> SipUa {
 pub(super) fn test_config() -> UaConfig {
     UaConfig {
         via_host: "127.0.0.1:5060".into(),
+        tls_host: None,
         contact_uri: "sip:bridge@127.0.0.1:5060".into(),
         credentials: None,
         inbound_credentials: None,

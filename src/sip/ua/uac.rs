@@ -19,8 +19,11 @@ impl SipUa {
         let call = self.new_ref();
         let tag = self.rng.tag();
         let mut m = Msg::request(Method::Invite, request_uri);
-        m.via
-            .push(via(peer.transport, &self.cfg.via_host, &self.rng.branch()));
+        m.via.push(via(
+            peer.transport,
+            sent_by(&self.cfg, peer.transport),
+            &self.rng.branch(),
+        ));
         m.max_forwards = Some(70);
         m.push("from", format!("{from};tag={tag}"))
             .push("to", to.to_string());
@@ -29,10 +32,8 @@ impl SipUa {
             seq: 1,
             method: Method::Invite,
         });
-        m.contact.push(NameAddr::new(contact_uri(
-            &self.cfg.contact_uri,
-            peer.transport,
-        )));
+        m.contact
+            .push(NameAddr::new(contact_uri(&self.cfg, peer.transport)));
         m.allow = allowed();
         m.supported = session_timer::supported();
         m.session_expires = Some(SessionExpires {
@@ -92,7 +93,11 @@ impl SipUa {
         // RFC 3261 §12.2.1.1 only needs a higher CSeq; requests sent after
         // the dialog was saved (none are, today) are far below this.
         dialog.local_cseq = dialog.local_cseq.saturating_add(1000);
-        let bye = dialog.request(Method::Bye, &self.cfg.via_host, &self.rng.branch());
+        let bye = dialog.request(
+            Method::Bye,
+            sent_by(&self.cfg, dialog.peer.transport),
+            &self.rng.branch(),
+        );
         let peer = dialog.peer;
         self.ep.send_request(now, bye, peer);
     }
@@ -128,7 +133,11 @@ impl SipUa {
         let cseq = inv.cseq().0 + 1;
         inv.authorization = None;
         inv.proxy_authorization = None;
-        inv.via = vec![via(c.peer.transport, &self.cfg.via_host, &branch)];
+        inv.via = vec![via(
+            c.peer.transport,
+            sent_by(&self.cfg, c.peer.transport),
+            &branch,
+        )];
         inv.cseq = Some(CSeq {
             seq: cseq,
             method: Method::Invite,
@@ -156,7 +165,7 @@ impl SipUa {
             return;
         };
         let Some(d) = c.dialog.as_mut() else { return };
-        let mut bye = d.request(Method::Bye, &self.cfg.via_host, &branch);
+        let mut bye = d.request(Method::Bye, sent_by(&self.cfg, d.peer.transport), &branch);
         if cause == SipEnd::SessionExpired {
             bye.reason = Some("SIP;cause=408;text=\"Session expired\"".into());
         }
@@ -235,7 +244,11 @@ impl SipUa {
                 }
                 let Some(d) = c.dialog.as_ref() else { return };
                 // ACK every 2xx, retransmissions included (RFC 3261 §13.2.2.4).
-                let ack = d.ack(c.invite.cseq().0, &self.cfg.via_host, &self.rng.branch());
+                let ack = d.ack(
+                    c.invite.cseq().0,
+                    sent_by(&self.cfg, d.peer.transport),
+                    &self.rng.branch(),
+                );
                 let peer = d.peer;
                 self.ep.send_stateless(&ack, peer);
                 if first {

@@ -62,10 +62,7 @@ impl SipUa {
             Some(_) => Msg::response_to(&c.invite, 183, "Session Progress", Some(&c.local_tag)),
             None => Msg::response_to(&c.invite, 180, "Ringing", Some(&c.local_tag)),
         };
-        r.push(
-            "contact",
-            contact_header(&self.cfg.contact_uri, c.peer.transport),
-        );
+        r.push("contact", contact_header(&self.cfg, c.peer.transport));
         if let Some(s) = sdp {
             r.with_body("application/sdp", s.as_bytes().to_vec());
         }
@@ -78,7 +75,7 @@ impl SipUa {
         let Some(c) = self.calls.get_mut(&call) else {
             return;
         };
-        let contact = contact_header(&self.cfg.contact_uri, c.peer.transport);
+        let contact = contact_header(&self.cfg, c.peer.transport);
         let (Some(tx), State::Ringing) = (c.invite_server, c.state) else {
             return;
         };
@@ -158,7 +155,7 @@ impl SipUa {
             .calls
             .get(&call)
             .map_or(Transport::Udp, |c| c.peer.transport);
-        let contact = contact_header(&self.cfg.contact_uri, transport);
+        let contact = contact_header(&self.cfg, transport);
         let mut r = Msg::response_to(&req, 200, "OK", tag.as_deref());
         r.push("contact", contact);
         let offerless_update = req.method() == Some(&Method::Update) && req.sdp().is_none();
