@@ -148,3 +148,57 @@ async fn metrics(State(s): State<OpsState>) -> Response {
     )
         .into_response()
 }
+
+/// Serves `app` over HTTPS (`http.tls_cert`): each accepted connection's
+/// TLS handshake (10 s at most) then HTTP/1.1 by hyper, until `stopped`;
+/// then connections still open finish the request in hand and close (as
+/// `axum::serve`'s graceful shutdown does: the webhook queue's senders
+/// live in them). A handshake that fails costs only its own connection.
+pub(crate) async fn serve_https(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: axum::Router,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = &mut stopped => break,
+            accepted = listener.accept() => {
+                let Ok((tcp, peer)) = accepted else { continue };
+                let (acceptor, app) = (acceptor.clone(), app.clone());
+                let mut stop = stop_rx.clone();
+                conns.spawn(async move {
+                    let handshake = tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        acceptor.accept(tcp),
+                    );
+                    let tls = match handshake.await {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "HTTPS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service);
+                    let mut conn = std::pin::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        _ = stop.changed() => {
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.await;
+                        }
+                    }
+                });
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    let _ = stop_tx.send(true);
+    while conns.join_next().await.is_some() {}
+    Ok(())
+}

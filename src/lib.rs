@@ -63,6 +63,8 @@ pub enum Error {
     HttpServer(std::io::Error),
     #[error("SIP: {0}")]
     Sip(#[from] call::sip_task::SipStartError),
+    #[error("HTTPS: {0}")]
+    Https(#[from] sip::tls::TlsError),
 }
 
 /// How many accepted webhooks may wait for the call layer before intake slows down.
@@ -80,8 +82,8 @@ pub struct Bridge {
     pub sip_addr: SocketAddr,
     /// Where SIP over TLS listens (`sip.tls_listen`), when it does.
     pub sip_tls_addr: Option<SocketAddr>,
-    /// The TLS listener's certificate, reloaded on SIGHUP.
-    tls_cert: Option<Arc<sip::tls::ServerCert>>,
+    /// The TLS certificates (SIP, HTTPS), reloaded on SIGHUP.
+    tls_certs: Vec<Arc<sip::tls::ServerCert>>,
     /// The live calls.
     pub registry: Arc<call::registry::Registry>,
     settings: Settings,
@@ -189,14 +191,28 @@ impl Bridge {
             })?;
         let http_addr = listener.local_addr().map_err(Error::HttpServer)?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
+        let mut tls_certs: Vec<_> = tls_cert.into_iter().collect();
+        let server = match &settings.http.tls {
+            None => {
+                tracing::info!(%http_addr, "HTTP server listening (webhooks, /healthz, /readyz, /metrics)");
+                tokio::spawn(async move {
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(async {
+                            let _ = stopped.await;
+                        })
+                        .await
                 })
-                .await
-        });
-        tracing::info!(%http_addr, "HTTP server listening (webhooks, /healthz, /readyz, /metrics)");
+            }
+            Some((cert, key)) => {
+                let (config, reloadable) = sip::tls::server(cert, key)?;
+                let mut config = (*config).clone();
+                config.alpn_protocols = vec![b"http/1.1".to_vec()];
+                tls_certs.push(reloadable);
+                tracing::info!(%http_addr, "HTTPS server listening (webhooks, /healthz, /readyz, /metrics)");
+                let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+                tokio::spawn(http::serve_https(listener, acceptor, app, stopped))
+            }
+        };
         Ok((
             Bridge {
                 http_addr,
@@ -206,7 +222,7 @@ impl Bridge {
                 wati,
                 sip_addr,
                 sip_tls_addr,
-                tls_cert,
+                tls_certs,
                 registry,
                 settings,
                 sip,
@@ -283,10 +299,10 @@ impl Bridge {
     /// handshakes use them, connections already up keep theirs. On error
     /// the certificate in use stays.
     pub fn reload_tls(&self) -> Result<(), sip::tls::TlsError> {
-        match &self.tls_cert {
-            Some(c) => c.reload(),
-            None => Ok(()),
+        for c in &self.tls_certs {
+            c.reload()?;
         }
+        Ok(())
     }
 }
 
@@ -295,17 +311,20 @@ impl Bridge {
 pub async fn run(settings: Settings) -> Result<(), Error> {
     let bridge = Bridge::start(settings).await?;
     #[cfg(unix)]
-    let reloader = bridge.tls_cert.clone().map(|cert| {
+    let certs = bridge.tls_certs.clone();
+    let reloader = (!certs.is_empty()).then(|| {
         tokio::spawn(async move {
             use tokio::signal::unix::{signal, SignalKind};
             let Ok(mut hup) = signal(SignalKind::hangup()) else {
                 return;
             };
             while hup.recv().await.is_some() {
-                match cert.reload() {
-                    Ok(()) => tracing::info!("SIGHUP: SIP TLS certificate reloaded"),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "SIGHUP: SIP TLS certificate not reloaded; the old one stays")
+                for cert in &certs {
+                    match cert.reload() {
+                        Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "SIGHUP: TLS certificate not reloaded; the old one stays")
+                        }
                     }
                 }
             }

@@ -197,3 +197,47 @@ fn tls_settings_are_checked_and_named() {
     assert_eq!(s.trunk.port_or_default(), 5061);
     assert_eq!(s.trunk.tls_server_name, "pbx.example.com");
 }
+
+/// HTTPS on the webhook listener (`http.tls_cert`/`http.tls_key`): a
+/// client trusting the test's CA reaches `/healthz` and delivers a webhook
+/// over TLS (admin API and metrics share the listener); plain HTTP on the
+/// same port gets nothing; the certificate reloads like SIP's.
+#[tokio::test]
+async fn webhooks_and_health_over_https() {
+    let wati = FakeWati::start().await.unwrap();
+    let pki = support::pki::make("HTTPS CA", &["bridge.test", "127.0.0.1"]);
+    let settings = support::settings_with(
+        &wati.api_endpoint(),
+        &format!(
+            "[http]\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            pki.cert.display(),
+            pki.key.display()
+        ),
+    );
+    let bridge = wa_sip_bridge::Bridge::start(settings).await.unwrap();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&pki.ca).unwrap()).unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .resolve("bridge.test", bridge.http_addr)
+        .build()
+        .unwrap();
+    let base = format!("https://bridge.test:{}", bridge.http_addr.port());
+    let health = client.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let hook = client
+        .post(format!("{base}/webhooks/wati/terminate"))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {}", support::WEBHOOK_KEY))
+        .body(serde_json::json!({"callId": "no-such-call"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hook.status(), 200, "a webhook over HTTPS");
+    let metrics = client.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    // Plain HTTP to the HTTPS port is not served.
+    let plain = reqwest::get(format!("http://{}/healthz", bridge.http_addr)).await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
+    bridge.reload_tls().unwrap();
+    bridge.shutdown().await.unwrap();
+}

@@ -34,6 +34,8 @@ impl Default for RawWati {
 pub struct RawHttp {
     pub listen: String,
     pub admin_token: String,
+    pub tls_cert: String,
+    pub tls_key: String,
 }
 
 impl Default for RawHttp {
@@ -41,6 +43,8 @@ impl Default for RawHttp {
         RawHttp {
             listen: "0.0.0.0:8080".into(),
             admin_token: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }

@@ -73,6 +73,9 @@ pub struct HttpSettings {
     pub listen: SocketAddr,
     /// `None` disables the admin API.
     pub admin_token: Option<String>,
+    /// HTTPS on the listener (certificate, key; PEM): webhooks, health,
+    /// metrics and the admin API alike.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 #[derive(Debug, Clone)]

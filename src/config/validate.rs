@@ -266,9 +266,26 @@ fn http(c: &mut Checker, raw: &RawHttp) -> Option<HttpSettings> {
     let http_listen = c.socket_addr("http.listen", &raw.listen);
     let admin_token = Some(raw.admin_token.trim().to_string()).filter(|t| !t.is_empty());
 
+    let tls = match (raw.tls_cert.trim(), raw.tls_key.trim()) {
+        ("", "") => Some(None),
+        ("", _) => {
+            c.problem("http.tls_cert", "required with http.tls_key");
+            None
+        }
+        (_, "") => {
+            c.problem("http.tls_key", "required with http.tls_cert");
+            None
+        }
+        (cert, key) => {
+            let cert = pem_file(c, "http.tls_cert", cert);
+            let key = pem_file(c, "http.tls_key", key);
+            cert.zip(key).map(Some)
+        }
+    };
     Some(HttpSettings {
         listen: http_listen?,
         admin_token,
+        tls: tls?,
     })
 }
 
