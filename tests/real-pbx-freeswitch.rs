@@ -797,3 +797,70 @@ async fn a_call_to_freeswitch_over_tls() {
     assert_eq!(row.end_cause.as_deref(), Some("whatsapp_terminated"));
     drop(fs);
 }
+
+/// FreeSWITCH calls the bridge over TLS: the shipped gateway pointed at
+/// the bridge's `sip.tls_listen` with its `register-transport` line
+/// uncommented, as its comment says; the bridge challenges (digest over
+/// TLS, `trunk.inbound_username`) and FreeSWITCH answers with the gateway's
+/// credentials. The desk phone's call reaches the WhatsApp user and the
+/// tone comes back. (Nothing listens for UDP on the TLS port: the call
+/// could only come over TLS.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freeswitch_calls_a_whatsapp_user_over_tls_with_digest() {
+    let ports = FsPorts::new();
+    let fs_pki = support::pki::make("PBX CA", &["pbx.test", "127.0.0.1"]);
+    let bridge_pki = support::pki::make("bridge CA", &["bridge.test", "127.0.0.1"]);
+    let wati = FakeWati::start().await.unwrap();
+    let bridge = bridge_for(
+        &wati,
+        ports.external,
+        "echo",
+        &format!(
+            "inbound_username = \"freeswitch\"\ninbound_password = \"{INBOUND_PASSWORD}\"\ntls_ca = \"{}\"\n",
+            fs_pki.ca.display()
+        ),
+        &format!(
+            "[sip]\ntls_listen = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            bridge_pki.cert.display(),
+            bridge_pki.key.display()
+        ),
+    )
+    .await;
+    let tls_at = bridge.sip_tls_addr.expect("the bridge's TLS listener");
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("sip-profiles/freeswitch/sip_profiles/external/wa-bridge.xml");
+    let gateway = std::fs::read_to_string(shipped)
+        .unwrap()
+        .replace("203.0.113.10:5060", &tls_at.to_string())
+        .replace("value=\"203.0.113.10\"", "value=\"127.0.0.1\"")
+        .replace("replace-with-the-inbound-password", INBOUND_PASSWORD)
+        .replace(
+            "<!-- <param name=\"register-transport\" value=\"tls\"/> -->",
+            "<param name=\"register-transport\" value=\"tls\"/>",
+        );
+    let files = [
+        desk_phone(),
+        ("sip_profiles/external/wa-bridge.xml", gateway),
+    ];
+    let Some(fs) = FreeSwitch::start_with_tls(&ports, bridge.sip_addr, &files, Some(&fs_pki))
+    else {
+        return;
+    };
+    let pbx: SocketAddr = format!("127.0.0.1:{}", ports.internal).parse().unwrap();
+    let call_id = "wacid.fs-tls-out";
+    let call = desk_phone_calls_whatsapp(
+        &wati,
+        &bridge,
+        pbx,
+        "uac_desk_phone_registers_and_dials.xml",
+        call_id,
+        Duration::from_secs(4),
+    )
+    .await;
+    let snr = support::audio::tone_snr_db(&call.heard.pcm, 1000.0, 48_000.0, 24_000);
+    assert!(snr > 10.0, "1 kHz back, the call over TLS: {snr:.1} dB");
+    assert!(call.phone.success());
+    let rows = ended_call_records(&bridge.store, call_id).await;
+    assert_eq!(rows[0].end_cause.as_deref(), Some("pbx_bye"));
+    drop(fs);
+}

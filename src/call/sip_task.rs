@@ -261,6 +261,21 @@ pub(crate) async fn bind(
         let config = crate::sip::tls::client(&settings.trunk.tls)?;
         let name = crate::sip::tls::server_name(&settings.trunk.tls_server_name)?;
         Some((tokio_rustls::TlsConnector::from(config), name))
+    } else if settings.sip.tls.is_some() {
+        // A PBX that calls us over TLS gets its in-dialog requests (our
+        // BYE) at its Contact, over TLS too: a client for that, checked
+        // as the trunk's settings say.
+        let client = crate::sip::tls::client(&settings.trunk.tls).and_then(|config| {
+            let name = crate::sip::tls::server_name(&settings.trunk.tls_server_name)?;
+            Ok((tokio_rustls::TlsConnector::from(config), name))
+        });
+        match client {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "SIP over TLS: no client for requests to the PBX over TLS (set trunk.tls_ca)");
+                None
+            }
+        }
     } else {
         None
     };
