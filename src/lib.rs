@@ -164,6 +164,12 @@ impl Bridge {
             invites_tx,
         ));
         tracing::info!(%sip_addr, "SIP listening (UDP and TCP)");
+        if settings.media.srtp != media::sdes::SrtpPolicy::Off
+            && settings.trunk.transport != config::TrunkTransport::Tls
+        {
+            // RFC 4568 §8.3: SDES keys travel in the SDP, readable on the path.
+            tracing::warn!("media.srtp is on but trunk.uri is not TLS: the SRTP keys cross the network in the clear in the SDP");
+        }
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
 
         let app = webhook::routes(WebhookState {

@@ -652,33 +652,32 @@ async fn freeswitch_hold_music_reaches_whatsapp_and_resume_restores_the_agent() 
     drop(fs);
 }
 
-/// `examples/simulate_whatsapp`, built beside this test by `cargo test
-/// --all-targets`, run with `args`; its output once it exits (≤ 60 s).
-async fn simulate_whatsapp(args: Vec<String>) -> (std::process::ExitStatus, String, Duration) {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap()
-        .join("examples/simulate_whatsapp");
-    assert!(
-        bin.exists(),
-        "{} (built by cargo test --all-targets / cargo build --examples)",
-        bin.display()
-    );
+/// `examples/simulate_whatsapp`'s engine (the example is its argument
+/// parsing and stdout) run with `args`: whether it succeeded, what it
+/// printed, and how long it took (≤ 60 s).
+async fn simulate_whatsapp(args: Vec<String>) -> (bool, String, Duration) {
+    use clap::Parser;
+    let args = wa_sip_bridge::demo::simulate::Args::try_parse_from(
+        std::iter::once("simulate_whatsapp".to_string()).chain(args),
+    )
+    .expect("the example's arguments");
     let started = std::time::Instant::now();
-    let out = tokio::time::timeout(
+    let mut out = Vec::new();
+    let ran = tokio::time::timeout(
         Duration::from_secs(60),
-        tokio::process::Command::new(bin).args(&args).output(),
+        wa_sip_bridge::demo::simulate::run(args, &mut out),
     )
     .await
-    .expect("simulate_whatsapp exited")
-    .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    (out.status, text, started.elapsed())
+    .expect("simulate_whatsapp finished");
+    let mut text = String::from_utf8_lossy(&out).to_string();
+    if let Err(e) = &ran {
+        text.push_str(&format!("error: {e}"));
+    }
+    (ran.is_ok(), text, started.elapsed())
 }
 
-/// The user's tool against the real FreeSWITCH, both ways. Outbound
+/// The user's tool (`examples/simulate_whatsapp`) against the real
+/// FreeSWITCH, both ways. Outbound
 /// (`--outbound`): the desk phone dials a WhatsApp user, the tool answers
 /// as that user, hears its 700 Hz tone back through the phone's echo, and
 /// when the phone hangs up it says so and exits at once (not after its
@@ -688,15 +687,18 @@ async fn simulate_whatsapp(args: Vec<String>) -> (std::process::ExitStatus, Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulate_whatsapp_plays_both_directions_and_notices_the_end() {
     let ports = FsPorts::new();
-    let wati_port = support::free_port();
-    let api = format!("http://127.0.0.1:{wati_port}/123456");
-    let extra = format!(
-        "[routing]\ninbound_user = \"wsb-silence\"\n[trunk]\nuri = \"sip:127.0.0.1:{}\"\nusername = \"wa-bridge\"\npassword = \"{TRUNK_PASSWORD}\"\n",
-        ports.external
-    );
-    let bridge = wa_sip_bridge::Bridge::start(support::settings_with(&api, &extra))
-        .await
-        .unwrap();
+    // One bridge per run: each run's fake Wati is the tool's own, on its port.
+    let bridge_with_wati = |wati_port: u16| {
+        let api = format!("http://127.0.0.1:{wati_port}/123456");
+        let extra = format!(
+            "[routing]\ninbound_user = \"wsb-silence\"\n[trunk]\nuri = \"sip:127.0.0.1:{}\"\nusername = \"wa-bridge\"\npassword = \"{TRUNK_PASSWORD}\"\n",
+            ports.external
+        );
+        wa_sip_bridge::Bridge::start(support::settings_with(&api, &extra))
+    };
+    let (out_port, in_port) = (support::free_port(), support::free_port());
+    let bridge = bridge_with_wati(out_port).await.unwrap();
+    let inbound_bridge = bridge_with_wati(in_port).await.unwrap();
     let silence = (
         "dialplan/public/00-wsb-silence.xml",
         "<include>\n  <extension name=\"wsb-silence\">\n    <condition field=\"destination_number\" expression=\"^wsb-silence$\">\n      <action application=\"answer\"/>\n      <action application=\"sleep\" data=\"3000\"/>\n      <action application=\"hangup\"/>\n    </condition>\n  </extension>\n</include>\n".to_string(),
@@ -704,10 +706,10 @@ async fn simulate_whatsapp_plays_both_directions_and_notices_the_end() {
     let Some(fs) = FreeSwitch::start(&ports, bridge.sip_addr, &[desk_phone(), silence]) else {
         return;
     };
-    let common = |mode: &[&str]| -> Vec<String> {
+    let common = |b: &wa_sip_bridge::Bridge, wati_port: u16, mode: &[&str]| -> Vec<String> {
         let mut a: Vec<String> = [
             "--bridge",
-            &format!("http://{}", bridge.http_addr),
+            &format!("http://{}", b.http_addr),
             "--webhook-key",
             support::WEBHOOK_KEY,
             "--wati-listen",
@@ -725,11 +727,11 @@ async fn simulate_whatsapp_plays_both_directions_and_notices_the_end() {
     };
 
     // Outbound: the tool waits, the phone dials.
-    let tool = tokio::spawn(simulate_whatsapp(common(&[
-        "--outbound",
-        "--ring-ms",
-        "300",
-    ])));
+    let tool = tokio::spawn(simulate_whatsapp(common(
+        &bridge,
+        out_port,
+        &["--outbound", "--ring-ms", "300"],
+    )));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let pbx: SocketAddr = format!("127.0.0.1:{}", ports.internal).parse().unwrap();
     let mut phone = support::sipp_dials(
@@ -740,7 +742,7 @@ async fn simulate_whatsapp_plays_both_directions_and_notices_the_end() {
     );
     let (status, out, took) = tool.await.unwrap();
     let _ = phone.wait().await;
-    assert!(status.success(), "{out}");
+    assert!(status, "{out}");
     assert!(out.contains("the PBX calls"), "{out}");
     assert!(out.contains("dominant 700 Hz"), "its tone back: {out}");
     assert!(out.contains("the PBX ended the call"), "{out}");
@@ -750,8 +752,8 @@ async fn simulate_whatsapp_plays_both_directions_and_notices_the_end() {
     );
 
     // Inbound, into silence.
-    let (status, out, took) = simulate_whatsapp(common(&[])).await;
-    assert!(status.success(), "{out}");
+    let (status, out, took) = simulate_whatsapp(common(&inbound_bridge, in_port, &[])).await;
+    assert!(status, "{out}");
     assert!(out.contains("heard from the PBX: silence"), "{out}");
     assert!(out.contains("the PBX ended the call"), "{out}");
     assert!(took < Duration::from_secs(25), "{took:?}");

@@ -158,7 +158,7 @@ async fn run_call(
         Ok(r) => r,
         Err(e) => return ending(EndCause::RtpPorts(e.to_string()), None, true),
     };
-    let path = path_slot.insert(MediaPath::new(leg, rtp, s.media.public_ip));
+    let path = path_slot.insert(MediaPath::new(leg, rtp, s.media.public_ip, s.media.srtp));
     let offer = path.offer_sdp(&s.media.codecs);
     let Some(trunk) = ctx.trunk.addr().await else {
         return ending(EndCause::TrunkUnresolved, None, true);

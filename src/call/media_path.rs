@@ -9,7 +9,9 @@ use crate::config::Codec;
 use crate::lazy_timer::LazyTimer;
 use crate::media::g711::Law;
 use crate::media::relay::{MediaTimeout, Relay, RelayConfig, SipCodec, ToWhatsApp};
+use crate::media::sdes::{self, Agreement, SrtpPolicy};
 use crate::media::socket::RtpSocket;
+use crate::media::srtp::{SrtpError, SrtpSession};
 use crate::media::transcode::TranscodeError;
 use crate::sip::sdp::{self, LocalSdp, MediaDirection, Negotiated, SdpOrigin};
 use crate::store::{now_ms, MediaCounters};
@@ -25,6 +27,11 @@ pub enum RelayError {
     /// The call has no media path (a bug in the call's rules if it happens).
     #[error("no media path")]
     NoMediaPath,
+    /// SDES could not agree on SRTP with the PBX (`media.srtp`).
+    #[error("srtp: {0}")]
+    Sdes(#[from] sdes::SdesError),
+    #[error("srtp: {0}")]
+    Srtp(#[from] SrtpError),
 }
 
 /// The relay's view of the WhatsApp leg.
@@ -88,10 +95,11 @@ fn stamped_sdp(
     addr: SocketAddr,
     codecs: &[Codec],
     chosen: Option<&Negotiated>,
+    sdes: (bool, &[sdes::CryptoLine]),
 ) -> String {
     let direction = chosen.map_or(MediaDirection::SendRecv, |n| n.our_direction);
     origin.stamp(|session_id, version| {
-        LocalSdp {
+        let sdp = LocalSdp {
             session_id,
             version,
             addr,
@@ -99,8 +107,16 @@ fn stamped_sdp(
             chosen,
             direction,
         }
-        .render()
+        .render();
+        sdes::add_to_sdp(sdp, sdes.0, sdes.1)
     })
+}
+
+/// A fresh SRTP master key and salt from the OS's CSPRNG (never logged).
+fn new_key(len: usize) -> Vec<u8> {
+    let mut k = vec![0u8; len];
+    rand::fill(&mut k[..]);
+    k
 }
 
 pub(crate) struct MediaPath {
@@ -115,10 +131,22 @@ pub(crate) struct MediaPath {
     /// The relay's timer (media timeout, SIP INFO key ends): its deadline
     /// moves later with every packet.
     relay_timer: LazyTimer,
+    /// `media.srtp`, our offer's `a=crypto` lines (once we offered), and
+    /// the line of ours SRTP runs under (once agreed).
+    srtp: SrtpPolicy,
+    sdes_offer: Vec<sdes::CryptoLine>,
+    sdes_agreed: Option<sdes::CryptoLine>,
+    /// The PBX's line SRTP runs under.
+    sdes_theirs: Option<sdes::CryptoLine>,
 }
 
 impl MediaPath {
-    pub(crate) fn new(leg: LegSocket, rtp: RtpSocket, public_ip: std::net::IpAddr) -> MediaPath {
+    pub(crate) fn new(
+        leg: LegSocket,
+        rtp: RtpSocket,
+        public_ip: std::net::IpAddr,
+        srtp: SrtpPolicy,
+    ) -> MediaPath {
         let local_media = SocketAddr::new(public_ip, rtp.port());
         MediaPath {
             leg,
@@ -128,6 +156,10 @@ impl MediaPath {
             local_media,
             origin: SdpOrigin::new(now_ms() as u64),
             relay_timer: LazyTimer::default(),
+            srtp,
+            sdes_offer: Vec::new(),
+            sdes_agreed: None,
+            sdes_theirs: None,
         }
     }
 
@@ -137,6 +169,7 @@ impl MediaPath {
         n: Negotiated,
         rtp_timeout: Duration,
     ) -> Result<(), RelayError> {
+        self.agree_srtp(&n)?;
         self.rtp.set_remote(n.remote);
         self.relay = Some(Relay::new(relay_config(&n, rtp_timeout), Instant::now())?);
         self.negotiated = Some(n);
@@ -154,20 +187,99 @@ impl MediaPath {
         self.negotiated.as_ref().map(|n| n.codec)
     }
 
-    /// Our first RTP offer (an inbound call's INVITE): every codec of `codecs`.
+    /// Our first RTP offer (an inbound call's INVITE): every codec of
+    /// `codecs`, and with `media.srtp` our `a=crypto` lines (the same keys
+    /// for every offer of the call: a transfer's INVITE too).
     pub(crate) fn offer_sdp(&mut self, codecs: &[Codec]) -> String {
-        stamped_sdp(&mut self.origin, self.local_media, codecs, None)
+        if self.srtp != SrtpPolicy::Off && self.sdes_offer.is_empty() {
+            self.sdes_offer = sdes::offer(new_key);
+        }
+        let savp = self.srtp == SrtpPolicy::Required;
+        stamped_sdp(
+            &mut self.origin,
+            self.local_media,
+            codecs,
+            None,
+            (savp, &self.sdes_offer),
+        )
+    }
+
+    /// SDES for the PBX's SDP in `n` (RFC 4568): an answer to our offer
+    /// when we made one, else its offer; the socket goes SRTP or plain as
+    /// agreed. `Err` when `media.srtp` cannot be met (the call's 488).
+    pub(crate) fn agree_srtp(&mut self, n: &Negotiated) -> Result<(), RelayError> {
+        let agreement = if self.sdes_offer.is_empty() {
+            sdes::on_offer(self.srtp, n.remote_savp, &n.remote_crypto, new_key)?
+        } else {
+            sdes::on_answer(self.srtp, &self.sdes_offer, n.remote_savp, &n.remote_crypto)?
+        };
+        self.use_agreement(agreement)
+    }
+
+    /// SDES for a re-offer from the PBX: its lines decide again; our key
+    /// stays while the suite does (RFC 4568 §7.1.4: new keys only when the
+    /// parameters change), and the contexts are rebuilt when either key
+    /// changed.
+    fn agree_srtp_reoffer(&mut self, n: &Negotiated) -> Result<(), RelayError> {
+        let current = self.sdes_agreed.clone();
+        let agreement =
+            sdes::on_offer(
+                self.srtp,
+                n.remote_savp,
+                &n.remote_crypto,
+                |len| match &current {
+                    Some(c) if c.key.len() == len => c.key.clone(),
+                    _ => new_key(len),
+                },
+            )?;
+        self.use_agreement(agreement)
+    }
+
+    fn use_agreement(&mut self, agreement: Agreement) -> Result<(), RelayError> {
+        match agreement {
+            Agreement::Plain => {
+                self.rtp.set_srtp(None);
+                self.sdes_agreed = None;
+                self.sdes_theirs = None;
+            }
+            Agreement::Srtp { ours, theirs } => {
+                // The same keys again (a repeated SDP): the contexts stay,
+                // with their rollover counters and replay windows.
+                let same = self.sdes_agreed.as_ref() == Some(&ours)
+                    && self.sdes_theirs.as_ref() == Some(&theirs)
+                    && self.rtp.has_srtp();
+                if !same {
+                    let tx = SrtpSession::new(ours.suite, &ours.key, true)?;
+                    let rx = SrtpSession::new(theirs.suite, &theirs.key, false)?;
+                    self.rtp.set_srtp(Some((tx, rx)));
+                    tracing::info!(suite = ours.suite.name(), "SRTP with the PBX (SDES)");
+                }
+                self.sdes_agreed = Some(ours);
+                self.sdes_theirs = Some(theirs);
+            }
+        }
+        Ok(())
     }
 
     /// Our RTP SDP for the agreed codec (an answer, or our offer when a
     /// re-INVITE came without one).
     pub(crate) fn local_sdp(&mut self, codecs: &[Codec]) -> Option<String> {
         let n = self.negotiated.as_ref()?;
+        // Our answer carries the line SRTP runs under; after our own offer
+        // the offer's lines stand.
+        let (savp, lines): (bool, &[sdes::CryptoLine]) = match &self.sdes_agreed {
+            Some(l) => (
+                n.remote_savp || self.srtp == SrtpPolicy::Required,
+                std::slice::from_ref(l),
+            ),
+            None => (false, &[]),
+        };
         Some(stamped_sdp(
             &mut self.origin,
             self.local_media,
             codecs,
             Some(n),
+            (savp, lines),
         ))
     }
 
@@ -184,10 +296,15 @@ impl MediaPath {
         offer: Option<&str>,
         codecs: &[Codec],
     ) -> Result<String, u16> {
-        let current = self.negotiated.as_ref().ok_or(491u16)?;
+        let current = self.negotiated.clone().ok_or(491u16)?;
+        let current = &current;
         if let Some(text) = offer {
             let m = sdp::parse(text).map_err(|_| 488u16)?;
             let next = sdp::negotiate_reoffer(current, &m, codecs).map_err(|_| 488u16)?;
+            self.agree_srtp_reoffer(&next).map_err(|e| {
+                tracing::info!(error = %e, "a re-offer's SRTP cannot be met");
+                488u16
+            })?;
             let now = Instant::now();
             if let Some(r) = self.relay.as_mut() {
                 if current.relays_differently(&next) {
@@ -211,6 +328,9 @@ impl MediaPath {
     /// same leg throughout (WhatsApp refuses re-INVITEs). A new source's
     /// SSRC and timestamps are followed by the relay like any new source.
     pub(crate) fn switch_pbx(&mut self, next: Negotiated) -> Result<(), RelayError> {
+        // A new dialog: its SRTP too (the answer to our offer's lines).
+        self.sdes_theirs = None;
+        self.agree_srtp(&next)?;
         let now = Instant::now();
         if let Some(r) = self.relay.as_mut() {
             let rebuild = self

@@ -124,7 +124,12 @@ fn pbx_offer(invite: &Msg, s: &Settings) -> Result<Option<Negotiated>, SdpError>
         return Ok(None);
     }
     let m = sdp::parse(invite.sdp().unwrap_or(""))?;
-    sdp::negotiate_offer(&m, &s.media.codecs).map(Some)
+    let n = sdp::negotiate_offer(&m, &s.media.codecs)?;
+    // `media.srtp` must be met by the offer (SDES, RFC 4568), or 488 now.
+    crate::media::sdes::on_offer(s.media.srtp, n.remote_savp, &n.remote_crypto, |len| {
+        vec![0; len]
+    })?;
+    Ok(Some(n))
 }
 
 fn reason_header(code: u16, text: &str) -> (&'static str, String) {
@@ -198,6 +203,7 @@ fn prepare_media(ctx: &CallCtx) -> Result<(MediaPath, String), MediaSetup> {
         LegSocket::new(udp, leg, Some(lease)),
         rtp,
         s.media.public_ip,
+        s.media.srtp,
     );
     Ok((path, offer))
 }

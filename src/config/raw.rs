@@ -146,6 +146,7 @@ pub struct RawMedia {
     pub rtp_port_max: u16,
     pub codecs: Vec<String>,
     pub rtp_timeout_s: u64,
+    pub srtp: String,
 }
 
 impl Default for RawMedia {
@@ -157,6 +158,7 @@ impl Default for RawMedia {
             rtp_port_max: 29999,
             codecs: vec!["opus".into(), "pcmu".into(), "pcma".into()],
             rtp_timeout_s: 30,
+            srtp: "off".into(),
         }
     }
 }

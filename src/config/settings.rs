@@ -162,6 +162,8 @@ pub struct MediaSettings {
     pub rtp_ports: RangeInclusive<u16>,
     pub codecs: Vec<Codec>,
     pub rtp_timeout: Duration,
+    /// SRTP (SDES) toward the PBX.
+    pub srtp: crate::media::sdes::SrtpPolicy,
 }
 
 #[derive(Debug, Clone)]

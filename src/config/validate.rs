@@ -597,7 +597,21 @@ fn media(c: &mut Checker, raw: &RawMedia, webrtc: &RawWebrtc) -> Option<MediaSet
         c.problem("media.rtp_timeout_s", "must be between 1 and 3600");
     }
 
+    use crate::media::sdes::SrtpPolicy;
+    let srtp = match raw.srtp.trim().to_ascii_lowercase().as_str() {
+        "off" | "" => Some(SrtpPolicy::Off),
+        "optional" => Some(SrtpPolicy::Optional),
+        "required" => Some(SrtpPolicy::Required),
+        other => {
+            c.problem(
+                "media.srtp",
+                format!("{other:?} is not off, optional or required"),
+            );
+            None
+        }
+    };
     Some(MediaSettings {
+        srtp: srtp?,
         rtp_ip: rtp_ip?,
         public_ip: media_public?,
         rtp_ports: raw.rtp_port_min..=raw.rtp_port_max,

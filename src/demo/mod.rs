@@ -31,6 +31,7 @@ from_error!(
 
 pub mod pbx;
 pub mod run;
+pub mod simulate;
 pub mod wa_user;
 
 /// The call records of `call_id`, once the first has ended (or after 5 s).

@@ -9,6 +9,8 @@ pub(crate) mod opus;
 pub mod relay;
 pub(crate) mod rewrite;
 pub mod rtp;
+pub mod sdes;
 pub(crate) mod socket;
+pub mod srtp;
 pub mod stats;
 pub mod transcode;

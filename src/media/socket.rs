@@ -7,8 +7,23 @@ use std::net::{IpAddr, SocketAddr};
 
 use tokio::net::UdpSocket;
 
+use super::srtp::{SrtpSession, MAX_TRAILER};
 use crate::ports::{bind_consecutive, PortError, PortLease, SharedPortPool};
 use crate::udp_batch::{RecvBatch, Slot};
+
+/// The largest RTP packet protected or unprotected (audio is far smaller).
+const SRTP_MAX_PACKET: usize = 1500;
+
+/// SRTP on the socket (SDES): our sending context, the PBX's receiving
+/// one, and the buffers packets are processed in — fixed, so a packet
+/// costs a copy and no allocation.
+struct SrtpIo {
+    tx: SrtpSession,
+    rx: SrtpSession,
+    out: Box<[u8; SRTP_MAX_PACKET + MAX_TRAILER]>,
+    inb: Box<[u8; SRTP_MAX_PACKET]>,
+    in_len: usize,
+}
 
 pub(crate) struct RtpSocket {
     rtp: UdpSocket,
@@ -25,7 +40,11 @@ pub(crate) struct RtpSocket {
     /// RTCP datagrams from the peer on the RTCP port (counted; reports are
     /// not interpreted yet).
     pub rtcp_rx: u64,
+    /// SRTP packets from the PBX that failed authentication or replay
+    /// checks (or were too long), dropped.
+    pub srtp_failed: u64,
     batch: RecvBatch,
+    srtp: Option<SrtpIo>,
 }
 
 impl RtpSocket {
@@ -54,7 +73,9 @@ impl RtpSocket {
             foreign: 0,
             send_dropped: 0,
             rtcp_rx: 0,
+            srtp_failed: 0,
             batch: RecvBatch::default(),
+            srtp: None,
         })
     }
 
@@ -89,11 +110,38 @@ impl RtpSocket {
     /// buffer drops the packet (late media is useless).
     #[inline]
     pub(crate) fn send(&mut self, datagram: &[u8]) {
-        if let Some(to) = self.remote() {
-            if self.rtp.try_send_to(datagram, to).is_err() {
-                self.send_dropped += 1;
+        let Some(to) = self.remote() else { return };
+        let sent = match self.srtp.as_mut() {
+            None => self.rtp.try_send_to(datagram, to).is_ok(),
+            Some(io) if datagram.len() <= SRTP_MAX_PACKET => {
+                io.out[..datagram.len()].copy_from_slice(datagram);
+                match io.tx.protect(&mut io.out[..], datagram.len()) {
+                    Ok(n) => self.rtp.try_send_to(&io.out[..n], to).is_ok(),
+                    Err(_) => false,
+                }
             }
+            Some(_) => false,
+        };
+        if !sent {
+            self.send_dropped += 1;
         }
+    }
+
+    /// Whether SRTP is on.
+    pub(crate) fn has_srtp(&self) -> bool {
+        self.srtp.is_some()
+    }
+
+    /// SRTP from now on with these contexts (ours, the PBX's), or plain
+    /// RTP with `None` (SDES agreed, or not, RFC 4568).
+    pub(crate) fn set_srtp(&mut self, sessions: Option<(SrtpSession, SrtpSession)>) {
+        self.srtp = sessions.map(|(tx, rx)| SrtpIo {
+            tx,
+            rx,
+            out: Box::new([0; SRTP_MAX_PACKET + MAX_TRAILER]),
+            inb: Box::new([0; SRTP_MAX_PACKET]),
+            in_len: 0,
+        });
     }
 
     /// Receives the next RTP datagram from the peer (read it with
@@ -122,19 +170,37 @@ impl RtpSocket {
                     continue;
                 }
             };
-            let (_, from) = self.batch.get(slot);
+            let (data, from) = self.batch.get(slot);
             let known =
                 self.latched == Some(from) || self.signalled.map(|s| s.ip()) == Some(from.ip());
-            if self.latched.is_none() || known {
-                return Ok((slot, from));
+            if !(self.latched.is_none() || known) {
+                self.foreign += 1;
+                continue;
             }
-            self.foreign += 1;
+            if let Some(io) = self.srtp.as_mut() {
+                if data.len() > SRTP_MAX_PACKET {
+                    self.srtp_failed += 1;
+                    continue;
+                }
+                io.inb[..data.len()].copy_from_slice(data);
+                match io.rx.unprotect(&mut io.inb[..data.len()]) {
+                    Ok(n) => io.in_len = n,
+                    Err(_) => {
+                        self.srtp_failed += 1;
+                        continue;
+                    }
+                }
+            }
+            return Ok((slot, from));
         }
     }
 
     /// The datagram [`RtpSocket::recv`] returned.
     pub(crate) fn datagram(&self, slot: Slot) -> &[u8] {
-        self.batch.get(slot).0
+        match &self.srtp {
+            Some(io) => &io.inb[..io.in_len],
+            None => self.batch.get(slot).0,
+        }
     }
 
     /// Symmetric RTP: send to `from` from now on (it sent us valid RTP).

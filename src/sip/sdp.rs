@@ -29,6 +29,9 @@ pub enum SdpError {
     NoCommonCodec { ours: String, theirs: String },
     #[error("malformed {0}")]
     Malformed(&'static str),
+    /// SDES (`media.srtp`) cannot be met by this SDP.
+    #[error("{0}")]
+    Srtp(#[from] crate::media::sdes::SdesError),
 }
 
 /// Media direction (RFC 3264 §5.1, §6.1).
@@ -79,6 +82,10 @@ pub struct RemoteMedia {
     pub direction: MediaDirection,
     pub ptime: Option<u32>,
     pub rtcp_mux: bool,
+    /// The m= line's profile is RTP/SAVP (SRTP required by the PBX).
+    pub savp: bool,
+    /// Its `a=crypto` lines of suites we implement (RFC 4568), in order.
+    pub crypto: Vec<crate::media::sdes::CryptoLine>,
 }
 
 impl RemoteMedia {
@@ -112,6 +119,9 @@ pub struct Negotiated {
     pub remote: Option<SocketAddr>,
     /// The direction we put in our SDP.
     pub our_direction: MediaDirection,
+    /// The PBX's SDP said RTP/SAVP, and its `a=crypto` lines (SDES).
+    pub remote_savp: bool,
+    pub remote_crypto: Vec<crate::media::sdes::CryptoLine>,
 }
 
 fn codec_of(f: &Format) -> Option<Codec> {
@@ -138,6 +148,7 @@ pub fn parse(sdp: &str) -> Result<RemoteMedia, SdpError> {
     let mut names: Vec<(u8, String, u32)> = Vec::new();
     let mut direction: Option<MediaDirection> = None;
     let (mut ptime, mut rtcp_mux) = (None, false);
+    let (mut savp, mut crypto) = (false, Vec::new());
     for line in sdp.lines().map(str::trim_end) {
         if let Some(m) = line.strip_prefix("m=") {
             if seen_audio {
@@ -154,7 +165,7 @@ pub fn parse(sdp: &str) -> Result<RemoteMedia, SdpError> {
                     .and_then(|p| p.split('/').next())
                     .and_then(|p| p.parse().ok())
                     .ok_or(SdpError::Malformed("m= port"))?;
-                let _proto = parts.next();
+                savp = parts.next().is_some_and(|p| p.contains("SAVP"));
                 pts = parts.filter_map(|p| p.parse().ok()).collect();
             } else {
                 in_audio = false;
@@ -203,6 +214,10 @@ pub fn parse(sdp: &str) -> Result<RemoteMedia, SdpError> {
             ptime = p.trim().parse().ok();
         } else if line == "a=rtcp-mux" {
             rtcp_mux = true;
+        } else if let Some(c) = line.strip_prefix("a=crypto:") {
+            if crypto.len() < 16 {
+                crypto.extend(crate::media::sdes::parse_crypto(c));
+            }
         }
     }
     if !seen_audio {
@@ -243,6 +258,8 @@ pub fn parse(sdp: &str) -> Result<RemoteMedia, SdpError> {
         direction: direction.unwrap_or(session_dir),
         ptime,
         rtcp_mux,
+        savp,
+        crypto,
     })
 }
 
@@ -342,6 +359,8 @@ fn finish(codec: Codec, pt: u8, remote: &RemoteMedia, our_direction: MediaDirect
         rtcp_mux: remote.rtcp_mux,
         remote: remote.rtp,
         our_direction,
+        remote_savp: remote.savp,
+        remote_crypto: remote.crypto.clone(),
     }
 }
 
