@@ -12,7 +12,8 @@ set -euo pipefail
 # rtpengine-daemon: the loadgen's reference media relay (run in userspace by
 # the loadgen itself on its own ports; the packaged service is not used).
 # fonts-dejavu-core: the font of the loadgen's chart.
-packages=(libopus-dev pkg-config libssl-dev sip-tester baresip-core rtpengine-daemon fonts-dejavu-core)
+# libsrtp2-dev: SRTP toward the PBX (media.srtp; the bridge links libsrtp2).
+packages=(libopus-dev pkg-config libssl-dev libsrtp2-dev sip-tester baresip-core rtpengine-daemon fonts-dejavu-core)
 
 missing=()
 for p in "${packages[@]}"; do
