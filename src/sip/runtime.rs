@@ -123,6 +123,18 @@ async fn serve_conn<S>(
     let _ = to_ua.send(FromConn::Closed(peer)).await;
 }
 
+/// `f` within [`CONNECT_TIMEOUT`], its error as text.
+async fn in_time<T, E: std::fmt::Display>(
+    what: &str,
+    f: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("{what} timed out")),
+    }
+}
+
 /// Opens a connection to `peer` (TCP, then TLS when it says so) and
 /// serves it; a failure is reported with its reason.
 async fn open_conn(
@@ -130,16 +142,10 @@ async fn open_conn(
     tls: Option<(TlsConnector, rustls::pki_types::ServerName<'static>)>,
     back: mpsc::Sender<FromConn>,
 ) {
-    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(peer.addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            let _ = back.send(FromConn::Failed(peer, e.to_string())).await;
-            return;
-        }
-        Err(_) => {
-            let _ = back
-                .send(FromConn::Failed(peer, "connect timed out".into()))
-                .await;
+    let tcp = match in_time("connect", TcpStream::connect(peer.addr)).await {
+        Ok(s) => s,
+        Err(reason) => {
+            let _ = back.send(FromConn::Failed(peer, reason)).await;
             return;
         }
     };
@@ -147,20 +153,13 @@ async fn open_conn(
     let (tx, rx) = mpsc::channel(CONN_QUEUE);
     match (peer.transport, tls) {
         (Transport::Tls, Some((connector, name))) => {
-            let stream =
-                match tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        let _ = back.send(FromConn::Failed(peer, e.to_string())).await;
-                        return;
-                    }
-                    Err(_) => {
-                        let _ = back
-                            .send(FromConn::Failed(peer, "TLS handshake timed out".into()))
-                            .await;
-                        return;
-                    }
-                };
+            let stream = match in_time("TLS handshake", connector.connect(name, tcp)).await {
+                Ok(s) => s,
+                Err(reason) => {
+                    let _ = back.send(FromConn::Failed(peer, reason)).await;
+                    return;
+                }
+            };
             if back.send(FromConn::Opened(peer, tx)).await.is_err() {
                 return;
             }
@@ -191,14 +190,10 @@ async fn serve_accepted_tls(
         transport: Transport::Tls,
         addr,
     };
-    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::warn!(peer = %addr, reason = %e, "SIP over TLS: a handshake from the peer failed");
-            return;
-        }
-        Err(_) => {
-            tracing::warn!(peer = %addr, "SIP over TLS: the peer's handshake timed out");
+    let stream = match in_time("TLS handshake", acceptor.accept(tcp)).await {
+        Ok(s) => s,
+        Err(reason) => {
+            tracing::warn!(peer = %addr, %reason, "SIP over TLS: a handshake from the peer failed");
             return;
         }
     };

@@ -102,15 +102,7 @@ impl SipUa {
         };
         if !matches {
             // §3: a PRACK that matches no unacknowledged reliable provisional.
-            self.respond(
-                now,
-                tx,
-                msg,
-                481,
-                "Call/Transaction Does Not Exist",
-                None,
-                &[],
-            );
+            self.no_such_transaction(now, tx, msg);
             return;
         }
         c.reliable = None;

@@ -346,7 +346,7 @@ impl SipUa {
 
     /// 481 to a request for a dialog or transaction we do not have
     /// (RFC 3261 §12.2.2, §9.2).
-    fn no_such_transaction(&mut self, now: Instant, tx: ServerTxId, msg: &Msg) {
+    pub(super) fn no_such_transaction(&mut self, now: Instant, tx: ServerTxId, msg: &Msg) {
         self.respond(
             now,
             tx,
