@@ -2,7 +2,8 @@
 //! bridge INVITEs the `Refer-To` target on the trunk with our full offer
 //! (the WhatsApp user as From, `Referred-By` as the REFER said), reports
 //! each step to the PBX in a NOTIFY, and when the target answers moves the
-//! PBX side of the relay to the new dialog and ends the old one with BYE.
+//! PBX side of the relay to the new dialog; the old one is ended by the
+//! transferor on the final NOTIFY (RFC 5589 §6.1), or by our BYE 2 s later.
 //! The WhatsApp leg is never touched: it is the same leg throughout
 //! (WhatsApp refuses re-INVITEs). When the target fails, the final NOTIFY
 //! says how and the original call goes on as it was.
@@ -19,6 +20,10 @@ use super::media_path::MediaPath;
 use super::{save_dialog, CallCtx};
 use crate::sip::sdp;
 use crate::sip::ua::{CallRef, ReferRequest, UaEvent};
+
+/// How long the transferor has to end the old dialog itself after our
+/// final NOTIFY before we send the BYE (a no-op when it did).
+const OLD_DIALOG_GRACE: Duration = Duration::from_secs(2);
 
 /// A transfer in progress: the INVITE to the target and its events.
 pub(crate) struct Transfer {
@@ -138,7 +143,15 @@ impl Transfer {
                     Ok(Ok(())) => {
                         tracing::info!(target = %self.target, codec = ?path.codec().map(|c| c.name()), "transfer: the target answered; the call moves to it");
                         ctx.sip.notify_refer(current, 200, "OK".into()).await;
-                        ctx.sip.hangup(current).await;
+                        // RFC 5589 §6.1: the transferor ends the old dialog
+                        // once it has the NOTIFY; ours goes only if it did
+                        // not. An immediate BYE raced the NOTIFY: Asterisk's
+                        // Transfer() then never saw its outcome.
+                        let sip = ctx.sip.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(OLD_DIALOG_GRACE).await;
+                            sip.hangup(current).await;
+                        });
                         note(ctx, record, &self.target, 200).await;
                         save_dialog(ctx, record, self.call).await;
                         return Step::Moved {
