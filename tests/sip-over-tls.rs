@@ -241,3 +241,90 @@ async fn webhooks_and_health_over_https() {
     bridge.reload_tls().unwrap();
     bridge.shutdown().await.unwrap();
 }
+
+/// The running binary reloads its TLS certificates on SIGHUP (here the
+/// HTTPS listener's; SIP's goes the same way): before, a client trusting
+/// the first CA connects; after new files and `kill -HUP`, new connections
+/// get the second certificate; SIGTERM still stops it.
+#[tokio::test]
+async fn the_running_binary_reloads_its_certificates_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = support::pki::make("first CA", &["bridge.test"]);
+    let second = support::pki::make("second CA", &["bridge.test"]);
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::copy(&first.cert, &cert).unwrap();
+    std::fs::copy(&first.key, &key).unwrap();
+    let port = support::free_port();
+    let config = dir.path().join("bridge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[wati]\napi_endpoint = \"http://127.0.0.1:9/123456\"\ntoken = \"t\"\nwebhook_key = \"k\"\n[http]\nlisten = \"127.0.0.1:{port}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n[webrtc]\nbind_ip = \"127.0.0.1\"\n[sip]\nlisten = \"127.0.0.1:0\"\n[trunk]\nuri = \"sip:127.0.0.1:5099\"\n[media]\nrtp_ip = \"127.0.0.1\"\n[storage]\nurl = \"sqlite::memory:\"\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wa-sip-bridge"))
+        .arg("--config")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client_for = |ca: &std::path::Path| {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
+        reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .resolve("bridge.test", format!("127.0.0.1:{port}").parse().unwrap())
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap()
+    };
+    let url = format!("https://bridge.test:{port}/healthz");
+    let (old_ca, new_ca) = (client_for(&first.ca), client_for(&second.ca));
+    let mut up = false;
+    for _ in 0..150 {
+        if old_ca.get(&url).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "the bridge serves HTTPS with the first certificate");
+    std::fs::copy(&second.cert, &cert).unwrap();
+    std::fs::copy(&second.key, &key).unwrap();
+    let pid = child.id().to_string();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let mut reloaded = false;
+    for _ in 0..50 {
+        if new_ca.get(&url).send().await.is_ok() {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        reloaded,
+        "after SIGHUP new connections get the second certificate"
+    );
+    // A fresh client (an old one could resume its TLS session, which
+    // skips the certificate) trusting the first CA no longer gets in.
+    assert!(client_for(&first.ca).get(&url).send().await.is_err());
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    let stopped = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if !stopped {
+        let _ = child.kill();
+    }
+    assert!(stopped, "SIGTERM stops it");
+}
