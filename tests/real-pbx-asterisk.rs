@@ -13,8 +13,8 @@ use std::time::Duration;
 use support::ended_call_records;
 use support::fake_wati::FakeWati;
 use support::pbx::{
-    assert_hold_then_resume, bridge_for, desk_phone_calls_whatsapp, hang_up_from_whatsapp,
-    tone_between, INBOUND_PASSWORD, PHONE_PASSWORD, TRUNK_PASSWORD,
+    assert_hold_then_resume, bridge_for, desk_phone_calls_whatsapp, echo_then_hang_up,
+    hang_up_from_whatsapp, tone_between, INBOUND_PASSWORD, PHONE_PASSWORD, TRUNK_PASSWORD,
 };
 
 const PREFIX: &str = "/opt/wsb-pbx/asterisk";
@@ -297,13 +297,14 @@ async fn inbound_call_into_the_asterisk_echo_comes_back() {
         return;
     };
     let call_id = "ast-echo-1";
-    let snr_db = support::tone_through_echo(&wati, &bridge, call_id, 4).await;
-    assert!(
-        snr_db > 10.0,
-        "the 1 kHz tone back through Asterisk's echo: {snr_db:.1} dB"
-    );
-    let row = hang_up_from_whatsapp(&wati, &bridge, call_id).await;
-    assert_eq!(row.end_cause.as_deref(), Some("whatsapp_terminated"));
+    let row = echo_then_hang_up(
+        &wati,
+        &bridge,
+        call_id,
+        4,
+        "the 1 kHz tone back through Asterisk's echo",
+    )
+    .await;
     let media = row.media.clone().expect("media counters in the record");
     assert_eq!(media.codec.as_deref(), Some("pcmu"));
     drop(asterisk);
@@ -463,13 +464,7 @@ async fn calls_both_ways_when_asterisk_requires_100rel() {
         return;
     };
     let call_id = "ast-100rel-in";
-    let snr_db = support::tone_through_echo(&wati, &bridge, call_id, 5).await;
-    assert!(
-        snr_db > 10.0,
-        "the echo after a reliable 180: {snr_db:.1} dB"
-    );
-    let row = hang_up_from_whatsapp(&wati, &bridge, call_id).await;
-    assert_eq!(row.end_cause.as_deref(), Some("whatsapp_terminated"));
+    echo_then_hang_up(&wati, &bridge, call_id, 5, "the echo after a reliable 180").await;
     drop(asterisk);
 }
 
@@ -764,10 +759,7 @@ async fn srtp_with_sdes_both_ways_with_asterisk() {
         return;
     };
     let call_id = "ast-srtp-in";
-    let snr_db = support::tone_through_echo(&wati, &bridge, call_id, 4).await;
-    assert!(snr_db > 10.0, "the tone back over SRTP: {snr_db:.1} dB");
-    let row = hang_up_from_whatsapp(&wati, &bridge, call_id).await;
-    assert_eq!(row.end_cause.as_deref(), Some("whatsapp_terminated"));
+    echo_then_hang_up(&wati, &bridge, call_id, 4, "the tone back over SRTP").await;
 
     let pbx: SocketAddr = format!("127.0.0.1:{sip_port}").parse().unwrap();
     let call = desk_phone_calls_whatsapp(

@@ -15,8 +15,8 @@ use std::time::Duration;
 use support::ended_call_records;
 use support::fake_wati::FakeWati;
 use support::pbx::{
-    assert_hold_then_resume, best_window, bridge_for, desk_phone_calls_whatsapp,
-    hang_up_from_whatsapp, INBOUND_PASSWORD, PHONE_PASSWORD, TRUNK_PASSWORD,
+    assert_hold_then_resume, best_window, bridge_for, desk_phone_calls_whatsapp, echo_then_hang_up,
+    INBOUND_PASSWORD, PHONE_PASSWORD, TRUNK_PASSWORD,
 };
 
 const PREFIX: &str = "/opt/wsb-pbx/freeswitch";
@@ -326,13 +326,14 @@ async fn inbound_call_into_the_freeswitch_echo_comes_back_on_opus() {
         return;
     };
     let call_id = "fs-echo-1";
-    let snr_db = support::tone_through_echo(&wati, &bridge, call_id, 4).await;
-    assert!(
-        snr_db > 10.0,
-        "the 1 kHz tone back through FreeSWITCH's echo: {snr_db:.1} dB"
-    );
-    let row = hang_up_from_whatsapp(&wati, &bridge, call_id).await;
-    assert_eq!(row.end_cause.as_deref(), Some("whatsapp_terminated"));
+    let row = echo_then_hang_up(
+        &wati,
+        &bridge,
+        call_id,
+        4,
+        "the 1 kHz tone back through FreeSWITCH's echo",
+    )
+    .await;
     assert_eq!(
         row.media.as_ref().and_then(|m| m.codec.as_deref()),
         Some("opus"),
@@ -601,13 +602,14 @@ async fn freeswitch_deflect_moves_the_whatsapp_caller_to_the_target() {
         return;
     };
     let call_id = "fs-deflect-1";
-    let snr_db = support::tone_through_echo(&wati, &bridge, call_id, 6).await;
-    assert!(
-        snr_db > 10.0,
-        "the tone back through the deflect target's echo: {snr_db:.1} dB"
-    );
-    let row = hang_up_from_whatsapp(&wati, &bridge, call_id).await;
-    assert_eq!(row.end_cause.as_deref(), Some("whatsapp_terminated"));
+    let row = echo_then_hang_up(
+        &wati,
+        &bridge,
+        call_id,
+        6,
+        "the tone back through the deflect target's echo",
+    )
+    .await;
     assert_eq!(
         row.transfers.as_deref(),
         Some(format!("sip:echo@127.0.0.1:{} 200", ports.external).as_str())
@@ -790,13 +792,7 @@ async fn a_call_to_freeswitch_over_tls() {
         "FreeSWITCH's external profile on TLS: {status}"
     );
     let call_id = "fs-tls-1";
-    let snr_db = support::tone_through_echo(&wati, &bridge, call_id, 4).await;
-    assert!(
-        snr_db > 10.0,
-        "the tone back over a TLS trunk: {snr_db:.1} dB"
-    );
-    let row = hang_up_from_whatsapp(&wati, &bridge, call_id).await;
-    assert_eq!(row.end_cause.as_deref(), Some("whatsapp_terminated"));
+    echo_then_hang_up(&wati, &bridge, call_id, 4, "the tone back over a TLS trunk").await;
     drop(fs);
 }
 

@@ -58,6 +58,23 @@ pub async fn hang_up_from_whatsapp(
     rows.remove(0)
 }
 
+/// A WhatsApp caller's 1 kHz tone for `seconds` through an echo at the PBX
+/// (the tone must come back: `what` says through what), then WhatsApp
+/// hangs up; returns the call's one record, ended `whatsapp_terminated`.
+pub async fn echo_then_hang_up(
+    wati: &FakeWati,
+    bridge: &wa_sip_bridge::Bridge,
+    call_id: &str,
+    seconds: u64,
+    what: &str,
+) -> wa_sip_bridge::store::CallRow {
+    let snr_db = super::tone_through_echo(wati, bridge, call_id, seconds).await;
+    assert!(snr_db > 10.0, "{what}: {snr_db:.1} dB");
+    let row = hang_up_from_whatsapp(wati, bridge, call_id).await;
+    assert_eq!(row.end_cause.as_deref(), Some("whatsapp_terminated"));
+    row
+}
+
 /// The best SNR of `freq` over 200 ms windows of `pcm` (48 kHz), and the
 /// sample where that window starts.
 pub fn best_window(pcm: &[i16], freq: f64) -> (f64, usize) {
