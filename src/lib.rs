@@ -164,6 +164,9 @@ impl Bridge {
             invites_tx,
         ));
         tracing::info!(%sip_addr, "SIP listening (UDP and TCP)");
+        if settings.media.srtp != media::sdes::SrtpPolicy::Off {
+            tracing::info!(policy = ?settings.media.srtp, library = media::srtp::BACKEND, "SRTP toward the PBX");
+        }
         if settings.media.srtp != media::sdes::SrtpPolicy::Off
             && settings.trunk.transport != config::TrunkTransport::Tls
         {

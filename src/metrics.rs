@@ -133,7 +133,7 @@ impl Metrics {
         let media_dropped_total = Family::<DroppedLabels, Counter>::default();
         registry.register(
             "wsb_media_dropped",
-            "Media datagrams dropped, by leg (whatsapp, pbx) and reason (invalid: not the peer's or not valid for the session; oversized: over 2048 bytes; foreign_source: from neither the signalled nor the latched address; send_failed: the OS refused to send); added when a call ends",
+            "Media datagrams dropped, by leg (whatsapp, pbx) and reason (invalid: not the peer's or not valid for the session; oversized: over 2048 bytes; foreign_source: from neither the signalled nor the latched address; send_failed: the OS refused to send; srtp_failed: SRTP authentication or replay check failed); added when a call ends",
             media_dropped_total.clone(),
         );
         let call_setup = Family::<DirectionLabel, Histogram>::new_with_constructor(

@@ -776,7 +776,7 @@ async fn a_call_to_freeswitch_over_tls() {
     let bridge = wa_sip_bridge::Bridge::start(support::settings_with(
         &wati.api_endpoint(),
         &format!(
-            "[routing]\ninbound_user = \"echo\"\n[trunk]\nuri = \"sip:127.0.0.1:{};transport=tls\"\ntls_ca = \"{}\"\ntls_server_name = \"pbx.test\"\n",
+            "[routing]\ninbound_user = \"echo\"\n[trunk]\nuri = \"sip:127.0.0.1:{};transport=tls\"\ntls_ca = \"{}\"\ntls_server_name = \"pbx.test\"\nregister = true\nregister_expires = 120\nusername = \"wa-bridge\"\npassword = \"{TRUNK_PASSWORD}\"\n",
             ports.external_tls,
             pki.ca.display()
         ),
@@ -790,6 +790,18 @@ async fn a_call_to_freeswitch_over_tls() {
     assert!(
         status.contains("TLS-URL"),
         "FreeSWITCH's external profile on TLS: {status}"
+    );
+    // The bridge's REGISTER over the same TLS connection: accepted for the
+    // shipped directory user, listed by FreeSWITCH with a TLS contact.
+    assert!(
+        support::pbx::registered(&bridge).await,
+        "the bridge's registration over TLS never became ok"
+    );
+    let regs = fs.cli("sofia status profile external reg");
+    assert!(regs.contains("wa-bridge@"), "FreeSWITCH lists it: {regs}");
+    assert!(
+        regs.to_ascii_lowercase().contains("transport=tls"),
+        "over TLS: {regs}"
     );
     let call_id = "fs-tls-1";
     echo_then_hang_up(&wati, &bridge, call_id, 4, "the tone back over a TLS trunk").await;

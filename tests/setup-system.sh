@@ -12,8 +12,8 @@ set -euo pipefail
 # rtpengine-daemon: the loadgen's reference media relay (run in userspace by
 # the loadgen itself on its own ports; the packaged service is not used).
 # fonts-dejavu-core: the font of the loadgen's chart.
-# libsrtp2-dev: SRTP toward the PBX (media.srtp; the bridge links libsrtp2).
-packages=(libopus-dev pkg-config libssl-dev libsrtp2-dev sip-tester baresip-core rtpengine-daemon fonts-dejavu-core)
+# make, curl: libsrtp2 built with OpenSSL (tests/setup-libsrtp2.sh, below).
+packages=(libopus-dev pkg-config libssl-dev make curl sip-tester baresip-core rtpengine-daemon fonts-dejavu-core)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -40,6 +40,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
     if [ -n "$policy_added" ]; then $sudo rm -f /usr/sbin/policy-rc.d; fi
 fi
+
+# SRTP toward the PBX (media.srtp): libsrtp2 on OpenSSL's crypto, built once
+# into a fixed prefix and linked statically by build.rs.
+bash "$(dirname "$0")/setup-libsrtp2.sh"
 
 # Python peers for the interop tests (PyPI): aiortc plays the WhatsApp user.
 # numpy is needed by aiortc's frame conversion but is not its dependency.

@@ -116,20 +116,47 @@ async fn the_tls_listener_answers_and_reloads_its_certificate_without_dropping_c
     bridge.shutdown().await.unwrap();
 }
 
-/// A trunk over TLS whose certificate comes from a CA the bridge does not
-/// trust (`trunk.tls_ca` names another): the handshake fails, the call ends
-/// at once (not after Timer B) with `trunk_tls: <reason>` in its record,
-/// and is terminated at Wati.
+/// A trunk over TLS whose certificate the bridge must not accept — from a
+/// CA it does not trust (`trunk.tls_ca` names another), expired, or issued
+/// for another name than `trunk.tls_server_name`: each time the handshake
+/// fails, the call ends at once (not after Timer B) with `trunk_tls:
+/// <reason>` naming what was wrong, and is terminated at Wati.
 #[tokio::test]
 async fn an_untrusted_trunk_certificate_ends_the_call_with_trunk_tls() {
+    // (certificate the PBX shows, CA the bridge trusts, what the reason says)
+    let wrong_ca = (
+        support::pki::make("PBX CA", &["pbx.test"]),
+        Some(support::pki::make("another CA", &["x.test"])),
+        "issuer",
+    );
+    let expired = (
+        support::pki::make_leaf("PBX CA", &["pbx.test"], true),
+        None,
+        "expired",
+    );
+    let other_name = (
+        support::pki::make("PBX CA", &["elsewhere.test"]),
+        None,
+        "name",
+    );
+    for (i, (pbx_pki, trusted, says)) in [wrong_ca, expired, other_name].into_iter().enumerate() {
+        let ca = trusted.as_ref().unwrap_or(&pbx_pki).ca.clone();
+        untrusted_trunk_case(&format!("tls-untrusted-{i}"), &pbx_pki, &ca, says).await;
+    }
+}
+
+async fn untrusted_trunk_case(
+    call_id: &str,
+    pbx_pki: &support::pki::Pki,
+    ca: &std::path::Path,
+    says: &str,
+) {
     let wati = FakeWati::start().await.unwrap();
-    let pbx_pki = support::pki::make("PBX CA", &["pbx.test"]);
-    let trusted = support::pki::make("another CA", &["x.test"]);
     // A TLS "PBX" that only handshakes.
     let (config, _) = wa_sip_bridge::sip::tls::server(&pbx_pki.cert, &pbx_pki.key).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let pbx = listener.local_addr().unwrap();
-    tokio::spawn(async move {
+    let server = tokio::spawn(async move {
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         while let Ok((s, _)) = listener.accept().await {
             let a = acceptor.clone();
@@ -140,7 +167,7 @@ async fn an_untrusted_trunk_certificate_ends_the_call_with_trunk_tls() {
     });
     let extra = format!(
         "[trunk]\nuri = \"sip:{pbx};transport=tls\"\ntls_ca = \"{}\"\ntls_server_name = \"pbx.test\"\n",
-        trusted.ca.display()
+        ca.display()
     );
     let settings = support::settings_with(&wati.api_endpoint(), &extra);
     let bridge = wa_sip_bridge::Bridge::start(settings).await.unwrap();
@@ -156,13 +183,14 @@ async fn an_untrusted_trunk_certificate_ends_the_call_with_trunk_tls() {
         &wati,
         &bridge,
         "inbound-call",
-        serde_json::json!({"callId": "tls-untrusted", "sdp": offer}),
+        serde_json::json!({"callId": call_id, "sdp": offer}),
     )
     .await;
-    let rows = support::ended_call_records(&bridge.store, "tls-untrusted").await;
+    let rows = support::ended_call_records(&bridge.store, call_id).await;
     let cause = rows[0].end_cause.clone().unwrap_or_default();
     assert!(cause.starts_with("trunk_tls: "), "{cause}");
     assert!(cause.contains("certificate"), "{cause}");
+    assert!(cause.to_ascii_lowercase().contains(says), "{says}: {cause}");
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "at once, not after Timer B: {:?}",
@@ -175,6 +203,7 @@ async fn an_untrusted_trunk_certificate_ends_the_call_with_trunk_tls() {
         "terminated at Wati"
     );
     bridge.shutdown().await.unwrap();
+    server.abort();
 }
 
 /// The config names what is wrong with TLS settings, all at once.

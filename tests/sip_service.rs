@@ -213,6 +213,72 @@ async fn options_answered_required_extension_420_offer_without_audio_488_and_ove
     bridge.shutdown().await.unwrap();
 }
 
+/// `media.srtp = "required"` (RFC 4568 over SDES): a PBX's plain RTP/AVP
+/// offer is refused with 488 and a Reason saying why, before anything
+/// reaches Wati; the refused call leaves one ended record with the code.
+/// The same offer with an `a=crypto` line on RTP/SAVP gets past the check.
+#[tokio::test]
+async fn srtp_required_refuses_a_plain_offer_with_488() {
+    let wati = FakeWati::start().await.unwrap();
+    let bridge = Bridge::start(settings_with(
+        &wati.api_endpoint(),
+        "[webrtc]\nport_min = 42500\nport_max = 42549\n[media]\nrtp_port_min = 23000\nrtp_port_max = 23099\nsrtp = \"required\"\n",
+    ))
+    .await
+    .unwrap();
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let ours = sock.local_addr().unwrap();
+    sock.send_to(&invite_with_sdp(bridge.sip_addr, ours, 7), bridge.sip_addr)
+        .await
+        .unwrap();
+    let r = responses(&sock, true).await;
+    let last = r.last().unwrap();
+    assert!(last.starts_with("SIP/2.0 488"), "{r:?}");
+    assert!(last.contains("Reason: SIP;cause=488;text="), "{last}");
+    assert!(
+        last.to_ascii_lowercase().contains("srtp"),
+        "the reason names SRTP: {last}"
+    );
+    assert!(wati
+        .requests_to(support::fake_wati::Route::OutboundCall)
+        .is_empty());
+    let mut refused = None;
+    for _ in 0..100 {
+        let rows = bridge.store.recent_calls(10).await.unwrap();
+        refused = rows
+            .into_iter()
+            .find(|r| r.sip_call_id.as_deref() == Some("svc-7@test") && r.ended_at_ms.is_some());
+        if refused.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = refused.expect("an ended record of the refused INVITE");
+    assert_eq!(refused.sip_code, Some(488));
+
+    // The same offer secured: RTP/SAVP with a key. Not a 488 this time.
+    let key = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+    let secured = String::from_utf8(invite_with_sdp(bridge.sip_addr, ours, 8))
+        .unwrap()
+        .replace("RTP/AVP 0\r\n", "RTP/SAVP 0\r\n");
+    let line = format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{key}\r\n");
+    let (head, body) = secured.split_once("\r\n\r\n").unwrap();
+    let body = format!("{body}{line}");
+    let head = head.replace(
+        &format!("Content-Length: {}", body.len() - line.len()),
+        &format!("Content-Length: {}", body.len()),
+    );
+    sock.send_to(format!("{head}\r\n\r\n{body}").as_bytes(), bridge.sip_addr)
+        .await
+        .unwrap();
+    let r = responses(&sock, false).await;
+    assert!(
+        r.first().is_some_and(|m| !m.starts_with("SIP/2.0 488")),
+        "a secured offer passes the SRTP check: {r:?}"
+    );
+    bridge.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn registration_state_reaches_readyz_and_metrics() {
     let port = std::net::UdpSocket::bind("127.0.0.1:0")

@@ -374,7 +374,7 @@ impl MediaPath {
 
     /// Datagrams the call's sockets and legs dropped, as
     /// `(leg, reason, count)` for `wsb_media_dropped_total`.
-    pub(crate) fn dropped(&mut self) -> [(&'static str, &'static str, u64); 7] {
+    pub(crate) fn dropped(&mut self) -> [(&'static str, &'static str, u64); 8] {
         [
             ("whatsapp", "invalid", self.leg.leg().stats().dropped),
             (
@@ -387,6 +387,7 @@ impl MediaPath {
             ("pbx", "foreign_source", self.rtp.foreign),
             ("pbx", "oversized", self.rtp.oversized()),
             ("pbx", "send_failed", self.rtp.send_dropped),
+            ("pbx", "srtp_failed", self.rtp.srtp_failed),
         ]
     }
 

@@ -123,7 +123,39 @@ impl Baresip {
         dial: Option<&str>,
         seconds: u32,
     ) -> Baresip {
-        Self::start_with(dir, port, rtp_ports, codec, tone_hz, dial, seconds, "")
+        Self::start_with(dir, port, rtp_ports, codec, tone_hz, dial, seconds, "", "")
+    }
+
+    /// As [`Baresip::start`] (auto-answering), with SIP over TLS on
+    /// `port + 1` (`cert_and_key`: its certificate and key in one PEM file)
+    /// and SRTP required on its calls (SDES, RTP/SAVP: `mediaenc=srtp-mand`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_secure(
+        dir: &Path,
+        port: u16,
+        rtp_ports: (u16, u16),
+        codec: &str,
+        tone_hz: u32,
+        seconds: u32,
+        cert_and_key: &Path,
+        ca: &Path,
+    ) -> Baresip {
+        let tls = format!(
+            "sip_certificate\t\t{}\nsip_cafile\t\t{}\nmodule\t\t\tsrtp.so\n",
+            cert_and_key.display(),
+            ca.display()
+        );
+        Self::start_with(
+            dir,
+            port,
+            rtp_ports,
+            codec,
+            tone_hz,
+            None,
+            seconds,
+            &tls,
+            ";mediaenc=srtp-mand",
+        )
     }
 
     /// As [`Baresip::start`], with baresip's ctrl_tcp module listening on
@@ -139,7 +171,9 @@ impl Baresip {
         ctrl_port: u16,
     ) -> Baresip {
         let ctrl = format!("module_app\t\tctrl_tcp.so\nctrl_tcp_listen\t\t127.0.0.1:{ctrl_port}\n");
-        Self::start_with(dir, port, rtp_ports, codec, tone_hz, None, seconds, &ctrl)
+        Self::start_with(
+            dir, port, rtp_ports, codec, tone_hz, None, seconds, &ctrl, "",
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -152,6 +186,7 @@ impl Baresip {
         dial: Option<&str>,
         seconds: u32,
         extra_config: &str,
+        account_params: &str,
     ) -> Baresip {
         eprintln!("{}", baresip_version());
         let rec = dir.join("rec");
@@ -170,7 +205,7 @@ impl Baresip {
         };
         std::fs::write(
             dir.join("accounts"),
-            format!("<sip:ivr@127.0.0.1:{port}>;regint=0{answer};audio_codecs={codec};audio_source=ausine,{tone_hz}\n"),
+            format!("<sip:ivr@127.0.0.1:{port}>;regint=0{answer};audio_codecs={codec};audio_source=ausine,{tone_hz}{account_params}\n"),
         )
         .unwrap();
         std::fs::write(dir.join("contacts"), "").unwrap();

@@ -38,6 +38,11 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 /// A new CA (named `ca_name`) and a leaf for `names` (DNS names or IPs).
 pub fn make(ca_name: &str, names: &[&str]) -> Pki {
+    make_leaf(ca_name, names, false)
+}
+
+/// As [`make`]; with `expired` the leaf's validity ended in 2021.
+pub fn make_leaf(ca_name: &str, names: &[&str], expired: bool) -> Pki {
     let dir = tempfile::tempdir().unwrap();
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -53,6 +58,10 @@ pub fn make(ca_name: &str, names: &[&str]) -> Pki {
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, names[0]);
+    if expired {
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    }
     let cert = params.signed_by(&key, &issuer).unwrap();
     let cert_pem = pem("CERTIFICATE", cert.der());
     let key_pem = pem("PRIVATE KEY", &key.serialize_der());

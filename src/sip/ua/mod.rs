@@ -453,10 +453,20 @@ impl SipUa {
 
     /// A connection to `peer` could not be opened: every call still
     /// waiting for its INVITE's first response there fails now, with
-    /// `reason`, rather than after Timer B. (A scan of the calls: this is
-    /// rare, and needs no index kept on every call's path.)
+    /// `reason`, rather than after Timer B; so does a REGISTER in flight
+    /// there (its retry backs off from 5 s instead of waiting out Timer F's
+    /// 32 s first; RFC 3261 §8.1.3.1 makes a transport error a failure of
+    /// the request). (A scan of the calls: this is rare, and needs no index
+    /// kept on every call's path.)
     pub fn transport_failed(&mut self, now: Instant, peer: Peer, reason: &str) {
         self.now = now;
+        if self
+            .registration
+            .as_ref()
+            .is_some_and(|(_, p, in_flight)| *p == peer && in_flight.is_some())
+        {
+            self.on_register_result(now, None);
+        }
         let failed: Vec<CallRef> = self
             .calls
             .iter()

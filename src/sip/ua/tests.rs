@@ -919,6 +919,57 @@ fn the_acl_default_and_the_registration_follow_the_trunk_when_it_moves() {
     assert!(registers_to(&transmits(&mut ua)).is_empty());
 }
 
+/// A TLS registrar that cannot be reached (the connection failed): the
+/// registration fails at once (reported, readiness red) and the next
+/// REGISTER goes after the 5 s backoff — not after Timer F's 32 s.
+#[test]
+fn a_registration_whose_connection_fails_retries_after_the_backoff() {
+    let t0 = Instant::now();
+    let tls = Peer {
+        transport: Transport::Tls,
+        addr: "192.0.2.10:5061".parse().unwrap(),
+    };
+    let mut ua = test_ua();
+    let register = RegisterConfig {
+        registrar: "sips:pbx.example.com".into(),
+        aor: "sip:bridge@pbx.example.com".into(),
+        contact: "sip:bridge@127.0.0.1:5060".into(),
+        expires: 300,
+        username: "bridge".into(),
+        password: "secret".into(),
+    };
+    ua.register(t0, register, tls);
+    let registers = |ua: &mut SipUa| -> usize {
+        transmits(ua)
+            .iter()
+            .filter(|(p, m)| m.method() == Some(&Method::Register) && *p == tls)
+            .count()
+    };
+    assert_eq!(registers(&mut ua), 1);
+    ua.transport_failed(t0, tls, "connection refused");
+    let events: Vec<UaEvent> = std::iter::from_fn(|| ua.poll_output())
+        .filter_map(|o| match o {
+            UaOutput::Event(e) => Some(e),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            UaEvent::Registration {
+                registered: false,
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+    assert_eq!(ua.registered(t0), Some(false));
+    ua.handle_timeout(t0 + Duration::from_millis(4900));
+    assert_eq!(registers(&mut ua), 0, "not before the backoff");
+    ua.handle_timeout(t0 + Duration::from_millis(5100));
+    assert_eq!(registers(&mut ua), 1, "retried after 5 s");
+}
+
 #[test]
 fn dialled_user_from_request_uri() {
     let mut m = Msg::request(
