@@ -16,6 +16,8 @@ pub(crate) mod call;
 pub mod config;
 pub mod demo;
 pub mod dtmf;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod health;
 pub(crate) mod http;
 pub mod ids;

@@ -691,3 +691,38 @@ Content-Length: 0
         );
     }
 }
+
+/// The fuzz targets `sip_message` and `sip_ua` start from these messages:
+/// each is a file of the committed seed corpus, byte for byte. With
+/// `WSB_WRITE_FUZZ_SEEDS=1` the files are (re)written instead.
+#[test]
+fn rfc4475_messages_are_the_fuzz_seeds() {
+    let write = std::env::var_os("WSB_WRITE_FUZZ_SEEDS").is_some();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    for target in ["sip_message", "sip_ua"] {
+        let dir = root.join(target);
+        for (name, data) in valid().into_iter().chain(invalid()) {
+            let path = dir.join(format!("rfc4475-{name}"));
+            // sip_ua's input: its flags (0: no digest, no registration),
+            // then the message's source byte (4: the PBX over UDP).
+            let seed = if target == "sip_ua" {
+                [&[0u8, 4u8][..], &data].concat()
+            } else {
+                data
+            };
+            if write {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &seed).unwrap();
+            }
+            let committed = std::fs::read(&path).unwrap_or_else(|e| {
+                panic!("{}: {e} (WSB_WRITE_FUZZ_SEEDS=1 writes it)", path.display())
+            });
+            assert_eq!(
+                committed,
+                seed,
+                "{} differs from the test's message",
+                path.display()
+            );
+        }
+    }
+}

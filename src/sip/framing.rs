@@ -26,6 +26,13 @@ pub(crate) enum Frame {
 #[derive(Debug, Default)]
 pub(crate) struct StreamFramer {
     buf: Vec<u8>,
+    /// How much of `buf` is known to hold no end of headers: the next
+    /// search starts just before it. Without it a peer trickling a large
+    /// header a byte at a time made every read rescan the whole buffer
+    /// (quadratic: ~2·10⁹ comparisons for 64 KiB; found by fuzzing).
+    scanned: usize,
+    /// The length of the frame at the front, once its headers are complete.
+    frame_len: Option<usize>,
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -71,38 +78,51 @@ impl StreamFramer {
     /// The next complete frame, if the buffer holds one. An error means the
     /// stream cannot be resynchronised: close the connection.
     pub(crate) fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
-        if self.buf.starts_with(b"\r\n\r\n") {
-            self.buf.drain(..4);
-            return Ok(Some(Frame::Ping));
-        }
-        // Stray CRLFs before a start line are ignored (RFC 3261 §7.5).
-        let skip = self
-            .buf
-            .iter()
-            .take_while(|b| **b == b'\r' || **b == b'\n')
-            .count();
-        if skip > 0 && skip < self.buf.len() {
-            self.buf.drain(..skip);
-        } else if skip == self.buf.len() {
-            // Only CRLFs so far: maybe the start of a ping.
-            return Ok(None);
-        }
-        let Some(end) = find(&self.buf, b"\r\n\r\n") else {
-            if self.buf.len() > MAX_MESSAGE {
-                return Err(FrameError::TooLarge);
+        let total = match self.frame_len {
+            Some(total) => total,
+            None => {
+                if self.buf.starts_with(b"\r\n\r\n") {
+                    self.buf.drain(..4);
+                    self.scanned = 0;
+                    return Ok(Some(Frame::Ping));
+                }
+                // Stray CRLFs before a start line are ignored (RFC 3261 §7.5).
+                let skip = self
+                    .buf
+                    .iter()
+                    .take_while(|b| **b == b'\r' || **b == b'\n')
+                    .count();
+                if skip > 0 && skip < self.buf.len() {
+                    self.buf.drain(..skip);
+                    self.scanned = self.scanned.saturating_sub(skip);
+                } else if skip == self.buf.len() {
+                    // Only CRLFs so far: maybe the start of a ping.
+                    return Ok(None);
+                }
+                let from = self.scanned.saturating_sub(3);
+                let Some(end) = find(&self.buf[from..], b"\r\n\r\n").map(|i| from + i) else {
+                    if self.buf.len() > MAX_MESSAGE {
+                        return Err(FrameError::TooLarge);
+                    }
+                    self.scanned = self.buf.len();
+                    return Ok(None);
+                };
+                let body = content_length(&self.buf[..end])?;
+                let total = end + 4 + body;
+                if total > MAX_MESSAGE {
+                    return Err(FrameError::TooLarge);
+                }
+                self.frame_len = Some(total);
+                total
             }
-            return Ok(None);
         };
-        let body = content_length(&self.buf[..end])?;
-        let total = end + 4 + body;
-        if total > MAX_MESSAGE {
-            return Err(FrameError::TooLarge);
-        }
         if self.buf.len() < total {
             return Ok(None);
         }
         let rest = self.buf.split_off(total);
         let msg = std::mem::replace(&mut self.buf, rest);
+        self.scanned = 0;
+        self.frame_len = None;
         Ok(Some(Frame::Message(msg)))
     }
 }
@@ -116,29 +136,38 @@ mod tests {
 
     #[test]
     fn partial_reads_and_several_messages_per_segment() {
-        let mut f = StreamFramer::new();
         let mut stream = Vec::new();
         stream.extend_from_slice(OPTIONS);
         stream.extend_from_slice(b"\r\n\r\n");
         stream.extend_from_slice(WITH_BODY);
         stream.extend_from_slice(OPTIONS);
-        let mut frames = Vec::new();
-        // Byte by byte, then the rest.
-        for chunk in stream.chunks(7) {
-            f.push(chunk).unwrap();
-            while let Some(fr) = f.next_frame().unwrap() {
-                frames.push(fr);
+        // In 7-byte reads, byte by byte (the search resumes where it
+        // stopped), and in two reads split inside the end of headers.
+        let split = OPTIONS.len() + 4 + WITH_BODY.len() - 10;
+        let (a, b) = stream.split_at(split);
+        for chunks in [
+            stream.chunks(7).collect::<Vec<_>>(),
+            stream.chunks(1).collect(),
+            vec![a, b],
+        ] {
+            let mut f = StreamFramer::new();
+            let mut frames = Vec::new();
+            for chunk in chunks {
+                f.push(chunk).unwrap();
+                while let Some(fr) = f.next_frame().unwrap() {
+                    frames.push(fr);
+                }
             }
+            assert_eq!(
+                frames,
+                vec![
+                    Frame::Message(OPTIONS.to_vec()),
+                    Frame::Ping,
+                    Frame::Message(WITH_BODY.to_vec()),
+                    Frame::Message(OPTIONS.to_vec())
+                ]
+            );
         }
-        assert_eq!(
-            frames,
-            vec![
-                Frame::Message(OPTIONS.to_vec()),
-                Frame::Ping,
-                Frame::Message(WITH_BODY.to_vec()),
-                Frame::Message(OPTIONS.to_vec())
-            ]
-        );
     }
 
     #[test]

@@ -170,7 +170,11 @@ impl NameAddr {
         if let Some(inside) = rest.strip_prefix('<') {
             let gt = inside.find('>').ok_or(HeaderError::Angle)?;
             let uri = inside[..gt].trim();
-            if uri.is_empty() {
+            // The same rule as the Request-URI's (RFC 3261 §25.1): one with
+            // a control character, a space or `<>"{}|\^`` would make the
+            // requests we build from it (a Contact becomes our Request-URI,
+            // a Record-Route our Route) unparseable — found by fuzzing.
+            if !uri_chars_ok(uri) {
                 return Err(HeaderError::Uri);
             }
             return Ok(NameAddr {
@@ -188,7 +192,7 @@ impl NameAddr {
             None => (rest, ""),
         };
         let uri = uri.trim();
-        if uri.is_empty() || uri.contains(char::is_whitespace) || uri.contains(['<', '>', '"']) {
+        if !uri_chars_ok(uri) {
             return Err(HeaderError::Uri);
         }
         Ok(NameAddr {
@@ -455,4 +459,21 @@ pub fn split_list(v: &str) -> Vec<&str> {
     }
     out.push(v[start..].trim());
     out
+}
+
+/// A URI (Request-URI, and those in Contact, From, To, Route, …) is `scheme ":" …` of visible ASCII outside the characters
+/// RFC 3261 §25.1 never allows unescaped (`<>"{}|\\^` and backquote).
+pub(crate) fn uri_chars_ok(uri: &str) -> bool {
+    let Some((scheme, rest)) = uri.split_once(':') else {
+        return false;
+    };
+    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    scheme_ok
+        && !rest.is_empty()
+        && rest
+            .bytes()
+            .all(|b| (0x21..0x7f).contains(&b) && !b"<>\"{}|\\^`".contains(&b))
 }

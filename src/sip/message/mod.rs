@@ -696,7 +696,7 @@ fn request_line(text: &str, start: &str) -> Result<StartLine, Rejected> {
     if (uri.starts_with("sip:") || uri.starts_with("sips:")) && uri[hostport_on..].contains('?') {
         return Err(reject(text, 400, "Malformed Request-URI: contains headers"));
     }
-    if !uri_chars_ok(uri) {
+    if !headers::uri_chars_ok(uri) {
         return Err(reject(text, 400, "Malformed Request-URI"));
     }
     Ok(StartLine::Request {
@@ -752,6 +752,11 @@ fn parse_checked(data: &[u8], text: &str, head_end: usize) -> Result<Msg, Reject
             return Err(fail(400, &format!("Missing {required} header")));
         }
     }
+    // RFC 3261 §25.1: a Call-ID is at least one character (an empty one
+    // was taken, then left out when the message was written — fuzzing).
+    if lines.iter().any(|(k, v)| k == "call-id" && v.is_empty()) {
+        return Err(fail(400, "Malformed Call-ID: empty"));
+    }
     for single in SINGLE {
         if count(single) > 1 {
             return Err(fail(400, &format!("Multiple {single} headers")));
@@ -781,23 +786,6 @@ fn parse_checked(data: &[u8], text: &str, head_end: usize) -> Result<Msg, Reject
     }
     msg.body = data[head_end.min(data.len())..body_end].to_vec();
     Ok(msg)
-}
-
-/// A Request-URI is `scheme ":" …` of visible ASCII outside the characters
-/// RFC 3261 §25.1 never allows unescaped (`<>"{}|\\^` and backquote).
-fn uri_chars_ok(uri: &str) -> bool {
-    let Some((scheme, rest)) = uri.split_once(':') else {
-        return false;
-    };
-    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-        && scheme
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
-    scheme_ok
-        && !rest.is_empty()
-        && rest
-            .bytes()
-            .all(|b| (0x21..0x7f).contains(&b) && !b"<>\"{}|\\^`".contains(&b))
 }
 
 /// RFC 3261 §18.2.1 / RFC 3581 §4: on a request received from `source`, the
@@ -1322,5 +1310,47 @@ mod tests {
             response_destination(Some(&v), src),
             "203.0.113.5:5060".parse().unwrap()
         );
+    }
+
+    /// Found by fuzzing (`fuzz/` `sip_ua`): a reliable 180 whose Contact URI
+    /// held a control character was taken, and the PRACK we sent to that
+    /// remote target did not parse as SIP. A URI (Contact, Record-Route,
+    /// From, To) with a control character or a space now makes the message
+    /// malformed; a request is answered 400, a response dropped.
+    #[test]
+    fn uris_with_control_characters_or_spaces_are_malformed() {
+        for (header, value) in [
+            ("Contact", "<sip:ivr\u{15}@192.0.2.10:5099>"),
+            ("Contact", "<sip:20 01@192.0.2.10>"),
+            ("Record-Route", "<sip:p1\u{7f};lr>"),
+            ("Contact", "sip:pbx\u{1}@192.0.2.10"),
+            // A backquote in a URI parameter of the To: the BYE we sent
+            // there later had a Request-URI no parser takes.
+            ("Contact", "<sip:user@example.com:6000;p=a`b>"),
+        ] {
+            let extra = format!("{BASE}{header}: {value}\r\n");
+            let response = parse_incoming(&msg("SIP/2.0 180 Ringing", &extra, ""));
+            assert!(response.is_err(), "{header}: {value:?}");
+            let request = parse_incoming(&msg("INVITE sip:bridge@192.0.2.20 SIP/2.0", &extra, ""));
+            assert!(
+                matches!(request, Err(Rejected::Respond { code: 400, .. })),
+                "{header}: {value:?}: {request:?}"
+            );
+        }
+    }
+
+    /// Found by fuzzing (`sip_message`): a Call-ID that is empty (its value
+    /// on a line that does not continue it) was accepted, then missing
+    /// when the message was written out again.
+    #[test]
+    fn an_empty_call_id_is_malformed() {
+        let base = BASE.replace("Call-ID: a84b4c76e66710@pc33\r\n", "Call-ID:\t\r\n\r x\r\n");
+        assert_ne!(base, BASE, "the test's message has a Call-ID to empty");
+        let r = parse_incoming(&msg("INVITE sip:bridge@192.0.2.20 SIP/2.0", &base, ""));
+        assert!(
+            matches!(&r, Err(Rejected::Respond { code: 400, reason, .. }) if reason.contains("Call-ID")),
+            "{r:?}"
+        );
+        assert!(parse_incoming(&msg("SIP/2.0 200 OK", &base, "")).is_err());
     }
 }
