@@ -743,6 +743,8 @@ async fn a_transfer_inside_asterisk_keeps_the_call() {
 /// comes back through the echo: both sides encrypt and decrypt), and
 /// Asterisk's own SAVP offer from a desk phone's call is answered in kind.
 /// Asterisk refuses plain RTP on such an endpoint, so audio means SRTP.
+/// RTCP goes as SRTCP both ways (checked by Asterisk's log and our
+/// counters).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn srtp_with_sdes_both_ways_with_asterisk() {
     let sip_port = support::free_port();
@@ -759,7 +761,46 @@ async fn srtp_with_sdes_both_ways_with_asterisk() {
         return;
     };
     let call_id = "ast-srtp-in";
-    echo_then_hang_up(&wati, &bridge, call_id, 4, "the tone back over SRTP").await;
+    // SRTCP both ways while the echo runs (RFC 3550 reports every ~5 s).
+    // Asterisk's RTCP debug log shows its own SRs echoing ours (`Their last
+    // SR` non-zero): it authenticated our SRTCP and read our SR's NTP time.
+    asterisk.cli("rtcp set debug on");
+    echo_then_hang_up(&wati, &bridge, call_id, 13, "the tone back over SRTP").await;
+    let log =
+        std::fs::read_to_string(asterisk._dir.path().join("log/messages")).unwrap_or_default();
+    let echoed: Vec<u64> = log
+        .lines()
+        .filter_map(|l| l.split("Their last SR: ").nth(1))
+        .filter_map(|v| v.trim().parse().ok())
+        .collect();
+    assert!(
+        echoed.iter().any(|lsr| *lsr != 0),
+        "Asterisk's SRs echo an SR of ours: {echoed:?}"
+    );
+    let metrics = reqwest::get(format!("http://{}/metrics", bridge.http_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        count(r#"wsb_rtcp_packets_total{leg="pbx",dir="in"}"#) >= 1,
+        "Asterisk's SRTCP received and authenticated:\n{metrics}"
+    );
+    assert!(count(r#"wsb_rtcp_packets_total{leg="pbx",dir="out"}"#) >= 2);
+    assert_eq!(
+        count(r#"wsb_media_dropped_total{leg="pbx",reason="srtp_failed"}"#),
+        0,
+        "no SRTP or SRTCP packet of Asterisk's failed"
+    );
 
     let pbx: SocketAddr = format!("127.0.0.1:{sip_port}").parse().unwrap();
     let call = desk_phone_calls_whatsapp(

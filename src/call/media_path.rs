@@ -9,8 +9,9 @@ use crate::config::Codec;
 use crate::lazy_timer::LazyTimer;
 use crate::media::g711::Law;
 use crate::media::relay::{MediaTimeout, Relay, RelayConfig, SipCodec, ToWhatsApp};
+use crate::media::rtcp::{ntp_now, RtcpSession, RtcpStats};
 use crate::media::sdes::{self, Agreement, SrtpPolicy};
-use crate::media::socket::RtpSocket;
+use crate::media::socket::{Received, RtpSocket};
 use crate::media::srtp::{SrtpError, SrtpSession};
 use crate::media::transcode::TranscodeError;
 use crate::sip::sdp::{self, LocalSdp, MediaDirection, Negotiated, SdpOrigin};
@@ -138,6 +139,9 @@ pub(crate) struct MediaPath {
     sdes_agreed: Option<sdes::CryptoLine>,
     /// The PBX's line SRTP runs under.
     sdes_theirs: Option<sdes::CryptoLine>,
+    /// RTCP with the PBX (RFC 3550), once the relay runs, and its timer.
+    rtcp: Option<RtcpSession>,
+    rtcp_timer: LazyTimer,
 }
 
 impl MediaPath {
@@ -160,6 +164,8 @@ impl MediaPath {
             sdes_offer: Vec::new(),
             sdes_agreed: None,
             sdes_theirs: None,
+            rtcp: None,
+            rtcp_timer: LazyTimer::default(),
         }
     }
 
@@ -171,7 +177,11 @@ impl MediaPath {
     ) -> Result<(), RelayError> {
         self.agree_srtp(&n)?;
         self.rtp.set_remote(n.remote);
-        self.relay = Some(Relay::new(relay_config(&n, rtp_timeout), Instant::now())?);
+        self.rtp.set_rtcp_mux(n.rtcp_mux);
+        let cfg = relay_config(&n, rtp_timeout);
+        let now = Instant::now();
+        self.rtcp = Some(RtcpSession::new(cfg.ssrc, now, rand::random()));
+        self.relay = Some(Relay::new(cfg, now)?);
         self.negotiated = Some(n);
         Ok(())
     }
@@ -317,6 +327,7 @@ impl MediaPath {
                 r.set_pbx_on_hold(m.is_hold(), now);
             }
             self.rtp.set_remote(next.remote);
+            self.rtp.set_rtcp_mux(next.rtcp_mux);
             self.negotiated = Some(next);
         }
         self.local_sdp(codecs).ok_or(491)
@@ -344,6 +355,7 @@ impl MediaPath {
             r.set_pbx_on_hold(false, now);
         }
         self.rtp.set_remote(next.remote);
+        self.rtp.set_rtcp_mux(next.rtcp_mux);
         self.negotiated = Some(next);
         Ok(())
     }
@@ -355,9 +367,36 @@ impl MediaPath {
         }
     }
 
-    /// RTCP datagrams received from the PBX.
+    /// RTCP datagrams received from the PBX, and sent to it.
     pub(crate) fn rtcp_received(&self) -> u64 {
         self.rtp.rtcp_rx
+    }
+
+    pub(crate) fn rtcp_sent(&self) -> u64 {
+        self.rtp.rtcp_tx
+    }
+
+    /// What RTCP told about the PBX leg (round trip, the PBX's view of our
+    /// stream).
+    pub(crate) fn rtcp_stats(&self) -> Option<RtcpStats> {
+        self.rtcp.as_ref().map(|r| r.stats)
+    }
+
+    /// Our RTCP report is due: SR or RR with a block about the PBX's stream.
+    fn send_rtcp_report(&mut self) {
+        let (Some(session), Some(relay)) = (self.rtcp.as_mut(), self.relay.as_mut()) else {
+            return;
+        };
+        let now = Instant::now();
+        if now < session.next_timeout() {
+            return;
+        }
+        // The relay's SSRC changes with its codec (a re-offer, a transfer).
+        session.set_ssrc(relay.config().ssrc);
+        let sender = relay.rtcp_sender(now, ntp_now(std::time::SystemTime::now()));
+        let reception = relay.rtcp_reception();
+        self.rtp
+            .send_rtcp(|buf| session.poll_report(now, sender, reception, buf));
     }
 
     /// Packet counts for the call record and the metrics.
@@ -397,6 +436,9 @@ impl MediaPath {
             if let Some(d) = self.relay.as_ref().map(|r| r.next_timeout()) {
                 self.relay_timer.arm(d);
             }
+            if let Some(d) = self.rtcp.as_ref().map(|r| r.next_timeout()) {
+                self.rtcp_timer.arm(d);
+            }
             let relaying = self.relay.is_some();
             tokio::select! {
                 ev = self.leg.next_event() => match ev {
@@ -416,13 +458,25 @@ impl MediaPath {
                     LegEvent::Connected => return PathEvent::Connected,
                     LegEvent::Ended(cause) => return PathEvent::LegEnded(cause),
                 },
-                r = self.rtp.recv(), if relaying => {
-                    if let (Ok((slot, from)), Some(rl)) = (r, self.relay.as_mut()) {
-                        if rl.from_sip(Instant::now(), self.rtp.datagram(slot), &mut WaSink(self.leg.leg())).is_ok() {
-                            self.rtp.latch(from);
+                r = self.rtp.recv(), if relaying => match r {
+                    Ok(Received::Rtp(slot, from)) => {
+                        if let Some(rl) = self.relay.as_mut() {
+                            if rl.from_sip(Instant::now(), self.rtp.datagram(slot), &mut WaSink(self.leg.leg())).is_ok() {
+                                self.rtp.latch(from);
+                            }
                         }
                     }
-                }
+                    Ok(Received::Rtcp(len)) => {
+                        if let Some(s) = self.rtcp.as_mut() {
+                            let ntp = ntp_now(std::time::SystemTime::now());
+                            if let Err(e) = s.on_packet(Instant::now(), ntp, self.rtp.rtcp_datagram(len)) {
+                                tracing::debug!(error = %e, "RTCP from the PBX not understood");
+                            }
+                        }
+                    }
+                    Err(_) => {}
+                },
+                _ = self.rtcp_timer.fired(), if relaying => self.send_rtcp_report(),
                 _ = self.relay_timer.fired() => {
                     if let Some(r) = self.relay.as_mut() {
                         if let Some(t) = r.handle_timeout(Instant::now(), &mut WaSink(self.leg.leg())) {

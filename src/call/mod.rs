@@ -169,6 +169,18 @@ async fn finish(
     let media = path.as_ref().and_then(media_path::MediaPath::counters);
     if let Some(p) = &path {
         ctx.metrics.rtcp_packets("pbx", "in", p.rtcp_received());
+        ctx.metrics.rtcp_packets("pbx", "out", p.rtcp_sent());
+        if let Some(r) = p.rtcp_stats().filter(|r| r.received > 0) {
+            tracing::info!(
+                record = ?record,
+                rtt_ms = ?r.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                pbx_saw_lost = ?r.peer_cumulative_lost,
+                pbx_saw_fraction_lost = ?r.peer_fraction_lost,
+                rtcp_in = r.received,
+                rtcp_out = r.sent,
+                "PBX leg per RTCP"
+            );
+        }
     }
     if let Some(mut p) = path {
         for (leg, reason, n) in p.dropped() {

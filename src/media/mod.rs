@@ -8,6 +8,7 @@ pub mod g711;
 pub(crate) mod opus;
 pub mod relay;
 pub(crate) mod rewrite;
+pub mod rtcp;
 pub mod rtp;
 pub mod sdes;
 pub(crate) mod socket;

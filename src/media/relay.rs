@@ -345,6 +345,12 @@ impl Relay {
         }
         let pt = p.payload_type();
         if Some(pt) == self.cfg.sip_te.map(|(pt, _)| pt) {
+            // Events share the stream's sequence numbers: counted (or their
+            // numbers would read as loss), not timed (their timestamp stays
+            // at the key's start).
+            self.sip.lost += self
+                .sip_rx
+                .on_packet_timed(now, p.sequence(), p.timestamp(), false);
             if let Some((digit, duration)) = self.keys_in.on_packet(now, p.timestamp(), p.payload())
             {
                 wa.key(digit, duration);
@@ -454,6 +460,46 @@ impl Relay {
             // The clock starts again when the hold ends.
             self.last_sip_rx = Some(now);
         }
+    }
+
+    /// What our RTCP sender report says about the stream we send the PBX
+    /// (`ntp`: the wall clock now): our SSRC's RTP time now, on the
+    /// timeline of the last packet sent, with packets and payload octets
+    /// so far. `None` when nothing was sent in the last 10 s (RFC 3550
+    /// §6.4: then an RR).
+    pub fn rtcp_sender(&self, now: Instant, ntp: u64) -> Option<super::rtcp::SenderInfo> {
+        let at = self.sip_ts_at?;
+        let since = now.checked_duration_since(at)?;
+        if since > Duration::from_secs(10) {
+            return None;
+        }
+        let clock = u64::from(self.cfg.sip_codec.clock());
+        let elapsed = (since.as_micros() as u64 * clock / 1_000_000) as u32;
+        let packets = self.sip.tx.packets;
+        Some(super::rtcp::SenderInfo {
+            ntp,
+            rtp_ts: self.sip_ts_now.wrapping_add(elapsed),
+            packets: packets as u32,
+            octets: self
+                .sip
+                .tx
+                .bytes
+                .saturating_sub(HEADER_LEN as u64 * packets) as u32,
+        })
+    }
+
+    /// Our report block about the PBX's stream (RFC 3550 A.3), and the
+    /// start of the next interval; `None` before its first packet.
+    pub fn rtcp_reception(&mut self) -> Option<super::rtcp::Reception> {
+        let ssrc = self.sip_source?;
+        let f = self.sip_rx.report()?;
+        Some(super::rtcp::Reception {
+            ssrc,
+            fraction_lost: f.fraction_lost,
+            cumulative_lost: f.cumulative_lost,
+            highest_seq: f.highest_seq,
+            jitter: f.jitter,
+        })
     }
 
     /// Timers: key presses whose end never came, and media timeouts (reported once).

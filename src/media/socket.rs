@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use tokio::net::UdpSocket;
 
+use super::rtcp::MAX_REPORT;
 use super::srtp::{SrtpSession, MAX_TRAILER};
 use crate::ports::{bind_consecutive, PortError, PortLease, SharedPortPool};
 use crate::udp_batch::{RecvBatch, Slot};
@@ -43,8 +44,30 @@ pub(crate) struct RtpSocket {
     /// SRTP packets from the PBX that failed authentication or replay
     /// checks (or were too long), dropped.
     pub srtp_failed: u64,
+    /// RTCP compound packets sent to the PBX.
+    pub rtcp_tx: u64,
     batch: RecvBatch,
     srtp: Option<SrtpIo>,
+    /// RTCP on the RTP port both ways (RFC 5761), as negotiated.
+    rtcp_mux: bool,
+    /// Where the PBX's valid RTCP came from: ours goes there (symmetric
+    /// RTCP, RFC 4961), else to the RTP address's port + 1 (or the RTP
+    /// address itself with rtcp-mux).
+    rtcp_latched: Option<SocketAddr>,
+    /// The last RTCP packet received (unprotected in place with SRTCP).
+    rtcp_in: Box<[u8; SRTP_MAX_PACKET]>,
+    /// Our report, protected in place with SRTCP.
+    rtcp_out: Box<[u8; MAX_REPORT + MAX_TRAILER]>,
+}
+
+/// What [`RtpSocket::recv`] got from the PBX.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Received {
+    /// An RTP datagram: read it with [`RtpSocket::datagram`].
+    Rtp(Slot, SocketAddr),
+    /// An RTCP compound packet of this length: read it with
+    /// [`RtpSocket::rtcp_datagram`].
+    Rtcp(usize),
 }
 
 impl RtpSocket {
@@ -74,8 +97,13 @@ impl RtpSocket {
             send_dropped: 0,
             rtcp_rx: 0,
             srtp_failed: 0,
+            rtcp_tx: 0,
             batch: RecvBatch::default(),
             srtp: None,
+            rtcp_mux: false,
+            rtcp_latched: None,
+            rtcp_in: Box::new([0; SRTP_MAX_PACKET]),
+            rtcp_out: Box::new([0; MAX_REPORT + MAX_TRAILER]),
         })
     }
 
@@ -97,7 +125,75 @@ impl RtpSocket {
             self.signalled = addr;
             // A new negotiation: learn the source again.
             self.latched = None;
+            self.rtcp_latched = None;
         }
+    }
+
+    /// Whether RTCP shares the RTP port (RFC 5761: both offered and answered).
+    pub(crate) fn set_rtcp_mux(&mut self, mux: bool) {
+        self.rtcp_mux = mux;
+    }
+
+    /// Sends one RTCP report: `write` fills the buffer it is given (at
+    /// least [`MAX_REPORT`] bytes) and says how much it wrote; with SRTP it
+    /// goes out as SRTCP. Nothing is sent while the PBX's address is not
+    /// known (or on `c=0.0.0.0` hold).
+    pub(crate) fn send_rtcp(&mut self, write: impl FnOnce(&mut [u8]) -> Option<usize>) {
+        let Some(rtp_to) = self.remote() else { return };
+        let to = self.rtcp_latched.unwrap_or(if self.rtcp_mux {
+            rtp_to
+        } else {
+            SocketAddr::new(rtp_to.ip(), rtp_to.port().wrapping_add(1))
+        });
+        let Some(n) = write(&mut self.rtcp_out[..MAX_REPORT]) else {
+            return;
+        };
+        let len = match self.srtp.as_mut() {
+            None => n,
+            Some(io) => match io.tx.protect_rtcp(&mut self.rtcp_out[..], n) {
+                Ok(len) => len,
+                Err(_) => {
+                    self.send_dropped += 1;
+                    return;
+                }
+            },
+        };
+        let sock = if self.rtcp_mux { &self.rtp } else { &self.rtcp };
+        if sock.try_send_to(&self.rtcp_out[..len], to).is_ok() {
+            self.rtcp_tx += 1;
+        } else {
+            self.send_dropped += 1;
+        }
+    }
+
+    /// The RTCP packet [`RtpSocket::recv`] returned.
+    pub(crate) fn rtcp_datagram(&self, len: usize) -> &[u8] {
+        &self.rtcp_in[..len]
+    }
+
+    /// RTCP from `from` (its first `n` bytes in `rtcp_in`): from the PBX's
+    /// address, and with SRTP authentic. Returns the RTCP length.
+    fn accept_rtcp(&mut self, n: usize, from: SocketAddr) -> Option<usize> {
+        let peer_ip = self.latched.or(self.signalled).map(|a| a.ip());
+        if peer_ip.is_some_and(|ip| ip != from.ip()) {
+            self.foreign += 1;
+            return None;
+        }
+        self.rtcp_rx += 1;
+        let len = match self.srtp.as_mut() {
+            None => n,
+            Some(io) => match io.rx.unprotect_rtcp(&mut self.rtcp_in[..n]) {
+                Ok(len) => len,
+                Err(_) => {
+                    self.srtp_failed += 1;
+                    return None;
+                }
+            },
+        };
+        if self.rtcp_latched.is_none() && peer_ip.is_some() {
+            self.rtcp_latched = Some(from);
+        }
+        Some(len)
     }
 
     /// Where RTP goes now.
@@ -144,27 +240,22 @@ impl RtpSocket {
         });
     }
 
-    /// Receives the next RTP datagram from the peer (read it with
-    /// [`RtpSocket::datagram`]). Datagrams from other sources are dropped
-    /// (and counted) once the peer is known. Call [`RtpSocket::latch`] when a
-    /// datagram turned out to be valid RTP. Cancel-safe.
-    pub(crate) async fn recv(&mut self) -> std::io::Result<(Slot, SocketAddr)> {
-        let mut rtcp_buf = [0u8; 256];
+    /// Receives the next RTP or RTCP datagram from the peer (RTCP on the
+    /// next port up, or on the RTP port where RFC 5761 tells them apart by
+    /// payload type). Datagrams from other sources are dropped (and counted) once
+    /// the peer is known; with SRTP, packets failing authentication or
+    /// replay are dropped and counted. Call [`RtpSocket::latch`] when an
+    /// RTP datagram turned out to be valid RTP. Cancel-safe.
+    pub(crate) async fn recv(&mut self) -> std::io::Result<Received> {
         loop {
-            // RTCP from the peer on port + 1 is counted on the way (RFC 3550
-            // reports are not interpreted yet; a longer compound packet is
-            // cut by the small buffer, which does not matter for counting).
             let slot = tokio::select! {
                 // RTP first: the hot path, and no random branch order to draw.
                 biased;
                 slot = self.batch.recv(&self.rtp) => slot?,
-                r = self.rtcp.recv_from(&mut rtcp_buf) => {
-                    if let Ok((_, from)) = r {
-                        let peer_ip = self.latched.or(self.signalled).map(|a| a.ip());
-                        if peer_ip.is_none_or(|ip| ip == from.ip()) {
-                            self.rtcp_rx += 1;
-                        } else {
-                            self.foreign += 1;
+                r = self.rtcp.recv_from(&mut self.rtcp_in[..]) => {
+                    if let Ok((n, from)) = r {
+                        if let Some(len) = self.accept_rtcp(n, from) {
+                            return Ok(Received::Rtcp(len));
                         }
                     }
                     continue;
@@ -175,6 +266,17 @@ impl RtpSocket {
                 self.latched == Some(from) || self.signalled.map(|s| s.ip()) == Some(from.ip());
             if !(self.latched.is_none() || known) {
                 self.foreign += 1;
+                continue;
+            }
+            // RFC 5761 §4: on a shared port, 192..=223 in the second byte
+            // is an RTCP packet type (RTP's marker and payload type never
+            // take those values in an audio session).
+            if data.len() >= 8 && (192..=223).contains(&data[1]) {
+                let n = data.len().min(SRTP_MAX_PACKET);
+                self.rtcp_in[..n].copy_from_slice(&data[..n]);
+                if let Some(len) = self.accept_rtcp(n, from) {
+                    return Ok(Received::Rtcp(len));
+                }
                 continue;
             }
             if let Some(io) = self.srtp.as_mut() {
@@ -191,7 +293,7 @@ impl RtpSocket {
                     }
                 }
             }
-            return Ok((slot, from));
+            return Ok(Received::Rtp(slot, from));
         }
     }
 
@@ -227,8 +329,8 @@ mod tests {
         )))
     }
 
-    /// RTCP on port + 1 is read and counted while RTP is received; RTCP
-    /// from another address than the peer's is counted as foreign.
+    /// RTCP on port + 1 is handed over and counted while RTP is received;
+    /// RTCP from another address than the peer's is counted as foreign.
     #[tokio::test]
     async fn rtcp_from_the_peer_is_counted_and_rtp_still_arrives() {
         let pool = pool();
@@ -252,12 +354,22 @@ mod tests {
         pbx.send_to(b"rtp-1", ("127.0.0.1", s.port()))
             .await
             .unwrap();
-        let (slot, _) = tokio::time::timeout(Duration::from_secs(5), s.recv())
-            .await
-            .unwrap()
-            .unwrap();
+        let mut rtcp = 0;
+        let slot = loop {
+            match tokio::time::timeout(Duration::from_secs(5), s.recv())
+                .await
+                .unwrap()
+                .unwrap()
+            {
+                Received::Rtcp(len) => {
+                    assert_eq!(s.rtcp_datagram(len), &[0x80, 200, 0, 6]);
+                    rtcp += 1;
+                }
+                Received::Rtp(slot, _) => break slot,
+            }
+        };
         assert_eq!(s.datagram(slot), b"rtp-1");
-        assert_eq!(s.rtcp_rx, 3);
+        assert_eq!((rtcp, s.rtcp_rx), (3, 3));
         assert_eq!(s.foreign, 1);
     }
 
@@ -275,10 +387,13 @@ mod tests {
         pbx.send_to(b"rtp-1", ("127.0.0.1", s.port()))
             .await
             .unwrap();
-        let (slot, from) = tokio::time::timeout(Duration::from_secs(5), s.recv())
+        let Received::Rtp(slot, from) = tokio::time::timeout(Duration::from_secs(5), s.recv())
             .await
             .unwrap()
-            .unwrap();
+            .unwrap()
+        else {
+            panic!("RTP expected");
+        };
         assert_eq!(s.datagram(slot), b"rtp-1");
         s.latch(from);
         assert_eq!(s.remote(), Some(pbx.local_addr().unwrap()));
