@@ -58,9 +58,13 @@ pub struct Metrics {
     pub calls_total: Family<CallLabels, Counter>,
     pub calls_active: Family<DirectionLabel, Gauge>,
     pub rtp_packets_total: Family<RtpLabels, Counter>,
-    /// `wsb_rtcp_packets_total{leg,dir}`: RTCP datagrams on the PBX leg's
-    /// RTCP port (counted, not yet interpreted).
+    /// `wsb_rtcp_packets_total{leg,dir}`: RTCP packets with the PBX.
     pub rtcp_packets_total: Family<RtpLabels, Counter>,
+    /// `wsb_sip_auth_failures_total`: digest answers that did not verify.
+    pub sip_auth_failures: Counter,
+    /// `wsb_sip_sources_blocked_total`: source addresses blocked for
+    /// failing digest too often (`sip.auth_max_failures`).
+    pub sip_sources_blocked: Counter,
     /// `wsb_media_dropped_total{leg,reason}`: media datagrams a call threw
     /// away (beyond design.md's list: what an operator looks at when audio
     /// is missing or someone sprays a media port).
@@ -127,8 +131,20 @@ impl Metrics {
         let rtcp_packets_total = Family::<RtpLabels, Counter>::default();
         registry.register(
             "wsb_rtcp_packets",
-            "RTCP datagrams from the PBX on the RTCP port (leg pbx, dir in); added when a call ends",
+            "RTCP packets with the PBX (leg pbx): dir in, received (authenticated with SRTCP); dir out, our reports; added when a call ends",
             rtcp_packets_total.clone(),
+        );
+        let sip_auth_failures = Counter::default();
+        registry.register(
+            "wsb_sip_auth_failures",
+            "Digest credentials from the PBX side that did not verify (wrong password, user or realm)",
+            sip_auth_failures.clone(),
+        );
+        let sip_sources_blocked = Counter::default();
+        registry.register(
+            "wsb_sip_sources_blocked",
+            "Source addresses blocked (403) for failing digest sip.auth_max_failures times within sip.auth_failure_window_s",
+            sip_sources_blocked.clone(),
         );
         let media_dropped_total = Family::<DroppedLabels, Counter>::default();
         registry.register(
@@ -154,6 +170,8 @@ impl Metrics {
             calls_active,
             rtp_packets_total,
             rtcp_packets_total,
+            sip_auth_failures,
+            sip_sources_blocked,
             media_dropped_total,
         }
     }

@@ -52,6 +52,11 @@ if ! "$python" -c "import aiortc, numpy; assert aiortc.__version__ == '1.16.0'" 
     echo "setup-system: installing aiortc 1.16.0 and numpy (pip)"
     "$python" -m pip install --quiet --disable-pip-version-check "aiortc==1.16.0" numpy
 fi
+# SIPVicious: the attack tools the hardening test runs against the bridge.
+if ! "$python" -c "import importlib.metadata as m; assert m.version('sipvicious') == '0.3.8'" 2>/dev/null; then
+    echo "setup-system: installing sipvicious 0.3.8 (pip)"
+    "$python" -m pip install --quiet --disable-pip-version-check "sipvicious==0.3.8"
+fi
 # pjsua2 (PJSIP, the SIP stack inside Asterisk's chan_pjsip) as a G.711 PBX peer.
 if ! "$python" -c "import pjsua2" 2>/dev/null; then
     echo "setup-system: installing pjsua2-python 2.15.1.post1 (pip)"

@@ -84,6 +84,7 @@ fn config() -> UaConfig {
         timers: Timers::default(),
         rng_seed: Some(0x5eed),
         session: Default::default(),
+        auth_guard: Default::default(),
     }
 }
 

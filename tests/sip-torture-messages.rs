@@ -31,6 +31,7 @@ fn ua() -> SipUa {
             timers: Timers::default(),
             rng_seed: Some(4475),
             session: Default::default(),
+            auth_guard: Default::default(),
         },
         Instant::now(),
     )

@@ -49,6 +49,7 @@ fn test_config(addr: std::net::SocketAddr, contact_params: &str) -> UaConfig {
         timers: Timers::default(),
         rng_seed: None,
         session: Default::default(),
+        auth_guard: Default::default(),
     }
 }
 

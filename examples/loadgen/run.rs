@@ -1084,6 +1084,7 @@ pub async fn run(cfg: Config) -> Result<Summary, String> {
             timers: Timers::default(),
             rng_seed: None,
             session: Default::default(),
+            auth_guard: Default::default(),
         },
         Instant::now(),
     );

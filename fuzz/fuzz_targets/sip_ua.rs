@@ -119,6 +119,7 @@ fuzz_target!(|data: &[u8]| {
         timers: Timers::default(),
         rng_seed: Some(u64::from(flags)),
         session: Default::default(),
+        auth_guard: Default::default(),
     };
     let mut ua = SipUa::new(cfg, t0);
     let mut answered = None;

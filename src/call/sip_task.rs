@@ -298,6 +298,7 @@ pub(crate) async fn bind(
         timers: Timers::default(),
         rng_seed: None,
         session: settings.sip.session,
+        auth_guard: settings.sip.auth_guard,
     };
     let tls = tls_listener
         .as_ref()
@@ -483,6 +484,13 @@ pub(crate) async fn run(
             }
         };
         match ev {
+            UaEvent::AuthFailed { .. } => {
+                metrics.sip_auth_failures.inc();
+            }
+            UaEvent::SourceBlocked { source, failures } => {
+                metrics.sip_sources_blocked.inc();
+                tracing::warn!(source = %source.addr, failures, "SIP source blocked: too many failed authentications");
+            }
             UaEvent::Registration { registered, code } => {
                 health.set_registration(if registered {
                     Check::Ok

@@ -94,6 +94,8 @@ pub struct SipSettings {
     pub session: crate::sip::ua::SessionTimerConfig,
     /// SIP over TLS from the PBX (`sip.tls_listen`), when set.
     pub tls: Option<SipTlsListen>,
+    /// Blocking sources that keep failing digest (`sip.auth_*`).
+    pub auth_guard: crate::sip::auth_guard::GuardConfig,
 }
 
 /// `sip.tls_listen` with its certificate and key (PEM files).

@@ -361,8 +361,28 @@ fn sip(c: &mut Checker, raw: &RawSip) -> Option<SipSettings> {
         timers_ok = false;
     }
 
+    let mut guard_ok = true;
+    if raw.auth_max_failures > 0 {
+        for (key, v) in [
+            ("sip.auth_failure_window_s", raw.auth_failure_window_s),
+            ("sip.auth_block_s", raw.auth_block_s),
+        ] {
+            if !(1..=86_400).contains(&v) {
+                c.problem(
+                    key,
+                    format!("{v} must be between 1 and 86400 (or sip.auth_max_failures = 0)"),
+                );
+                guard_ok = false;
+            }
+        }
+    }
     let tls = sip_tls(c, raw);
     Some(SipSettings {
+        auth_guard: guard_ok.then_some(crate::sip::auth_guard::GuardConfig {
+            max_failures: raw.auth_max_failures,
+            window: std::time::Duration::from_secs(raw.auth_failure_window_s.into()),
+            block_for: std::time::Duration::from_secs(raw.auth_block_s.into()),
+        })?,
         tls: tls?,
         listen: sip_listen?,
         public_addr: sip_public?,

@@ -335,6 +335,7 @@ pub async fn extension_socket(user: &str) -> Result<SipSocket, DemoError> {
             timers: Timers::default(),
             rng_seed: None,
             session: Default::default(),
+            auth_guard: Default::default(),
         },
         Instant::now(),
     );

@@ -73,6 +73,7 @@ pub async fn run() -> Result<bool, DemoError> {
             timers: Timers::default(),
             rng_seed: None,
             session: Default::default(),
+            auth_guard: Default::default(),
         },
         Instant::now(),
     );

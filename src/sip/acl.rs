@@ -22,16 +22,26 @@ impl SourceAcl {
         self.trunk = trunk;
     }
 
+    /// Whether `ip` is one of the trunk host's addresses (never blocked by
+    /// the authentication guard).
+    pub fn is_trunk(&self, ip: IpAddr) -> bool {
+        self.trunk.contains(&unmapped(ip))
+    }
+
     pub fn allows(&self, ip: IpAddr) -> bool {
-        // An IPv4-mapped IPv6 source (dual-stack socket) is its IPv4 address.
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
+        let ip = unmapped(ip);
         if self.nets.is_empty() {
             return self.trunk.contains(&ip);
         }
         self.nets.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// An IPv4-mapped IPv6 source (dual-stack socket) is its IPv4 address.
+fn unmapped(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
     }
 }
 

@@ -3,6 +3,7 @@
 //! Knows nothing of WebRTC, the relay or the call layer.
 
 pub mod acl;
+pub mod auth_guard;
 pub(crate) mod deadlines;
 pub(crate) mod dialog;
 pub(crate) mod digest;

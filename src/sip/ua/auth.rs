@@ -32,6 +32,15 @@ impl SipUa {
                     && a.verify(&pass, req.method().map_or("", Method::as_str));
                 (ok, nonce, a)
             });
+        if let Some((false, _, a)) = &verdict {
+            let ip = source.addr.ip();
+            tracing::info!(source = %source.addr, user = %a.username, "digest credentials did not verify");
+            self.emit(UaEvent::AuthFailed { source });
+            if !self.cfg.acl.is_trunk(ip) && self.guard.on_failure(ip, now) {
+                let failures = self.cfg.auth_guard.max_failures;
+                self.emit(UaEvent::SourceBlocked { source, failures });
+            }
+        }
         let stale = match verdict {
             Some((true, NonceCheck::Valid, a)) => {
                 // nc is 8 hex digits (RFC 7616 §3.4); without qop there is

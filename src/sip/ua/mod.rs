@@ -21,6 +21,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::acl::SourceAcl;
+use super::auth_guard::{AuthGuard, GuardConfig};
 use super::deadlines::Deadlines;
 use super::dialog::{Dialog, DialogKey};
 use super::digest::{self, Authorization, Challenge, NonceCheck, NonceIssuer};
@@ -151,6 +152,12 @@ pub enum UaEvent {
         transport: Transport,
         reason: String,
     },
+    /// A request from `source` carried digest credentials that did not
+    /// verify (a wrong password, user or realm).
+    AuthFailed { source: Peer },
+    /// `source` failed digest too often (`sip.auth_max_failures` within
+    /// `sip.auth_failure_window_s`): it gets 403 for `sip.auth_block_s`.
+    SourceBlocked { source: Peer, failures: u32 },
     /// A key press sent as SIP INFO (application/dtmf-relay or application/dtmf).
     Dtmf {
         call: CallRef,
@@ -172,7 +179,9 @@ impl UaEvent {
             | UaEvent::Refer { call, .. }
             | UaEvent::TransportFailed { call, .. }
             | UaEvent::Dtmf { call, .. } => Some(*call),
-            UaEvent::Registration { .. } => None,
+            UaEvent::Registration { .. }
+            | UaEvent::AuthFailed { .. }
+            | UaEvent::SourceBlocked { .. } => None,
         }
     }
 }
@@ -215,6 +224,8 @@ pub struct UaConfig {
     pub rng_seed: Option<u64>,
     /// Session timers (RFC 4028).
     pub session: SessionTimerConfig,
+    /// Blocking sources that keep failing digest (`sip.auth_*`).
+    pub auth_guard: GuardConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -324,6 +335,7 @@ pub struct SipUa {
     /// Per-call records looked at so far (see [`SipUa::work`]).
     visits: u64,
     nonces: NonceIssuer,
+    guard: AuthGuard,
     rng: Random,
     next: u64,
     out: VecDeque<UaOutput>,
@@ -384,6 +396,7 @@ impl SipUa {
         SipUa {
             ep: Endpoint::new(cfg.timers),
             nonces: NonceIssuer::new(&rng.bytes::<32>(), now),
+            guard: AuthGuard::new(cfg.auth_guard),
             rng,
             cfg,
             calls: HashMap::new(),

@@ -64,6 +64,7 @@ pub(super) fn test_config() -> UaConfig {
         timers: Timers::default(),
         rng_seed: Some(1),
         session: Default::default(),
+        auth_guard: Default::default(),
     }
 }
 
@@ -978,6 +979,85 @@ fn a_registration_whose_connection_fails_retries_after_the_backoff() {
     assert_eq!(registers(&mut ua), 0, "not before the backoff");
     ua.handle_timeout(t0 + Duration::from_millis(5100));
     assert_eq!(registers(&mut ua), 1, "retried after 5 s");
+}
+
+/// Password guessing with INVITEs (`svcrack`'s method, by hand): the
+/// `sip.auth_max_failures`-th wrong digest answer from one address within
+/// the window blocks it — reported once, then 403 to whatever it sends
+/// (the right password too) until the block ends; the trunk's own address
+/// failing as often is never blocked.
+#[test]
+fn a_source_failing_digest_too_often_is_blocked_but_never_the_trunk() {
+    let t0 = Instant::now();
+    let trunk = pbx_peer();
+    let mut ua = SipUa::new(
+        UaConfig {
+            inbound_credentials: Some(("pbx".into(), "secret".into())),
+            acl: SourceAcl::new(vec!["0.0.0.0/0".parse().unwrap()], vec![trunk.addr.ip()]),
+            auth_guard: GuardConfig {
+                max_failures: 3,
+                window: Duration::from_secs(60),
+                block_for: Duration::from_secs(300),
+            },
+            ..test_config()
+        },
+        t0,
+    );
+    let attacker = Peer {
+        transport: Transport::Udp,
+        addr: "198.51.100.7:5060".parse().unwrap(),
+    };
+    let (first, _) = exchange(&mut ua, t0, &pbx_invite("c0", None, 1, &[]));
+    let ch = Challenge::parse(finals(&first)[0].www_authenticate.first().unwrap()).unwrap();
+    let uri = "sip:14085551234@127.0.0.1:5060";
+    let try_from = |ua: &mut SipUa, from: Peer, branch: &str, pass: &str| {
+        let a = digest::authorize(&ch, "pbx", pass, "INVITE", uri, "cn", 1);
+        let inv = pbx_invite(branch, None, 2, &[("authorization", &a)]);
+        ua.handle_message(t0, &inv.to_bytes(), from);
+        let (mut codes, mut events) = (Vec::new(), Vec::new());
+        while let Some(o) = ua.poll_output() {
+            match o {
+                UaOutput::Transmit { data, .. } => {
+                    codes.extend(parse_incoming(&data).ok().and_then(|m| m.status()))
+                }
+                UaOutput::Event(e) => events.push(e),
+            }
+        }
+        (
+            codes.into_iter().filter(|c| *c >= 200).collect::<Vec<_>>(),
+            events,
+        )
+    };
+    for (i, guess) in ["123456", "password", "qwerty"].iter().enumerate() {
+        let (codes, events) = try_from(&mut ua, attacker, &format!("g{i}"), guess);
+        assert_eq!(codes, [401], "guess {i}");
+        assert!(events
+            .iter()
+            .any(|e| matches!(e, UaEvent::AuthFailed { .. })));
+        let blocked = events
+            .iter()
+            .any(|e| matches!(e, UaEvent::SourceBlocked { failures: 3, .. }));
+        assert_eq!(blocked, i == 2, "blocked at the third failure");
+    }
+    let (codes, events) = try_from(&mut ua, attacker, "g9", "secret");
+    assert_eq!(codes, [403], "blocked: even the right password");
+    assert!(events.is_empty(), "{events:?}");
+    // The trunk fails as often and is still served.
+    for i in 0..5 {
+        let (codes, _) = try_from(&mut ua, trunk, &format!("t{i}"), "wrong");
+        assert_eq!(codes, [401], "trunk attempt {i}");
+    }
+    // After the block, the address is heard again.
+    ua.handle_timeout(t0 + Duration::from_secs(301));
+    let a = digest::authorize(&ch, "pbx", "wrong", "INVITE", uri, "cn", 1);
+    let inv = pbx_invite("late", None, 3, &[("authorization", &a)]);
+    ua.handle_message(t0 + Duration::from_secs(301), &inv.to_bytes(), attacker);
+    let codes: Vec<u16> = sent(&mut ua)
+        .iter()
+        .filter_map(|m| m.status())
+        .filter(|c| *c >= 200)
+        .collect();
+    assert_eq!(codes, [401]);
 }
 
 #[test]

@@ -187,6 +187,27 @@ impl SipUa {
             );
             return;
         }
+        // A source that kept failing digest: refused until its block ends
+        // (never the trunk's own addresses).
+        if self.guard.is_blocked(source.addr.ip(), now) && !self.cfg.acl.is_trunk(source.addr.ip())
+        {
+            if method != Method::Ack {
+                let tag = self.rng.tag();
+                self.respond(
+                    now,
+                    tx,
+                    &msg,
+                    403,
+                    "Forbidden",
+                    Some(&tag),
+                    &[(
+                        "reason",
+                        "SIP;cause=403;text=\"too many failed authentications\"".into(),
+                    )],
+                );
+            }
+            return;
+        }
         let in_dialog = msg.to_tag().is_some();
         // RFC 3261 §8.2.2.3, for the methods handled below (an unknown
         // method gets 405 first, §8.2.1; CANCEL ignores Require, §9.2).
