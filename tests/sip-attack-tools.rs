@@ -8,7 +8,9 @@
 //! cannot do, done by hand from another loopback address) is slowed: the
 //! `sip.auth_max_failures`-th wrong answer blocks that address (403, even
 //! with the right password), counted in `wsb_sip_sources_blocked_total`,
-//! while the trunk's own address is still challenged as before.
+//! while the trunk's own address is still challenged as before. TCP
+//! connections from a blocked address are closed at once, and one address
+//! holds at most `MAX_ACCEPTED_PER_SOURCE` of them.
 
 mod support;
 
@@ -79,6 +81,28 @@ async fn guess(sock: &tokio::net::UdpSocket, bridge: std::net::SocketAddr, n: u3
             return code;
         }
     }
+}
+
+/// A TCP connection to `to` from the loopback address `ip`.
+async fn from_ip(ip: &str, to: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+    sock.connect(to).await.unwrap()
+}
+
+/// Whether the far end closed `c` (within 500 ms), rather than keep it open.
+async fn closed_at_once(c: &tokio::net::TcpStream) -> bool {
+    let mut buf = [0u8; 16];
+    for _ in 0..50 {
+        match c.try_read(&mut buf) {
+            Ok(0) => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            _ => return true,
+        }
+    }
+    false
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,6 +179,27 @@ async fn sipvicious_learns_nothing_and_password_guessing_is_blocked() {
             "trunk attempt {n}"
         );
     }
+    // Connections: the blocked address's TCP connection is closed at once;
+    // another address holds at most 16 (the 17th on are closed at once).
+    assert!(
+        closed_at_once(&from_ip("127.0.0.3", bridge.sip_addr).await).await,
+        "a blocked source's connection"
+    );
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        held.push(from_ip("127.0.0.4", bridge.sip_addr).await);
+    }
+    let mut closed = 0;
+    for c in &held {
+        if closed_at_once(c).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(
+        closed,
+        20 - wa_sip_bridge::sip::runtime::MAX_ACCEPTED_PER_SOURCE as usize
+    );
+    drop(held);
     let metrics = reqwest::get(format!("http://{}/metrics", bridge.http_addr))
         .await
         .unwrap()

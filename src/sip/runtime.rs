@@ -13,9 +13,15 @@
 //! them. A TLS connection that cannot be opened (TCP refused, handshake
 //! failed, certificate refused) is reported to the UA, which fails the
 //! calls waiting on that peer with the reason, and logged with the peer.
+//!
+//! Accepted connections are bounded: a source the UA would refuse (outside
+//! `trunk.allowed_sources`, or blocked for failing digest) is closed at
+//! once, and one address may hold at most [`MAX_ACCEPTED_PER_SOURCE`] of
+//! them (TLS handshakes in progress included), all sources together
+//! [`MAX_ACCEPTED`]: a scanner cannot pin down tasks and descriptors.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -33,6 +39,10 @@ const CONN_QUEUE: usize = 256;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// RFC 5626 §4.4.1 keep-alive on the connections we open.
 const KEEPALIVE: Duration = Duration::from_secs(30);
+/// Accepted TCP/TLS connections one source address may hold.
+pub const MAX_ACCEPTED_PER_SOURCE: u32 = 16;
+/// Accepted TCP/TLS connections in all.
+pub const MAX_ACCEPTED: usize = 512;
 
 enum FromConn {
     Message(Peer, Vec<u8>),
@@ -62,6 +72,9 @@ pub struct SipSocket {
     pending: HashMap<Peer, Vec<Vec<u8>>>,
     from_conns_tx: mpsc::Sender<FromConn>,
     from_conns: mpsc::Receiver<FromConn>,
+    /// Connections accepted and not closed yet, and how many per address.
+    accepted: HashSet<Peer>,
+    accepted_per_ip: HashMap<IpAddr, u32>,
 }
 
 async fn serve_conn<S>(
@@ -194,6 +207,7 @@ async fn serve_accepted_tls(
         Ok(s) => s,
         Err(reason) => {
             tracing::warn!(peer = %addr, %reason, "SIP over TLS: a handshake from the peer failed");
+            let _ = back.send(FromConn::Closed(peer)).await;
             return;
         }
     };
@@ -226,6 +240,37 @@ impl SipSocket {
             pending: HashMap::new(),
             from_conns_tx: tx,
             from_conns: rx,
+            accepted: HashSet::new(),
+            accepted_per_ip: HashMap::new(),
+        }
+    }
+
+    /// Whether a connection from `peer` may be accepted; counts it if so.
+    fn admit(&mut self, peer: Peer) -> bool {
+        let ip = peer.addr.ip();
+        let count = self.accepted_per_ip.get(&ip).copied().unwrap_or(0);
+        if !self.ua.admits(ip, Instant::now())
+            || count >= MAX_ACCEPTED_PER_SOURCE
+            || self.accepted.len() >= MAX_ACCEPTED
+        {
+            tracing::debug!(peer = %peer.addr, count, "SIP connection refused");
+            return false;
+        }
+        self.accepted.insert(peer);
+        *self.accepted_per_ip.entry(ip).or_insert(0) += 1;
+        true
+    }
+
+    /// An accepted connection is gone.
+    fn release(&mut self, peer: Peer) {
+        if self.accepted.remove(&peer) {
+            let ip = peer.addr.ip();
+            if let Some(n) = self.accepted_per_ip.get_mut(&ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.accepted_per_ip.remove(&ip);
+                }
+            }
         }
     }
 
@@ -312,13 +357,17 @@ impl SipSocket {
                             }
                         }
                         Some((stream, addr)) = accept => {
-                            let (tx, rx) = mpsc::channel(CONN_QUEUE);
                             let peer = Peer { transport: Transport::Tcp, addr };
-                            self.conns.insert(peer, tx);
-                            tokio::spawn(serve_conn(stream, peer, rx, self.from_conns_tx.clone(), false));
+                            if self.admit(peer) {
+                                let (tx, rx) = mpsc::channel(CONN_QUEUE);
+                                self.conns.insert(peer, tx);
+                                tokio::spawn(serve_conn(stream, peer, rx, self.from_conns_tx.clone(), false));
+                            }
                         }
                         Some((stream, addr, acceptor)) = accept_tls => {
-                            tokio::spawn(serve_accepted_tls(stream, addr, acceptor, self.from_conns_tx.clone()));
+                            if self.admit(Peer { transport: Transport::Tls, addr }) {
+                                tokio::spawn(serve_accepted_tls(stream, addr, acceptor, self.from_conns_tx.clone()));
+                            }
                         }
                         Some(m) = self.from_conns.recv() => match m {
                             FromConn::Message(peer, data) => {
@@ -333,6 +382,7 @@ impl SipSocket {
                             FromConn::Closed(peer) => {
                                 self.conns.remove(&peer);
                                 self.pending.remove(&peer);
+                                self.release(peer);
                             }
                             FromConn::Failed(peer, reason) => {
                                 self.pending.remove(&peer);

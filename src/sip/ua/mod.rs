@@ -498,6 +498,12 @@ impl SipUa {
         }
     }
 
+    /// Whether a connection from `ip` is worth accepting: the ACL admits
+    /// it and it is not blocked for failing digest (the trunk never is).
+    pub fn admits(&self, ip: std::net::IpAddr, now: Instant) -> bool {
+        self.cfg.acl.allows(ip) && (self.cfg.acl.is_trunk(ip) || !self.guard.is_blocked(ip, now))
+    }
+
     /// Calls not yet over (for tests and admission).
     pub fn live_calls(&self) -> usize {
         self.calls
