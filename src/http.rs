@@ -3,7 +3,10 @@
 //!
 //! Admin API (off unless `http.admin_token` is set; `Authorization: Bearer
 //! <admin_token>`): `GET /calls` lists live calls as JSON, `DELETE
-//! /calls/{id}` hangs one up on both sides.
+//! /calls/{id}` hangs one up on both sides, `GET /calls/history?since=<ms>
+//! &limit=<n>` lists ended calls that ended after `since` (epoch ms), in
+//! the order they ended, at most `limit` (100 by default, 1000 at most):
+//! pull-style integrations ask again with the last `ended_at_ms` they saw.
 
 use std::sync::Arc;
 
@@ -35,6 +38,7 @@ pub(crate) fn routes(state: OpsState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/calls", get(list_calls))
+        .route("/calls/history", get(history))
         .route("/calls/{id}", axum::routing::delete(hang_up))
         .with_state(state)
 }
@@ -73,6 +77,47 @@ async fn list_calls(State(s): State<OpsState>, headers: HeaderMap) -> Response {
         return *r;
     }
     Json(json!({ "calls": s.registry.list() })).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct HistoryQuery {
+    since: Option<String>,
+    limit: Option<String>,
+}
+
+async fn history(
+    State(s): State<OpsState>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Err(r) = admin(&s, &headers) {
+        return *r;
+    }
+    let bad = |msg: &str| (StatusCode::BAD_REQUEST, Json(json!({"error": msg}))).into_response();
+    let Ok(axum::extract::Query(q)) = query else {
+        return bad("query: expected since=<epoch ms>&limit=<n>");
+    };
+    let since = match q.since.as_deref().map(str::parse::<i64>) {
+        None => 0,
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return bad("since: must be milliseconds since the epoch"),
+    };
+    let limit = match q.limit.as_deref().map(str::parse::<u32>) {
+        None => 100,
+        Some(Ok(v)) if (1..=1000).contains(&v) => v,
+        Some(_) => return bad("limit: must be between 1 and 1000"),
+    };
+    match s.store.calls_history(since, limit).await {
+        Ok(rows) => {
+            let calls: Vec<_> = rows.iter().map(crate::cdr::record_json).collect();
+            Json(json!({ "calls": calls })).into_response()
+        }
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": format!("store: {e}")})),
+        )
+            .into_response(),
+    }
 }
 
 async fn hang_up(

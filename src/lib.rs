@@ -13,6 +13,7 @@
 #![warn(unreachable_pub)]
 
 pub(crate) mod call;
+pub(crate) mod cdr;
 pub mod config;
 pub mod demo;
 pub mod dtmf;
@@ -98,6 +99,8 @@ pub struct Bridge {
     stop: oneshot::Sender<()>,
     server: JoinHandle<std::io::Result<()>>,
     sink: Option<JoinHandle<()>>,
+    /// The call-record pusher (`cdr.webhook_url`) and its stop signal.
+    cdr: Option<(tokio::sync::watch::Sender<bool>, JoinHandle<()>)>,
 }
 
 impl Bridge {
@@ -124,6 +127,12 @@ impl Bridge {
         let health = Arc::new(Health::default());
         let metrics = Arc::new(Metrics::new());
         let store = Store::open(&settings.storage, health.clone())?;
+        let cdr = settings.cdr.clone().map(|c| {
+            store.enable_cdr_outbox();
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let task = tokio::spawn(cdr::run(store.clone(), c, metrics.clone(), stopped));
+            (stop, task)
+        });
         let wati = WatiClient::new(&settings.wati, health.clone(), metrics.clone())?;
         let trunk = call::sip_task::resolve_trunk(&settings).await;
         let bound = call::sip_task::bind(&settings, trunk.iter().map(|a| a.ip()).collect()).await?;
@@ -241,6 +250,7 @@ impl Bridge {
                 stop,
                 server,
                 sink: None,
+                cdr,
             },
             rx,
         ))
@@ -300,6 +310,18 @@ impl Bridge {
         // The server held the only event sender; the sink ends once it drained the queue.
         if let Some(sink) = self.sink {
             let _ = sink.await;
+        }
+        // The pusher stops between records; one in flight may take its
+        // timeout. What it did not deliver stays queued for the next start.
+        if let Some((stop, task)) = self.cdr {
+            let _ = stop.send(true);
+            let abort = task.abort_handle();
+            if tokio::time::timeout(std::time::Duration::from_secs(2), task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
         }
         served
     }

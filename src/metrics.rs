@@ -44,6 +44,11 @@ pub struct DirectionLabel {
 /// `wsb_wati_requests_total{op,status}`: every Wati REST call, by operation and
 /// HTTP status (or `timeout` / `error` when there was none).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WatiLabels {
     pub op: &'static str,
     pub status: String,
@@ -65,6 +70,9 @@ pub struct Metrics {
     /// `wsb_sip_sources_blocked_total`: source addresses blocked for
     /// failing digest too often (`sip.auth_max_failures`).
     pub sip_sources_blocked: Counter,
+    /// `wsb_cdr_pushes_total{result}`: call records pushed to
+    /// `cdr.webhook_url` (ok) or tried and to be retried (failed).
+    pub cdr_pushes: Family<ResultLabel, Counter>,
     /// `wsb_media_dropped_total{leg,reason}`: media datagrams a call threw
     /// away (beyond design.md's list: what an operator looks at when audio
     /// is missing or someone sprays a media port).
@@ -140,6 +148,12 @@ impl Metrics {
             "Digest credentials from the PBX side that did not verify (wrong password, user or realm)",
             sip_auth_failures.clone(),
         );
+        let cdr_pushes = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "wsb_cdr_pushes",
+            "Call records pushed to cdr.webhook_url, by result (ok, failed: to be retried)",
+            cdr_pushes.clone(),
+        );
         let sip_sources_blocked = Counter::default();
         registry.register(
             "wsb_sip_sources_blocked",
@@ -172,6 +186,7 @@ impl Metrics {
             rtcp_packets_total,
             sip_auth_failures,
             sip_sources_blocked,
+            cdr_pushes,
             media_dropped_total,
         }
     }
@@ -227,6 +242,10 @@ impl Metrics {
         self.rtp_packets_total
             .get_or_create(&RtpLabels { leg, dir })
             .inc_by(n);
+    }
+
+    pub fn cdr_push(&self, result: &'static str) {
+        self.cdr_pushes.get_or_create(&ResultLabel { result }).inc();
     }
 
     /// Adds a finished call's dropped media datagrams (zeros are not

@@ -221,6 +221,24 @@ impl Default for RawStorage {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawCdr {
+    pub webhook_url: String,
+    pub bearer_token: String,
+    pub timeout_s: u32,
+}
+
+impl Default for RawCdr {
+    fn default() -> Self {
+        RawCdr {
+            webhook_url: String::new(),
+            bearer_token: String::new(),
+            timeout_s: 10,
+        }
+    }
+}
+
 /// The configuration as written, before validation.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RawConfig {
@@ -233,10 +251,11 @@ pub struct RawConfig {
     pub routing: RawRouting,
     pub calls: RawCalls,
     pub storage: RawStorage,
+    pub cdr: RawCdr,
 }
 
 const SECTIONS: &[&str] = &[
-    "wati", "http", "webrtc", "sip", "trunk", "media", "routing", "calls", "storage",
+    "wati", "http", "webrtc", "sip", "trunk", "media", "routing", "calls", "storage", "cdr",
 ];
 
 impl RawConfig {
@@ -297,6 +316,7 @@ impl RawConfig {
         section(&doc, "routing", &mut raw.routing, &mut problems);
         section(&doc, "calls", &mut raw.calls, &mut problems);
         section(&doc, "storage", &mut raw.storage, &mut problems);
+        section(&doc, "cdr", &mut raw.cdr, &mut problems);
         Ok((raw, problems))
     }
 }

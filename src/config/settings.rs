@@ -204,6 +204,17 @@ pub struct Settings {
     pub routing: RoutingSettings,
     pub calls: CallSettings,
     pub storage: StorageSettings,
+    /// Finished call records pushed to a webhook (`[cdr]`), when set.
+    pub cdr: Option<CdrSettings>,
+}
+
+/// `cdr.webhook_url` and how to call it.
+#[derive(Debug, Clone)]
+pub struct CdrSettings {
+    pub webhook_url: reqwest::Url,
+    /// `Authorization: Bearer <token>` on each push, when set.
+    pub bearer_token: Option<String>,
+    pub timeout: std::time::Duration,
 }
 
 impl Settings {

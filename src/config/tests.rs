@@ -341,3 +341,33 @@ fn garbage_toml_is_an_error_not_a_panic() {
         assert!(load(text, &[]).is_err(), "{text}");
     }
 }
+
+/// `[cdr]`: off when no URL; a URL that is not http(s), a token without a
+/// URL and a zero timeout are each named.
+#[test]
+fn cdr_settings_are_checked_and_named() {
+    assert!(load(VALID, &[]).unwrap().cdr.is_none());
+    let on = load(
+        &format!("{VALID}\n[cdr]\nwebhook_url = \"https://crm.example.com/calls\"\nbearer_token = \"t\"\n"),
+        &[],
+    )
+    .unwrap()
+    .cdr
+    .unwrap();
+    assert_eq!(on.webhook_url.as_str(), "https://crm.example.com/calls");
+    assert_eq!(on.bearer_token.as_deref(), Some("t"));
+    let err = load(
+        &format!("{VALID}\n[cdr]\nwebhook_url = \"ftp://x\"\ntimeout_s = 0\n"),
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("cdr.webhook_url") && err.contains("cdr.timeout_s"),
+        "{err}"
+    );
+    let err = load(&format!("{VALID}\n[cdr]\nbearer_token = \"t\"\n"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cdr.bearer_token"), "{err}");
+}

@@ -208,6 +208,7 @@ impl RawConfig {
         let routing = routing(&mut c, &self.routing);
         let calls = calls(&mut c, &self.calls);
         let storage = storage(&mut c, &self.storage);
+        let cdr = cdr(&mut c, &self.cdr);
         if !c.problems.is_empty() {
             return Err(ConfigError {
                 problems: c.problems,
@@ -225,7 +226,41 @@ impl RawConfig {
             routing,
             calls: calls.ok_or_else(missing)?,
             storage: storage.ok_or_else(missing)?,
+            cdr: cdr.ok_or_else(missing)?,
         })
+    }
+}
+
+/// `[cdr]`: `Some(None)` when no webhook is set.
+fn cdr(c: &mut Checker, raw: &super::raw::RawCdr) -> Option<Option<super::CdrSettings>> {
+    if raw.timeout_s == 0 || raw.timeout_s > 300 {
+        c.problem("cdr.timeout_s", "must be between 1 and 300");
+    }
+    if raw.webhook_url.trim().is_empty() {
+        if !raw.bearer_token.is_empty() {
+            c.problem("cdr.bearer_token", "set without cdr.webhook_url");
+        }
+        return Some(None);
+    }
+    let url = match reqwest::Url::parse(raw.webhook_url.trim()) {
+        Ok(u) if (u.scheme() == "https" || u.scheme() == "http") && u.host().is_some() => u,
+        Ok(_) => {
+            c.problem("cdr.webhook_url", "must be an http(s) URL with a host");
+            return None;
+        }
+        Err(e) => {
+            c.problem("cdr.webhook_url", format!("not a URL: {e}"));
+            return None;
+        }
+    };
+    if (1..=300).contains(&raw.timeout_s) {
+        Some(Some(super::CdrSettings {
+            webhook_url: url,
+            bearer_token: (!raw.bearer_token.is_empty()).then(|| raw.bearer_token.clone()),
+            timeout: std::time::Duration::from_secs(raw.timeout_s.into()),
+        }))
+    } else {
+        None
     }
 }
 

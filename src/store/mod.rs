@@ -7,6 +7,8 @@
 //! set-ups pays one disk flush per group, not one per write. The store is
 //! never on the per-packet path.
 
+mod cdr;
+pub use cdr::CdrItem;
 mod schema;
 mod writer;
 
@@ -158,6 +160,8 @@ pub struct PermissionRow {
 pub struct Store {
     writer: writer::Writer,
     health: Arc<Health>,
+    /// Whether ended calls are queued for `cdr.webhook_url` ([`cdr`]).
+    cdr_outbox: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Store {
@@ -172,6 +176,7 @@ impl Store {
         Ok(Store {
             writer: writer::Writer::start(conn)?,
             health,
+            cdr_outbox: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         })
     }
 
@@ -311,6 +316,7 @@ impl Store {
         cause: String,
         sip_code: Option<u16>,
     ) -> Result<i64, StoreError> {
+        let cdr = self.cdr_outbox_on();
         self.with(move |c| {
             c.execute(
                 "INSERT INTO calls (direction, wa_call_id, sip_call_id, waid, business_number, offered_at_ms,
@@ -328,7 +334,11 @@ impl Store {
                     sip_code
                 ],
             )?;
-            Ok(c.last_insert_rowid())
+            let id = c.last_insert_rowid();
+            if cdr {
+                cdr::enqueue(c, id, ended_at_ms)?;
+            }
+            Ok(id)
         })
         .await
     }
@@ -396,6 +406,7 @@ impl Store {
         sip_code: Option<u16>,
         media: Option<MediaCounters>,
     ) -> Result<bool, StoreError> {
+        let cdr = self.cdr_outbox_on();
         self.with(move |c| {
             let m = media.as_ref();
             let n = c.execute(
@@ -414,6 +425,11 @@ impl Store {
                     m.map(|m| m.pbx_tx as i64)
                 ],
             )?;
+            // Queued in the same transaction as the end: never an ended call
+            // without its push, never a push of a call still live.
+            if n == 1 && cdr {
+                cdr::enqueue(c, id, at_ms)?;
+            }
             Ok(n == 1)
         })
         .await
@@ -577,31 +593,36 @@ fn webhook_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WebhookRow> {
 const CALL_SELECT: &str = "SELECT id, direction, wa_call_id, sip_call_id, waid, business_number, offered_at_ms, answered_at_ms, ended_at_ms, end_cause, sip_code, codec, wa_rx_packets, wa_tx_packets, pbx_rx_packets, pbx_tx_packets, sip_dialog, transfers FROM calls";
 
 fn call_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CallRow> {
-    let direction: String = r.get(1)?;
+    call_row_from(r, 0)
+}
+
+/// A call record from the row's columns `at..`, in [`CALL_SELECT`]'s order.
+fn call_row_from(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<CallRow> {
+    let direction: String = r.get(at + 1)?;
     Ok(CallRow {
-        id: r.get(0)?,
+        id: r.get(at)?,
         direction: Direction::parse(&direction),
-        wa_call_id: r.get(2)?,
-        sip_call_id: r.get(3)?,
-        waid: r.get(4)?,
-        business_number: r.get(5)?,
-        offered_at_ms: r.get(6)?,
-        answered_at_ms: r.get(7)?,
-        ended_at_ms: r.get(8)?,
-        end_cause: r.get(9)?,
-        sip_code: r.get(10)?,
-        media: match r.get::<_, Option<i64>>(12)? {
+        wa_call_id: r.get(at + 2)?,
+        sip_call_id: r.get(at + 3)?,
+        waid: r.get(at + 4)?,
+        business_number: r.get(at + 5)?,
+        offered_at_ms: r.get(at + 6)?,
+        answered_at_ms: r.get(at + 7)?,
+        ended_at_ms: r.get(at + 8)?,
+        end_cause: r.get(at + 9)?,
+        sip_code: r.get(at + 10)?,
+        media: match r.get::<_, Option<i64>>(at + 12)? {
             None => None,
             Some(wa_rx) => Some(MediaCounters {
-                codec: r.get(11)?,
+                codec: r.get(at + 11)?,
                 wa_rx: wa_rx as u64,
-                wa_tx: r.get::<_, Option<i64>>(13)?.unwrap_or(0) as u64,
-                pbx_rx: r.get::<_, Option<i64>>(14)?.unwrap_or(0) as u64,
-                pbx_tx: r.get::<_, Option<i64>>(15)?.unwrap_or(0) as u64,
+                wa_tx: r.get::<_, Option<i64>>(at + 13)?.unwrap_or(0) as u64,
+                pbx_rx: r.get::<_, Option<i64>>(at + 14)?.unwrap_or(0) as u64,
+                pbx_tx: r.get::<_, Option<i64>>(at + 15)?.unwrap_or(0) as u64,
             }),
         },
-        sip_dialog: r.get(16)?,
-        transfers: r.get(17)?,
+        sip_dialog: r.get(at + 16)?,
+        transfers: r.get(at + 17)?,
     })
 }
 

@@ -47,6 +47,17 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE calls ADD COLUMN sip_dialog TEXT;",
     // Transfers by the PBX (REFER): one line per attempt, target and outcome.
     "ALTER TABLE calls ADD COLUMN transfers TEXT;",
+    // 4: call records waiting to be pushed to `cdr.webhook_url` (written in
+    // the transaction that ends the call; removed once delivered).
+    "CREATE TABLE cdr_outbox (
+        id          INTEGER PRIMARY KEY,
+        call_id     INTEGER NOT NULL REFERENCES calls(id),
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        next_at_ms  INTEGER NOT NULL,
+        last_error  TEXT
+    );
+    CREATE INDEX cdr_outbox_due ON cdr_outbox(next_at_ms);
+    CREATE INDEX calls_ended ON calls(ended_at_ms) WHERE ended_at_ms IS NOT NULL;",
 ];
 
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
