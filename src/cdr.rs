@@ -48,6 +48,9 @@ pub(crate) fn record_json(r: &CallRow) -> Value {
             "pbx_in": m.pbx_rx, "pbx_out": m.pbx_tx,
         })),
         "transfers": r.transfers,
+        "quality": m
+            .and_then(|m| m.quality.as_deref())
+            .and_then(|q| serde_json::from_str::<Value>(q).ok()),
     })
 }
 

@@ -44,6 +44,47 @@ pub struct DirectionLabel {
 /// `wsb_wati_requests_total{op,status}`: every Wati REST call, by operation and
 /// HTTP status (or `timeout` / `error` when there was none).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LegLabel {
+    pub leg: &'static str,
+}
+
+const MOS_BUCKETS: [f64; 11] = [1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 3.8, 4.0, 4.2, 4.4, 4.5];
+const LOSS_BUCKETS: [f64; 9] = [0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5];
+const JITTER_BUCKETS: [f64; 7] = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1];
+const RTT_BUCKETS: [f64; 7] = [0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8];
+
+fn mos_histogram() -> Histogram {
+    Histogram::new(MOS_BUCKETS)
+}
+fn loss_histogram() -> Histogram {
+    Histogram::new(LOSS_BUCKETS)
+}
+fn jitter_histogram() -> Histogram {
+    Histogram::new(JITTER_BUCKETS)
+}
+fn rtt_histogram() -> Histogram {
+    Histogram::new(RTT_BUCKETS)
+}
+
+type LegHistograms = Family<LegLabel, Histogram, fn() -> Histogram>;
+
+/// Each leg's label set exists from the start, so a board reads zero
+/// rather than a missing series before the first call.
+fn per_leg(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    make: fn() -> Histogram,
+) -> LegHistograms {
+    let family = LegHistograms::new_with_constructor(make);
+    for leg in ["whatsapp", "pbx"] {
+        let _ = family.get_or_create(&LegLabel { leg });
+    }
+    registry.register(name, help, family.clone());
+    family
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: &'static str,
 }
@@ -73,6 +114,12 @@ pub struct Metrics {
     /// `wsb_cdr_pushes_total{result}`: call records pushed to
     /// `cdr.webhook_url` (ok) or tried and to be retried (failed).
     pub cdr_pushes: Family<ResultLabel, Counter>,
+    /// Per call and leg at its end: MOS, loss ratio (received), jitter
+    /// (received), round trip.
+    pub call_mos: LegHistograms,
+    pub call_loss: LegHistograms,
+    pub call_jitter: LegHistograms,
+    pub call_rtt: LegHistograms,
     /// `wsb_media_dropped_total{leg,reason}`: media datagrams a call threw
     /// away (beyond design.md's list: what an operator looks at when audio
     /// is missing or someone sprays a media port).
@@ -154,6 +201,30 @@ impl Metrics {
             "Call records pushed to cdr.webhook_url, by result (ok, failed: to be retried)",
             cdr_pushes.clone(),
         );
+        let call_mos = per_leg(
+            &mut registry,
+            "wsb_call_mos",
+            "Each call's MOS estimate per leg (E-model, ITU-T G.107), at its end",
+            mos_histogram,
+        );
+        let call_loss = per_leg(
+            &mut registry,
+            "wsb_call_loss_ratio",
+            "Each call's received packet loss per leg (lost / expected), at its end",
+            loss_histogram,
+        );
+        let call_jitter = per_leg(
+            &mut registry,
+            "wsb_call_jitter_seconds",
+            "Each call's received interarrival jitter per leg (RFC 3550), at its end",
+            jitter_histogram,
+        );
+        let call_rtt = per_leg(
+            &mut registry,
+            "wsb_call_rtt_seconds",
+            "Each call's last round trip per leg (from RTCP), at its end, when known",
+            rtt_histogram,
+        );
         let sip_sources_blocked = Counter::default();
         registry.register(
             "wsb_sip_sources_blocked",
@@ -187,6 +258,10 @@ impl Metrics {
             sip_auth_failures,
             sip_sources_blocked,
             cdr_pushes,
+            call_mos,
+            call_loss,
+            call_jitter,
+            call_rtt,
             media_dropped_total,
         }
     }
@@ -242,6 +317,22 @@ impl Metrics {
         self.rtp_packets_total
             .get_or_create(&RtpLabels { leg, dir })
             .inc_by(n);
+    }
+
+    /// A finished call's quality, per leg.
+    pub fn call_quality(&self, q: &crate::media::quality::CallQuality) {
+        for (leg, l) in [("whatsapp", &q.whatsapp), ("pbx", &q.pbx)] {
+            let labels = LegLabel { leg };
+            self.call_mos.get_or_create(&labels).observe(l.mos);
+            let loss = crate::media::quality::loss_pct(l.rx_packets, l.rx_lost) / 100.0;
+            self.call_loss.get_or_create(&labels).observe(loss);
+            self.call_jitter
+                .get_or_create(&labels)
+                .observe(l.rx_jitter_ms / 1000.0);
+            if let Some(rtt) = l.rtt_ms {
+                self.call_rtt.get_or_create(&labels).observe(rtt / 1000.0);
+            }
+        }
     }
 
     pub fn cdr_push(&self, result: &'static str) {

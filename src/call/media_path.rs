@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::config::Codec;
 use crate::lazy_timer::LazyTimer;
 use crate::media::g711::Law;
+use crate::media::quality::{self, CallQuality};
 use crate::media::relay::{MediaTimeout, Relay, RelayConfig, SipCodec, ToWhatsApp};
 use crate::media::rtcp::{ntp_now, RtcpSession, RtcpStats};
 use crate::media::sdes::{self, Agreement, SrtpPolicy};
@@ -408,6 +409,40 @@ impl MediaPath {
             wa_tx: r.wa.tx.packets,
             pbx_rx: r.sip.rx.packets,
             pbx_tx: r.sip.tx.packets,
+            quality: self.quality().and_then(|q| serde_json::to_string(&q).ok()),
+        })
+    }
+
+    /// Both legs' loss, jitter, round trip and MOS ([`quality`]): the
+    /// WhatsApp leg's from what we received and WhatsApp's RTCP reports
+    /// (through str0m), the PBX leg's from what we received and the PBX's
+    /// RTCP reports.
+    pub(crate) fn quality(&self) -> Option<CallQuality> {
+        let r = self.relay.as_ref()?;
+        let leg = self.leg.leg_ref().stats();
+        let rtcp = self.rtcp.as_ref().map(|s| s.stats).unwrap_or_default();
+        let pbx_codec = match self.codec() {
+            Some(Codec::Opus) => quality::OPUS,
+            _ => quality::G711,
+        };
+        Some(CallQuality {
+            whatsapp: quality::leg(
+                quality::OPUS,
+                r.wa.rx.packets,
+                r.wa.lost,
+                r.wa.jitter_ms,
+                leg.peer_loss_permille.map(|p| f64::from(p) / 10.0),
+                leg.rtt,
+            ),
+            pbx: quality::leg(
+                pbx_codec,
+                r.sip.rx.packets,
+                r.sip.lost,
+                r.sip.jitter_ms,
+                rtcp.peer_fraction_lost
+                    .map(|f| f64::from(f) * 100.0 / 256.0),
+                rtcp.rtt,
+            ),
         })
     }
 

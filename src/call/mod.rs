@@ -170,6 +170,21 @@ async fn finish(
     if let Some(p) = &path {
         ctx.metrics.rtcp_packets("pbx", "in", p.rtcp_received());
         ctx.metrics.rtcp_packets("pbx", "out", p.rtcp_sent());
+        if let Some(q) = p.quality() {
+            ctx.metrics.call_quality(&q);
+            tracing::info!(
+                record = ?record,
+                whatsapp_mos = q.whatsapp.mos,
+                whatsapp_lost = q.whatsapp.rx_lost,
+                whatsapp_jitter_ms = q.whatsapp.rx_jitter_ms,
+                whatsapp_rtt_ms = ?q.whatsapp.rtt_ms,
+                pbx_mos = q.pbx.mos,
+                pbx_lost = q.pbx.rx_lost,
+                pbx_jitter_ms = q.pbx.rx_jitter_ms,
+                pbx_rtt_ms = ?q.pbx.rtt_ms,
+                "call quality"
+            );
+        }
         if let Some(r) = p.rtcp_stats().filter(|r| r.received > 0) {
             tracing::info!(
                 record = ?record,

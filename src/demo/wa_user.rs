@@ -47,6 +47,32 @@ pub async fn run_media_until(
     dtmf: &str,
     stop: impl Fn() -> bool,
 ) -> Result<WaMedia, DemoError> {
+    run_media_impaired(peer, sock, talk, tone_hz, dtmf, stop, Impair::default()).await
+}
+
+/// A network between the simulated user and the bridge that loses and
+/// delays the user's media (RTP only; ICE and DTLS pass): for tests of the
+/// quality figures.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Impair {
+    /// Every n-th RTP datagram is lost (0: none).
+    pub drop_every: u32,
+    /// Every other RTP datagram leaves 20 ms late, with the next one.
+    pub hold_every_other: bool,
+}
+
+/// [`run_media_until`] through an impaired network.
+pub async fn run_media_impaired(
+    peer: &mut WaPeer,
+    sock: &UdpSocket,
+    talk: Duration,
+    tone_hz: f64,
+    dtmf: &str,
+    stop: impl Fn() -> bool,
+    impair: Impair,
+) -> Result<WaMedia, DemoError> {
+    let mut rtp_sent = 0u32;
+    let mut held: Vec<(std::net::SocketAddr, Vec<u8>)> = Vec::new();
     let mut tone = ToneSource::new(tone_hz)?;
     let mut buf = vec![0u8; 2048];
     let end = Instant::now() + talk;
@@ -78,6 +104,24 @@ pub async fn run_media_until(
         }
         let (tx, timeout) = peer.poll()?;
         for (to, data) in tx {
+            // RFC 7983: 128..=191 is RTP or RTCP; RFC 5761: RTCP's packet
+            // types take 192..=223 in the second byte.
+            let rtp = data.len() > 12
+                && (128..=191).contains(&data[0])
+                && !(192..=223).contains(&data[1]);
+            if rtp {
+                rtp_sent += 1;
+                if impair.drop_every > 0 && rtp_sent % impair.drop_every == 0 {
+                    continue;
+                }
+                if impair.hold_every_other && rtp_sent % 2 == 1 {
+                    held.push((to, data));
+                    continue;
+                }
+            }
+            for (to, data) in held.drain(..) {
+                let _ = sock.send_to(&data, to).await;
+            }
             let _ = sock.send_to(&data, to).await;
         }
         if peer.connected && connected_from.is_none() {

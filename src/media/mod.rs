@@ -6,6 +6,7 @@
 pub mod dtmf_map;
 pub mod g711;
 pub(crate) mod opus;
+pub mod quality;
 pub mod relay;
 pub(crate) mod rewrite;
 pub mod rtcp;

@@ -139,6 +139,8 @@ pub struct MediaCounters {
     pub wa_tx: u64,
     pub pbx_rx: u64,
     pub pbx_tx: u64,
+    /// Per-leg quality, JSON ([`crate::media::quality::CallQuality`]).
+    pub quality: Option<String>,
 }
 
 /// What the cache knows about a user's call permission.
@@ -411,7 +413,8 @@ impl Store {
             let m = media.as_ref();
             let n = c.execute(
                 "UPDATE calls SET ended_at_ms = ?2, end_cause = ?3, sip_code = ?4, codec = ?5, sip_dialog = NULL,
-                     wa_rx_packets = ?6, wa_tx_packets = ?7, pbx_rx_packets = ?8, pbx_tx_packets = ?9
+                     wa_rx_packets = ?6, wa_tx_packets = ?7, pbx_rx_packets = ?8, pbx_tx_packets = ?9,
+                     quality = ?10
                  WHERE id = ?1 AND ended_at_ms IS NULL",
                 params![
                     id,
@@ -422,7 +425,8 @@ impl Store {
                     m.map(|m| m.wa_rx as i64),
                     m.map(|m| m.wa_tx as i64),
                     m.map(|m| m.pbx_rx as i64),
-                    m.map(|m| m.pbx_tx as i64)
+                    m.map(|m| m.pbx_tx as i64),
+                    m.and_then(|m| m.quality.clone())
                 ],
             )?;
             // Queued in the same transaction as the end: never an ended call
@@ -590,7 +594,7 @@ fn webhook_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WebhookRow> {
     })
 }
 
-const CALL_SELECT: &str = "SELECT id, direction, wa_call_id, sip_call_id, waid, business_number, offered_at_ms, answered_at_ms, ended_at_ms, end_cause, sip_code, codec, wa_rx_packets, wa_tx_packets, pbx_rx_packets, pbx_tx_packets, sip_dialog, transfers FROM calls";
+const CALL_SELECT: &str = "SELECT id, direction, wa_call_id, sip_call_id, waid, business_number, offered_at_ms, answered_at_ms, ended_at_ms, end_cause, sip_code, codec, wa_rx_packets, wa_tx_packets, pbx_rx_packets, pbx_tx_packets, sip_dialog, transfers, quality FROM calls";
 
 fn call_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CallRow> {
     call_row_from(r, 0)
@@ -619,6 +623,7 @@ fn call_row_from(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<CallRow> 
                 wa_tx: r.get::<_, Option<i64>>(at + 13)?.unwrap_or(0) as u64,
                 pbx_rx: r.get::<_, Option<i64>>(at + 14)?.unwrap_or(0) as u64,
                 pbx_tx: r.get::<_, Option<i64>>(at + 15)?.unwrap_or(0) as u64,
+                quality: r.get(at + 18)?,
             }),
         },
         sip_dialog: r.get(at + 16)?,
@@ -785,6 +790,7 @@ mod tests {
                     wa_tx: 2,
                     pbx_rx: 3,
                     pbx_tx: 4,
+                    quality: Some("{\"whatsapp\":{\"mos\":4.4}}".into()),
                 }),
             )
             .await

@@ -58,6 +58,8 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX cdr_outbox_due ON cdr_outbox(next_at_ms);
     CREATE INDEX calls_ended ON calls(ended_at_ms) WHERE ended_at_ms IS NOT NULL;",
+    // 5: per-leg quality (loss, jitter, round trip, MOS) as JSON.
+    "ALTER TABLE calls ADD COLUMN quality TEXT;",
 ];
 
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {

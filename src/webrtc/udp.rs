@@ -37,6 +37,10 @@ impl LegSocket {
         &mut self.leg
     }
 
+    pub fn leg_ref(&self) -> &WaLeg {
+        &self.leg
+    }
+
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
         self.socket.local_addr()
     }

@@ -232,10 +232,24 @@ pub async fn whatsapp_calls_in(
     let (mut peer, offer) =
         wa_peer::WaPeer::offer(sock.local_addr().unwrap(), Instant::now(), None).unwrap();
     body["sdp"] = offer.into();
+    let call_id = body["callId"].as_str().unwrap_or("").to_string();
     post_webhook_ok(wati, bridge, "inbound-call", body).await;
-    let accept = wa_user::wait_for_request(wati, fake_wati::Route::Accept, Duration::from_secs(15))
-        .await
-        .expect("accepted at Wati once the PBX answered");
+    // This call's accept (its id is in the path), not an earlier call's.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let accept = loop {
+        let found = wati
+            .requests_to(fake_wati::Route::Accept)
+            .into_iter()
+            .find(|r| call_id.is_empty() || r.path.contains(&call_id));
+        if let Some(r) = found {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "accepted at Wati once the PBX answered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let answer = accept
         .json
         .as_ref()

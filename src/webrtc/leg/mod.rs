@@ -184,6 +184,10 @@ pub struct LegStats {
     pub held_dropped: u64,
     /// Datagrams that were not ours or not valid, dropped.
     pub dropped: u64,
+    /// The round trip to WhatsApp and its loss of our stream (‰), from its
+    /// last RTCP receiver report (str0m's egress stats).
+    pub rtt: Option<std::time::Duration>,
+    pub peer_loss_permille: Option<u32>,
 }
 
 /// One RFC 4733 event being sent.
@@ -554,6 +558,14 @@ impl WaLeg {
                 }
                 _ => {}
             },
+            Event::MediaEgressStats(s) => {
+                if s.rtt.is_some() {
+                    self.stats.rtt = s.rtt;
+                }
+                if let Some(l) = s.loss {
+                    self.stats.peer_loss_permille = Some((l.clamp(0.0, 1.0) * 1000.0) as u32);
+                }
+            }
             Event::RtpPacket(p) => {
                 self.stats.rx_packets += 1;
                 if !self.peer_finished_told {

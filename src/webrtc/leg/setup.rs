@@ -47,6 +47,9 @@ pub(super) fn base_config(now: Instant) -> RtcConfig {
         .set_rtp_mode(true)
         // The relay paces audio itself; str0m must not hold packets back.
         .set_send_buffer_audio(50)
+        // Round trip and WhatsApp's loss of our stream, from its RTCP
+        // receiver reports, for the call's quality figures.
+        .set_stats_interval(Some(std::time::Duration::from_secs(5)))
         // No RTP header extensions: WhatsApp's offers carry none, and offering
         // transport-wide-cc (str0m's default) makes the peer send TWCC
         // feedback we have no use for (no bandwidth estimation on a relayed
