@@ -44,6 +44,18 @@ pub struct DirectionLabel {
 /// `wsb_wati_requests_total{op,status}`: every Wati REST call, by operation and
 /// HTTP status (or `timeout` / `error` when there was none).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndingLabels {
+    pub direction: &'static str,
+    pub cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SipResponseLabels {
+    pub dir: &'static str,
+    pub class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LegLabel {
     pub leg: &'static str,
 }
@@ -114,6 +126,12 @@ pub struct Metrics {
     /// `wsb_cdr_pushes_total{result}`: call records pushed to
     /// `cdr.webhook_url` (ok) or tried and to be retried (failed).
     pub cdr_pushes: Family<ResultLabel, Counter>,
+    /// `wsb_call_endings_total{direction,cause}`: why calls ended (the
+    /// cause's kind, [`crate::call::EndCause::kind`]).
+    pub call_endings: Family<EndingLabels, Counter>,
+    /// `wsb_sip_responses_total{dir,class}`: SIP responses sent (out) and
+    /// received (in), by class (1xx … 6xx).
+    pub sip_responses: Family<SipResponseLabels, Counter>,
     /// Per call and leg at its end: MOS, loss ratio (received), jitter
     /// (received), round trip.
     pub call_mos: LegHistograms,
@@ -225,6 +243,23 @@ impl Metrics {
             "Each call's last round trip per leg (from RTCP), at its end, when known",
             rtt_histogram,
         );
+        let call_endings = Family::<EndingLabels, Counter>::default();
+        registry.register(
+            "wsb_call_endings",
+            "Calls that ended, by direction and cause (its kind; the record has the details)",
+            call_endings.clone(),
+        );
+        let sip_responses = Family::<SipResponseLabels, Counter>::default();
+        for dir in ["in", "out"] {
+            for class in ["1xx", "2xx", "3xx", "4xx", "5xx", "6xx"] {
+                let _ = sip_responses.get_or_create(&SipResponseLabels { dir, class });
+            }
+        }
+        registry.register(
+            "wsb_sip_responses",
+            "SIP responses sent (dir out) and received (dir in), by class",
+            sip_responses.clone(),
+        );
         let sip_sources_blocked = Counter::default();
         registry.register(
             "wsb_sip_sources_blocked",
@@ -245,6 +280,64 @@ impl Metrics {
             "Time to answer: inbound from the webhook to the PBX's answer, outbound from the PBX's INVITE to our 200",
             call_setup.clone(),
         );
+        // The label sets a dashboard reads exist from the start (at 0), so
+        // an empty panel means none yet, not a missing series.
+        for direction in ["inbound", "outbound"] {
+            let _ = calls_active.get_or_create(&DirectionLabel { direction });
+            let _ = call_setup.get_or_create(&DirectionLabel { direction });
+            for result in [
+                "answered",
+                "not_answered",
+                "refused_capacity",
+                "refused_draining",
+            ] {
+                let _ = calls_total.get_or_create(&CallLabels { direction, result });
+            }
+            for cause in ["whatsapp_terminated", "pbx_bye"] {
+                let _ = call_endings.get_or_create(&EndingLabels { direction, cause });
+            }
+        }
+        for leg in ["whatsapp", "pbx"] {
+            for dir in ["in", "out"] {
+                let _ = rtp_packets_total.get_or_create(&RtpLabels { leg, dir });
+            }
+        }
+        for dir in ["in", "out"] {
+            let _ = rtcp_packets_total.get_or_create(&RtpLabels { leg: "pbx", dir });
+        }
+        for (leg, reason) in [
+            ("whatsapp", "invalid"),
+            ("whatsapp", "oversized"),
+            ("whatsapp", "send_failed"),
+            ("whatsapp", "held_overflow"),
+            ("pbx", "foreign_source"),
+            ("pbx", "oversized"),
+            ("pbx", "send_failed"),
+            ("pbx", "srtp_failed"),
+        ] {
+            let _ = media_dropped_total.get_or_create(&DroppedLabels { leg, reason });
+        }
+        for kind in crate::wati::WebhookKind::ALL {
+            let _ = webhooks.get_or_create(&WebhookLabels {
+                kind: kind.label(),
+                status: 200,
+            });
+        }
+        for op in [
+            crate::wati::WatiOp::Accept,
+            crate::wati::WatiOp::OutboundCall,
+            crate::wati::WatiOp::Terminate,
+            crate::wati::WatiOp::GetPermission,
+            crate::wati::WatiOp::RequestPermission,
+        ] {
+            let _ = wati_requests.get_or_create(&WatiLabels {
+                op: op.label(),
+                status: "200".into(),
+            });
+        }
+        for result in ["ok", "failed"] {
+            let _ = cdr_pushes.get_or_create(&ResultLabel { result });
+        }
         Metrics {
             call_setup,
             registry,
@@ -258,6 +351,8 @@ impl Metrics {
             sip_auth_failures,
             sip_sources_blocked,
             cdr_pushes,
+            call_endings,
+            sip_responses,
             call_mos,
             call_loss,
             call_jitter,
@@ -335,12 +430,38 @@ impl Metrics {
         }
     }
 
+    pub fn call_ending(&self, direction: &'static str, cause: &'static str) {
+        self.call_endings
+            .get_or_create(&EndingLabels { direction, cause })
+            .inc();
+    }
+
+    /// Counts a SIP datagram or frame if it is a response (`SIP/2.0 NNN`).
+    #[inline]
+    pub fn sip_message(&self, dir: &'static str, data: &[u8]) {
+        let class = match data {
+            [b'S', b'I', b'P', b'/', b'2', b'.', b'0', b' ', c, ..] => match c {
+                b'1' => "1xx",
+                b'2' => "2xx",
+                b'3' => "3xx",
+                b'4' => "4xx",
+                b'5' => "5xx",
+                b'6' => "6xx",
+                _ => return,
+            },
+            _ => return,
+        };
+        self.sip_responses
+            .get_or_create(&SipResponseLabels { dir, class })
+            .inc();
+    }
+
     pub fn cdr_push(&self, result: &'static str) {
         self.cdr_pushes.get_or_create(&ResultLabel { result }).inc();
     }
 
-    /// Adds a finished call's dropped media datagrams (zeros are not
-    /// written, so a clean call adds no series).
+    /// Adds a finished call's dropped media datagrams (the known reasons'
+    /// series exist from the start, at 0).
     pub fn media_dropped(&self, leg: &'static str, reason: &'static str, n: u64) {
         if n > 0 {
             self.media_dropped_total
@@ -376,7 +497,18 @@ mod tests {
             "{text}"
         );
         assert!(
-            !text.contains(r#"leg="whatsapp",reason="invalid""#),
+            text.contains(r#"wsb_media_dropped_total{leg="whatsapp",reason="invalid"} 0"#),
+            "a dashboard's series exist from the start: {text}"
+        );
+        m.sip_message("out", b"SIP/2.0 486 Busy Here\r\n");
+        m.sip_message("in", b"INVITE sip:x SIP/2.0\r\n");
+        let text = m.encode();
+        assert!(
+            text.contains(r#"wsb_sip_responses_total{dir="out",class="4xx"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"wsb_sip_responses_total{dir="in",class="1xx"} 0"#),
             "{text}"
         );
         assert!(

@@ -94,6 +94,52 @@ pub enum EndCause {
 }
 
 impl EndCause {
+    /// The cause without its details: a bounded set, for the
+    /// `wsb_call_endings_total{cause}` label (the record keeps the details).
+    pub fn kind(&self) -> &'static str {
+        use EndCause::*;
+        match self {
+            WhatsAppTerminated => "whatsapp_terminated",
+            WhatsAppStatus(_) => "whatsapp_status",
+            WhatsAppLeg(_) => "whatsapp_leg",
+            WhatsAppAnswer(_) => "whatsapp_answer",
+            MediaTimeout(_) => "media_timeout",
+            RingTimeout => "ring_timeout",
+            PbxBye => "pbx_bye",
+            PbxCancel => "pbx_cancel",
+            PbxRejected(_) => "pbx_rejected",
+            PbxSdp(_) => "pbx_sdp",
+            PbxAnswerWithoutSdp => "pbx_answer_without_sdp",
+            PbxAckWithoutAnswer => "pbx_ack_without_answer",
+            Sip(SipEnd::SessionExpired) => "session_expired",
+            Sip(_) => "sip",
+            SipGone => "sip_gone",
+            SipUnavailable => "sip_unavailable",
+            TrunkUnresolved => "trunk_unresolved",
+            TrunkConnection { tls: true, .. } => "trunk_tls",
+            TrunkConnection { tls: false, .. } => "trunk_tcp",
+            NotAWaid => "not_a_waid",
+            WatiAccept(_) => "wati_accept",
+            WatiPermission(_) => "wati_permission",
+            WatiOutboundCall(_) => "wati_outbound_call",
+            NoPermission(_) => "no_permission",
+            WebrtcPorts(_) => "webrtc_ports",
+            WebrtcSocket => "webrtc_socket",
+            WebrtcOffer(_) => "webrtc_offer",
+            BadOffer(_) => "bad_offer",
+            RtpPorts(_) => "rtp_ports",
+            Relay(_) => "relay",
+            LocalSdp => "local_sdp",
+            AdminHangup => "admin_hangup",
+            Shutdown => "shutdown",
+            Overloaded => "overloaded",
+            CallLayerGone => "call_layer_gone",
+            BridgeRestarted => "bridge_restarted",
+            RefusedCapacity => "refused_capacity",
+            RefusedDraining => "refused_draining",
+        }
+    }
+
     /// The text of the call record's `cause`.
     pub fn as_str(&self) -> Cow<'static, str> {
         use EndCause::*;

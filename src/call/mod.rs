@@ -219,6 +219,7 @@ async fn finish(
         }
     }
     ctx.metrics.call_finished(direction);
+    ctx.metrics.call_ending(direction, end.cause.kind());
     ctx.metrics.call_ended(
         direction,
         if answered { "answered" } else { "not_answered" },

@@ -382,6 +382,7 @@ pub(crate) async fn run(
     invites: mpsc::Sender<IncomingInvite>,
 ) {
     let mut routes: HashMap<CallRef, mpsc::Sender<UaEvent>> = HashMap::new();
+    sip.set_metrics(metrics.clone());
     health.set_sip(Check::Ok);
     let mut known = trunk.addrs();
     let mut pending_registration = None;

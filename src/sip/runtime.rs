@@ -75,6 +75,8 @@ pub struct SipSocket {
     /// Connections accepted and not closed yet, and how many per address.
     accepted: HashSet<Peer>,
     accepted_per_ip: HashMap<IpAddr, u32>,
+    /// Counts SIP responses each way (`wsb_sip_responses_total`), when set.
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 async fn serve_conn<S>(
@@ -242,7 +244,13 @@ impl SipSocket {
             from_conns: rx,
             accepted: HashSet::new(),
             accepted_per_ip: HashMap::new(),
+            metrics: None,
         }
+    }
+
+    /// Counts the responses sent and received in `metrics`.
+    pub(crate) fn set_metrics(&mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) {
+        self.metrics = Some(metrics);
     }
 
     /// Whether a connection from `peer` may be accepted; counts it if so.
@@ -318,12 +326,17 @@ impl SipSocket {
     pub async fn next_event(&mut self) -> UaEvent {
         loop {
             match self.ua.poll_output() {
-                Some(UaOutput::Transmit { to, data }) => match to.transport {
-                    Transport::Udp => {
-                        let _ = self.udp.send_to(&data, to.addr).await;
+                Some(UaOutput::Transmit { to, data }) => {
+                    if let Some(m) = &self.metrics {
+                        m.sip_message("out", &data);
                     }
-                    Transport::Tcp | Transport::Tls => self.send_stream(to, data),
-                },
+                    match to.transport {
+                        Transport::Udp => {
+                            let _ = self.udp.send_to(&data, to.addr).await;
+                        }
+                        Transport::Tcp | Transport::Tls => self.send_stream(to, data),
+                    }
+                }
                 Some(UaOutput::Event(e)) => return e,
                 None => {
                     let deadline = self.ua.next_timeout();
@@ -353,6 +366,9 @@ impl SipSocket {
                         r = self.udp.recv_from(&mut self.buf[..]) => {
                             if let Ok((n, from)) = r {
                                 let peer = Peer { transport: Transport::Udp, addr: from };
+                                if let Some(m) = &self.metrics {
+                                    m.sip_message("in", &self.buf[..n]);
+                                }
                                 self.ua.handle_message(Instant::now(), &self.buf[..n], peer);
                             }
                         }
@@ -371,6 +387,9 @@ impl SipSocket {
                         }
                         Some(m) = self.from_conns.recv() => match m {
                             FromConn::Message(peer, data) => {
+                                if let Some(m) = &self.metrics {
+                                    m.sip_message("in", &data);
+                                }
                                 self.ua.handle_message(Instant::now(), &data, peer);
                             }
                             FromConn::Opened(peer, tx) => {
