@@ -26,6 +26,7 @@ pub(crate) mod lazy_timer;
 pub mod media;
 pub(crate) mod metrics;
 pub(crate) mod ports;
+pub mod sd_notify;
 pub mod sip;
 pub mod store;
 #[cfg(test)]
@@ -340,37 +341,70 @@ impl Bridge {
 }
 
 /// Runs the bridge until SIGTERM or Ctrl-C; SIGHUP reloads what can be
-/// reloaded safely (the SIP TLS certificate).
+/// reloaded safely (the TLS certificates: SIP's and HTTPS's). Under
+/// systemd (`Type=notify`) it reports readiness once listening, the reload,
+/// the stop, and keeps the watchdog fed when the unit sets one.
 pub async fn run(settings: Settings) -> Result<(), Error> {
     let bridge = Bridge::start(settings).await?;
-    #[cfg(unix)]
+    // Before READY=1: SIGHUP's default action would end the process.
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    let notifier = std::sync::Arc::new(sd_notify::Notifier::from_env());
+    if let Some(n) = notifier.as_ref() {
+        n.notify("READY=1\nSTATUS=listening");
+    }
+    let watchdog = match (notifier.as_ref().is_some(), sd_notify::watchdog_interval()) {
+        (true, Some(every)) => {
+            let n = notifier.clone();
+            Some(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    if let Some(n) = n.as_ref() {
+                        n.notify("WATCHDOG=1");
+                    }
+                }
+            }))
+        }
+        _ => None,
+    };
     let certs = bridge.tls_certs.clone();
-    let reloader = (!certs.is_empty()).then(|| {
-        tokio::spawn(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            let Ok(mut hup) = signal(SignalKind::hangup()) else {
-                return;
-            };
-            while hup.recv().await.is_some() {
-                for cert in &certs {
-                    match cert.reload() {
-                        Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "SIGHUP: TLS certificate not reloaded; the old one stays")
-                        }
+    let hup_notifier = notifier.clone();
+    let reloader = tokio::spawn(async move {
+        let Ok(mut hup) = hup else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            if let Some(n) = hup_notifier.as_ref() {
+                n.notify("RELOADING=1");
+            }
+            if certs.is_empty() {
+                tracing::info!("SIGHUP: nothing to reload (no TLS certificate in use)");
+            }
+            for cert in &certs {
+                match cert.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "SIGHUP: TLS certificate not reloaded; the old one stays")
                     }
                 }
             }
-        })
+            if let Some(n) = hup_notifier.as_ref() {
+                n.notify("READY=1");
+            }
+        }
     });
     wait_for_signal().await;
-    #[cfg(unix)]
-    if let Some(r) = reloader {
-        r.abort();
-    }
+    reloader.abort();
     tracing::info!("shutting down");
+    if let Some(n) = notifier.as_ref() {
+        n.notify("STOPPING=1");
+    }
     bridge.drain().await;
-    bridge.shutdown().await
+    let result = bridge.shutdown().await;
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    result
 }
 
 async fn wait_for_signal() {
