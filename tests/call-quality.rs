@@ -90,12 +90,7 @@ async fn induced_loss_and_jitter_lower_the_whatsapp_legs_score() {
     // PBX leg's MOS comes from what we received.
     assert!(clean["pbx"]["mos"].as_f64().unwrap() > 3.5, "{clean}");
 
-    let metrics = reqwest::get(format!("http://{}/metrics", bridge.http_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::metrics_text(&bridge).await;
     assert!(
         metrics.contains("wsb_call_mos_count{leg=\"whatsapp\"} 2"),
         "{metrics}"

@@ -76,12 +76,7 @@ async fn every_metric_the_board_reads_exists_before_any_call() {
     let bridge = wa_sip_bridge::Bridge::start(support::settings_with(&wati.api_endpoint(), ""))
         .await
         .unwrap();
-    let text = reqwest::get(format!("http://{}/metrics", bridge.http_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = support::metrics_text(&bridge).await;
     for name in &names {
         let has_sample = text
             .lines()

@@ -90,18 +90,11 @@ async fn a_call_to_baresip_over_tls_with_srtp_survives_forged_packets() {
     let rows = ended_call_records(&bridge.store, call_id).await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].end_cause.as_deref(), Some("whatsapp_terminated"));
-    let metrics = reqwest::get(format!("http://{}/metrics", bridge.http_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let failed: u64 = metrics
-        .lines()
-        .find(|l| l.starts_with(r#"wsb_media_dropped_total{leg="pbx",reason="srtp_failed"}"#))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
+    let metrics = support::metrics_text(&bridge).await;
+    let failed = support::metric_value(
+        &metrics,
+        r#"wsb_media_dropped_total{leg="pbx",reason="srtp_failed"}"#,
+    );
     assert!(
         failed >= FORGED_PER_PORT as u64,
         "the forged packets were dropped and counted: {failed}\n{metrics}"

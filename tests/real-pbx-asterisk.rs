@@ -777,20 +777,8 @@ async fn srtp_with_sdes_both_ways_with_asterisk() {
         echoed.iter().any(|lsr| *lsr != 0),
         "Asterisk's SRs echo an SR of ours: {echoed:?}"
     );
-    let metrics = reqwest::get(format!("http://{}/metrics", bridge.http_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let count = |name: &str| -> u64 {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    };
+    let metrics = support::metrics_text(&bridge).await;
+    let count = |series: &str| support::metric_value(&metrics, series);
     assert!(
         count(r#"wsb_rtcp_packets_total{leg="pbx",dir="in"}"#) >= 1,
         "Asterisk's SRTCP received and authenticated:\n{metrics}"

@@ -44,14 +44,6 @@ async fn sipvicious(tool: &str, args: &[&str]) -> String {
     text
 }
 
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
 /// An INVITE from `from` with digest credentials for `password`, however
 /// wrong: the nonce is made up, the response a hash of nothing. What comes
 /// back (the final status).
@@ -200,12 +192,8 @@ async fn sipvicious_learns_nothing_and_password_guessing_is_blocked() {
         20 - wa_sip_bridge::sip::runtime::MAX_ACCEPTED_PER_SOURCE as usize
     );
     drop(held);
-    let metrics = reqwest::get(format!("http://{}/metrics", bridge.http_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::metrics_text(&bridge).await;
+    let metric = support::metric_value;
     assert_eq!(
         metric(&metrics, "wsb_sip_sources_blocked_total"),
         1,

@@ -369,3 +369,23 @@ pub async fn sipp_dials_whatsapp(
         pbx_status,
     }
 }
+
+/// The bridge's `/metrics` text.
+pub async fn metrics_text(bridge: &wa_sip_bridge::Bridge) -> String {
+    reqwest::get(format!("http://{}/metrics", bridge.http_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of the sample line starting with `series` (name and labels),
+/// 0 when there is none.
+pub fn metric_value(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
