@@ -3,6 +3,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/setup-system.sh
+# cargo-deb: the Debian package test (tests/deb-package.rs) builds the .deb
+# (the tests need it; the demo does not, so setup-system.sh leaves it out).
+if ! cargo deb --version 2>/dev/null | grep -q "3.8.0"; then
+    echo "run.sh: installing cargo-deb 3.8.0 (crates.io)"
+    cargo install --quiet --locked cargo-deb --version 3.8.0
+fi
 # The real PBXs (Asterisk, FreeSWITCH) from ../shared/pbx, built once into a
 # fixed prefix (tests/setup-pbx.sh). Outside CI a failed or impossible build
 # (no ../shared/pbx) is reported and the real-PBX tests say they are skipped;

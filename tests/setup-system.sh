@@ -41,12 +41,6 @@ if [ ${#missing[@]} -gt 0 ]; then
     if [ -n "$policy_added" ]; then $sudo rm -f /usr/sbin/policy-rc.d; fi
 fi
 
-# cargo-deb: the Debian package test (tests/deb-package.rs) builds the .deb.
-if ! cargo deb --version 2>/dev/null | grep -q "3.8.0"; then
-    echo "setup-system: installing cargo-deb 3.8.0 (crates.io)"
-    cargo install --quiet --locked cargo-deb --version 3.8.0
-fi
-
 # SRTP toward the PBX (media.srtp): libsrtp2 on OpenSSL's crypto, built once
 # into a fixed prefix and linked statically by build.rs.
 bash "$(dirname "$0")/setup-libsrtp2.sh"
