@@ -100,7 +100,7 @@ impl Dialog {
             .rev()
             .map(NameAddr::to_string)
             .collect();
-        let remote_target = response.contact.first()?.uri.clone();
+        let remote_target = without_headers(&response.contact.first()?.uri);
         Some(Dialog {
             call_id: invite.call_id().to_string(),
             local: invite.from.as_ref()?.to_string(),
@@ -120,7 +120,7 @@ impl Dialog {
             .iter()
             .map(NameAddr::to_string)
             .collect();
-        let remote_target = invite.contact.first()?.uri.clone();
+        let remote_target = without_headers(&invite.contact.first()?.uri);
         let mut local = invite.to.clone()?;
         if local.tag().is_none() {
             local.set_param("tag", Some(local_tag));
@@ -170,6 +170,17 @@ impl Dialog {
     /// The ACK for a 2xx (§13.2.2.4): CSeq number of the INVITE, a new branch.
     pub fn ack(&self, invite_cseq: u32, via_host: &str, branch: &str) -> Msg {
         self.base(Method::Ack, invite_cseq, via_host, branch)
+    }
+}
+
+/// A Contact URI as a Request-URI: its `?headers` part dropped (RFC 3261
+/// §19.1.5: headers may ride in a Contact's URI, never in a Request-URI;
+/// found by fuzzing: such a Contact became a BYE no parser takes).
+fn without_headers(uri: &str) -> String {
+    let hostport_on = uri.rfind('@').map_or(0, |i| i + 1);
+    match uri[hostport_on..].find('?') {
+        Some(q) => uri[..hostport_on + q].to_string(),
+        None => uri.to_string(),
     }
 }
 
@@ -263,6 +274,34 @@ mod tests {
         assert_eq!(
             DialogKey::of_request(&parse_incoming(&their_bye.to_bytes()).unwrap()),
             DialogKey::of(&d)
+        );
+    }
+
+    /// Found by fuzzing (`sip_ua`): a Contact URI with `?headers` (allowed
+    /// there) became our BYE's Request-URI, where headers are not; the
+    /// remote target drops them, and the request we build parses.
+    #[test]
+    fn a_contact_with_uri_headers_makes_a_request_uri_without_them() {
+        assert_eq!(
+            without_headers("sip:caller@host5.example.net;lr?Subject=x%41"),
+            "sip:caller@host5.example.net;lr"
+        );
+        assert_eq!(
+            without_headers("sip:a?b@host"),
+            "sip:a?b@host",
+            "a ? in the user part stays"
+        );
+        assert_eq!(without_headers("sip:host:5060"), "sip:host:5060");
+        let invite = parse_incoming(
+            b"INVITE sip:bridge@192.0.2.20 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10;branch=z9hG4bK1\r\nFrom: <sip:pbx@192.0.2.10>;tag=1\r\nTo: <sip:bridge@192.0.2.20>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContact: <sip:cal%6Cer@192.0.2.10;%6C%72?%25%34%31>\r\nContent-Length: 0\r\n\r\n",
+        )
+        .unwrap();
+        let mut d = Dialog::uas(&invite, "t", peer()).unwrap();
+        let bye = d.request(Method::Bye, "192.0.2.20:5060", "z9hG4bKb");
+        assert!(
+            parse_incoming(&bye.to_bytes()).is_ok(),
+            "{}",
+            String::from_utf8_lossy(&bye.to_bytes())
         );
     }
 }
