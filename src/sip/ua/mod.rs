@@ -37,6 +37,9 @@ pub use refer::ReferRequest;
 use session_timer::Session;
 pub use session_timer::{SessionTimerConfig, ABSOLUTE_MIN_SE};
 
+/// The 403's reason for a source outside `trunk.allowed_sources`.
+const SOURCE_NOT_ALLOWED: &str = "source not allowed";
+
 pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER, PRACK";
 
 /// Digest credentials for a request: `Authorization` (after a 401) or
@@ -501,7 +504,18 @@ impl SipUa {
     /// Whether a connection from `ip` is worth accepting: the ACL admits
     /// it and it is not blocked for failing digest (the trunk never is).
     pub fn admits(&self, ip: std::net::IpAddr, now: Instant) -> bool {
-        self.cfg.acl.allows(ip) && (self.cfg.acl.is_trunk(ip) || !self.guard.is_blocked(ip, now))
+        self.refusal(ip, now).is_none()
+    }
+
+    /// Why requests from `ip` are refused (the 403's reason text), if they are.
+    pub(super) fn refusal(&self, ip: std::net::IpAddr, now: Instant) -> Option<&'static str> {
+        if !self.cfg.acl.allows(ip) {
+            Some(SOURCE_NOT_ALLOWED)
+        } else if self.guard.is_blocked(ip, now) && !self.cfg.acl.is_trunk(ip) {
+            Some("too many failed authentications")
+        } else {
+            None
+        }
     }
 
     /// Calls not yet over (for tests and admission).

@@ -174,24 +174,11 @@ impl SipUa {
         let Some(method) = msg.method().cloned() else {
             return;
         };
-        if !self.cfg.acl.allows(source.addr.ip()) {
-            let tag = self.rng.tag();
-            self.respond(
-                now,
-                tx,
-                &msg,
-                403,
-                "Forbidden",
-                Some(&tag),
-                &[("reason", "SIP;cause=403;text=\"source not allowed\"".into())],
-            );
-            return;
-        }
-        // A source that kept failing digest: refused until its block ends
-        // (never the trunk's own addresses).
-        if self.guard.is_blocked(source.addr.ip(), now) && !self.cfg.acl.is_trunk(source.addr.ip())
-        {
-            if method != Method::Ack {
+        // Outside `trunk.allowed_sources`, or blocked for failing digest
+        // (the same rule decides which connections are accepted).
+        if let Some(why) = self.refusal(source.addr.ip(), now) {
+            let blocked = why != SOURCE_NOT_ALLOWED;
+            if !(blocked && method == Method::Ack) {
                 let tag = self.rng.tag();
                 self.respond(
                     now,
@@ -200,10 +187,7 @@ impl SipUa {
                     403,
                     "Forbidden",
                     Some(&tag),
-                    &[(
-                        "reason",
-                        "SIP;cause=403;text=\"too many failed authentications\"".into(),
-                    )],
+                    &[("reason", format!("SIP;cause=403;text=\"{why}\""))],
                 );
             }
             return;
