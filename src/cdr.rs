@@ -51,6 +51,9 @@ pub(crate) fn record_json(r: &CallRow) -> Value {
         "quality": m
             .and_then(|m| m.quality.as_deref())
             .and_then(|q| serde_json::from_str::<Value>(q).ok()),
+        "recording": m
+            .and_then(|m| m.recording.as_deref())
+            .and_then(|q| serde_json::from_str::<Value>(q).ok()),
     })
 }
 

@@ -26,6 +26,7 @@ pub(crate) mod lazy_timer;
 pub mod media;
 pub(crate) mod metrics;
 pub(crate) mod ports;
+pub mod recording;
 pub mod sd_notify;
 pub mod sip;
 pub mod store;
@@ -69,6 +70,8 @@ pub enum Error {
     Sip(#[from] call::sip_task::SipStartError),
     #[error("HTTPS: {0}")]
     Https(#[from] sip::tls::TlsError),
+    #[error(transparent)]
+    Recording(#[from] recording::RecordingError),
 }
 
 /// How many accepted webhooks may wait for the call layer before intake slows down.
@@ -135,6 +138,13 @@ impl Bridge {
             (stop, task)
         });
         let wati = WatiClient::new(&settings.wati, health.clone(), metrics.clone())?;
+        let recorder = match &settings.recording {
+            Some(r) => Some(recording::Recorder::start(
+                r,
+                settings.calls.max_concurrent,
+            )?),
+            None => None,
+        };
         let trunk = call::sip_task::resolve_trunk(&settings).await;
         let bound = call::sip_task::bind(&settings, trunk.iter().map(|a| a.ip()).collect()).await?;
         let (sip_socket, sip_addr) = (bound.socket, bound.addr);
@@ -165,6 +175,7 @@ impl Bridge {
                 ports::DEFAULT_QUARANTINE,
             ))),
             trunk: trunk.clone(),
+            recorder,
         };
         let sip = tokio::spawn(call::sip_task::run(
             sip_socket,

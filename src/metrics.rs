@@ -126,6 +126,12 @@ pub struct Metrics {
     /// `wsb_cdr_pushes_total{result}`: call records pushed to
     /// `cdr.webhook_url` (ok) or tried and to be retried (failed).
     pub cdr_pushes: Family<ResultLabel, Counter>,
+    /// `wsb_recordings_total{result}`: call recordings completed (ok) or
+    /// left incomplete (failed: a file or write error, in the record).
+    pub recordings: Family<ResultLabel, Counter>,
+    /// `wsb_recording_dropped_total`: audio payloads that did not reach a
+    /// recording (queue full, undecodable, too large).
+    pub recording_dropped: Counter,
     /// `wsb_call_endings_total{direction,cause}`: why calls ended (the
     /// cause's kind, [`crate::call::EndCause::kind`]).
     pub call_endings: Family<EndingLabels, Counter>,
@@ -218,6 +224,18 @@ impl Metrics {
             "wsb_cdr_pushes",
             "Call records pushed to cdr.webhook_url, by result (ok, failed: to be retried)",
             cdr_pushes.clone(),
+        );
+        let recordings = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "wsb_recordings",
+            "Call recordings completed (ok) or left incomplete (failed)",
+            recordings.clone(),
+        );
+        let recording_dropped = Counter::default();
+        registry.register(
+            "wsb_recording_dropped",
+            "Audio payloads that did not reach a recording (queue full, undecodable, too large)",
+            recording_dropped.clone(),
         );
         let call_mos = per_leg(
             &mut registry,
@@ -337,6 +355,7 @@ impl Metrics {
         }
         for result in ["ok", "failed"] {
             let _ = cdr_pushes.get_or_create(&ResultLabel { result });
+            let _ = recordings.get_or_create(&ResultLabel { result });
         }
         Metrics {
             call_setup,
@@ -351,6 +370,8 @@ impl Metrics {
             sip_auth_failures,
             sip_sources_blocked,
             cdr_pushes,
+            recordings,
+            recording_dropped,
             call_endings,
             sip_responses,
             call_mos,
@@ -458,6 +479,13 @@ impl Metrics {
 
     pub fn cdr_push(&self, result: &'static str) {
         self.cdr_pushes.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// A call's recording, completed.
+    pub fn recording(&self, r: &crate::recording::Recorded) {
+        let result = if r.error.is_none() { "ok" } else { "failed" };
+        self.recordings.get_or_create(&ResultLabel { result }).inc();
+        self.recording_dropped.inc_by(r.dropped);
     }
 
     /// Adds a finished call's dropped media datagrams (the known reasons'

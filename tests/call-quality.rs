@@ -4,7 +4,8 @@
 //! other one back 20 ms (the test peer's `Impair`). The impaired call's
 //! WhatsApp leg shows the loss (≈ 12.5 %), more jitter and a lower MOS
 //! than the clean one's; the clean one scores above 4; RTCP gave the PBX
-//! leg a round trip. The MOS histograms count both calls.
+//! leg a round trip. The MOS histograms count both calls. While each call
+//! is live, `GET /calls` shows its quality so far.
 
 mod support;
 
@@ -23,19 +24,39 @@ async fn call(wati: &FakeWati, bridge: &Bridge, call_id: &str, impair: Impair) -
         json!({"callId": call_id, "businessNumber": "15551441906"}),
     )
     .await;
-    // Long enough for two RTCP intervals (reports every 2.5-7.5 s).
-    let media = run_media_impaired(
-        &mut peer,
-        &sock,
-        Duration::from_secs(12),
-        1000.0,
-        "",
-        || false,
-        impair,
-    )
-    .await
-    .unwrap();
+    // Long enough for two RTCP intervals (reports every 2.5-7.5 s). While
+    // it runs, the admin API shows the live call's quality so far.
+    let (media, live) = tokio::join!(
+        run_media_impaired(
+            &mut peer,
+            &sock,
+            Duration::from_secs(12),
+            1000.0,
+            "",
+            || false,
+            impair,
+        ),
+        async {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            reqwest::Client::new()
+                .get(format!("http://{}/calls", bridge.http_addr))
+                .bearer_auth("adm-q")
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    );
+    let media = media.unwrap();
     assert!(media.connected);
+    let q = &live["calls"][0]["quality"];
+    assert!(
+        q["whatsapp"]["rx_packets"].as_u64().unwrap_or(0) > 100
+            && q["pbx"]["rx_packets"].as_u64().unwrap_or(0) > 100,
+        "a live call's quality so far in GET /calls: {live}"
+    );
     post_webhook_ok(wati, bridge, "terminate", json!({"callId": call_id})).await;
     let rows = ended_call_records(&bridge.store, call_id).await;
     let quality = rows[0]
@@ -51,7 +72,7 @@ async fn induced_loss_and_jitter_lower_the_whatsapp_legs_score() {
     let (mut pbx, sip_port) = sipp_pbx(&["-sn", "uas", "-rtp_echo", "-m", "2"]).await;
     let wati = FakeWati::start().await.unwrap();
     let extra = format!(
-        "[trunk]\nuri = \"sip:127.0.0.1:{sip_port}\"\n[webrtc]\nport_min = 44100\nport_max = 44149\n[media]\nrtp_port_min = 24100\nrtp_port_max = 24199\ncodecs = [\"pcmu\"]\n"
+        "[trunk]\nuri = \"sip:127.0.0.1:{sip_port}\"\n[webrtc]\nport_min = 44100\nport_max = 44149\n[media]\nrtp_port_min = 24100\nrtp_port_max = 24199\ncodecs = [\"pcmu\"]\n[http]\nadmin_token = \"adm-q\"\n"
     );
     let bridge = Bridge::start(settings_with(&wati.api_endpoint(), &extra))
         .await

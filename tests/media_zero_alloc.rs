@@ -162,6 +162,32 @@ fn the_per_packet_path_does_not_allocate() {
         let n = allocations(&mut r, codec, &opus, 1000);
         assert_eq!(n, 0, "{codec:?}: {n} allocations in 1000 packets each way");
     }
+
+    // Recorded calls too: the tap copies each payload into the recording
+    // queue's preallocated slots.
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = wa_sip_bridge::recording::Recorder::start(
+        &wa_sip_bridge::config::RecordingSettings {
+            dir: dir.path().to_path_buf(),
+            format: wa_sip_bridge::config::RecordingFormat::Wav,
+            retention: None,
+        },
+        100,
+    )
+    .unwrap();
+    for codec in [
+        SipCodec::Opus { pt: 107 },
+        SipCodec::G711 {
+            law: Law::Mu,
+            pt: 0,
+            ptime_ms: 20,
+        },
+    ] {
+        let mut r = relay(codec);
+        r.set_tap(recorder.open(format!("{}", codec.clock()), 8000).unwrap());
+        let n = allocations(&mut r, codec, &opus, 1000);
+        assert_eq!(n, 0, "recorded {codec:?}: {n} allocations");
+    }
 }
 
 /// SRTP (SDES, libsrtp2) on a packet each way allocates nothing either,

@@ -267,6 +267,10 @@ async fn run_call(
                     let relay = path.start_relay(n, s.media.rtp_timeout);
                     if relay.is_ok() {
                         tracing::info!(call_id = %call.call_id, codec = ?path.codec().map(|c| c.name()), "relaying media with the PBX");
+                        path.show_quality(ctx.registry.clone(), live_id);
+                        if let Some(rec) = &ctx.recorder {
+                            path.record(rec, super::recording_name(record, live_id));
+                        }
                     }
                     state.handle(Input::RelayStarted(relay));
                 }

@@ -143,6 +143,9 @@ pub(crate) struct MediaPath {
     /// RTCP with the PBX (RFC 3550), once the relay runs, and its timer.
     rtcp: Option<RtcpSession>,
     rtcp_timer: LazyTimer,
+    /// Where the live call's quality is shown (`GET /calls`): the registry
+    /// and the call's id there.
+    live: Option<(std::sync::Arc<crate::call::registry::Registry>, u64)>,
 }
 
 impl MediaPath {
@@ -167,6 +170,7 @@ impl MediaPath {
             sdes_theirs: None,
             rtcp: None,
             rtcp_timer: LazyTimer::default(),
+            live: None,
         }
     }
 
@@ -185,6 +189,35 @@ impl MediaPath {
         self.relay = Some(Relay::new(cfg, now)?);
         self.negotiated = Some(n);
         Ok(())
+    }
+
+    /// Records the call from here on (`[recording]`) into `<name>.<ext>`:
+    /// 8 kHz when the PBX speaks G.711, 16 kHz when Opus passes through.
+    pub(crate) fn record(&mut self, recorder: &crate::recording::Recorder, name: String) {
+        let Some(r) = self.relay.as_mut() else { return };
+        let rate = match r.config().sip_codec {
+            SipCodec::G711 { .. } => 8000,
+            SipCodec::Opus { .. } => 16000,
+        };
+        if let Some(tap) = recorder.open(name, rate) {
+            r.set_tap(tap);
+        }
+    }
+
+    /// Shows the call's quality in the registry's entry `id` from now on,
+    /// with each RTCP report.
+    pub(crate) fn show_quality(
+        &mut self,
+        registry: std::sync::Arc<crate::call::registry::Registry>,
+        id: u64,
+    ) {
+        self.live = Some((registry, id));
+    }
+
+    /// Completes the call's recording, if it has one.
+    pub(crate) async fn stop_recording(&mut self) -> Option<crate::recording::Recorded> {
+        let tap = self.relay.as_mut()?.take_tap()?;
+        Some(tap.close().await)
     }
 
     /// The PBX moved its media (a 200 after a 183 with another address).
@@ -398,6 +431,11 @@ impl MediaPath {
         let reception = relay.rtcp_reception();
         self.rtp
             .send_rtcp(|buf| session.poll_report(now, sender, reception, buf));
+        if let Some((registry, id)) = &self.live {
+            if let Some(q) = self.quality() {
+                registry.set_quality(*id, q);
+            }
+        }
     }
 
     /// Packet counts for the call record and the metrics.
@@ -410,6 +448,7 @@ impl MediaPath {
             pbx_rx: r.sip.rx.packets,
             pbx_tx: r.sip.tx.packets,
             quality: self.quality().and_then(|q| serde_json::to_string(&q).ok()),
+            recording: None,
         })
     }
 

@@ -48,6 +48,8 @@ pub(crate) struct CallCtx {
     pub rtp_ports: SharedPortPool,
     /// The trunk's address (resolved at start, and again as DNS ages).
     pub trunk: Arc<trunk::Trunk>,
+    /// `[recording]`, when on.
+    pub recorder: Option<Arc<crate::recording::Recorder>>,
 }
 
 /// Puts a step a call takes once (set-up, its end at Wati, its record) on
@@ -146,6 +148,16 @@ async fn media_only(
     }
 }
 
+/// A call's recording file name: its record id (what `GET /calls/history`
+/// and the pushed record call `id`), or, without a record (the store
+/// failing), the live call's id and the time.
+fn recording_name(record: Option<i64>, live_id: u64) -> String {
+    match record {
+        Some(id) => id.to_string(),
+        None => format!("live-{live_id}-{}", now_ms()),
+    }
+}
+
 /// Saves the SIP dialog of an answered call, for a BYE after a crash.
 async fn save_dialog(ctx: &CallCtx, record: Option<i64>, call: crate::sip::ua::CallRef) {
     let (Some(id), Some(d)) = (record, ctx.sip.dialog(call).await) else {
@@ -164,9 +176,29 @@ async fn finish(
     direction: &'static str,
     record: Option<i64>,
     end: Ending,
-    path: Option<media_path::MediaPath>,
+    mut path: Option<media_path::MediaPath>,
 ) {
-    let media = path.as_ref().and_then(media_path::MediaPath::counters);
+    // The recording's file completed first: its path and size go in the record.
+    let recorded = match path.as_mut() {
+        Some(p) => p.stop_recording().await,
+        None => None,
+    };
+    if let Some(r) = &recorded {
+        ctx.metrics.recording(r);
+        tracing::info!(
+            record = ?record,
+            path = ?r.path,
+            bytes = r.bytes,
+            seconds = r.seconds,
+            dropped = r.dropped,
+            error = ?r.error,
+            "call recording"
+        );
+    }
+    let mut media = path.as_ref().and_then(media_path::MediaPath::counters);
+    if let Some(m) = media.as_mut() {
+        m.recording = recorded.and_then(|r| serde_json::to_string(&r).ok());
+    }
     if let Some(p) = &path {
         ctx.metrics.rtcp_packets("pbx", "in", p.rtcp_received());
         ctx.metrics.rtcp_packets("pbx", "out", p.rtcp_sent());

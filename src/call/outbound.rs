@@ -313,6 +313,12 @@ async fn run_call(
                     };
                     if relay.is_ok() {
                         tracing::info!(wa_call_id = ?wa_call.as_ref().map(|w| w.as_str()), codec = ?path.as_ref().and_then(|p| p.codec()).map(|c| c.name()), "relaying media with the PBX");
+                        if let Some(p) = path.as_mut() {
+                            p.show_quality(ctx.registry.clone(), live_id);
+                            if let Some(rec) = &ctx.recorder {
+                                p.record(rec, super::recording_name(record, live_id));
+                            }
+                        }
                     }
                     state.handle(Input::RelayStarted(relay));
                 }

@@ -57,7 +57,7 @@ impl Refusal {
 }
 
 /// What the admin API shows of a live call.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct LiveCall {
     pub id: u64,
     pub direction: &'static str,
@@ -68,6 +68,9 @@ pub struct LiveCall {
     pub state: &'static str,
     pub started_at_ms: i64,
     pub answered_at_ms: Option<i64>,
+    /// Both legs' quality so far (once media flows; brought up to date
+    /// with each RTCP report toward the PBX, every 2.5–7.5 s).
+    pub quality: Option<crate::media::quality::CallQuality>,
 }
 
 /// The state of a call whose outcome is decided: it is cleaning up
@@ -163,6 +166,7 @@ impl Registry {
                     state: "setup",
                     started_at_ms: now_ms(),
                     answered_at_ms: None,
+                    quality: None,
                 },
                 tx,
             },
@@ -229,6 +233,13 @@ impl Registry {
             if state == "answered" && e.info.answered_at_ms.is_none() {
                 e.info.answered_at_ms = Some(now_ms());
             }
+        }
+    }
+
+    /// A live call's quality so far.
+    pub fn set_quality(&self, id: u64, q: crate::media::quality::CallQuality) {
+        if let Some(e) = self.lock().calls.get_mut(&id) {
+            e.info.quality = Some(q);
         }
     }
 

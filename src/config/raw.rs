@@ -239,6 +239,26 @@ impl Default for RawCdr {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawRecording {
+    pub enabled: bool,
+    pub dir: String,
+    pub format: String,
+    pub retention_days: u32,
+}
+
+impl Default for RawRecording {
+    fn default() -> Self {
+        RawRecording {
+            enabled: false,
+            dir: String::new(),
+            format: "wav".into(),
+            retention_days: 0,
+        }
+    }
+}
+
 /// The configuration as written, before validation.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RawConfig {
@@ -252,10 +272,21 @@ pub struct RawConfig {
     pub calls: RawCalls,
     pub storage: RawStorage,
     pub cdr: RawCdr,
+    pub recording: RawRecording,
 }
 
 const SECTIONS: &[&str] = &[
-    "wati", "http", "webrtc", "sip", "trunk", "media", "routing", "calls", "storage", "cdr",
+    "wati",
+    "http",
+    "webrtc",
+    "sip",
+    "trunk",
+    "media",
+    "routing",
+    "calls",
+    "storage",
+    "cdr",
+    "recording",
 ];
 
 impl RawConfig {
@@ -317,6 +348,7 @@ impl RawConfig {
         section(&doc, "calls", &mut raw.calls, &mut problems);
         section(&doc, "storage", &mut raw.storage, &mut problems);
         section(&doc, "cdr", &mut raw.cdr, &mut problems);
+        section(&doc, "recording", &mut raw.recording, &mut problems);
         Ok((raw, problems))
     }
 }

@@ -206,6 +206,36 @@ pub struct Settings {
     pub storage: StorageSettings,
     /// Finished call records pushed to a webhook (`[cdr]`), when set.
     pub cdr: Option<CdrSettings>,
+    /// Calls recorded to files (`[recording]`), when enabled.
+    pub recording: Option<RecordingSettings>,
+}
+
+/// What a recording file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordingFormat {
+    /// 16-bit PCM, two channels: the WhatsApp user left, the PBX right.
+    Wav,
+    /// Opus in Ogg (RFC 7845), the same two channels.
+    OggOpus,
+}
+
+impl RecordingFormat {
+    /// The files' extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            RecordingFormat::Wav => "wav",
+            RecordingFormat::OggOpus => "opus",
+        }
+    }
+}
+
+/// `[recording]`, when `recording.enabled`.
+#[derive(Debug, Clone)]
+pub struct RecordingSettings {
+    pub dir: std::path::PathBuf,
+    pub format: RecordingFormat,
+    /// Files older than this are deleted; `None` keeps them.
+    pub retention: Option<std::time::Duration>,
 }
 
 /// `cdr.webhook_url` and how to call it.

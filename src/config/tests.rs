@@ -371,3 +371,44 @@ fn cdr_settings_are_checked_and_named() {
         .to_string();
     assert!(err.contains("cdr.bearer_token"), "{err}");
 }
+
+/// `[recording]`: off by default; on, it needs an absolute `dir`; a bad
+/// format and an absurd retention are named even while it is off.
+#[test]
+fn recording_settings_are_checked_and_named() {
+    assert!(load(VALID, &[]).unwrap().recording.is_none());
+    let on = load(
+        &format!("{VALID}\n[recording]\nenabled = true\ndir = \"/var/rec\"\nformat = \"ogg\"\nretention_days = 30\n"),
+        &[],
+    )
+    .unwrap()
+    .recording
+    .unwrap();
+    assert_eq!(on.dir, std::path::PathBuf::from("/var/rec"));
+    assert_eq!(on.format, super::RecordingFormat::OggOpus);
+    assert_eq!(
+        on.retention,
+        Some(std::time::Duration::from_secs(30 * 86_400))
+    );
+    let err = load(
+        &format!("{VALID}\n[recording]\nenabled = true\ndir = \"rec\"\n"),
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("recording.dir"), "{err}");
+    let err = load(&format!("{VALID}\n[recording]\nenabled = true\n"), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("recording.dir"), "{err}");
+    let err = load(
+        &format!("{VALID}\n[recording]\nformat = \"mp3\"\nretention_days = 99999\n"),
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("recording.format") && err.contains("recording.retention_days"),
+        "{err}"
+    );
+}

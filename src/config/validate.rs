@@ -209,6 +209,7 @@ impl RawConfig {
         let calls = calls(&mut c, &self.calls);
         let storage = storage(&mut c, &self.storage);
         let cdr = cdr(&mut c, &self.cdr);
+        let recording = recording(&mut c, &self.recording);
         if !c.problems.is_empty() {
             return Err(ConfigError {
                 problems: c.problems,
@@ -227,8 +228,54 @@ impl RawConfig {
             calls: calls.ok_or_else(missing)?,
             storage: storage.ok_or_else(missing)?,
             cdr: cdr.ok_or_else(missing)?,
+            recording: recording.ok_or_else(missing)?,
         })
     }
+}
+
+/// `[recording]`: `Some(None)` when recording is off. The keys are
+/// checked even then, so a typo shows before recording is switched on.
+fn recording(
+    c: &mut Checker,
+    raw: &super::raw::RawRecording,
+) -> Option<Option<super::RecordingSettings>> {
+    let format = match raw.format.as_str() {
+        "wav" => Some(super::RecordingFormat::Wav),
+        "ogg" | "opus" => Some(super::RecordingFormat::OggOpus),
+        other => {
+            c.problem(
+                "recording.format",
+                format!("{other:?} is not a format (known: \"wav\", \"ogg\")"),
+            );
+            None
+        }
+    };
+    // A hundred years: more is a typo, and the seconds would overflow.
+    if raw.retention_days > 36_500 {
+        c.problem(
+            "recording.retention_days",
+            "must be at most 36500 (0 keeps files)",
+        );
+        return None;
+    }
+    let dir = raw.dir.trim();
+    if !raw.enabled {
+        return format.map(|_| None);
+    }
+    if dir.is_empty() {
+        c.problem("recording.dir", "required when recording.enabled is true");
+        return None;
+    }
+    if !std::path::Path::new(dir).is_absolute() {
+        c.problem("recording.dir", "must be an absolute path");
+        return None;
+    }
+    Some(Some(super::RecordingSettings {
+        dir: dir.into(),
+        format: format?,
+        retention: (raw.retention_days > 0)
+            .then(|| std::time::Duration::from_secs(u64::from(raw.retention_days) * 86_400)),
+    }))
 }
 
 /// `[cdr]`: `Some(None)` when no webhook is set.

@@ -24,6 +24,7 @@ use super::rewrite::SeqTsRewriter;
 use super::rtp::{write_header, RtpError, RtpView, HEADER_LEN};
 use super::stats::{LegCounters, ReceiveTracker};
 use super::transcode::{G711ToOpus, OpusEncoderSettings, OpusToG711, TranscodeError};
+use crate::recording::{Payload, Side, Tap};
 
 /// Comfort noise (RFC 3389): accepted from the PBX and ignored.
 const PT_CN: u8 = 13;
@@ -126,6 +127,9 @@ pub struct Relay {
     last_sip_rx: Option<Instant>,
     pbx_on_hold: bool,
     timed_out: bool,
+    /// The call's recording, when it is recorded: each side's audio as it
+    /// crossed the bridge.
+    tap: Option<Tap>,
 }
 
 impl Relay {
@@ -160,6 +164,7 @@ impl Relay {
             last_sip_rx: None,
             pbx_on_hold: false,
             timed_out: false,
+            tap: None,
             mode,
             cfg,
         })
@@ -184,7 +189,26 @@ impl Relay {
         self.last_sip_rx = old.last_sip_rx;
         self.pbx_on_hold = old.pbx_on_hold;
         self.timed_out = old.timed_out;
+        self.tap = old.tap;
         Ok(())
+    }
+
+    /// Records the call from here on through `tap`.
+    pub fn set_tap(&mut self, tap: Tap) {
+        self.tap = Some(tap);
+    }
+
+    /// The recording's tap, to close it (the call ended).
+    pub fn take_tap(&mut self) -> Option<Tap> {
+        self.tap.take()
+    }
+
+    /// The payload format the PBX side's audio has (what a recording decodes).
+    fn sip_payload(&self) -> Payload {
+        match self.cfg.sip_codec {
+            SipCodec::Opus { .. } => Payload::Opus,
+            SipCodec::G711 { law, .. } => Payload::G711(law),
+        }
     }
 
     /// What the relay was built with.
@@ -212,11 +236,15 @@ impl Relay {
         self.wa.lost += self.wa_rx.on_packet(now, seq, ts48);
         self.wa.jitter_ms = self.wa_rx.jitter_ms();
         let ssrc_out = self.cfg.ssrc;
+        let sip_payload = self.sip_payload();
         match &mut self.mode {
             Mode::Passthrough => {
                 if opus.len() > MAX_DATAGRAM - HEADER_LEN {
                     self.wa.dropped += 1;
                     return;
+                }
+                if let Some(t) = self.tap.as_mut() {
+                    t.audio(Side::WhatsApp, Payload::Opus, now, opus);
                 }
                 let (out_seq, out_ts) = self.rewriter.rewrite(ssrc, seq, ts48, now);
                 self.sip_ts_now = out_ts;
@@ -239,8 +267,12 @@ impl Relay {
                 let buf = &mut self.buf;
                 let tx = &mut self.sip.tx;
                 let ts_now = &mut self.sip_ts_now;
+                let tap = &mut self.tap;
                 self.sip_ts_at = Some(now);
                 to_g711.push(seq, opus, &mut |g711: &[u8], ts8k: u32| {
+                    if let Some(t) = tap.as_mut() {
+                        t.audio(Side::WhatsApp, sip_payload, now, g711);
+                    }
                     let ts = base.wrapping_add(ts8k);
                     write_header(&mut buf[..], pt, false, *out_seq, ts, ssrc_out);
                     *out_seq = out_seq.wrapping_add(1);
@@ -424,6 +456,10 @@ impl Relay {
         };
         if let Some(n) = payload_samples {
             self.sip_expected_ts = Some(p.timestamp().wrapping_add(n as u32));
+        }
+        let sip_payload = self.sip_payload();
+        if let Some(t) = self.tap.as_mut() {
+            t.audio(Side::Pbx, sip_payload, now, p.payload());
         }
         match &mut self.mode {
             Mode::Passthrough => match samples_48k(p.payload()) {

@@ -141,6 +141,8 @@ pub struct MediaCounters {
     pub pbx_tx: u64,
     /// Per-leg quality, JSON ([`crate::media::quality::CallQuality`]).
     pub quality: Option<String>,
+    /// The call's recording, JSON ([`crate::recording::Recorded`]).
+    pub recording: Option<String>,
 }
 
 /// What the cache knows about a user's call permission.
@@ -414,7 +416,7 @@ impl Store {
             let n = c.execute(
                 "UPDATE calls SET ended_at_ms = ?2, end_cause = ?3, sip_code = ?4, codec = ?5, sip_dialog = NULL,
                      wa_rx_packets = ?6, wa_tx_packets = ?7, pbx_rx_packets = ?8, pbx_tx_packets = ?9,
-                     quality = ?10
+                     quality = ?10, recording = ?11
                  WHERE id = ?1 AND ended_at_ms IS NULL",
                 params![
                     id,
@@ -426,7 +428,8 @@ impl Store {
                     m.map(|m| m.wa_tx as i64),
                     m.map(|m| m.pbx_rx as i64),
                     m.map(|m| m.pbx_tx as i64),
-                    m.and_then(|m| m.quality.clone())
+                    m.and_then(|m| m.quality.clone()),
+                    m.and_then(|m| m.recording.clone())
                 ],
             )?;
             // Queued in the same transaction as the end: never an ended call
@@ -594,7 +597,7 @@ fn webhook_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WebhookRow> {
     })
 }
 
-const CALL_SELECT: &str = "SELECT id, direction, wa_call_id, sip_call_id, waid, business_number, offered_at_ms, answered_at_ms, ended_at_ms, end_cause, sip_code, codec, wa_rx_packets, wa_tx_packets, pbx_rx_packets, pbx_tx_packets, sip_dialog, transfers, quality FROM calls";
+const CALL_SELECT: &str = "SELECT id, direction, wa_call_id, sip_call_id, waid, business_number, offered_at_ms, answered_at_ms, ended_at_ms, end_cause, sip_code, codec, wa_rx_packets, wa_tx_packets, pbx_rx_packets, pbx_tx_packets, sip_dialog, transfers, quality, recording FROM calls";
 
 fn call_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CallRow> {
     call_row_from(r, 0)
@@ -624,6 +627,7 @@ fn call_row_from(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<CallRow> 
                 pbx_rx: r.get::<_, Option<i64>>(at + 14)?.unwrap_or(0) as u64,
                 pbx_tx: r.get::<_, Option<i64>>(at + 15)?.unwrap_or(0) as u64,
                 quality: r.get(at + 18)?,
+                recording: r.get(at + 19)?,
             }),
         },
         sip_dialog: r.get(at + 16)?,
@@ -791,6 +795,7 @@ mod tests {
                     pbx_rx: 3,
                     pbx_tx: 4,
                     quality: Some("{\"whatsapp\":{\"mos\":4.4}}".into()),
+                    recording: Some("{\"path\":\"/r/1.wav\"}".into()),
                 }),
             )
             .await

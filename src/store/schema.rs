@@ -60,6 +60,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX calls_ended ON calls(ended_at_ms) WHERE ended_at_ms IS NOT NULL;",
     // 5: per-leg quality (loss, jitter, round trip, MOS) as JSON.
     "ALTER TABLE calls ADD COLUMN quality TEXT;",
+    // 6: the call's recording (path, size, format, seconds), JSON.
+    "ALTER TABLE calls ADD COLUMN recording TEXT;",
 ];
 
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
