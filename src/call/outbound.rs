@@ -110,6 +110,11 @@ async fn check_permission(ctx: &CallCtx, waid: &Waid) -> Result<Permit, WatiErro
         Ok(()) => Ok(Permit::Refused(RequestOutcome::Sent)),
         Err(e) => {
             tracing::warn!(%waid, error = %e, "call permission request failed");
+            // Not sent: the next call may try again.
+            let _ = ctx
+                .store
+                .release_permission_request(waid.to_string(), now)
+                .await;
             Ok(Permit::Refused(RequestOutcome::Failed))
         }
     }

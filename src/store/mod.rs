@@ -580,6 +580,26 @@ impl Store {
         })
         .await
     }
+
+    /// Gives back a claim of [`Store::claim_permission_request`] whose
+    /// request never reached Wati (its REST call failed), so that the next
+    /// call asks again instead of waiting out the pending time for a request
+    /// the user never got. Only the claim made at `at_ms` is released.
+    pub async fn release_permission_request(
+        &self,
+        waid: String,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.with(move |c| {
+            c.execute(
+                "UPDATE permissions SET request_pending_since_ms = NULL
+                 WHERE waid = ?1 AND request_pending_since_ms = ?2",
+                params![waid, at_ms],
+            )?;
+            Ok(())
+        })
+        .await
+    }
 }
 
 const WEBHOOK_SELECT: &str = "SELECT id, route, received_at_ms, raw_body, status, error, dedupe_key, duplicate_of FROM webhook_log";

@@ -75,6 +75,23 @@ pub enum WatiError {
     },
 }
 
+/// An error with its causes: reqwest's own text says only "error sending
+/// request"; what went wrong (refused, reset, which TLS check failed) is
+/// further down the chain, and the call record should say it.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+        next = cause.source();
+    }
+    text
+}
+
 impl WatiError {
     pub fn op(&self) -> WatiOp {
         match self {
@@ -196,7 +213,7 @@ impl WatiClient {
                 self.metrics.wati_request(op.label(), "error");
                 return Err(WatiError::Transport {
                     op,
-                    reason: e.to_string(),
+                    reason: with_causes(&e),
                 });
             }
         };
@@ -214,7 +231,7 @@ impl WatiClient {
             Err(e) => {
                 return Err(WatiError::Transport {
                     op,
-                    reason: e.to_string(),
+                    reason: with_causes(&e),
                 })
             }
         };
