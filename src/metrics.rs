@@ -308,6 +308,7 @@ impl Metrics {
                 "not_answered",
                 "refused_capacity",
                 "refused_draining",
+                "refused_store",
             ] {
                 let _ = calls_total.get_or_create(&CallLabels { direction, result });
             }

@@ -242,12 +242,14 @@ async fn finish(
     }
     let answered = end.sip_code == Some(200);
     if let Some(id) = record {
-        if let Err(e) = ctx
+        let ended = (now_ms(), end.cause.to_string(), end.sip_code);
+        let written = ctx
             .store
-            .end_call(id, now_ms(), end.cause.to_string(), end.sip_code, media)
-            .await
-        {
-            tracing::error!(record = id, error = %e, "could not write the end of the call record");
+            .end_call(id, ended.0, ended.1.clone(), ended.2, media.clone())
+            .await;
+        if let Err(e) = written {
+            tracing::error!(record = id, error = %e, "could not write the end of the call record; retrying");
+            tokio::spawn(retry_end(ctx.store.clone(), id, ended, media));
         }
     }
     ctx.metrics.call_finished(direction);
@@ -256,6 +258,32 @@ async fn finish(
         direction,
         if answered { "answered" } else { "not_answered" },
     );
+}
+
+/// Writes a call record's end that the store refused (a full disk), again
+/// and again, backing off from 2 s to a minute, until it goes through: the
+/// call is over, its record must not stay open. (Should the bridge stop
+/// first, the record is still open at the next start and recovery ends it.)
+async fn retry_end(
+    store: crate::store::Store,
+    id: i64,
+    (at_ms, cause, sip_code): (i64, String, Option<u16>),
+    media: Option<crate::store::MediaCounters>,
+) {
+    let mut wait = std::time::Duration::from_secs(2);
+    loop {
+        tokio::time::sleep(wait).await;
+        match store
+            .end_call(id, at_ms, cause.clone(), sip_code, media.clone())
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(record = id, "the end of the call record is written");
+                return;
+            }
+            Err(_) => wait = (wait * 2).min(std::time::Duration::from_secs(60)),
+        }
+    }
 }
 
 /// Drains webhook events and the PBX's INVITEs until both sources are gone,

@@ -162,8 +162,29 @@ pub(crate) async fn run(
             business_number: None,
             offered_at_ms: now_ms(),
         })
-        .await
-        .ok();
+        .await;
+    let record = match record {
+        Ok(id) => Some(id),
+        Err(e) => {
+            // A call that cannot be recorded is not placed: the PBX may try
+            // another route, and no call goes unrecorded (the store says
+            // why in its log and readiness).
+            tracing::error!(%sip_call_id, error = %e, "INVITE refused: the call cannot be recorded");
+            ctx.metrics.call_ended("outbound", "refused_store");
+            ctx.sip
+                .reject(
+                    inc.call,
+                    503,
+                    "Service Unavailable",
+                    vec![
+                        ("retry-after", "30".to_string()),
+                        reason_header(503, "the bridge cannot record calls now"),
+                    ],
+                )
+                .await;
+            return;
+        }
+    };
     ctx.metrics.call_started("outbound");
     let mut path = None;
     let mut wa_call = None;

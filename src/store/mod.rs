@@ -166,7 +166,15 @@ pub struct Store {
     health: Arc<Health>,
     /// Whether ended calls are queued for `cdr.webhook_url` ([`cdr`]).
     cdr_outbox: Arc<std::sync::atomic::AtomicBool>,
+    /// When an operation last failed (ms since the epoch; 0: never).
+    last_failure_ms: Arc<std::sync::atomic::AtomicI64>,
 }
+
+/// How long writes must go through after a failure before the store is
+/// reported healthy again. A full disk lets some writes through (those that
+/// fit in pages SQLite already has) while others fail; without this,
+/// readiness would flap with each.
+const STORE_SETTLE_MS: i64 = 10_000;
 
 impl Store {
     /// Opens (creating if needed) the database and brings its schema up to date.
@@ -181,6 +189,7 @@ impl Store {
             writer: writer::Writer::start(conn)?,
             health,
             cdr_outbox: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            last_failure_ms: Arc::new(std::sync::atomic::AtomicI64::new(0)),
         })
     }
 
@@ -195,8 +204,9 @@ impl Store {
     }
 
     /// Runs `f` on the connection (committed with whatever else is queued)
-    /// and answers once it is on disk; any failure turns readiness red, a
-    /// success turns it green again.
+    /// and answers once it is on disk; any failure turns readiness red, and
+    /// it turns green again with a success [`STORE_SETTLE_MS`] after the
+    /// last failure.
     async fn with<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
@@ -207,17 +217,33 @@ impl Store {
             .submit(f)
             .await
             .unwrap_or_else(|_| Err(StoreError::Worker("the store thread is gone".into())));
-        self.health.set_store_ok(result.is_ok());
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "store operation failed");
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = now_ms();
+        match &result {
+            Err(e) => {
+                self.last_failure_ms.store(now, Relaxed);
+                self.health.set_store_ok(false);
+                tracing::error!(error = %e, "store operation failed");
+            }
+            Ok(_) if now - self.last_failure_ms.load(Relaxed) >= STORE_SETTLE_MS => {
+                self.health.set_store_ok(true);
+            }
+            Ok(_) => {}
         }
         result
     }
 
-    /// A trivial query, for readiness.
+    /// A small write, for readiness: a read goes through on a full or
+    /// read-only disk, and says nothing about whether the next call's record
+    /// can be written.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.with(|c| {
-            c.query_row("SELECT 1", [], |_| Ok(()))?;
+        let at = now_ms();
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO health_probe (id, at_ms) VALUES (1, ?1)
+                 ON CONFLICT(id) DO UPDATE SET at_ms = excluded.at_ms",
+                params![at],
+            )?;
             Ok(())
         })
         .await

@@ -62,6 +62,12 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE calls ADD COLUMN quality TEXT;",
     // 6: the call's recording (path, size, format, seconds), JSON.
     "ALTER TABLE calls ADD COLUMN recording TEXT;",
+    // 7: one row rewritten by each readiness check: proof that a write
+    // goes through, not only a read.
+    "CREATE TABLE health_probe (
+        id     INTEGER PRIMARY KEY CHECK (id = 1),
+        at_ms  INTEGER NOT NULL
+    );",
 ];
 
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
