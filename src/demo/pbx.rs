@@ -315,10 +315,15 @@ pub async fn place_call(
 
 /// The extension's SIP socket on 127.0.0.1 (any port), taking calls from loopback only.
 pub async fn extension_socket(user: &str) -> Result<SipSocket, DemoError> {
+    extension_socket_at(user, SocketAddr::from(([127, 0, 0, 1], 0))).await
+}
+
+/// [`extension_socket`] on `addr` (a PBX that comes back on its port).
+pub async fn extension_socket_at(user: &str, addr: SocketAddr) -> Result<SipSocket, DemoError> {
     use crate::sip::acl::SourceAcl;
     use crate::sip::transaction::Timers;
     use crate::sip::ua::{SipUa, UaConfig};
-    let sock = UdpSocket::bind("127.0.0.1:0").await?;
+    let sock = UdpSocket::bind(addr).await?;
     let addr = sock.local_addr()?;
     let loopback = "127.0.0.0/8"
         .parse()
