@@ -13,7 +13,9 @@ set -euo pipefail
 # the loadgen itself on its own ports; the packaged service is not used).
 # fonts-dejavu-core: the font of the loadgen's chart.
 # make, curl: libsrtp2 built with OpenSSL (tests/setup-libsrtp2.sh, below).
-packages=(libopus-dev pkg-config libssl-dev make curl sip-tester baresip-core rtpengine-daemon fonts-dejavu-core)
+# libfaketime: the wall clock of one bridge process jumped mid-call
+# (tests/faults-clock-jump.rs), without touching the machine's clock.
+packages=(libopus-dev pkg-config libssl-dev make curl sip-tester baresip-core rtpengine-daemon fonts-dejavu-core libfaketime)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -34,7 +34,9 @@ impl Store {
         self.cdr_outbox.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Up to `limit` queued records due at `now_ms`, oldest first.
+    /// Up to `limit` queued records due at `now_ms`, oldest first. A
+    /// retry time further ahead than the longest backoff was set before the
+    /// wall clock went back: it is due now, not after the jump is made up.
     pub async fn cdr_due(&self, now_ms: i64, limit: u32) -> Result<Vec<CdrItem>, StoreError> {
         self.with(move |c| {
             // CALL_SELECT's columns, qualified (the outbox has an id too).
@@ -49,9 +51,11 @@ impl Store {
                 "SELECT o.id, o.attempts, {columns} FROM cdr_outbox o JOIN calls ON calls.id = o.call_id"
             );
             let mut stmt = c.prepare(&format!(
-                "{select} WHERE o.next_at_ms <= ?1 ORDER BY o.next_at_ms, o.id LIMIT ?2"
+                "{select} WHERE o.next_at_ms <= ?1 OR o.next_at_ms > ?1 + ?3
+                 ORDER BY o.next_at_ms, o.id LIMIT ?2"
             ))?;
-            let rows = stmt.query_map(params![now_ms, limit], |r| {
+            let longest = crate::cdr::backoff(u32::MAX).as_millis() as i64;
+            let rows = stmt.query_map(params![now_ms, limit, longest], |r| {
                 let outbox_id: i64 = r.get(0)?;
                 let attempts: i64 = r.get(1)?;
                 // The call's columns follow the two of the outbox.

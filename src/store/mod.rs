@@ -903,6 +903,55 @@ mod tests {
         assert_eq!(rows[0].raw_body, b"body");
     }
 
+    /// The wall clock went back an hour after a push failed: the retry
+    /// set for (old) now + 2 s is due at once, not an hour later. A failed
+    /// permission request's claim is given back (only that claim).
+    #[tokio::test]
+    async fn wall_clock_going_back_does_not_delay_what_is_due() {
+        let s = store();
+        s.enable_cdr_outbox();
+        let t = 10_000_000;
+        let id = s
+            .insert_call(NewCall {
+                direction: Direction::Inbound,
+                wa_call_id: Some("w".into()),
+                sip_call_id: None,
+                waid: None,
+                business_number: None,
+                offered_at_ms: t,
+            })
+            .await
+            .unwrap();
+        s.end_call(id, t + 1000, "pbx_bye".into(), None, None)
+            .await
+            .unwrap();
+        let due = s.cdr_due(t + 1000, 10).await.unwrap();
+        assert_eq!(due.len(), 1);
+        s.cdr_retry(due[0].outbox_id, t + 3000, "refused".into())
+            .await
+            .unwrap();
+        assert!(s.cdr_due(t + 2000, 10).await.unwrap().is_empty());
+        let back = t + 2000 - 3_600_000;
+        assert_eq!(s.cdr_due(back, 10).await.unwrap().len(), 1);
+
+        assert!(s
+            .claim_permission_request("447".into(), t, 1000)
+            .await
+            .unwrap());
+        s.release_permission_request("447".into(), t - 1)
+            .await
+            .unwrap();
+        assert!(!s
+            .claim_permission_request("447".into(), t + 1, 1000)
+            .await
+            .unwrap());
+        s.release_permission_request("447".into(), t).await.unwrap();
+        assert!(s
+            .claim_permission_request("447".into(), t + 2, 1000)
+            .await
+            .unwrap());
+    }
+
     #[test]
     fn unopenable_file_is_an_error() {
         let settings = StorageSettings::SqliteFile("/nonexistent-dir/x/y.db".into());

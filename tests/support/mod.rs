@@ -195,6 +195,7 @@ pub use wa_sip_bridge::demo::ended_call_records;
 pub mod pbx;
 pub mod peers;
 pub mod pki;
+pub mod process;
 
 /// What [`inbound_echo_call`] saw.
 pub struct EchoCall {
@@ -225,6 +226,15 @@ pub async fn post_webhook_ok(
 pub async fn whatsapp_calls_in(
     wati: &fake_wati::FakeWati,
     bridge: &wa_sip_bridge::Bridge,
+    body: serde_json::Value,
+) -> (wa_peer::WaPeer, tokio::net::UdpSocket) {
+    whatsapp_calls_in_at(wati, bridge.http_addr, body).await
+}
+
+/// [`whatsapp_calls_in`] to a bridge whose webhooks are at `http`.
+pub async fn whatsapp_calls_in_at(
+    wati: &fake_wati::FakeWati,
+    http: std::net::SocketAddr,
     mut body: serde_json::Value,
 ) -> (wa_peer::WaPeer, tokio::net::UdpSocket) {
     use std::time::{Duration, Instant};
@@ -233,7 +243,10 @@ pub async fn whatsapp_calls_in(
         wa_peer::WaPeer::offer(sock.local_addr().unwrap(), Instant::now(), None).unwrap();
     body["sdp"] = offer.into();
     let call_id = body["callId"].as_str().unwrap_or("").to_string();
-    post_webhook_ok(wati, bridge, "inbound-call", body).await;
+    let (status, answer) = wati
+        .post_webhook(http, "inbound-call", Some(WEBHOOK_KEY), &body)
+        .await;
+    assert_eq!(status, 200, "inbound-call: {answer}");
     // This call's accept (its id is in the path), not an earlier call's.
     let deadline = Instant::now() + Duration::from_secs(15);
     let accept = loop {
