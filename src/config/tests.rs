@@ -412,3 +412,23 @@ fn recording_settings_are_checked_and_named() {
         "{err}"
     );
 }
+
+/// `[sip]` per-source limits: out-of-range values are each named.
+#[test]
+fn per_source_limits_are_checked_and_named() {
+    let on = load(VALID, &[]).unwrap().sip.auth_guard;
+    assert_eq!((on.max_failures, on.max_dialogs_per_source), (10, 100));
+    let err = load(
+        VALID,
+        &[
+            ("WSB_SIP__AUTH_BLOCK_S", "0"),
+            ("WSB_SIP__MAX_DIALOGS_PER_SOURCE", "200000"),
+        ],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("sip.auth_block_s") && err.contains("sip.max_dialogs_per_source"),
+        "{err}"
+    );
+}

@@ -458,12 +458,20 @@ fn sip(c: &mut Checker, raw: &RawSip) -> Option<SipSettings> {
             }
         }
     }
+    if raw.max_dialogs_per_source > 100_000 {
+        c.problem(
+            "sip.max_dialogs_per_source",
+            "must be at most 100000 (0: no limit)",
+        );
+        guard_ok = false;
+    }
     let tls = sip_tls(c, raw);
     Some(SipSettings {
         auth_guard: guard_ok.then_some(crate::sip::auth_guard::GuardConfig {
             max_failures: raw.auth_max_failures,
             window: std::time::Duration::from_secs(raw.auth_failure_window_s.into()),
             block_for: std::time::Duration::from_secs(raw.auth_block_s.into()),
+            max_dialogs_per_source: raw.max_dialogs_per_source,
         })?,
         tls: tls?,
         listen: sip_listen?,

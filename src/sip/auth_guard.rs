@@ -17,13 +17,18 @@ use std::time::{Duration, Instant};
 /// Addresses tracked at once.
 pub const MAX_TRACKED: usize = 4096;
 
-/// `sip.auth_max_failures`, `sip.auth_failure_window_s`, `sip.auth_block_s`.
+/// What one source address (not the trunk's) may do: `sip.auth_max_failures`,
+/// `sip.auth_failure_window_s`, `sip.auth_block_s`,
+/// `sip.max_dialogs_per_source`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GuardConfig {
     /// Failures that block an address; 0 turns the guard off.
     pub max_failures: u32,
     pub window: Duration,
     pub block_for: Duration,
+    /// Calls one source may have at once (0: no limit); the INVITE over
+    /// it gets 503.
+    pub max_dialogs_per_source: u32,
 }
 
 impl Default for GuardConfig {
@@ -32,6 +37,7 @@ impl Default for GuardConfig {
             max_failures: 10,
             window: Duration::from_secs(60),
             block_for: Duration::from_secs(600),
+            max_dialogs_per_source: 100,
         }
     }
 }
@@ -139,6 +145,7 @@ mod tests {
             max_failures: max,
             window: Duration::from_secs(60),
             block_for: Duration::from_secs(600),
+            max_dialogs_per_source: 0,
         })
     }
 

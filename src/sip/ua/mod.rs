@@ -518,6 +518,20 @@ impl SipUa {
         }
     }
 
+    /// Whether `ip` (not the trunk's) has `sip.max_dialogs_per_source`
+    /// calls not yet over.
+    pub(super) fn dialogs_full(&self, ip: std::net::IpAddr) -> bool {
+        let max = self.cfg.auth_guard.max_dialogs_per_source as usize;
+        max > 0
+            && !self.cfg.acl.is_trunk(ip)
+            && self
+                .calls
+                .values()
+                .filter(|c| c.state != State::Ended && c.peer.addr.ip() == ip)
+                .nth(max - 1)
+                .is_some()
+    }
+
     /// Calls not yet over (for tests and admission).
     pub fn live_calls(&self) -> usize {
         self.calls

@@ -998,6 +998,7 @@ fn a_source_failing_digest_too_often_is_blocked_but_never_the_trunk() {
                 max_failures: 3,
                 window: Duration::from_secs(60),
                 block_for: Duration::from_secs(300),
+                ..Default::default()
             },
             ..test_config()
         },
@@ -1058,6 +1059,72 @@ fn a_source_failing_digest_too_often_is_blocked_but_never_the_trunk() {
         .filter(|c| *c >= 200)
         .collect();
     assert_eq!(codes, [401]);
+}
+
+/// `sip.max_dialogs_per_source`: a source (not the trunk) with that many
+/// calls not yet over gets 503 with Retry-After for the next INVITE; once
+/// one of its calls is over it is served again; the trunk is not limited.
+#[test]
+fn a_source_over_its_dialog_limit_gets_503_but_never_the_trunk() {
+    let t0 = Instant::now();
+    let trunk = pbx_peer();
+    let mut ua = SipUa::new(
+        UaConfig {
+            acl: SourceAcl::new(vec!["0.0.0.0/0".parse().unwrap()], vec![trunk.addr.ip()]),
+            auth_guard: GuardConfig {
+                max_dialogs_per_source: 2,
+                ..Default::default()
+            },
+            ..test_config()
+        },
+        t0,
+    );
+    let other = Peer {
+        transport: Transport::Udp,
+        addr: "198.51.100.7:5060".parse().unwrap(),
+    };
+    let invite = |ua: &mut SipUa, from: Peer, n: u32| {
+        let text = String::from_utf8(pbx_invite(&format!("b{n}"), None, 1, &[]).to_bytes())
+            .unwrap()
+            .replace("require-test", &format!("limit-{n}"));
+        let bytes = text.into_bytes();
+        ua.handle_message(t0, &bytes, from);
+        let (mut finals, mut calls) = (Vec::new(), Vec::new());
+        while let Some(o) = ua.poll_output() {
+            match o {
+                UaOutput::Transmit { data, .. } => {
+                    let m = parse_incoming(&data).unwrap();
+                    if m.status().is_some_and(|c| c >= 200) {
+                        let retry = m
+                            .other
+                            .iter()
+                            .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
+                            .map(|(_, v)| v.clone());
+                        finals.push((m.status().unwrap(), retry));
+                    }
+                }
+                UaOutput::Event(UaEvent::Incoming { call, .. }) => calls.push(call),
+                UaOutput::Event(_) => {}
+            }
+        }
+        (finals, calls)
+    };
+    let (_, first) = invite(&mut ua, other, 1);
+    let (_, second) = invite(&mut ua, other, 2);
+    assert_eq!((first.len(), second.len()), (1, 1));
+    let (finals, calls) = invite(&mut ua, other, 3);
+    assert!(calls.is_empty());
+    assert_eq!(finals, [(503, Some("30".to_string()))]);
+    // The trunk is limited only by calls.max_concurrent.
+    for n in 10..15 {
+        let (finals, calls) = invite(&mut ua, trunk, n);
+        assert!(finals.is_empty() && calls.len() == 1, "trunk INVITE {n}");
+    }
+    // One of the source's calls ends: it may call again.
+    ua.reject(t0, first[0], 486, "Busy Here", &[]);
+    let _ = sent(&mut ua);
+    let (finals, calls) = invite(&mut ua, other, 4);
+    assert!(finals.is_empty() && calls.len() == 1, "{finals:?}");
 }
 
 #[test]

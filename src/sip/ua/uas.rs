@@ -259,6 +259,19 @@ impl SipUa {
                 if !self.check_auth(now, tx, &msg, source) {
                     return;
                 }
+                if self.dialogs_full(source.addr.ip()) {
+                    tracing::warn!(source = %source.addr, "INVITE refused: sip.max_dialogs_per_source calls from this address");
+                    self.respond(
+                        now,
+                        tx,
+                        &msg,
+                        503,
+                        "Service Unavailable",
+                        Some(&fresh_tag),
+                        &[("retry-after", "30".into())],
+                    );
+                    return;
+                }
                 if session_timer::too_small(&msg, &self.cfg.session) {
                     self.refuse_short_session(now, tx, &msg, Some(&fresh_tag));
                     return;
