@@ -327,6 +327,9 @@ pub struct SipUa {
     ep: Endpoint,
     calls: HashMap<CallRef, Call>,
     by_invite_server: HashMap<ServerTxId, CallRef>,
+    /// The calls each source address started (until forgotten), for
+    /// `sip.max_dialogs_per_source` without a look at every call.
+    by_source: HashMap<std::net::IpAddr, std::collections::HashSet<CallRef>>,
     by_client: HashMap<ClientTxId, CallRef>,
     /// Calls by their dialog's RFC 3261 §12 identifiers.
     by_dialog: HashMap<DialogKey, CallRef>,
@@ -404,6 +407,7 @@ impl SipUa {
             cfg,
             calls: HashMap::new(),
             by_invite_server: HashMap::new(),
+            by_source: HashMap::new(),
             by_client: HashMap::new(),
             by_dialog: HashMap::new(),
             call_deadlines: Deadlines::default(),
@@ -519,17 +523,24 @@ impl SipUa {
     }
 
     /// Whether `ip` (not the trunk's) has `sip.max_dialogs_per_source`
-    /// calls not yet over.
+    /// calls not yet over — or has started four times as many within the
+    /// time ended calls are remembered (64×T1): a flood of short calls is
+    /// refused too, and this look stays bounded by the limit.
     pub(super) fn dialogs_full(&self, ip: std::net::IpAddr) -> bool {
         let max = self.cfg.auth_guard.max_dialogs_per_source as usize;
-        max > 0
-            && !self.cfg.acl.is_trunk(ip)
-            && self
-                .calls
-                .values()
-                .filter(|c| c.state != State::Ended && c.peer.addr.ip() == ip)
-                .nth(max - 1)
-                .is_some()
+        if max == 0 || self.cfg.acl.is_trunk(ip) {
+            return false;
+        }
+        let Some(started) = self.by_source.get(&ip) else {
+            return false;
+        };
+        started.len() >= 4 * max
+            || started.len() >= max
+                && started
+                    .iter()
+                    .filter(|c| self.calls.get(c).is_some_and(|c| c.state != State::Ended))
+                    .nth(max - 1)
+                    .is_some()
     }
 
     /// Calls not yet over (for tests and admission).
@@ -630,6 +641,13 @@ impl SipUa {
         }
         if let Some(tx) = c.invite_server {
             self.by_invite_server.remove(&tx);
+            let ip = c.peer.addr.ip();
+            if let Some(set) = self.by_source.get_mut(&ip) {
+                set.remove(&call);
+                if set.is_empty() {
+                    self.by_source.remove(&ip);
+                }
+            }
         }
         for d in c.dialog.iter().chain(&c.early) {
             self.by_dialog.remove(&DialogKey::of(d));
@@ -652,9 +670,10 @@ impl SipUa {
             .is_none_or(|c| c.state == State::Ended)
     }
 
-    /// Calls held in memory, ended ones included (for the leak test).
+    /// Calls held in memory, ended ones included, and their entries in
+    /// the per-source index (for the leak test).
     pub fn calls_held(&self) -> usize {
-        self.calls.len()
+        self.calls.len() + self.by_source.values().map(|s| s.len()).sum::<usize>()
     }
 
     fn process(&mut self, now: Instant) {

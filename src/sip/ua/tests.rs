@@ -150,10 +150,11 @@ fn ended_calls_are_forgotten_after_64_t1() {
         }
     }
     assert_eq!(ua.live_calls(), 0);
-    assert_eq!(ua.calls_held(), 3);
+    // Three calls, each also in the per-source index.
+    assert_eq!(ua.calls_held(), 6);
     // Still held while retransmissions may arrive...
     ua.handle_timeout(t0 + Duration::from_secs(1));
-    assert_eq!(ua.calls_held(), 3);
+    assert_eq!(ua.calls_held(), 6);
     let wake = ua.next_timeout().expect("a sweep is scheduled");
     assert!(wake <= t0 + Duration::from_secs(33));
     // ...and forgotten 64·T1 (32 s) later.
@@ -343,7 +344,17 @@ fn per_message_work_does_not_grow_with_the_number_of_dialogs() {
     // once `n` calls are up.
     fn work_with(n: usize) -> Vec<u64> {
         let t0 = Instant::now();
-        let mut ua = test_ua();
+        // One source with 1,000 calls: no per-source limit here.
+        let mut ua = SipUa::new(
+            UaConfig {
+                auth_guard: GuardConfig {
+                    max_dialogs_per_source: 0,
+                    ..Default::default()
+                },
+                ..test_config()
+            },
+            t0,
+        );
         let mut tags = Vec::new();
         for i in 0..=n {
             let id = format!("c{i}");

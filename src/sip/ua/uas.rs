@@ -284,6 +284,10 @@ impl SipUa {
                     return;
                 }
                 self.by_invite_server.insert(tx, call);
+                self.by_source
+                    .entry(source.addr.ip())
+                    .or_default()
+                    .insert(call);
                 self.calls.insert(
                     call,
                     Call {
