@@ -110,6 +110,9 @@ impl Reply {
 struct FakeState {
     requests: Vec<Recorded>,
     scripted: HashMap<Route, Reply>,
+    /// Replies for requests of a route whose path contains a string (one
+    /// call's id or number), before the route's own script.
+    scripted_for: Vec<(Route, String, Reply)>,
     next_call: u64,
 }
 
@@ -154,6 +157,15 @@ impl FakeWati {
     /// What to put in `wati.api_endpoint`.
     pub fn api_endpoint(&self) -> String {
         format!("http://{}/{TENANT}", self.addr)
+    }
+
+    /// From now on, answer `route` with `reply` when the request's path
+    /// contains `path_part` (a call id, a number): one call's failure among
+    /// many.
+    pub fn script_for(&self, route: Route, path_part: &str, reply: Reply) {
+        lock(&self.state)
+            .scripted_for
+            .push((route, path_part.to_string(), reply));
     }
 
     /// From now on, answer `route` with `reply`.
@@ -228,10 +240,13 @@ async fn answer(
         let mut st = lock(state);
         st.next_call += 1;
         let n = st.next_call;
+        let path = uri.path();
         let reply = st
-            .scripted
-            .get(&route)
-            .cloned()
+            .scripted_for
+            .iter()
+            .find(|(r, part, _)| *r == route && path.contains(part.as_str()))
+            .map(|(_, _, reply)| reply.clone())
+            .or_else(|| st.scripted.get(&route).cloned())
             .unwrap_or_else(|| default_reply(route, n));
         st.requests.push(Recorded {
             route,
