@@ -138,6 +138,10 @@ pub async fn run_media_impaired(
                 peer.send_audio(now, &tone.next_packet()?);
             }
             next_tick += Duration::from_millis(20);
+            // Out now, as a phone sends it: polled at once rather than at
+            // the next wake-up (which made every other packet leave up to
+            // 20 ms late — ~19 ms of jitter the bridge then measured).
+            continue;
         }
         let wake = timeout
             .min(next_tick)
