@@ -197,9 +197,11 @@ async fn opus_passing_through_is_recorded_at_16_khz_in_ogg_opus() {
         4,
     )
     .unwrap();
-    let mut tap = recorder.open("77".into(), 16000).unwrap();
     let (user, pbx) = (opus_tone(700.0, 150), opus_tone(1800.0, 150));
+    // The payloads' times from just before the recording starts (taken
+    // after, a slow moment between the two would be leading silence).
     let t0 = Instant::now();
+    let mut tap = recorder.open("77".into(), 16000).unwrap();
     for (i, (u, p)) in user.iter().zip(&pbx).enumerate() {
         let at = t0 + Duration::from_millis(20 * i as u64);
         tap.audio(Side::WhatsApp, Payload::Opus, at, u);
