@@ -11,12 +11,8 @@ mod support;
 
 use std::time::Duration;
 
-use serde_json::json;
-use support::audio::tone_snr_db;
 use support::fake_wati::FakeWati;
-use support::process::{write_config, BridgeProcess};
-use support::wa_user::run_media;
-use support::{whatsapp_calls_in_at, WEBHOOK_KEY};
+use support::process::{call_through, write_config, BridgeProcess};
 use wa_sip_bridge::demo::pbx::{answer_one_call, extension_socket};
 
 const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
@@ -42,50 +38,21 @@ async fn a_wall_clock_jump_mid_call_changes_nothing_but_the_records_times() {
         ("DONT_FAKE_MONOTONIC", "1".to_string()),
     ];
     let bridge = BridgeProcess::start(config, &env).await;
-    let call_id = "wacid.clock-jump";
-    let (mut peer, sock) =
-        whatsapp_calls_in_at(&wati, bridge.http, json!({"callId": call_id})).await;
-    let media = run_media(&mut peer, &sock, Duration::from_secs(12), 1000.0, "");
     let jumps = async {
         tokio::time::sleep(Duration::from_secs(3)).await;
         std::fs::write(&offset, "-1h\n").unwrap();
         tokio::time::sleep(Duration::from_secs(3)).await;
         std::fs::write(&offset, "+1h\n").unwrap();
     };
-    let (media, ()) = tokio::join!(media, jumps);
-    let media = media.unwrap();
-    assert!(media.connected);
-    let tail = &media.pcm[media.pcm.len().saturating_sub(3 * 48_000)..];
-    let heard = tone_snr_db(tail, 440.0, 48_000.0, 0);
-    assert!(heard > 15.0, "the user still hears the PBX: {heard:.1} dB");
-    let (status, _) = wati
-        .post_webhook(
-            bridge.http,
-            "terminate",
-            Some(WEBHOOK_KEY),
-            &json!({"callId": call_id}),
-        )
-        .await;
-    assert_eq!(status, 200);
-    let report = tokio::time::timeout(Duration::from_secs(15), pbx)
-        .await
-        .expect("the PBX's call ended")
-        .unwrap()
-        .unwrap();
-    assert!(report.bye_received, "BYE to the PBX");
-    let tail = &report.pcm[report.pcm.len().saturating_sub(3 * 8000)..];
-    let heard = tone_snr_db(tail, 1000.0, 8000.0, 0);
-    assert!(heard > 15.0, "the PBX still hears the user: {heard:.1} dB");
-    let ready = reqwest::get(format!("http://{}/readyz", bridge.http))
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 200);
-    let store = bridge.store();
-    let status = bridge.stop().await;
-    assert!(status.success(), "{status:?}");
-    let rows = store.recent_calls(10).await.unwrap();
-    assert_eq!(rows.len(), 1, "{rows:?}");
-    let row = &rows[0];
+    let row = call_through(
+        bridge,
+        &wati,
+        pbx,
+        "wacid.clock-jump",
+        Duration::from_secs(12),
+        jumps,
+    )
+    .await;
     assert_eq!(row.end_cause.as_deref(), Some("whatsapp_terminated"));
     // Offered at +0, answered at +0, ended at +1 h: the clock's own story.
     let took = row.ended_at_ms.unwrap() - row.offered_at_ms;

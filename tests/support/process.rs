@@ -131,3 +131,60 @@ impl Drop for BridgeProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A WhatsApp user's call into `bridge` (as `call_id`), answered by the PBX
+/// extension task `pbx` (440 Hz; the user plays 1 kHz): `talk` of media
+/// while `meanwhile` runs, then the user hangs up. Each side must have
+/// heard the other's tone in the call's last 3 s, the PBX must have got
+/// the BYE, readiness must be green. Then the bridge is stopped (SIGTERM,
+/// exit 0) and the call's one record returned.
+pub async fn call_through(
+    bridge: BridgeProcess,
+    wati: &super::fake_wati::FakeWati,
+    pbx: tokio::task::JoinHandle<
+        Result<wa_sip_bridge::demo::pbx::PbxReport, wa_sip_bridge::demo::DemoError>,
+    >,
+    call_id: &str,
+    talk: Duration,
+    meanwhile: impl std::future::Future<Output = ()>,
+) -> wa_sip_bridge::store::CallRow {
+    use super::audio::tone_snr_db;
+    let body = serde_json::json!({ "callId": call_id });
+    let (mut peer, sock) = super::whatsapp_calls_in_at(wati, bridge.http, body.clone()).await;
+    let media = super::wa_user::run_media(&mut peer, &sock, talk, 1000.0, "");
+    let (media, ()) = tokio::join!(media, meanwhile);
+    let media = media.unwrap();
+    assert!(media.connected);
+    let tail = &media.pcm[media.pcm.len().saturating_sub(3 * 48_000)..];
+    let heard = tone_snr_db(tail, 440.0, 48_000.0, 0);
+    assert!(
+        heard > 15.0,
+        "the user hears the PBX at the end: {heard:.1} dB"
+    );
+    let (status, _) = wati
+        .post_webhook(bridge.http, "terminate", Some(super::WEBHOOK_KEY), &body)
+        .await;
+    assert_eq!(status, 200);
+    let report = tokio::time::timeout(Duration::from_secs(15), pbx)
+        .await
+        .expect("the PBX's call ended")
+        .unwrap()
+        .unwrap();
+    assert!(report.bye_received, "BYE to the PBX");
+    let tail = &report.pcm[report.pcm.len().saturating_sub(3 * 8000)..];
+    let heard = tone_snr_db(tail, 1000.0, 8000.0, 0);
+    assert!(
+        heard > 15.0,
+        "the PBX hears the user at the end: {heard:.1} dB"
+    );
+    let ready = reqwest::get(format!("http://{}/readyz", bridge.http))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let store = bridge.store();
+    let status = bridge.stop().await;
+    assert!(status.success(), "{status:?}");
+    let rows = store.recent_calls(10).await.unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    rows.into_iter().next().unwrap()
+}
