@@ -90,14 +90,19 @@ impl Aligner {
         lane.started = true;
         let mut pcm = pcm;
         if start < written {
-            // Its time was written out already (with silence): what is left of it.
-            let skip = ((written - start) as usize).min(pcm.len());
+            // Its time was written out already (with silence): what is left
+            // of it, if anything.
+            let skip = (written - start) as usize;
+            if skip >= pcm.len() {
+                self.dropped += 1;
+                return;
+            }
             pcm = &pcm[skip..];
-            start += skip as u64;
+            start = written;
         }
         let from = lane.end.max(written);
         lane.buf
-            .extend(std::iter::repeat_n(0, (start - from) as usize));
+            .extend(std::iter::repeat_n(0, start.saturating_sub(from) as usize));
         lane.buf.extend(pcm);
         lane.end = start + pcm.len() as u64;
         self.latest = self.latest.max(arrival);
@@ -210,6 +215,31 @@ mod tests {
         let lag = (LAG_MS * 8) as usize;
         assert!(f.len() >= 16_000 - lag - 160, "{}", f.len());
         assert!(f.iter().all(|&x| x == (7, 0)));
+    }
+
+    #[test]
+    fn a_chunk_whose_time_was_written_out_is_dropped_or_trimmed() {
+        let mut a = Aligner::new(8000);
+        let mut frames = 0;
+        // The user's side runs on; the PBX side sent once and then fell far
+        // behind (its lane ends at 160 while 2 s were written out).
+        a.push(Side::Pbx, 0, &[3; 160], &mut |f| frames += f.len() / 2);
+        for i in 1..100 {
+            a.push(Side::WhatsApp, i * 160, &[1; 160], &mut |f| {
+                frames += f.len() / 2
+            });
+        }
+        let written = a.frames();
+        assert!(written > 8000, "{written}");
+        // A chunk continuing the PBX lane, its time long gone: dropped.
+        a.push(Side::Pbx, 200, &[4; 160], &mut |f| frames += f.len() / 2);
+        assert_eq!(a.dropped, 1);
+        assert_eq!(a.lanes[1].end, 160);
+        // One reaching past what was written: its remainder is kept.
+        let long = vec![5; written as usize];
+        a.push(Side::Pbx, 900, &long, &mut |f| frames += f.len() / 2);
+        assert_eq!(a.dropped, 1);
+        assert!(a.lanes[1].end > written);
     }
 
     #[test]
