@@ -145,25 +145,8 @@ async fn a_full_disk_refuses_new_work_and_loses_nothing() {
 
     // The live call went on; the admin API ends it.
     tokio::time::sleep(Duration::from_secs(3).saturating_sub(filled_at.elapsed())).await;
-    let client = reqwest::Client::new();
-    let live: Value = client
-        .get(format!("http://{}/calls", bridge.http_addr))
-        .bearer_auth("adm-s")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let live = support::admin_hang_up_first(bridge.http_addr, "adm-s").await;
     assert_eq!(live["calls"].as_array().unwrap().len(), 1, "{live}");
-    let id = live["calls"][0]["id"].as_u64().unwrap();
-    let r = client
-        .delete(format!("http://{}/calls/{id}", bridge.http_addr))
-        .bearer_auth("adm-s")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
     let report = tokio::time::timeout(Duration::from_secs(20), pbx)
         .await
         .unwrap()

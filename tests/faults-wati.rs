@@ -18,7 +18,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 use support::fake_wati::{FakeWati, Reply, Route};
 use support::wa_peer::WaPeer;
 use support::{settings_with, whatsapp_calls_in, WEBHOOK_KEY};
@@ -214,25 +214,8 @@ async fn terminate_failing_still_ends_and_records_the_call() {
             json!({"callId": "wacid.terminate-fault"}),
         )
         .await;
-        let client = reqwest::Client::new();
-        let live: Value = client
-            .get(format!("http://{}/calls", bridge.http_addr))
-            .bearer_auth("adm-f")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let id = live["calls"][0]["id"].as_u64().unwrap();
         let hung_up = Instant::now();
-        let r = client
-            .delete(format!("http://{}/calls/{id}", bridge.http_addr))
-            .bearer_auth("adm-f")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
+        support::admin_hang_up_first(bridge.http_addr, "adm-f").await;
         let report = tokio::time::timeout(Duration::from_secs(20), pbx)
             .await
             .unwrap()

@@ -402,3 +402,27 @@ pub fn metric_value(text: &str, series: &str) -> u64 {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
 }
+
+/// The admin API ends the first live call (`GET /calls`, then
+/// `DELETE /calls/{id}`, which must answer 202); returns the list it saw.
+pub async fn admin_hang_up_first(http: std::net::SocketAddr, token: &str) -> serde_json::Value {
+    let client = reqwest::Client::new();
+    let live: serde_json::Value = client
+        .get(format!("http://{http}/calls"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = live["calls"][0]["id"].as_u64().unwrap();
+    let r = client
+        .delete(format!("http://{http}/calls/{id}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    live
+}
