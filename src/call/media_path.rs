@@ -521,6 +521,7 @@ impl MediaPath {
                             let rtp = &mut self.rtp;
                             r.from_whatsapp_audio(Instant::now(), ssrc, seq, timestamp, marker, &payload, &mut |d| rtp.send(d));
                         }
+                        self.leg.leg().recycle(payload);
                     }
                     LegEvent::TelephoneEvent { ssrc, seq, timestamp, payload } => {
                         if let Some(r) = self.relay.as_mut() {

@@ -34,6 +34,9 @@ pub struct WaPeer {
     pub audio: Vec<Vec<u8>>,
     /// telephone-event payloads received (pt 126) with their RTP time.
     pub events: Vec<(u64, Vec<u8>)>,
+    /// What the bridge's RTCP reports told this peer about its stream:
+    /// (round trip, loss fraction), from str0m's egress stats.
+    pub reported: Option<(Option<std::time::Duration>, Option<f32>)>,
     ts48: u64,
     /// Payload types in use: WhatsApp's own (111, 126) unless the offer it
     /// answers numbers them otherwise.
@@ -42,7 +45,10 @@ pub struct WaPeer {
 }
 
 fn config(cert: Option<DtlsCert>) -> RtcConfig {
-    let mut cfg = RtcConfig::new().clear_codecs().set_ice_lite(true);
+    let mut cfg = RtcConfig::new()
+        .clear_codecs()
+        .set_ice_lite(true)
+        .set_stats_interval(Some(std::time::Duration::from_secs(5)));
     if let Some(c) = cert {
         // A certificate of the caller's choosing may be RSA, which str0m's
         // own DTLS (dimpl: ECDSA suites only) cannot use: such a peer runs
@@ -115,6 +121,7 @@ impl WaPeer {
                 connected: false,
                 audio: vec![],
                 events: vec![],
+                reported: None,
                 ts48: 0,
                 opus_pt: 111,
                 te_pt: 126,
@@ -160,6 +167,7 @@ impl WaPeer {
                 connected: false,
                 audio: vec![],
                 events: vec![],
+                reported: None,
                 ts48: 0,
                 opus_pt,
                 te_pt,
@@ -192,6 +200,9 @@ impl WaPeer {
                 Output::Event(e) => match e {
                     Event::Connected => self.connected = true,
                     Event::MediaAdded(m) => self.mid = Some(m.mid),
+                    Event::MediaEgressStats(s) if s.loss.is_some() || s.rtt.is_some() => {
+                        self.reported = Some((s.rtt, s.loss));
+                    }
                     Event::MediaData(d) => {
                         if *d.pt == self.opus_pt {
                             self.audio.push(d.data.to_vec());

@@ -104,22 +104,95 @@ extern "C" {
     fn SSL_alloc_buffers(ssl: *mut openssl_sys::SSL) -> libc::c_int;
 }
 
-/// The leg's word to its DTLS association that the peer's handshake is
-/// over: authenticated SRTP arrived from it. A DTLS client exports its SRTP
-/// keys only when its handshake has completed, which in DTLS 1.2 takes the
-/// server's Finished; a client that has our Finished never resends its last
-/// flight, so the server has nothing left to answer (RFC 6347 §4.2.4) and
-/// frees its SSL then instead of after [`SERVER_LINGER`].
+/// What a WhatsApp leg and its DTLS association share.
+///
+/// * The leg's word that the peer's handshake is over: authenticated SRTP
+///   arrived from it. A DTLS client exports its SRTP keys only when its
+///   handshake has completed, which in DTLS 1.2 takes the server's Finished;
+///   a client that has our Finished never resends its last flight, so the
+///   server has nothing left to answer (RFC 6347 §4.2.4) and frees its SSL
+///   then instead of after [`SERVER_LINGER`].
+/// * The SRTP keys (RFC 5764 §4.2), split by direction for our role: the
+///   leg protects and checks RTP/RTCP itself (`leg/own_media.rs`), str0m
+///   keeps ICE and DTLS. The leg takes them once str0m has checked the
+///   peer's certificate against the SDP fingerprint (its `Connected`).
 #[derive(Debug, Clone, Default)]
-pub struct PeerFinished(Arc<AtomicBool>);
+pub struct DtlsLink(Arc<LinkShared>);
 
-impl PeerFinished {
-    pub fn set(&self) {
-        self.0.store(true, Ordering::Relaxed);
+#[derive(Debug, Default)]
+struct LinkShared {
+    peer_finished: AtomicBool,
+    keys: Mutex<Option<SrtpKeys>>,
+}
+
+/// One association's SRTP master keys and salts, each `key ‖ salt` as
+/// libsrtp2 takes them. Never logged.
+pub struct SrtpKeys {
+    pub suite: crate::media::srtp::Suite,
+    /// What we send.
+    pub ours: Vec<u8>,
+    /// What the peer sends.
+    pub theirs: Vec<u8>,
+}
+
+impl std::fmt::Debug for SrtpKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SrtpKeys")
+            .field("suite", &self.suite)
+            .finish()
+    }
+}
+
+impl SrtpKeys {
+    /// Splits exported keying material (`client key ‖ server key ‖ client
+    /// salt ‖ server salt`) for the client (`client`) or the server role.
+    fn split(material: &[u8], profile: SrtpProfile, client: bool) -> Option<SrtpKeys> {
+        use crate::media::srtp::Suite;
+        let (suite, key, salt) = match profile {
+            SrtpProfile::AES128_CM_SHA1_80 => (Suite::AesCm128HmacSha1_80, 16, 14),
+            SrtpProfile::AEAD_AES_128_GCM => (Suite::AeadAes128Gcm, 16, 12),
+            SrtpProfile::AEAD_AES_256_GCM => (Suite::AeadAes256Gcm, 32, 12),
+            _ => return None,
+        };
+        if material.len() != 2 * (key + salt) {
+            return None;
+        }
+        let (keys, salts) = material.split_at(2 * key);
+        let side = |i: usize| {
+            let mut k = keys[i * key..(i + 1) * key].to_vec();
+            k.extend_from_slice(&salts[i * salt..(i + 1) * salt]);
+            k
+        };
+        let (ours, theirs) = if client { (0, 1) } else { (1, 0) };
+        Some(SrtpKeys {
+            suite,
+            ours: side(ours),
+            theirs: side(theirs),
+        })
+    }
+}
+
+impl DtlsLink {
+    pub fn set_peer_finished(&self) {
+        self.0.peer_finished.store(true, Ordering::Relaxed);
     }
 
-    fn is_set(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+    fn is_peer_finished(&self) -> bool {
+        self.0.peer_finished.load(Ordering::Relaxed)
+    }
+
+    fn put_keys(&self, keys: SrtpKeys) {
+        // Set-up only; a panic elsewhere cannot leave a half-written value.
+        *self.0.keys.lock().unwrap_or_else(PoisonError::into_inner) = Some(keys);
+    }
+
+    /// The association's SRTP keys, once its handshake completed (once).
+    pub fn take_keys(&self) -> Option<SrtpKeys> {
+        self.0
+            .keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 }
 
@@ -128,13 +201,13 @@ thread_local! {
     /// thread. str0m's provider trait passes nothing per session, but it
     /// makes the instance inside `Rtc` construction, synchronously, so the
     /// leg that just built its `Rtc` picks the handle up here.
-    static CREATED: RefCell<Option<PeerFinished>> = const { RefCell::new(None) };
+    static CREATED: RefCell<Option<DtlsLink>> = const { RefCell::new(None) };
 }
 
-/// Takes the [`PeerFinished`] handle of the DTLS instance made last on this
+/// Takes the [`DtlsLink`] handle of the DTLS instance made last on this
 /// thread, if one is waiting. Call it before building an `Rtc` (to drop a
 /// stale one) and right after (to take that `Rtc`'s).
-pub fn take_created() -> Option<PeerFinished> {
+pub fn take_created() -> Option<DtlsLink> {
     CREATED.with(|c| c.borrow_mut().take())
 }
 
@@ -280,8 +353,9 @@ struct OsslDtls {
     /// for sessions that carry no data channel, as the bridge's legs.
     finish_early: bool,
     active: Option<bool>,
-    /// Set by the leg when the peer's handshake is over (see [`PeerFinished`]).
-    peer_finished: PeerFinished,
+    /// Shared with the leg: the peer's handshake is over, our SRTP keys
+    /// (see [`DtlsLink`]).
+    link: DtlsLink,
     phase: Phase,
     now: Instant,
     /// When OpenSSL's retransmission timer expires (handshake only).
@@ -332,7 +406,7 @@ impl OsslDtls {
             ssl: Some(stream),
             finish_early,
             active: None,
-            peer_finished: PeerFinished::default(),
+            link: DtlsLink::default(),
             phase: Phase::Idle,
             now,
             retransmit_at: None,
@@ -350,14 +424,14 @@ impl OsslDtls {
     }
 
     /// An instance for a WhatsApp leg: frees its SSL early, and leaves its
-    /// [`PeerFinished`] handle for the leg to [`take_created`].
+    /// [`DtlsLink`] handle for the leg to [`take_created`].
     fn create_for_leg(
         cert: &DtlsCert,
         now: Instant,
         mtu: Option<usize>,
     ) -> Result<Self, CryptoError> {
         let dtls = OsslDtls::create(cert, now, mtu, true)?;
-        let handle = dtls.peer_finished.clone();
+        let handle = dtls.link.clone();
         CREATED.with(|c| *c.borrow_mut() = Some(handle));
         Ok(dtls)
     }
@@ -416,6 +490,9 @@ impl OsslDtls {
         {
             return Err(self.fail(CryptoOperation::Prf));
         }
+        if let Some(keys) = SrtpKeys::split(&keying, profile, self.active == Some(true)) {
+            self.link.put_keys(keys);
+        }
         self.peer_cert = Some(cert);
         self.keying = Some((keying, profile));
         self.connected_pending = true;
@@ -453,7 +530,7 @@ impl OsslDtls {
     /// `a=setup:active`) must resend its last flight whenever the client's
     /// comes again, for [`SERVER_LINGER`] (RFC 6347 §4.2.4); it frees its
     /// SSL after that, or as soon as the leg has seen the client's SRTP
-    /// (see [`PeerFinished`]). What both give up: the close_notify exchange
+    /// (see [`DtlsLink`]). What both give up: the close_notify exchange
     /// (RFC 5246 §7.2.1), which our legs never start (a call ends by
     /// signalling) and whose arrival from the peer changes nothing the call
     /// does.
@@ -466,7 +543,7 @@ impl OsslDtls {
         let role_done = match self.active {
             Some(true) => true,
             Some(false) => {
-                self.peer_finished.is_set()
+                self.link.is_peer_finished()
                     || self
                         .connected_at
                         .is_some_and(|t| self.now >= t + SERVER_LINGER)

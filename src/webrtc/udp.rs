@@ -61,9 +61,18 @@ impl LegSocket {
         loop {
             match self.leg.poll_output() {
                 LegOutput::Transmit { to, data, .. } => {
-                    if self.socket.send_to(&data, to).await.is_err() {
+                    // UDP sends rarely wait: try at once, await only if the
+                    // socket's buffer is full.
+                    let sent = match self.socket.try_send_to(&data, to) {
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            self.socket.send_to(&data, to).await.map(|_| ())
+                        }
+                        r => r.map(|_| ()),
+                    };
+                    if sent.is_err() {
                         self.send_errors += 1;
                     }
+                    self.leg.recycle(data);
                 }
                 LegOutput::Event(e) => return e,
                 LegOutput::Timeout(at) => {

@@ -174,6 +174,33 @@ fn client_and_server_agree_keys_and_check_certificates_first() {
     assert!(client.dtls.is_active() && !server.dtls.is_active());
 }
 
+/// The keys the leg takes are split by role (RFC 5764 §4.2): what the
+/// client sends is what the server checks, and the other way round; each
+/// is `key ‖ salt` of the negotiated suite's length.
+#[test]
+fn the_leg_gets_its_srtp_keys_split_by_role() {
+    let now = Instant::now();
+    let (mut client, mut server) = pair(now);
+    handshake(&mut client, &mut server, Duration::ZERO, |_, _, _| false);
+    let c = client.dtls.link.take_keys().expect("client keys");
+    let s = server.dtls.link.take_keys().expect("server keys");
+    assert!(client.dtls.link.take_keys().is_none(), "taken once");
+    assert_eq!(c.suite, s.suite);
+    assert_eq!(c.ours, s.theirs);
+    assert_eq!(c.theirs, s.ours);
+    assert_ne!(c.ours, c.theirs);
+    assert_eq!(c.ours.len(), c.suite.key_len());
+    // Our profile order puts AES-256-GCM first; OpenSSL picks the
+    // server's preference among what both offer.
+    assert_eq!(c.suite, crate::media::srtp::Suite::AeadAes256Gcm);
+    let (material, _) = keys(&client);
+    // Client key first, then the server's; the salts after both keys.
+    assert_eq!(&c.ours[..32], &material[..32]);
+    assert_eq!(&c.theirs[..32], &material[32..64]);
+    assert_eq!(&c.ours[32..], &material[64..76]);
+    assert_eq!(&c.theirs[32..], &material[76..88]);
+}
+
 #[test]
 fn instances_for_one_certificate_share_one_context() {
     let now = Instant::now();
@@ -385,7 +412,7 @@ fn the_server_frees_its_ssl_once_the_client_is_known_to_have_finished() {
     assert!(server.dtls.ssl.is_some());
 
     // The leg saw the client's SRTP, so the client has the server's Finished.
-    server.dtls.peer_finished.set();
+    server.dtls.link.set_peer_finished();
     assert!(server.drain().is_empty());
     assert!(
         server.dtls.ssl.is_none(),
@@ -404,11 +431,11 @@ fn each_leg_instance_leaves_its_own_handle_for_the_leg() {
     assert!(super::take_created().is_none(), "taken once");
     let b = OsslDtls::create_for_leg(&cert, now, None).unwrap();
     let taken_b = super::take_created().expect("b's handle");
-    taken_a.set();
-    assert!(a.peer_finished.is_set());
-    assert!(!b.peer_finished.is_set(), "b's handle is its own");
-    taken_b.set();
-    assert!(b.peer_finished.is_set());
+    taken_a.set_peer_finished();
+    assert!(a.link.is_peer_finished());
+    assert!(!b.link.is_peer_finished(), "b's handle is its own");
+    taken_b.set_peer_finished();
+    assert!(b.link.is_peer_finished());
     // Another thread's instances never land here.
     std::thread::spawn(move || OsslDtls::create_for_leg(&cert, now, None).map(|_| ()))
         .join()

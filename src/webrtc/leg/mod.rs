@@ -20,7 +20,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
@@ -28,10 +28,10 @@ use str0m::config::DtlsCert;
 use str0m::format::Codec;
 use str0m::media::{Direction, Frequency, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{RtpWrite, SeqNo, Ssrc};
+use str0m::rtp::Ssrc;
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 
-use super::dtls::{self, PeerFinished};
+use super::dtls::{self, DtlsLink};
 use super::sdp::{self, SdpError};
 use crate::dtmf::{self, KeyPress, KeyPressDetector, TelephoneEvent};
 
@@ -71,9 +71,6 @@ const HELD_MAX: usize = 50;
 /// next is written): its send queue keeps the capacity it once grew to, and
 /// a whole second written at once would stay allocated for the call.
 const HELD_PER_ROUND: usize = 4;
-/// Receive streams the leg declares at most for SSRCs WhatsApp's SDP did not
-/// announce (see [`WaLeg::adopt_ssrc`]).
-const MAX_ADOPTED_SSRCS: usize = 4;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -109,14 +106,15 @@ pub enum LegEnd {
 pub enum LegEvent {
     /// ICE and DTLS-SRTP are up; media flows.
     Connected,
-    /// An Opus packet from WhatsApp, payload untouched.
+    /// An Opus packet from WhatsApp, payload untouched. Hand the payload
+    /// back with [`WaLeg::recycle`] once used, and no packet allocates.
     Audio {
         ssrc: u32,
         /// RTP timestamp (48 kHz).
         timestamp: u32,
         seq: u16,
         marker: bool,
-        payload: Arc<[u8]>,
+        payload: Vec<u8>,
     },
     /// A key press (RFC 4733), once per event.
     Dtmf(KeyPress),
@@ -134,6 +132,7 @@ pub enum LegEvent {
 
 #[derive(Debug)]
 pub enum LegOutput {
+    /// A datagram to send; hand `data` back with [`WaLeg::recycle`] once sent.
     Transmit {
         from: SocketAddr,
         to: SocketAddr,
@@ -157,6 +156,9 @@ pub struct LegConfig {
     /// Where our RTP sequence number and timestamp start (RFC 3550 §5.1:
     /// random); [`LegConfig::new`] draws it, a test may fix it.
     pub rtp_seed: u64,
+    /// The wall clock in NTP format when the leg is made (our RTCP sender
+    /// reports and round trips); [`LegConfig::new`] reads it.
+    pub ntp_at_start: u64,
 }
 
 impl LegConfig {
@@ -167,6 +169,7 @@ impl LegConfig {
             connect_timeout: Duration::from_secs(15),
             consent_timeout: Duration::from_secs(30),
             rtp_seed: rand::random(),
+            ntp_at_start: crate::media::rtcp::ntp_now(std::time::SystemTime::now()),
         }
     }
 }
@@ -185,7 +188,7 @@ pub struct LegStats {
     /// Datagrams that were not ours or not valid, dropped.
     pub dropped: u64,
     /// The round trip to WhatsApp and its loss of our stream (‰), from its
-    /// last RTCP receiver report (str0m's egress stats).
+    /// last RTCP report about our stream.
     pub rtt: Option<std::time::Duration>,
     pub peer_loss_permille: Option<u32>,
 }
@@ -222,6 +225,8 @@ pub struct WaLeg {
     connected: bool,
     ended: bool,
     started: Instant,
+    /// When the leg was made: the instant of [`LegConfig::ntp_at_start`].
+    created: Instant,
     /// The latest instant fed in (events from str0m carry no time of their own).
     now: Instant,
     /// Last time any RTP went out (audio, silence or event).
@@ -231,11 +236,10 @@ pub struct WaLeg {
     next_silence: Option<Instant>,
     /// Relay audio (payload, samples) that came before the leg connected.
     held: VecDeque<(Vec<u8>, u32)>,
-    /// The SSRC of the last RTP packet that had a receive stream: one
-    /// compare per packet instead of a lookup.
-    rx_ssrc: Option<u32>,
-    /// Receive streams declared for unannounced SSRCs, oldest first.
-    adopted: [Option<u32>; MAX_ADOPTED_SSRCS],
+    /// Where str0m sent DTLS last: the nominated ICE pair, where SRTP goes.
+    media_to: Option<SocketAddr>,
+    /// RTP and RTCP once connected (see [`own_media`]).
+    own: Option<OwnMedia>,
     dtmf_queue: VecDeque<(u8, Duration)>,
     dtmf: Option<DtmfSend>,
     dtmf_not_before: Option<Instant>,
@@ -243,9 +247,10 @@ pub struct WaLeg {
     keys: KeyPressDetector,
     events: VecDeque<LegEvent>,
     stats: LegStats,
-    /// Told at the peer's first SRTP packet: then its DTLS handshake is over
-    /// (see [`super::dtls::PeerFinished`]).
-    peer_finished: Option<PeerFinished>,
+    /// Shared with the DTLS association: its SRTP keys, and our word at the
+    /// peer's first SRTP packet that its handshake is over (see
+    /// [`super::dtls::DtlsLink`]).
+    link: Option<DtlsLink>,
     peer_finished_told: bool,
 }
 
@@ -253,13 +258,16 @@ pub struct WaLeg {
 /// validity, so that no call ever presents an expired certificate.
 const CERT_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 
+mod own_media;
 mod send;
 mod setup;
+
+use own_media::{Incoming, OwnMedia};
 
 pub(crate) use setup::prepare;
 
 impl WaLeg {
-    fn new(rtc: Rtc, peer_finished: Option<PeerFinished>, cfg: LegConfig, now: Instant) -> WaLeg {
+    fn new(rtc: Rtc, link: Option<DtlsLink>, cfg: LegConfig, now: Instant) -> WaLeg {
         let seed = cfg.rtp_seed;
         WaLeg {
             rtc: Box::new(rtc),
@@ -273,13 +281,14 @@ impl WaLeg {
             connected: false,
             ended: false,
             started: now,
+            created: now,
             now,
             last_sent: None,
             last_audio: None,
             next_silence: None,
             held: VecDeque::new(),
-            rx_ssrc: None,
-            adopted: [None; MAX_ADOPTED_SSRCS],
+            media_to: None,
+            own: None,
             dtmf_queue: VecDeque::new(),
             dtmf: None,
             dtmf_not_before: None,
@@ -287,14 +296,28 @@ impl WaLeg {
             keys: KeyPressDetector::default(),
             events: VecDeque::new(),
             stats: LegStats::default(),
-            peer_finished,
+            link,
             peer_finished_told: false,
             cfg,
         }
     }
 
     pub fn stats(&self) -> LegStats {
-        self.stats
+        let mut s = self.stats;
+        if let Some(own) = &self.own {
+            let r = own.rtcp_stats();
+            s.rtt = own.rtt();
+            s.peer_loss_permille = r.peer_fraction_lost.map(|f| (u32::from(f) * 1000) / 256);
+        }
+        s
+    }
+
+    /// Takes back a buffer the leg handed out (a sent datagram's, an audio
+    /// event's payload) for its next packet.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        if let Some(own) = self.own.as_mut() {
+            own.recycle(buf);
+        }
     }
 
     /// Whether the leg has told its DTLS association that the peer's
@@ -316,6 +339,12 @@ impl WaLeg {
             return;
         }
         self.now = self.now.max(now);
+        // RFC 7983 §7: 128..=191 is RTP or RTCP, ours once connected; STUN
+        // and DTLS are str0m's.
+        if data.first().is_some_and(|b| (128..=191).contains(b)) {
+            self.receive_media(now, from, data);
+            return;
+        }
         let Ok(recv) = Receive::new(Protocol::Udp, from, self.cfg.local, data) else {
             self.stats.dropped += 1;
             return;
@@ -326,9 +355,6 @@ impl WaLeg {
             return;
         }
         self.stats.rx_bytes += data.len() as u64;
-        if self.connected {
-            self.adopt_ssrc(data);
-        }
         if let Err(e) = self.rtc.handle_input(input) {
             // A bad packet from the peer's address: drop it, the session goes on.
             self.stats.dropped += 1;
@@ -336,64 +362,102 @@ impl WaLeg {
         }
     }
 
-    /// Gives an RTP packet from an SSRC that WhatsApp's SDP did not announce
-    /// (an offer without `a=ssrc`, a media server that switched streams) a
-    /// receive stream on our audio media, so that str0m decrypts and hands
-    /// it over: with no RTP header extension naming the mid (WhatsApp
-    /// negotiates none), str0m itself drops such packets and the call would
-    /// be one-way. The SSRC sits in the clear in SRTP's header (RFC 3711
-    /// §3.1). Only packets `accepts` took reach here (from the peer's ICE
-    /// address); at most [`MAX_ADOPTED_SSRCS`] are kept, and a new one
-    /// displaces the oldest that never delivered a packet, so forged
-    /// headers cannot crowd out a real stream.
-    fn adopt_ssrc(&mut self, data: &[u8]) {
-        // RFC 7983 §7: RTP and RTCP start with 128..=191; RFC 5761 §4: RTCP
-        // packet types (192..=223) where RTP has marker and payload type.
-        let (Some(&first), Some(&second), Some(s)) = (data.first(), data.get(1), data.get(8..12))
-        else {
+    /// SRTP or SRTCP from WhatsApp: from the address we send media to (or
+    /// another pair ICE validated), checked and decrypted with the keys of
+    /// this leg's DTLS. Audio from any SSRC that authenticates is taken:
+    /// WhatsApp's offer need not announce it (some carry no `a=ssrc`, and a
+    /// media server may switch streams); only WhatsApp has the key.
+    fn receive_media(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        let Some(own) = self.own.as_mut() else {
+            self.stats.dropped += 1;
             return;
         };
-        if !(128..=191).contains(&first) || (192..=223).contains(&second) {
-            return;
+        if from != own.to {
+            let known = Receive::new(Protocol::Udp, from, self.cfg.local, data)
+                .is_ok_and(|r| self.rtc.accepts(&Input::Receive(now, r)));
+            if !known {
+                self.stats.dropped += 1;
+                return;
+            }
         }
-        let ssrc = u32::from_be_bytes([s[0], s[1], s[2], s[3]]);
-        if self.rx_ssrc == Some(ssrc) {
-            return;
-        }
-        let Some(mid) = self.mid else {
-            return;
-        };
-        if self.rtc.media(mid).is_none() {
-            return;
-        }
-        let mut api = self.rtc.direct_api();
-        if api.stream_rx(&ssrc.into()).is_none() {
-            let slot = match self.adopted.iter().position(Option::is_none) {
-                Some(free) => free,
-                None => {
-                    let silent = self.adopted.iter().position(|a| {
-                        a.is_some_and(|a| {
-                            api.stream_rx(&a.into())
-                                .is_none_or(|rx| rx.last_time().is_none())
-                        })
-                    });
-                    let Some(silent) = silent else {
-                        return;
-                    };
-                    if let Some(old) = self.adopted[silent] {
-                        api.remove_stream_rx(old.into());
+        match own.receive(now, data) {
+            Ok(Incoming::Rtp {
+                ssrc,
+                seq,
+                timestamp,
+                marker,
+                pt,
+                payload,
+            }) => {
+                self.stats.rx_bytes += data.len() as u64;
+                self.stats.rx_packets += 1;
+                if !self.peer_finished_told {
+                    if let Some(h) = &self.link {
+                        h.set_peer_finished();
+                        self.peer_finished_told = true;
                     }
-                    self.adopted[silent..].rotate_left(1);
-                    MAX_ADOPTED_SSRCS - 1
                 }
-            };
-            self.adopted[slot] = Some(ssrc);
-            // WhatsApp negotiates no NACK feedback.
-            api.expect_stream_rx(ssrc.into(), None, mid, None)
-                .suppress_nack(true);
-            tracing::debug!(ssrc, "WhatsApp leg: receiving from an unannounced SSRC");
+                self.on_rtp(ssrc, seq, timestamp, marker, pt, payload);
+            }
+            Ok(Incoming::Rtcp) => self.stats.rx_bytes += data.len() as u64,
+            Err(_) => self.stats.dropped += 1,
         }
-        self.rx_ssrc = Some(ssrc);
+    }
+
+    fn on_rtp(
+        &mut self,
+        ssrc: u32,
+        seq: u16,
+        timestamp: u32,
+        marker: bool,
+        pt: u8,
+        payload: Vec<u8>,
+    ) {
+        let pt = Pt::from(pt);
+        if pt == self.opus_pt {
+            self.events.push_back(LegEvent::Audio {
+                ssrc,
+                timestamp,
+                seq,
+                marker,
+                payload,
+            });
+            return;
+        }
+        if self.te.is_some_and(|(te, _)| te == pt) {
+            if let Some(k) = self.keys.on_packet(timestamp, &payload) {
+                self.events.push_back(LegEvent::Dtmf(k));
+            }
+            if let Some(b) = payload.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok()) {
+                self.events.push_back(LegEvent::TelephoneEvent {
+                    ssrc,
+                    seq,
+                    timestamp,
+                    payload: b,
+                });
+            }
+        }
+        self.recycle(payload);
+    }
+
+    /// Stops str0m from keeping RTP streams of its own: once connected the
+    /// leg sends and receives media itself, and str0m would otherwise send
+    /// RTCP reports (its own SRTCP index, under the same keys) about streams
+    /// it never sees. Called once the SDP exchange has declared them (their
+    /// SSRC is in our SDP already).
+    pub(super) fn release_str0m_streams(&mut self) {
+        let Some(mid) = self.mid else { return };
+        let mut api = self.rtc.direct_api();
+        if let Some(ssrc) = self.ssrc {
+            api.remove_stream_tx(ssrc);
+        }
+        // Bounded: each round removes one.
+        for _ in 0..64 {
+            let Some(ssrc) = api.stream_rx_by_mid(mid, None).map(|s| s.ssrc()) else {
+                break;
+            };
+            api.remove_stream_rx(ssrc);
+        }
     }
 
     /// Advances the leg's clock: str0m's timers, silence, DTMF, deadlines.
@@ -419,6 +483,9 @@ impl WaLeg {
         if self.connected {
             self.drive_dtmf(now);
             self.drive_silence(now);
+            if let Some(own) = self.own.as_mut() {
+                own.handle_timeout(now);
+            }
         }
     }
 
@@ -462,6 +529,9 @@ impl WaLeg {
             } else if !self.dtmf_queue.is_empty() {
                 consider(Some(self.dtmf_not_before.unwrap_or(self.now)));
             }
+            if let Some(own) = &self.own {
+                consider(Some(self.on_grid(own.next_timeout())));
+            }
             let relay_active_until = self.last_audio.map(|t| self.on_grid(t + IDLE_AFTER));
             match self.next_silence {
                 Some(s) => consider(Some(s)),
@@ -487,6 +557,15 @@ impl WaLeg {
             if let Some(e) = self.events.pop_front() {
                 return LegOutput::Event(e);
             }
+            if let Some(own) = self.own.as_mut() {
+                if let Some(data) = own.poll_transmit() {
+                    return LegOutput::Transmit {
+                        from: self.cfg.local,
+                        to: own.to,
+                        data,
+                    };
+                }
+            }
             let out = match self.rtc.poll_output() {
                 Ok(o) => o,
                 Err(e) => {
@@ -496,11 +575,15 @@ impl WaLeg {
             };
             match out {
                 Output::Transmit(t) => {
+                    // RFC 7983: DTLS goes only to the nominated pair.
+                    if t.contents.first().is_some_and(|b| (20..=63).contains(b)) {
+                        self.media_to = Some(t.destination);
+                    }
                     return LegOutput::Transmit {
                         from: t.source,
                         to: t.destination,
                         data: t.contents.into(),
-                    }
+                    };
                 }
                 Output::Timeout(rtc_at)
                     if rtc_at <= self.now && due_handled < MAX_DUE_TIMEOUTS && !self.ended =>
@@ -537,12 +620,34 @@ impl WaLeg {
         }
     }
 
+    /// Connected: the keys our DTLS exported (str0m has checked the peer's
+    /// certificate against the SDP fingerprint by now), to the address str0m
+    /// sent DTLS to.
+    fn start_own_media(&mut self) -> Result<(), String> {
+        let keys = self
+            .link
+            .as_ref()
+            .and_then(DtlsLink::take_keys)
+            .ok_or("DTLS gave no SRTP keys")?;
+        let to = self.media_to.ok_or("no ICE pair for media")?;
+        let ssrc = self.ssrc.map(|s| *s).ok_or("no SSRC of ours")?;
+        let base = (self.created, self.cfg.ntp_at_start);
+        let own = OwnMedia::new(&keys, to, ssrc, self.now, base, self.cfg.rtp_seed)
+            .map_err(|e| format!("SRTP: {e}"))?;
+        self.own = Some(own);
+        Ok(())
+    }
+
     fn on_rtc_event(&mut self, e: Event) {
         match e {
             Event::Connected if !self.connected && !self.ended => {
                 self.connected = true;
                 if self.ssrc.is_none() {
                     self.bind_media();
+                }
+                if let Err(why) = self.start_own_media() {
+                    self.end(LegEnd::Failed(why));
+                    return;
                 }
                 // Held audio goes out from `poll_output`, in batches.
                 self.events.push_back(LegEvent::Connected);
@@ -558,43 +663,10 @@ impl WaLeg {
                 }
                 _ => {}
             },
-            Event::MediaEgressStats(s) => {
-                if s.rtt.is_some() {
-                    self.stats.rtt = s.rtt;
-                }
-                if let Some(l) = s.loss {
-                    self.stats.peer_loss_permille = Some((l.clamp(0.0, 1.0) * 1000.0) as u32);
-                }
-            }
-            Event::RtpPacket(p) => {
-                self.stats.rx_packets += 1;
-                if !self.peer_finished_told {
-                    if let Some(h) = &self.peer_finished {
-                        h.set();
-                        self.peer_finished_told = true;
-                    }
-                }
-                let pt = p.header.payload_type;
-                if pt == self.opus_pt {
-                    self.events.push_back(LegEvent::Audio {
-                        ssrc: *p.header.ssrc,
-                        timestamp: p.header.timestamp,
-                        seq: p.header.sequence_number,
-                        marker: p.header.marker,
-                        payload: p.payload,
-                    });
-                } else if self.te.is_some_and(|(te, _)| te == pt) {
-                    if let Some(k) = self.keys.on_packet(p.header.timestamp, &p.payload) {
-                        self.events.push_back(LegEvent::Dtmf(k));
-                    }
-                    if let Some(b) = p.payload.get(..4).and_then(|b| <[u8; 4]>::try_from(b).ok()) {
-                        self.events.push_back(LegEvent::TelephoneEvent {
-                            ssrc: *p.header.ssrc,
-                            seq: p.header.sequence_number,
-                            timestamp: p.header.timestamp,
-                            payload: b,
-                        });
-                    }
+            Event::PeerStats(s) => {
+                // ICE may move to another pair; media follows it.
+                if let (Some(own), Some(pair)) = (self.own.as_mut(), s.selected_candidate_pair) {
+                    own.to = pair.remote.addr;
                 }
             }
             _ => {}

@@ -80,17 +80,19 @@ impl WaLeg {
     }
 
     pub(super) fn write(&mut self, now: Instant, pt: Pt, marker: bool, payload: &[u8]) {
-        let Some(ssrc) = self.ssrc else {
+        let Some(own) = self.own.as_mut() else {
             return;
         };
-        let seq: SeqNo = self.seq.into();
+        let seq = self.seq as u16;
         self.seq += 1;
-        let mut api = self.rtc.direct_api();
-        let Some(tx) = api.stream_tx(&ssrc) else {
+        if own
+            .send_rtp(now, *pt, marker, seq, self.ts, payload)
+            .is_err()
+        {
+            // Only a packet too big for any datagram gets here.
+            self.stats.dropped += 1;
             return;
-        };
-        let write = RtpWrite::new(pt, seq, self.ts, now, payload.to_vec()).marker(marker);
-        tx.write_rtp(write);
+        }
         self.stats.tx_packets += 1;
         self.last_sent = Some(now);
     }

@@ -59,8 +59,8 @@ pub(super) fn base_config(now: Instant) -> RtcConfig {
     cfg
 }
 
-/// Builds the session and picks up its DTLS instance's [`PeerFinished`].
-pub(super) fn build_rtc(rc: RtcConfig, now: Instant) -> (Rtc, Option<PeerFinished>) {
+/// Builds the session and picks up its DTLS instance's [`DtlsLink`].
+pub(super) fn build_rtc(rc: RtcConfig, now: Instant) -> (Rtc, Option<DtlsLink>) {
     let _stale = dtls::take_created();
     let rtc = rc.build(now);
     (rtc, dtls::take_created())
@@ -125,6 +125,7 @@ impl WaLeg {
         leg.mid = remote.mid.as_deref().map(Mid::from);
         leg.te = remote.telephone_event.map(|(pt, c)| (pt.into(), c));
         leg.bind_media();
+        leg.release_str0m_streams();
         Ok((leg, text))
     }
 
@@ -190,6 +191,7 @@ impl WaLeg {
                 .unwrap_or((126.into(), 8000)),
         );
         self.bind_media();
+        self.release_str0m_streams();
         Ok(())
     }
 
