@@ -89,7 +89,7 @@ async fn main() -> Result<(), String> {
     // (one shared OpenSSL context) rather than str0m's (a context per
     // call): the generator shares the machine with what it measures, and
     // every set-up it saves is CPU the bridge gets.
-    (*wa_sip_bridge::webrtc::dtls::crypto_provider())
+    (*wa_sip_bridge::webrtc::dtls::peer_crypto_provider())
         .clone()
         .install_process_default();
     let direction = match args.direction.as_str() {

@@ -54,7 +54,7 @@ fn config(cert: Option<DtlsCert>) -> RtcConfig {
         // own DTLS (dimpl: ECDSA suites only) cannot use: such a peer runs
         // the bridge's OpenSSL DTLS.
         cfg = cfg
-            .set_crypto_provider(crate::webrtc::dtls::crypto_provider())
+            .set_crypto_provider(crate::webrtc::dtls::peer_crypto_provider())
             .set_dtls_cert(c);
     }
     cfg.codec_config().add_config(

@@ -49,10 +49,26 @@ use str0m::crypto::dtls::{DtlsVersion, KeyingMaterial, ProtocolVersion, SrtpProf
 use str0m::crypto::{CryptoError, CryptoProvider};
 
 /// The crypto provider every WhatsApp leg uses: str0m's OpenSSL one with
-/// the DTLS part replaced by [`OsslDtlsProvider`].
+/// the DTLS part replaced by [`OsslDtlsProvider`], whose SRTP keys go to
+/// the leg alone.
 pub fn crypto_provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    static DTLS: OsslDtlsProvider = OsslDtlsProvider;
+    PROVIDER
+        .get_or_init(|| {
+            Arc::new(CryptoProvider {
+                dtls_provider: &LEG_DTLS,
+                ..str0m::crypto::from_feature_flags()
+            })
+        })
+        .clone()
+}
+
+/// The same DTLS for a peer whose media str0m carries (the simulated
+/// WhatsApp servers of the demo, tests and load generator): the SRTP keys
+/// go to str0m.
+pub fn peer_crypto_provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    static DTLS: OsslDtlsProvider = OsslDtlsProvider { for_leg: false };
     PROVIDER
         .get_or_init(|| {
             Arc::new(CryptoProvider {
@@ -62,6 +78,9 @@ pub fn crypto_provider() -> Arc<CryptoProvider> {
         })
         .clone()
 }
+
+/// The WhatsApp legs' DTLS.
+pub(crate) static LEG_DTLS: OsslDtlsProvider = OsslDtlsProvider { for_leg: true };
 
 /// The same suites str0m's backend offered: ECDHE with ECDSA or RSA
 /// certificates (WhatsApp uses ECDSA; browsers and PBX-side WebRTC stacks
@@ -211,9 +230,12 @@ pub fn take_created() -> Option<DtlsLink> {
     CREATED.with(|c| c.borrow_mut().take())
 }
 
-/// Makes our DTLS instances.
+/// Makes our DTLS instances: for a WhatsApp leg (the keys to the leg), or
+/// for a peer whose media str0m carries.
 #[derive(Debug)]
-pub struct OsslDtlsProvider;
+pub struct OsslDtlsProvider {
+    for_leg: bool,
+}
 
 impl DtlsProvider for OsslDtlsProvider {
     fn generate_certificate(&self) -> Option<DtlsCert> {
@@ -234,7 +256,9 @@ impl DtlsProvider for OsslDtlsProvider {
                 "{version} is not offered: the bridge speaks DTLS 1.2"
             )));
         }
-        Ok(Box::new(OsslDtls::create_for_leg(cert, now, mtu)?))
+        let mut dtls = OsslDtls::create_for_leg(cert, now, mtu)?;
+        dtls.keys_to_str0m = !self.for_leg;
+        Ok(Box::new(dtls))
     }
 }
 
@@ -352,6 +376,10 @@ struct OsslDtls {
     /// Free the SSL once DTLS has nothing left to do (see `finish_when_idle`):
     /// for sessions that carry no data channel, as the bridge's legs.
     finish_early: bool,
+    /// Hand the SRTP keys to str0m too. Not for a WhatsApp leg, which
+    /// carries its media itself (see [`DtlsLink`]): str0m's SRTP contexts
+    /// would be ~4 KiB per call never used.
+    keys_to_str0m: bool,
     active: Option<bool>,
     /// Shared with the leg: the peer's handshake is over, our SRTP keys
     /// (see [`DtlsLink`]).
@@ -405,6 +433,7 @@ impl OsslDtls {
         Ok(OsslDtls {
             ssl: Some(stream),
             finish_early,
+            keys_to_str0m: true,
             active: None,
             link: DtlsLink::default(),
             phase: Phase::Idle,
@@ -423,14 +452,16 @@ impl OsslDtls {
         })
     }
 
-    /// An instance for a WhatsApp leg: frees its SSL early, and leaves its
-    /// [`DtlsLink`] handle for the leg to [`take_created`].
+    /// An instance for a WhatsApp leg: frees its SSL early, gives its SRTP
+    /// keys to the leg alone, and leaves its [`DtlsLink`] handle for the leg
+    /// to [`take_created`].
     fn create_for_leg(
         cert: &DtlsCert,
         now: Instant,
         mtu: Option<usize>,
     ) -> Result<Self, CryptoError> {
-        let dtls = OsslDtls::create(cert, now, mtu, true)?;
+        let mut dtls = OsslDtls::create(cert, now, mtu, true)?;
+        dtls.keys_to_str0m = false;
         let handle = dtls.link.clone();
         CREATED.with(|c| *c.borrow_mut() = Some(handle));
         Ok(dtls)
@@ -494,7 +525,9 @@ impl OsslDtls {
             self.link.put_keys(keys);
         }
         self.peer_cert = Some(cert);
-        self.keying = Some((keying, profile));
+        if self.keys_to_str0m {
+            self.keying = Some((keying, profile));
+        }
         self.connected_pending = true;
         self.connected_at = Some(self.now);
         self.phase = Phase::Connected;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use foreign_types::ForeignTypeRef;
 use str0m::crypto::dtls::{DtlsCert, DtlsInstance, DtlsOutput, DtlsProvider, SrtpProfile};
 
-use super::{context_for, prepare, OsslDtls, OsslDtlsProvider};
+use super::{context_for, prepare, OsslDtls};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Ev {
@@ -34,7 +34,7 @@ impl Side {
     }
 
     fn keeping_ssl(now: Instant, active: bool, keep: bool) -> Side {
-        let cert = OsslDtlsProvider.generate_certificate().unwrap();
+        let cert = super::LEG_DTLS.generate_certificate().unwrap();
         let mut dtls = OsslDtls::create(&cert, now, None, !keep).unwrap();
         dtls.set_active(active);
         Side {
@@ -204,8 +204,8 @@ fn the_leg_gets_its_srtp_keys_split_by_role() {
 #[test]
 fn instances_for_one_certificate_share_one_context() {
     let now = Instant::now();
-    let cert = OsslDtlsProvider.generate_certificate().unwrap();
-    let other = OsslDtlsProvider.generate_certificate().unwrap();
+    let cert = super::LEG_DTLS.generate_certificate().unwrap();
+    let other = super::LEG_DTLS.generate_certificate().unwrap();
     let ctx = |c: &DtlsCert| {
         let d = OsslDtls::create(c, now, None, true).unwrap();
         d.ssl.as_ref().unwrap().ssl().ssl_context().as_ptr() as usize
@@ -423,7 +423,7 @@ fn the_server_frees_its_ssl_once_the_client_is_known_to_have_finished() {
 
 #[test]
 fn each_leg_instance_leaves_its_own_handle_for_the_leg() {
-    let cert = OsslDtlsProvider.generate_certificate().unwrap();
+    let cert = super::LEG_DTLS.generate_certificate().unwrap();
     let now = Instant::now();
     let _ = super::take_created();
     let a = OsslDtls::create_for_leg(&cert, now, None).unwrap();
@@ -484,7 +484,7 @@ fn buffers_are_freed_only_where_openssl_has_the_cve_2024_4741_fix() {
 
 #[test]
 fn a_prepared_context_is_the_one_the_certificates_sessions_use() {
-    let cert = OsslDtlsProvider.generate_certificate().unwrap();
+    let cert = super::LEG_DTLS.generate_certificate().unwrap();
     prepare(&cert).unwrap();
     let first = context_for(&cert).unwrap();
     let again = context_for(&cert).unwrap();
