@@ -34,7 +34,9 @@ async fn call(codec_bridge: &str, codec_baresip: &str, call_id: &str, ports: u16
         codec_baresip,
         440,
         None,
-        14,
+        // Its whole life (`-t`): room for aiortc's start and a slow
+        // machine; the call itself ends with the bridge's BYE long before.
+        45,
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let wati = FakeWati::start().await.unwrap();
@@ -97,8 +99,10 @@ async fn call(codec_bridge: &str, codec_baresip: &str, call_id: &str, ports: u16
     let media = rows[0].media.clone().unwrap();
     assert_eq!(media.codec.as_deref(), Some(codec_bridge));
     assert!(media.pbx_rx > 50 && media.wa_rx > 50, "{media:?}");
+    // The BYE ended its call and closed its recording; it is stopped
+    // rather than waited for.
     let (rate, pcm) = baresip
-        .finish(Duration::from_secs(15))
+        .finish(Duration::from_secs(2))
         .await
         .expect("baresip recorded the call");
     let snr = tone_snr_db(&pcm, 1000.0, rate as f64, rate as usize);

@@ -1,5 +1,6 @@
 //! Datagrams arriving on a WhatsApp leg's socket → the leg (str0m's ICE,
-//! our DTLS provider on OpenSSL, SRTP, RTCP, unannounced-SSRC adoption).
+//! our DTLS provider on OpenSSL, then the leg's own SRTP/SRTCP through
+//! libsrtp2 and its RTCP reports).
 //! The first byte picks when they arrive: before anything (the leg has
 //! just answered a WhatsApp-shaped offer), or once the leg is connected to
 //! a simulated WhatsApp peer over a real ICE + DTLS-SRTP handshake (so
