@@ -1,13 +1,14 @@
 //! Datagrams arriving on a WhatsApp leg's socket → the leg (str0m's ICE,
 //! our DTLS provider on OpenSSL, then the leg's own SRTP/SRTCP through
-//! libsrtp2 and its RTCP reports).
-//! The first byte picks when they arrive: before anything (the leg has
-//! just answered a WhatsApp-shaped offer), or once the leg is connected to
-//! a simulated WhatsApp peer over a real ICE + DTLS-SRTP handshake (so
-//! forged STUN, late DTLS records, RTP/RTCP with the right SSRC but bad
-//! tags reach the connected paths). Each datagram comes from the peer's
-//! address or from elsewhere, with time passing between them. Oracle: no
-//! panic, and nothing the leg sends goes anywhere but the peer.
+//! libsrtp2 and its RTCP reports). The first byte picks when they arrive:
+//! before anything (the leg has just answered a WhatsApp-shaped offer), or
+//! once the leg is connected to a simulated WhatsApp peer over a real ICE +
+//! DTLS-SRTP handshake (so forged STUN, late DTLS records, RTP/RTCP with the
+//! right SSRC but bad tags reach the connected paths); with its two low bits
+//! set, each datagram goes through the peer as the payload of valid SRTP
+//! instead, so the decrypted path sees it. Each datagram comes from the
+//! peer's address or from elsewhere, with time passing between them.
+//! Oracle: no panic, and nothing the leg sends goes anywhere but the peer.
 #![no_main]
 
 use std::net::SocketAddr;
@@ -90,7 +91,18 @@ fuzz_target!(|data: &[u8]| {
         } else {
             "127.0.0.1:9".parse().unwrap()
         };
-        leg.handle_receive(now, from, datagram);
+        if mode & 3 == 3 {
+            // Through the peer: valid SRTP carrying these bytes as audio,
+            // so the leg's decrypted path sees them.
+            peer.send_audio(now, datagram);
+            if let Ok((sent, _)) = peer.poll() {
+                for (_, d) in sent {
+                    leg.handle_receive(now, peer_addr(), &d);
+                }
+            }
+        } else {
+            leg.handle_receive(now, from, datagram);
+        }
         now += Duration::from_millis(u64::from(flags & 0x78));
         leg.handle_timeout(now);
         loop {

@@ -126,6 +126,8 @@ impl WaLeg {
         leg.te = remote.telephone_event.map(|(pt, c)| (pt.into(), c));
         leg.bind_media();
         leg.release_str0m_streams();
+        // As in `apply_answer`: str0m's agents re-arm on a timeout.
+        leg.rtc.handle_input(Input::Timeout(now)).map_err(rtc_err)?;
         Ok((leg, text))
     }
 
@@ -192,6 +194,13 @@ impl WaLeg {
         );
         self.bind_media();
         self.release_str0m_streams();
+        // str0m re-reads its ICE agent's deadline only when it handles a
+        // timeout: without this its connectivity checks would wait for the
+        // next deadline it did report (str0m's streams used to ask for one
+        // at once; they are released now).
+        self.rtc
+            .handle_input(Input::Timeout(now))
+            .map_err(rtc_err)?;
         Ok(())
     }
 
