@@ -1084,7 +1084,12 @@ pub async fn run(cfg: Config) -> Result<Summary, String> {
             timers: Timers::default(),
             rng_seed: None,
             session: Default::default(),
-            auth_guard: Default::default(),
+            // The bridge is the only source and places every call: no
+            // per-source dialog limit (its default, 100, refused the 101st).
+            auth_guard: wa_sip_bridge::sip::auth_guard::GuardConfig {
+                max_dialogs_per_source: 0,
+                ..Default::default()
+            },
         },
         Instant::now(),
     );

@@ -340,7 +340,12 @@ pub async fn extension_socket_at(user: &str, addr: SocketAddr) -> Result<SipSock
             timers: Timers::default(),
             rng_seed: None,
             session: Default::default(),
-            auth_guard: Default::default(),
+            // The bridge is the only source and places every call: no
+            // per-source dialog limit (its default, 100, refused the 101st).
+            auth_guard: crate::sip::auth_guard::GuardConfig {
+                max_dialogs_per_source: 0,
+                ..Default::default()
+            },
         },
         Instant::now(),
     );
