@@ -108,10 +108,12 @@ impl StreamFramer {
                     return Ok(None);
                 };
                 let body = content_length(&self.buf[..end])?;
-                let total = end + 4 + body;
-                if total > MAX_MESSAGE {
-                    return Err(FrameError::TooLarge);
-                }
+                // A Content-Length up to usize::MAX parses (found by fuzzing:
+                // the sum overflowed).
+                let total = match (end + 4).checked_add(body) {
+                    Some(t) if t <= MAX_MESSAGE => t,
+                    _ => return Err(FrameError::TooLarge),
+                };
                 self.frame_len = Some(total);
                 total
             }
@@ -133,6 +135,19 @@ mod tests {
 
     const OPTIONS: &[u8] = b"OPTIONS sip:bridge SIP/2.0\r\nVia: SIP/2.0/TCP pbx;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n";
     const WITH_BODY: &[u8] = b"MESSAGE sip:b SIP/2.0\r\nl: 5\r\n\r\nhello";
+
+    /// Found by `sip_stream`: a Content-Length of usize::MAX overflowed
+    /// the frame's length (a panic in a debug build, a wrapped length in
+    /// release); it is too large, and the connection is closed.
+    #[test]
+    fn a_content_length_near_usize_max_is_too_large() {
+        for n in [u64::MAX, u64::MAX - 3, (MAX_MESSAGE as u64) + 1] {
+            let mut f = StreamFramer::new();
+            let msg = format!("OPTIONS sip:b SIP/2.0\r\nContent-Length: {n}\r\n\r\n");
+            f.push(msg.as_bytes()).unwrap();
+            assert!(matches!(f.next_frame(), Err(FrameError::TooLarge)), "{n}");
+        }
+    }
 
     #[test]
     fn partial_reads_and_several_messages_per_segment() {
