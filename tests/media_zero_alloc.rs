@@ -2,9 +2,6 @@
 //! watches Opus passthrough both ways, G.711 transcoding both ways and DTMF
 //! mapping once the relay is warmed up.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use wa_sip_bridge::dtmf::TelephoneEvent;
@@ -13,40 +10,9 @@ use wa_sip_bridge::media::relay::{Relay, RelayConfig, SipCodec, ToWhatsApp};
 use wa_sip_bridge::media::rtp::write_header;
 use wa_sip_bridge::media::transcode::OpusEncoderSettings;
 
-struct Counting;
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    // Only the measuring thread counts: the test harness's own threads may
-    // allocate at any time. A `const` Cell has no destructor, so reading it
-    // inside the allocator allocates nothing itself.
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-
-fn counting() -> bool {
-    COUNTING.try_with(Cell::get).unwrap_or(false)
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if counting() {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if counting() {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+#[path = "counting_alloc/mod.rs"]
+mod counting_alloc;
+use counting_alloc::counted;
 
 /// A sink that stores nothing (so it cannot allocate).
 struct Discard(u64);
@@ -121,12 +87,9 @@ fn allocations(r: &mut Relay, codec: SipCodec, opus: &[u8], n: u32) -> u64 {
         }
     };
     run(r, 0..50); // warm-up
-    ALLOCS.store(0, Ordering::SeqCst);
-    COUNTING.with(|c| c.set(true));
-    run(r, 50..50 + n);
-    COUNTING.with(|c| c.set(false));
+    let ((), allocs) = counted(|| run(r, 50..50 + n));
     assert!(sent > 0 && sink.0 > 0);
-    ALLOCS.load(Ordering::SeqCst)
+    allocs
 }
 
 #[test]
@@ -225,13 +188,11 @@ fn srtp_protect_and_unprotect_do_not_allocate() {
         for seq in 0..10 {
             one(seq, &mut buf, &mut wire);
         }
-        ALLOCS.store(0, Ordering::SeqCst);
-        COUNTING.with(|c| c.set(true));
-        for seq in 10..1010 {
-            one(seq, &mut buf, &mut wire);
-        }
-        COUNTING.with(|c| c.set(false));
-        let n = ALLOCS.load(Ordering::SeqCst);
+        let ((), n) = counted(|| {
+            for seq in 10..1010 {
+                one(seq, &mut buf, &mut wire);
+            }
+        });
         assert_eq!(n, 0, "{suite:?}: {n} allocations in 1000 packets");
     }
 }

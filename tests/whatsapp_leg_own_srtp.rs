@@ -6,54 +6,15 @@
 
 mod support;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use support::audio::ToneSource;
 use support::wa_sim::{inbound_connected, leg_addr, outbound, peer_addr, Sim};
 use wa_sip_bridge::webrtc::{LegEvent, LegOutput};
 
-struct Counting;
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    // Only what this thread does while the flag is up is counted.
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-
-fn counting() -> bool {
-    COUNTING.try_with(Cell::get).unwrap_or(false)
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if counting() {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if counting() {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn counted<T>(f: impl FnOnce() -> T) -> T {
-    COUNTING.with(|c| c.set(true));
-    let r = f();
-    COUNTING.with(|c| c.set(false));
-    r
-}
+#[path = "counting_alloc/mod.rs"]
+mod counting_alloc;
+use counting_alloc::counted;
 
 /// RTCP compound packets (SRTCP keeps the first 8 bytes clear: the
 /// second byte is the packet type, RFC 5761 §4).
@@ -175,12 +136,12 @@ fn the_per_packet_path_allocates_nothing() {
             sim.peer.send_audio(now, &theirs.next_packet().unwrap());
             let (to_leg, _) = sim.peer.poll().unwrap();
             let payload = &ours_packets[tick as usize % ours_packets.len()];
-            let before = ALLOCS.load(Ordering::Relaxed);
+            let mut allocs = 0;
             for (to, data) in &to_leg {
                 if *to == leg_addr() {
                     let media = (128..=191).contains(&data[0]);
                     if media && count {
-                        counted(|| sim.leg.handle_receive(now, peer_addr(), data));
+                        allocs += counted(|| sim.leg.handle_receive(now, peer_addr(), data)).1;
                     } else {
                         sim.leg.handle_receive(now, peer_addr(), data);
                     }
@@ -208,21 +169,19 @@ fn the_per_packet_path_allocates_nothing() {
             // leg's pool inside it.
             out.clear();
             if count {
-                counted(|| step(&mut sim, &mut out));
+                allocs += counted(|| step(&mut sim, &mut out)).1;
             } else {
                 step(&mut sim, &mut out);
             }
             for data in out.drain(..) {
                 sim.peer.handle_receive(now, leg_addr(), &data);
                 if count {
-                    counted(|| sim.leg.recycle(data));
+                    allocs += counted(|| sim.leg.recycle(data)).1;
                 } else {
                     sim.leg.recycle(data);
                 }
             }
-            if count {
-                measured += ALLOCS.load(Ordering::Relaxed) - before;
-            }
+            measured += allocs;
         }
         assert!(received > 500 && sent > 500, "{received} in, {sent} out");
         assert_eq!(

@@ -262,7 +262,7 @@ mod own_media;
 mod send;
 mod setup;
 
-use own_media::{Incoming, OwnMedia};
+use own_media::{Incoming, OwnMedia, RtpIn};
 
 pub(crate) use setup::prepare;
 
@@ -381,14 +381,7 @@ impl WaLeg {
             }
         }
         match own.receive(now, data) {
-            Ok(Incoming::Rtp {
-                ssrc,
-                seq,
-                timestamp,
-                marker,
-                pt,
-                payload,
-            }) => {
+            Ok(Incoming::Rtp(p)) => {
                 self.stats.rx_bytes += data.len() as u64;
                 self.stats.rx_packets += 1;
                 if !self.peer_finished_told {
@@ -397,22 +390,22 @@ impl WaLeg {
                         self.peer_finished_told = true;
                     }
                 }
-                self.on_rtp(ssrc, seq, timestamp, marker, pt, payload);
+                self.on_rtp(p);
             }
             Ok(Incoming::Rtcp) => self.stats.rx_bytes += data.len() as u64,
             Err(_) => self.stats.dropped += 1,
         }
     }
 
-    fn on_rtp(
-        &mut self,
-        ssrc: u32,
-        seq: u16,
-        timestamp: u32,
-        marker: bool,
-        pt: u8,
-        payload: Vec<u8>,
-    ) {
+    fn on_rtp(&mut self, p: RtpIn) {
+        let RtpIn {
+            ssrc,
+            seq,
+            timestamp,
+            marker,
+            pt,
+            payload,
+        } = p;
         let pt = Pt::from(pt);
         if pt == self.opus_pt {
             self.events.push_back(LegEvent::Audio {

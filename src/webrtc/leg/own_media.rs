@@ -36,18 +36,22 @@ const SPARE_CAPACITY: usize = 512;
 /// Opus at 48 kHz.
 const CLOCK: u64 = 48_000;
 
-/// One packet from WhatsApp, checked and decrypted.
+/// One RTP packet from WhatsApp, checked and decrypted.
+#[derive(Debug)]
+pub(super) struct RtpIn {
+    pub(super) ssrc: u32,
+    pub(super) seq: u16,
+    pub(super) timestamp: u32,
+    pub(super) marker: bool,
+    pub(super) pt: u8,
+    /// The payload alone (hand it back with [`OwnMedia::recycle`]).
+    pub(super) payload: Vec<u8>,
+}
+
+/// One datagram from WhatsApp, checked and decrypted.
 #[derive(Debug)]
 pub(super) enum Incoming {
-    Rtp {
-        ssrc: u32,
-        seq: u16,
-        timestamp: u32,
-        marker: bool,
-        pt: u8,
-        /// The payload alone (hand it back with [`OwnMedia::recycle`]).
-        payload: Vec<u8>,
-    },
+    Rtp(RtpIn),
     /// An SRTCP compound packet, taken into the report figures.
     Rtcp,
 }
@@ -230,14 +234,14 @@ impl OwnMedia {
         self.rx_track.on_packet(now, seq, timestamp);
         buf.copy_within(start..end, 0);
         buf.truncate(end - start);
-        Ok(Incoming::Rtp {
+        Ok(Incoming::Rtp(RtpIn {
             ssrc,
             seq,
             timestamp,
             marker,
             pt,
             payload: buf,
-        })
+        }))
     }
 
     /// When our next report is due.
