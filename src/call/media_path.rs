@@ -454,7 +454,7 @@ impl MediaPath {
 
     /// Both legs' loss, jitter, round trip and MOS ([`quality`]): the
     /// WhatsApp leg's from what we received and WhatsApp's RTCP reports
-    /// (through str0m), the PBX leg's from what we received and the PBX's
+    /// (read by the leg), the PBX leg's from what we received and the PBX's
     /// RTCP reports.
     pub(crate) fn quality(&self) -> Option<CallQuality> {
         let r = self.relay.as_ref()?;
