@@ -925,7 +925,7 @@ async fn run_reference(cfg: Config) -> Result<Summary, String> {
     let pid = r.pid;
     let (pbx_tx, _pbx_rx) = mpsc::channel(1);
     let (stop_tx, stop_rx) = watch::channel(0u8);
-    let mut tone = ToneSource::new(1000.0).map_err(|e| e.0)?;
+    let mut tone = ToneSource::like_whatsapp(1000.0).map_err(|e| e.0)?;
     let opus_tone = (0..50)
         .map(|_| tone.next_packet())
         .collect::<Result<Vec<_>, _>>()
@@ -1111,7 +1111,7 @@ pub async fn run(cfg: Config) -> Result<Summary, String> {
         placed.clone(),
         stop_rx.clone(),
     ));
-    let mut tone = ToneSource::new(1000.0).map_err(|e| e.0)?;
+    let mut tone = ToneSource::like_whatsapp(1000.0).map_err(|e| e.0)?;
     let opus_tone = (0..50)
         .map(|_| tone.next_packet())
         .collect::<Result<Vec<_>, _>>()

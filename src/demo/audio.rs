@@ -13,18 +13,41 @@ pub struct ToneSource {
     enc: Encoder,
     freq: f64,
     n: u64,
+    /// The encoder's input rate.
+    rate: u32,
 }
 
 impl ToneSource {
+    /// 48 kHz input, 32 kb/s: the encoder may use any bandwidth up to fullband.
     pub fn new(freq: f64) -> Result<ToneSource, DemoError> {
         let mut enc = Encoder::new(SampleRate::Hz48000, Channels::Mono, Application::Voip)?;
         enc.set_bitrate(audiopus::Bitrate::BitsPerSecond(32_000))?;
-        Ok(ToneSource { enc, freq, n: 0 })
+        Ok(ToneSource {
+            enc,
+            freq,
+            n: 0,
+            rate: RATE,
+        })
+    }
+
+    /// What WhatsApp's offers announce it sends (`sprop-maxcapturerate=16000;
+    /// maxaveragebitrate=20000`): 16 kHz input, 20 kb/s, so SILK wideband —
+    /// cheaper to decode than [`ToneSource::new`]'s fullband packets.
+    pub fn like_whatsapp(freq: f64) -> Result<ToneSource, DemoError> {
+        let mut enc = Encoder::new(SampleRate::Hz16000, Channels::Mono, Application::Voip)?;
+        enc.set_bitrate(audiopus::Bitrate::BitsPerSecond(20_000))?;
+        Ok(ToneSource {
+            enc,
+            freq,
+            n: 0,
+            rate: 16_000,
+        })
     }
 
     pub fn next_packet(&mut self) -> Result<Vec<u8>, DemoError> {
-        let pcm = sine(self.freq, RATE, self.n, FRAME);
-        self.n += FRAME as u64;
+        let frame = (self.rate / 50) as usize;
+        let pcm = sine(self.freq, self.rate, self.n, frame);
+        self.n += frame as u64;
         let mut out = vec![0u8; 1500];
         let len = self.enc.encode(&pcm, &mut out)?;
         out.truncate(len);
