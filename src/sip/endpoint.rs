@@ -88,7 +88,9 @@ enum ClientKind {
 
 struct ClientTx {
     kind: ClientKind,
-    request: Msg,
+    /// The request and its bytes, for retransmissions and the ACK of a
+    /// non-2xx answer: dropped at the final response (see [`Endpoint::on_response`]).
+    request: Option<Msg>,
     bytes: Vec<u8>,
     to: Peer,
     /// Match key (§17.1.3): branch and CSeq method.
@@ -135,7 +137,8 @@ enum ServerKind {
 
 struct ServerTx {
     kind: ServerKind,
-    request: Msg,
+    /// The request, until the TU's final response (see [`Endpoint::respond`]).
+    request: Option<Msg>,
     last_response: Option<Vec<u8>>,
     /// Where responses go (§18.2.2).
     reply_to: Peer,
@@ -266,7 +269,7 @@ impl Endpoint {
             id,
             ClientTx {
                 kind,
-                request,
+                request: Some(request),
                 bytes,
                 to,
                 key,
@@ -295,13 +298,20 @@ impl Endpoint {
             return;
         };
         t.last_response = Some(response.to_bytes());
+        if code >= 200 {
+            // Nothing answers this request again: what stays until the
+            // transaction ends (32 s over UDP) is its key and the response
+            // for retransmissions. A call's requests and their copies were
+            // ~20 KiB of each new call's memory until then (heaptrack).
+            t.request = None;
+        }
         let actions = t.step(ServerEvent::TuResponse(code), now, &self.timers);
         self.server_actions(tx, actions);
     }
 
     /// The request of a server transaction (e.g. to match a CANCEL to its INVITE).
     pub fn server_request(&self, tx: ServerTxId) -> Option<&Msg> {
-        self.server.get(&tx).map(|t| &t.request)
+        self.server.get(&tx).and_then(|t| t.request.as_ref())
     }
 
     /// Finds the INVITE server transaction a CANCEL refers to (RFC 3261 §9.2:
@@ -394,7 +404,7 @@ impl Endpoint {
             id,
             ServerTx {
                 kind,
-                request: msg.clone(),
+                request: Some(msg.clone()),
                 last_response: None,
                 reply_to,
                 key,
@@ -431,7 +441,16 @@ impl Endpoint {
         };
         let actions = t.step(ClientEvent::Response(code), now, &self.timers);
         if actions.contains(&Action::SendAck) && t.ack.is_none() {
-            t.ack = Some(ack_for_error(&t.request, &msg).to_bytes());
+            if let Some(request) = &t.request {
+                t.ack = Some(ack_for_error(request, &msg).to_bytes());
+            }
+        }
+        if code >= 200 {
+            // A final response ends retransmissions (§17.1.1.2, §17.1.2.2)
+            // and the non-2xx ACK is made: the request and its bytes are not
+            // needed for the rest of the transaction's life.
+            t.request = None;
+            t.bytes = Vec::new();
         }
         self.client_actions(id, actions, Some(msg));
     }
@@ -687,6 +706,55 @@ mod tests {
         );
         e.handle_message(t0, &stray.to_bytes(), peer(5099));
         assert_eq!(e.dropped, 1);
+    }
+
+    #[test]
+    fn a_transaction_lets_go_of_its_request_at_the_final_response() {
+        let t0 = Instant::now();
+        let mut e = Endpoint::new(Timers::default());
+        // Client: the INVITE and its bytes until the answer, then only the
+        // key (and the ACK of an error, still sent for retransmissions).
+        let tx = e.send_request(t0, invite("z9hG4bKm1"), peer(5099));
+        drain(&mut e);
+        assert!(e.client[&tx].request.is_some() && !e.client[&tx].bytes.is_empty());
+        let inv = parse_incoming(&invite("z9hG4bKm1").to_bytes()).unwrap();
+        let ringing = Msg::response_to(&inv, 180, "Ringing", Some("p1")).to_bytes();
+        e.handle_message(t0, &ringing, peer(5099));
+        drain(&mut e);
+        assert!(
+            e.client[&tx].request.is_some(),
+            "a provisional answer keeps it"
+        );
+        let busy = Msg::response_to(&inv, 486, "Busy Here", Some("p1")).to_bytes();
+        e.handle_message(t0, &busy, peer(5099));
+        drain(&mut e);
+        let t = &e.client[&tx];
+        assert!(t.request.is_none() && t.bytes.is_empty());
+        e.handle_message(t0, &busy, peer(5099));
+        assert_eq!(
+            transmits(&drain(&mut e)),
+            vec!["ACK sip:100@127.0.0.1:5099 SIP/2.0"],
+            "the 486 retransmitted: ACKed again"
+        );
+        // Server: the request until our final response, then the response alone.
+        e.handle_message(t0, &invite("z9hG4bKm2").to_bytes(), peer(5099));
+        let Some(Output::Event(Event::Request { tx, msg, .. })) = drain(&mut e)
+            .into_iter()
+            .find(|o| matches!(o, Output::Event(_)))
+        else {
+            panic!("the INVITE was not passed up")
+        };
+        e.respond(t0, tx, Msg::response_to(&msg, 180, "Ringing", Some("s1")));
+        assert!(e.server_request(tx).is_some());
+        e.respond(t0, tx, Msg::response_to(&msg, 200, "OK", Some("s1")));
+        drain(&mut e);
+        assert!(e.server_request(tx).is_none());
+        e.handle_message(t0, &invite("z9hG4bKm2").to_bytes(), peer(5099));
+        let out = drain(&mut e);
+        assert!(
+            !out.iter().any(|o| matches!(o, Output::Event(_))),
+            "a retransmitted INVITE is still absorbed by its transaction"
+        );
     }
 
     #[test]
