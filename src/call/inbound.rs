@@ -235,7 +235,7 @@ async fn run_call(
                 Some(ev) if ev.call() != Some(sip_call) => continue,
                 Some(UaEvent::Refer { refer, .. }) => {
                     if transfer.is_none() {
-                        transfer = Transfer::start(ctx, path, sip_call, refer, Some(call.call_id.to_string())).await;
+                        transfer = Transfer::start(ctx, path, sip_call, *refer, Some(call.call_id.to_string())).await;
                     }
                     continue;
                 }

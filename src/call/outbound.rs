@@ -454,7 +454,7 @@ async fn run_call(
                 Some(UaEvent::Refer { refer, .. }) => {
                     if let (None, Some(p)) = (&transfer, path.as_mut()) {
                         let id = wa_call.as_ref().map(|w| w.to_string());
-                        transfer = Transfer::start(ctx, p, call, refer, id).await;
+                        transfer = Transfer::start(ctx, p, call, *refer, id).await;
                     }
                     continue;
                 }

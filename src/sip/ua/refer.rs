@@ -100,12 +100,12 @@ impl SipUa {
         self.notify_refer(now, call, 100, "Trying");
         self.emit(UaEvent::Refer {
             call,
-            refer: ReferRequest {
+            refer: Box::new(ReferRequest {
                 target,
                 referred_by,
                 identity,
                 peer,
-            },
+            }),
         });
     }
 

@@ -1152,3 +1152,11 @@ fn dialled_user_from_request_uri() {
     let m = parse_incoming(&m.to_bytes()).unwrap();
     assert_eq!(SipUa::dialled_user(&m).as_deref(), Some("914085551234"));
 }
+
+/// Every call has a channel of these whose first block tokio allocates with
+/// 32 slots at once: each byte here is 32 bytes of every call.
+#[test]
+fn a_sip_event_stays_small_for_the_per_call_channels() {
+    let size = std::mem::size_of::<super::UaEvent>();
+    assert!(size <= 64, "UaEvent is {size} bytes: box the large variant");
+}
