@@ -38,6 +38,17 @@ async fn smoke(codec: Codec, reference: bool, port_base: u16) {
         );
     }
     assert!(s.cpu_s > 0.0 && s.rss_kib > 0);
+    // Per-packet figures count the window's packets only, as its CPU is the
+    // window's: the calls' whole lives (ramp, settling, drain) sent about a
+    // quarter more here, and read as an offer over 100 %.
+    let all_sent = s.wa_to_pbx.sent + s.pbx_to_wa.sent;
+    assert!(
+        s.window_sent > 0 && s.window_sent < all_sent,
+        "{} of {all_sent}",
+        s.window_sent
+    );
+    assert!(s.window_relayed > s.window_sent / 2, "{s:?}");
+    assert!(s.offered_pct <= 102.0, "offered {:.1} %", s.offered_pct);
     // The set-up phase is measured: it lasts at least the ramp (20 calls at
     // 50/s), and every call set up in it counts.
     assert!(s.ramp_s >= 0.38 && s.setups_per_s > 0.0, "{s:?}");

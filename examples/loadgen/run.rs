@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -101,6 +102,10 @@ pub struct Summary {
     /// direction: below ~99 the generator could not keep up, and the run is
     /// not the load it names.
     pub offered_pct: f64,
+    /// Packets sent and relayed (both directions) within the window: what
+    /// `offered_pct` and `cpu_us_per_packet` are computed from.
+    pub window_sent: u64,
+    pub window_relayed: u64,
     pub rss_kib: u64,
     pub rss_kib_per_call: f64,
     pub wa_to_pbx: Flow,
@@ -329,6 +334,11 @@ struct Shared {
     /// One DTLS certificate for every simulated WhatsApp peer: generating one
     /// per call cost the generator CPU the bridge's setups then waited for.
     cert: Option<DtlsCert>,
+    /// True during the measuring window: packets and latencies counted for
+    /// the per-packet figures are the window's only (the bridge's CPU is
+    /// read over the window; counting every packet of the calls' lives put
+    /// the ramp's and the drain's packets under the window's CPU).
+    measuring: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -342,6 +352,9 @@ struct CallResult {
     wa_received: u64,
     pbx_sent: u64,
     pbx_received: u64,
+    /// Sent and received (both directions) while [`Shared::measuring`].
+    window_sent: u64,
+    window_received: u64,
     lat_wa_to_pbx: Vec<f64>,
     lat_pbx_to_wa: Vec<f64>,
 }
@@ -627,15 +640,20 @@ async fn media(
                 let _ = tx.send(true).await;
             }
         }
+        let measuring = s.measuring.load(Ordering::Relaxed);
         for p in peer.audio.drain(..) {
             if passthrough {
                 // Only our stamped packets (not the bridge's silence before media).
                 if let Some(l) = latency_ms(&p, s.epoch) {
                     res.wa_received += 1;
-                    res.lat_pbx_to_wa.push(l);
+                    if measuring {
+                        res.window_received += 1;
+                        res.lat_pbx_to_wa.push(l);
+                    }
                 }
             } else {
                 res.wa_received += 1;
+                res.window_received += u64::from(measuring);
             }
         }
         peer.events.clear();
@@ -658,6 +676,8 @@ async fn media(
                     peer.send_audio(now, &s.opus_tone[n % s.opus_tone.len()]);
                 }
                 res.wa_sent += 1;
+                let measuring = s.measuring.load(Ordering::Relaxed);
+                res.window_sent += u64::from(measuring);
                 // PBX → WhatsApp.
                 let len = if passthrough {
                     write_header(&mut out, leg.pt, false, seq, ts, ssrc);
@@ -671,6 +691,7 @@ async fn media(
                 };
                 let _ = leg.rtp.send_to(&out[..len], leg.remote).await;
                 res.pbx_sent += 1;
+                res.window_sent += u64::from(measuring);
                 seq = seq.wrapping_add(1);
                 ts = ts.wrapping_add(if passthrough { 960 } else { 160 });
                 n += 1;
@@ -690,10 +711,14 @@ async fn media(
                             if passthrough {
                                 if let Some(l) = latency_ms(p.payload(), s.epoch) {
                                     res.pbx_received += 1;
-                                    res.lat_wa_to_pbx.push(l);
+                                    if s.measuring.load(Ordering::Relaxed) {
+                                        res.window_received += 1;
+                                        res.lat_wa_to_pbx.push(l);
+                                    }
                                 }
                             } else {
                                 res.pbx_received += 1;
+                                res.window_received += u64::from(s.measuring.load(Ordering::Relaxed));
                             }
                         }
                     }
@@ -847,8 +872,10 @@ async fn drive(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (cpu0, _) = proc_usage(pid).ok_or("bridge gone")?;
     let (gen0, _) = proc_usage(std::process::id()).unwrap_or((0.0, 0));
+    shared.measuring.store(true, Ordering::Relaxed);
     let t0 = Instant::now();
     tokio::time::sleep(cfg.duration).await;
+    shared.measuring.store(false, Ordering::Relaxed);
     let (cpu1, rss1) = proc_usage(pid).ok_or("bridge gone")?;
     let (gen1, _) = proc_usage(std::process::id()).unwrap_or((0.0, 0));
     let window = t0.elapsed().as_secs_f64();
@@ -884,6 +911,8 @@ async fn drive(
         sum.wa_to_pbx.received += r.pbx_received;
         sum.pbx_to_wa.sent += r.pbx_sent;
         sum.pbx_to_wa.received += r.wa_received;
+        sum.window_sent += r.window_sent;
+        sum.window_relayed += r.window_received;
         lat_a.extend(r.lat_wa_to_pbx);
         lat_b.extend(r.lat_pbx_to_wa);
         set_in.extend(r.setup_inbound);
@@ -907,8 +936,8 @@ async fn drive(
         // sends fewer, and per-packet figures from the nominal count would
         // flatter the bridge).
         let nominal = established as f64 * 100.0 * window;
-        let relayed = (sum.wa_to_pbx.received + sum.pbx_to_wa.received) as f64;
-        let sent = (sum.wa_to_pbx.sent + sum.pbx_to_wa.sent) as f64;
+        let relayed = sum.window_relayed as f64;
+        let sent = sum.window_sent as f64;
         sum.offered_pct = sent * 100.0 / nominal;
         sum.cpu_us_per_packet = sum.cpu_s * 1e6 / relayed.max(1.0);
         sum.rss_kib_per_call = rss1.saturating_sub(rss0) as f64 / established as f64;
@@ -942,6 +971,7 @@ async fn run_reference(cfg: Config) -> Result<Summary, String> {
         opus_tone: Arc::new(opus_tone),
         rtpengine: Some(Arc::new(tokio::sync::Mutex::new(r))),
         cert: peer_cert(),
+        measuring: Default::default(),
     });
     let mut sum = drive(&cfg, shared.clone(), pid, stop_tx, stop_rx, "rtpengine").await?;
     sum.direction = "inbound".into();
@@ -1128,6 +1158,7 @@ pub async fn run(cfg: Config) -> Result<Summary, String> {
         opus_tone: Arc::new(opus_tone),
         rtpengine: None,
         cert: peer_cert(),
+        measuring: Default::default(),
     });
 
     let sum = drive(&cfg, shared, pid, stop_tx, stop_rx, "bridge").await?;
