@@ -81,7 +81,10 @@ impl Kind {
             // Consent lost or no RTP: whichever the bridge sees first.
             Kind::InUserGoesSilent => &["media_timeout_whatsapp", "whatsapp_leg"],
             Kind::InAcceptFails => &["wati_accept"],
-            Kind::InDtlsFails => &["whatsapp_leg"],
+            // The handshake's failure, or — when a retransmitted flight
+            // pushes it past the soak's `rtp_timeout_s` of 5 s on a busy
+            // machine — the missing media first. Either is an honest end.
+            Kind::InDtlsFails => &["whatsapp_leg", "media_timeout_whatsapp"],
             Kind::OutPbxCancels => &["pbx_cancel"],
             Kind::OutUserRejects => &["whatsapp_rejected"],
             Kind::OutRingTimeout => &["ring_timeout"],
