@@ -138,7 +138,9 @@ async fn hang_up(
     match s.registry.sender(id) {
         Some(tx) => {
             let _ = tx
-                .send(CallCommand::Hangup(crate::call::EndCause::AdminHangup))
+                .send(CallCommand::Hangup(Box::new(
+                    crate::call::EndCause::AdminHangup,
+                )))
                 .await;
             (
                 StatusCode::ACCEPTED,

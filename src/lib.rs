@@ -295,9 +295,9 @@ impl Bridge {
         }
         for tx in left {
             let _ = tx
-                .send(call::registry::CallCommand::Hangup(
+                .send(call::registry::CallCommand::Hangup(Box::new(
                     call::EndCause::Shutdown,
-                ))
+                )))
                 .await;
         }
         // Each ends with a terminate at Wati (bounded by wati.timeout_ms) and a BYE.

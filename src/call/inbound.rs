@@ -255,7 +255,7 @@ async fn run_call(
             },
             cmd = commands.recv() => match cmd {
                 Some(CallCommand::Terminated) | None => Input::WhatsAppTerminated,
-                Some(CallCommand::Hangup(why)) => Input::Hangup(why),
+                Some(CallCommand::Hangup(why)) => Input::Hangup(*why),
                 // Outbound-call webhooks are not about an inbound call.
                 Some(CallCommand::Status(_) | CallCommand::Answer(_)) => continue,
             },

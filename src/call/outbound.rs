@@ -433,7 +433,7 @@ async fn run_call(
                 Some(CallCommand::Status(st)) => Input::Status(st),
                 Some(CallCommand::Answer(sdp)) => Input::WhatsAppAnswer(sdp),
                 Some(CallCommand::Terminated) => Input::WhatsAppTerminated,
-                Some(CallCommand::Hangup(why)) => Input::Hangup(why),
+                Some(CallCommand::Hangup(why)) => Input::Hangup(*why),
                 None => {
                     commands_open = false;
                     Input::CallLayerGone
