@@ -275,14 +275,19 @@ pub fn read_compound(data: &[u8], mut on: impl FnMut(Item)) -> Result<(), RtcpEr
     Ok(())
 }
 
+/// An opaque CNAME per call (RFC 7022 allows a random one): the SSRC and
+/// seed in hex, "wsb-" first; 16 characters. The WhatsApp leg's SDP
+/// declares the same one its RTCP reports carry.
+pub fn cname_for(ssrc: u32, seed: u64) -> String {
+    format!("wsb-{:08x}{:04x}", ssrc, seed as u16)
+}
+
 impl RtcpSession {
     /// `seed` draws the report intervals (RFC 3550 §6.3.1's randomisation);
     /// the first report goes out half an interval after `now`.
     pub fn new(ssrc: u32, now: Instant, seed: u64) -> RtcpSession {
         let mut cname = [0u8; 16];
-        // An opaque CNAME per call (RFC 7022 allows a random one): the SSRC
-        // and seed in hex, "wsb-" first.
-        let text = format!("wsb-{:08x}{:04x}", ssrc, seed as u16);
+        let text = cname_for(ssrc, seed);
         cname[..text.len().min(16)].copy_from_slice(&text.as_bytes()[..text.len().min(16)]);
         RtcpSession {
             ssrc,

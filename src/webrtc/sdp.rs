@@ -259,8 +259,175 @@ pub(crate) fn finish_local(sdp: &str, candidate: SocketAddr) -> Result<String, S
     Ok(out)
 }
 
+/// The direction of the audio section: its own attribute, else the
+/// session's, else `sendrecv` (RFC 3264 §5.1).
+pub(crate) fn audio_direction(sdp: &str) -> &'static str {
+    const DIRECTIONS: [&str; 4] = ["sendrecv", "sendonly", "recvonly", "inactive"];
+    let (mut session, mut audio) = (None, None);
+    let mut section = Section::Session;
+    for line in lines(sdp) {
+        if line.starts_with("m=") {
+            section = if line.starts_with("m=audio ") && audio.is_none() {
+                Section::Audio
+            } else {
+                Section::Other
+            };
+            continue;
+        }
+        let Some(d) = line
+            .strip_prefix("a=")
+            .and_then(|a| DIRECTIONS.iter().find(|d| **d == a.trim()))
+        else {
+            continue;
+        };
+        match section {
+            Section::Session => session = Some(*d),
+            Section::Audio if audio.is_none() => audio = Some(*d),
+            _ => {}
+        }
+    }
+    audio.or(session).unwrap_or("sendrecv")
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Section {
+    Session,
+    Audio,
+    Other,
+}
+
+/// The peer's SDP as str0m is shown it: without the peer's `a=ssrc` and
+/// `a=ssrc-group` lines (the leg takes WhatsApp's stream whatever its SSRC,
+/// and str0m would keep a receive stream per line: 2.3 KiB a call in a hash
+/// map that keeps its room after the stream is removed) and, with
+/// `we_only_receive`, with the audio direction stripped of "receives"
+/// (`sendrecv` → `sendonly`, `recvonly` → `inactive`): str0m then answers
+/// without a send stream of its own either (7.3 KiB more), for a stream the
+/// leg carries itself (its own SRTP, RTCP and SSRC; see
+/// [`declare_our_stream`]).
+pub(crate) fn for_str0m(sdp: &str, we_only_receive: bool) -> String {
+    let direction = match audio_direction(sdp) {
+        _ if !we_only_receive => "",
+        "sendrecv" | "sendonly" => "a=sendonly",
+        _ => "a=inactive",
+    };
+    let mut out = String::with_capacity(sdp.len());
+    let mut section = Section::Session;
+    // The audio section's own direction replaces its line, or is added at
+    // the section's end (attributes come after c=, RFC 8866 §5).
+    let mut written = false;
+    for line in lines(sdp) {
+        if line.starts_with("a=ssrc:") || line.starts_with("a=ssrc-group:") {
+            continue;
+        }
+        if line.starts_with("m=") {
+            if section == Section::Audio && !written && !direction.is_empty() {
+                out.push_str(direction);
+                out.push_str("\r\n");
+                written = true;
+            }
+            section = if line.starts_with("m=audio ") && !written {
+                Section::Audio
+            } else {
+                Section::Other
+            };
+        }
+        let is_direction = matches!(
+            line.trim(),
+            "a=sendrecv" | "a=sendonly" | "a=recvonly" | "a=inactive"
+        );
+        if is_direction && section == Section::Audio && !direction.is_empty() {
+            if !written {
+                out.push_str(direction);
+                out.push_str("\r\n");
+                written = true;
+            }
+            continue;
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    if section == Section::Audio && !written && !direction.is_empty() {
+        out.push_str(direction);
+        out.push_str("\r\n");
+    }
+    out
+}
+
+/// str0m's SDP made to declare the stream the leg sends: where str0m was
+/// told it only receives ([`for_str0m`]), `a=recvonly` becomes `a=sendrecv`
+/// (`a=inactive` becomes `a=sendonly`); any `a=ssrc` lines str0m wrote for a
+/// stream of its own give way to ours, with our SSRC and the CNAME our RTCP
+/// reports carry, and `a=msid` is added when missing, as str0m writes them.
+pub(crate) fn declare_our_stream(sdp: &str, ssrc: u32, cname: &str) -> Result<String, SdpError> {
+    let mut out = String::with_capacity(sdp.len() + 160);
+    let mut section = Section::Session;
+    let mut wms: Option<&str> = None;
+    let mut msid: Option<String> = None;
+    let mut declared = false;
+    let finish = |out: &mut String, msid: &Option<String>, wms: Option<&str>| {
+        let msid = match msid {
+            Some(m) => m.clone(),
+            None => {
+                let m = format!("{} {cname}", wms.unwrap_or(cname));
+                out.push_str(&format!("a=msid:{m}\r\n"));
+                m
+            }
+        };
+        out.push_str(&format!("a=ssrc:{ssrc} cname:{cname}\r\n"));
+        out.push_str(&format!("a=ssrc:{ssrc} msid:{msid}\r\n"));
+    };
+    for line in lines(sdp) {
+        if line.starts_with("m=") {
+            if section == Section::Audio {
+                finish(&mut out, &msid, wms);
+                declared = true;
+            }
+            section = if line.starts_with("m=audio ") && !declared {
+                Section::Audio
+            } else {
+                Section::Other
+            };
+        }
+        if section == Section::Session {
+            if let Some(w) = line.strip_prefix("a=msid-semantic:") {
+                wms = w.trim().strip_prefix("WMS ").map(str::trim);
+            }
+        }
+        if section == Section::Audio {
+            if let Some(m) = line.strip_prefix("a=msid:") {
+                msid = Some(m.trim().to_string());
+            }
+            if line.starts_with("a=ssrc:") || line.starts_with("a=ssrc-group:") {
+                continue;
+            }
+            match line.trim() {
+                "a=recvonly" => {
+                    out.push_str("a=sendrecv\r\n");
+                    continue;
+                }
+                "a=inactive" => {
+                    out.push_str("a=sendonly\r\n");
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    if section == Section::Audio {
+        finish(&mut out, &msid, wms);
+        declared = true;
+    }
+    if !declared {
+        return Err(SdpError::Ours("m=audio"));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Captured WhatsApp offer (whatsapp-wire.md §1.1), addresses on loopback.
@@ -369,6 +536,8 @@ mod tests {
         for s in samples {
             let _ = prepare_remote(s, v4());
             let _ = finish_local(s, "127.0.0.1:1".parse().unwrap());
+            let _ = for_str0m(s, true);
+            let _ = declare_our_stream(s, 1, "x");
         }
     }
 
@@ -384,5 +553,73 @@ mod tests {
         assert!(out.ends_with("a=end-of-candidates\r\n"));
         // The session-level o= line keeps its own address; only m=/c= of the media change.
         assert!(out.starts_with("v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\n"));
+    }
+
+    #[test]
+    fn the_audio_direction_is_its_own_else_the_sessions_else_sendrecv() {
+        assert_eq!(audio_direction(WA_OFFER), "sendrecv");
+        let none = WA_OFFER.replace("a=sendrecv\r\n", "");
+        assert_eq!(audio_direction(&none), "sendrecv");
+        let session = none.replace("t=0 0\r\n", "t=0 0\r\na=recvonly\r\n");
+        assert_eq!(audio_direction(&session), "recvonly");
+        let own = session.replace("a=mid:audio\r\n", "a=mid:audio\r\na=inactive\r\n");
+        assert_eq!(audio_direction(&own), "inactive");
+    }
+
+    #[test]
+    fn str0m_is_shown_no_peer_ssrc_and_where_asked_a_peer_that_only_sends() {
+        let kept = for_str0m(WA_OFFER, false);
+        assert!(!kept.contains("a=ssrc"));
+        assert!(kept.contains("\r\na=sendrecv\r\n"));
+        for (theirs, shown) in [
+            ("a=sendrecv", "a=sendonly"),
+            ("a=sendonly", "a=sendonly"),
+            ("a=recvonly", "a=inactive"),
+            ("a=inactive", "a=inactive"),
+        ] {
+            let out = for_str0m(&WA_OFFER.replace("a=sendrecv", theirs), true);
+            assert_eq!(out.matches(shown).count(), 1, "{theirs}: {out}");
+            assert_eq!(audio_direction(&out), &shown[2..]);
+        }
+        // No direction line: one is added at the audio section's end, after c=.
+        let out = for_str0m(&WA_OFFER.replace("a=sendrecv\r\n", ""), true);
+        assert!(out.ends_with("a=ptime:20\r\na=sendonly\r\n"), "{out}");
+        // A session-level direction is left for the section's own to override.
+        let s = WA_OFFER
+            .replace("a=sendrecv\r\n", "")
+            .replace("t=0 0\r\n", "t=0 0\r\na=sendrecv\r\n");
+        assert_eq!(audio_direction(&for_str0m(&s, true)), "sendonly");
+    }
+
+    #[test]
+    fn our_sdp_declares_our_stream_in_place_of_str0ms() {
+        let str0m_like = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=msid-semantic: WMS S\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\na=rtpmap:111 opus/48000/2\r\na=ssrc:99 cname:theirs\r\n";
+        let out = declare_our_stream(str0m_like, 7, "wsb-x").unwrap();
+        assert!(out.contains("\r\na=sendrecv\r\n") && !out.contains("recvonly"));
+        assert!(!out.contains("a=ssrc:99"));
+        assert!(
+            out.ends_with("a=msid:S wsb-x\r\na=ssrc:7 cname:wsb-x\r\na=ssrc:7 msid:S wsb-x\r\n"),
+            "{out}"
+        );
+        // str0m's own msid is kept; inactive becomes sendonly.
+        let with_msid = str0m_like.replace("a=recvonly", "a=inactive\r\na=msid:A B");
+        let out = declare_our_stream(&with_msid, 7, "wsb-x").unwrap();
+        assert!(out.contains("\r\na=sendonly\r\n"));
+        assert_eq!(out.matches("a=msid:").count(), 1);
+        assert!(out.ends_with("a=ssrc:7 msid:A B\r\n"), "{out}");
+        // Only the audio section is touched; no audio section is our bug.
+        let two = format!(
+            "{str0m_like}m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=recvonly\r\n"
+        );
+        let out = declare_our_stream(&two, 7, "wsb-x").unwrap();
+        assert!(
+            out.contains("a=ssrc:7 msid:S wsb-x\r\nm=application"),
+            "{out}"
+        );
+        assert!(out.ends_with("a=recvonly\r\n"));
+        assert_eq!(
+            declare_our_stream("v=0\r\n", 7, "x"),
+            Err(SdpError::Ours("m=audio"))
+        );
     }
 }

@@ -28,7 +28,6 @@ use str0m::config::DtlsCert;
 use str0m::format::Codec;
 use str0m::media::{Direction, Frequency, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::Ssrc;
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 
 use super::dtls::{self, DtlsLink};
@@ -219,7 +218,8 @@ pub struct WaLeg {
     opus_pt: Pt,
     /// (payload type, clock rate) of telephone-event, when negotiated.
     te: Option<(Pt, u32)>,
-    ssrc: Option<Ssrc>,
+    /// The SSRC we send with ([`setup::our_ssrc`]), declared in our SDP.
+    ssrc: u32,
     seq: u64,
     ts: u32,
     connected: bool,
@@ -275,7 +275,7 @@ impl WaLeg {
             pending: None,
             opus_pt: 111.into(),
             te: None,
-            ssrc: None,
+            ssrc: setup::our_ssrc(seed),
             seq: seed & 0x7fff,
             ts: (seed >> 16) as u32,
             connected: false,
@@ -441,7 +441,8 @@ impl WaLeg {
     pub(super) fn release_str0m_streams(&mut self) {
         let Some(mid) = self.mid else { return };
         let mut api = self.rtc.direct_api();
-        if let Some(ssrc) = self.ssrc {
+        // Declared only where the peer's SDP left str0m a direction to send in.
+        if let Some(ssrc) = api.stream_tx_by_mid(mid, None).map(|s| s.ssrc()) {
             api.remove_stream_tx(ssrc);
         }
         // Bounded: each round removes one.
@@ -623,7 +624,7 @@ impl WaLeg {
             .and_then(DtlsLink::take_keys)
             .ok_or("DTLS gave no SRTP keys")?;
         let to = self.media_to.ok_or("no ICE pair for media")?;
-        let ssrc = self.ssrc.map(|s| *s).ok_or("no SSRC of ours")?;
+        let ssrc = self.ssrc;
         let base = (self.created, self.cfg.ntp_at_start);
         let own = OwnMedia::new(&keys, to, ssrc, self.now, base, self.cfg.rtp_seed)
             .map_err(|e| format!("SRTP: {e}"))?;
@@ -635,9 +636,6 @@ impl WaLeg {
         match e {
             Event::Connected if !self.connected && !self.ended => {
                 self.connected = true;
-                if self.ssrc.is_none() {
-                    self.bind_media();
-                }
                 if let Err(why) = self.start_own_media() {
                     self.end(LegEnd::Failed(why));
                     return;
@@ -696,5 +694,58 @@ mod tests {
         let x509 = openssl::x509::X509::from_der(&renewed.certificate).unwrap();
         let used_until = openssl::asn1::Asn1Time::days_from_now(2 * 30).unwrap();
         assert!(x509.not_after() > used_until, "{}", x509.not_after());
+    }
+
+    fn ssrc_lines(sdp: &str) -> Vec<&str> {
+        sdp.lines().filter(|l| l.starts_with("a=ssrc:")).collect()
+    }
+
+    #[test]
+    fn str0m_keeps_no_rtp_stream_and_the_sdp_declares_the_one_the_leg_sends() {
+        let now = Instant::now();
+        let addr: SocketAddr = "127.0.0.1:40002".parse().unwrap();
+        let mut cfg = LegConfig::new(addr, addr);
+        cfg.rtp_seed = 0x0123_4567_89ab_cdef;
+        let ssrc = setup::our_ssrc(cfg.rtp_seed);
+        let cname = crate::media::rtcp::cname_for(ssrc, cfg.rtp_seed);
+        let offer = crate::webrtc::sdp::tests::WA_OFFER;
+
+        let (mut leg, answer) = WaLeg::answer(offer, cfg.clone(), now).unwrap();
+        assert_eq!(leg.ssrc, ssrc);
+        assert!(answer.contains("\r\na=sendrecv\r\n"), "{answer}");
+        assert_eq!(
+            ssrc_lines(&answer),
+            [
+                format!("a=ssrc:{ssrc} cname:{cname}"),
+                format!("a=ssrc:{ssrc} msid:c3867497-e6f7-4408-82b7-80dbd11b94cf WhatsAppTrack1"),
+            ]
+        );
+        let mid = leg.mid.unwrap();
+        let mut api = leg.rtc.direct_api();
+        assert!(api.stream_tx_by_mid(mid, None).is_none());
+        assert!(api.stream_rx_by_mid(mid, None).is_none());
+
+        // An offer WhatsApp only sends in: answered recvonly, nothing declared.
+        let sendonly = offer.replace("a=sendrecv", "a=sendonly");
+        let (_, answer) = WaLeg::answer(&sendonly, cfg.clone(), now).unwrap();
+        assert!(answer.contains("\r\na=recvonly\r\n"), "{answer}");
+        assert!(ssrc_lines(&answer).is_empty(), "{answer}");
+        // One it only receives in: we send only.
+        let recvonly = offer.replace("a=sendrecv", "a=recvonly");
+        let (_, answer) = WaLeg::answer(&recvonly, cfg.clone(), now).unwrap();
+        assert!(answer.contains("\r\na=sendonly\r\n"), "{answer}");
+        assert_eq!(ssrc_lines(&answer).len(), 2, "{answer}");
+
+        // Our offer carries our SSRC and CNAME, not str0m's.
+        let (leg, offer) = WaLeg::offer(cfg, now).unwrap();
+        assert_eq!(leg.ssrc, ssrc);
+        assert!(offer.contains("\r\na=sendrecv\r\n"), "{offer}");
+        let lines = ssrc_lines(&offer);
+        assert_eq!(lines.len(), 2, "{offer}");
+        assert_eq!(lines[0], format!("a=ssrc:{ssrc} cname:{cname}"));
+        assert!(
+            lines[1].starts_with(&format!("a=ssrc:{ssrc} msid:")),
+            "{offer}"
+        );
     }
 }

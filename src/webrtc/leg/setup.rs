@@ -3,6 +3,7 @@
 //! answering WhatsApp's offer and making ours, applying the user's answer.
 
 use super::*;
+use crate::media::rtcp::cname_for;
 
 /// The process' DTLS certificate, shared by every leg. A certificate per
 /// call cost a key generation and a signature at every call setup for
@@ -108,6 +109,7 @@ impl WaLeg {
         }
         let (mut rtc, peer_finished) = build_rtc(rc, now);
         Self::add_candidate(&mut rtc, &cfg)?;
+        let ssrc = our_ssrc(cfg.rtp_seed);
         {
             let mut d = rtc.direct_api();
             // DTLS client: our answer says a=setup:active, as WhatsApp requires.
@@ -116,15 +118,23 @@ impl WaLeg {
             // ice-lite, so we control" decision: make it explicitly.
             d.set_ice_controlling(true);
         }
+        // When WhatsApp receives (it always does), str0m is shown an offer
+        // it only has to receive from, and our answer declares the stream
+        // the leg sends itself (see `sdp::for_str0m`).
+        let we_send = matches!(sdp::audio_direction(&remote.text), "sendrecv" | "recvonly");
+        let shown = sdp::for_str0m(&remote.text, we_send);
         let parsed =
-            SdpOffer::from_sdp_string(&remote.text).map_err(|e| SdpError::Parse(e.to_string()))?;
+            SdpOffer::from_sdp_string(&shown).map_err(|e| SdpError::Parse(e.to_string()))?;
         let answer = rtc.sdp_api().accept_offer(parsed).map_err(rtc_err)?;
-        let text = sdp::finish_local(&answer.to_sdp_string(), cfg.advertised)?;
+        let mut text = answer.to_sdp_string();
+        if we_send {
+            text = sdp::declare_our_stream(&text, ssrc, &cname_for(ssrc, cfg.rtp_seed))?;
+        }
+        let text = sdp::finish_local(&text, cfg.advertised)?;
         let mut leg = WaLeg::new(rtc, peer_finished, cfg, now);
         leg.opus_pt = remote.opus_pt.into();
         leg.mid = remote.mid.as_deref().map(Mid::from);
         leg.te = remote.telephone_event.map(|(pt, c)| (pt.into(), c));
-        leg.bind_media();
         leg.release_str0m_streams();
         // As in `apply_answer`: str0m's agents re-arm on a timeout.
         leg.rtc.handle_input(Input::Timeout(now)).map_err(rtc_err)?;
@@ -156,11 +166,17 @@ impl WaLeg {
         // We are the full agent facing an ICE-lite peer: always controlling.
         rtc.direct_api().set_ice_controlling(true);
         let mut api = rtc.sdp_api();
+        // str0m declares a send stream for any media it offers (and keeps
+        // its hash map's room after the leg releases it); the offer carries
+        // our SSRC and CNAME instead of str0m's.
         let mid = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
         let (offer, pending) = api
             .apply()
             .ok_or(LegError::Rtc("no offer produced".into()))?;
-        let text = sdp::finish_local(&offer.to_sdp_string(), cfg.advertised)?;
+        let ssrc = our_ssrc(cfg.rtp_seed);
+        let text =
+            sdp::declare_our_stream(&offer.to_sdp_string(), ssrc, &cname_for(ssrc, cfg.rtp_seed))?;
+        let text = sdp::finish_local(&text, cfg.advertised)?;
         let mut leg = WaLeg::new(rtc, peer_finished, cfg, now);
         leg.pending = Some(pending);
         leg.mid = Some(mid);
@@ -175,8 +191,9 @@ impl WaLeg {
         let pending = self.pending.take().ok_or(LegError::NoPendingOffer)?;
         self.started = now;
         let remote = sdp::prepare_remote(answer, self.cfg.local.ip())?;
+        let shown = sdp::for_str0m(&remote.text, false);
         let parsed =
-            SdpAnswer::from_sdp_string(&remote.text).map_err(|e| SdpError::Parse(e.to_string()))?;
+            SdpAnswer::from_sdp_string(&shown).map_err(|e| SdpError::Parse(e.to_string()))?;
         self.rtc
             .sdp_api()
             .accept_answer(pending, parsed)
@@ -192,7 +209,6 @@ impl WaLeg {
                 .map(|(pt, c)| (pt.into(), c))
                 .unwrap_or((126.into(), 8000)),
         );
-        self.bind_media();
         self.release_str0m_streams();
         // str0m re-reads its ICE agent's deadline only when it handles a
         // timeout: without this its connectivity checks would wait for the
@@ -203,15 +219,13 @@ impl WaLeg {
             .map_err(rtc_err)?;
         Ok(())
     }
+}
 
-    /// Finds the sending SSRC str0m declared for our audio media.
-    pub(super) fn bind_media(&mut self) {
-        if let Some(mid) = self.mid {
-            self.ssrc = self
-                .rtc
-                .direct_api()
-                .stream_tx_by_mid(mid, None)
-                .map(|s| s.ssrc());
-        }
-    }
+/// The SSRC the leg sends with, drawn from the leg's seed (RFC 3550 §8.1:
+/// random; never 0). Multiplying by an odd constant mixes every bit of the
+/// seed into the high half, which the sequence number and timestamp (the
+/// seed's low 48 bits) do not use as such.
+pub(super) fn our_ssrc(seed: u64) -> u32 {
+    let mixed = (seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32;
+    mixed.max(1)
 }
