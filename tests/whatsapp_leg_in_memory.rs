@@ -633,6 +633,30 @@ fn a_fingerprint_mismatch_fails_dtls_and_ends_the_leg_once() {
     eprintln!("fingerprint mismatch ended with {:?}", ended[0]);
 }
 
+/// The same check when we placed the call: WhatsApp's answer is applied
+/// through str0m's direct API (no stream declared), and its fingerprint
+/// must still bind the certificate the peer presents.
+#[test]
+fn a_fingerprint_mismatch_in_the_answer_to_our_offer_fails_dtls() {
+    use support::wa_sim::outbound_with;
+    let (mut sim, _, _) = outbound_with(None, |answer| {
+        let fp_line = answer
+            .lines()
+            .find(|l| l.starts_with("a=fingerprint:"))
+            .unwrap()
+            .to_string();
+        answer.replace(&fp_line, "a=fingerprint:sha-256 A2:EC:E2:C4:E4:FE:75:63:39:0D:77:45:DF:70:64:BC:F9:96:73:DE:F4:92:E5:78:D0:5B:1F:8F:E7:46:D3:C6")
+    });
+    sim.run_for(Duration::from_secs(20), |_| {});
+    assert!(!sim.connected(), "{:?}", sim.events);
+    let ended = sim.ended();
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    assert!(
+        matches!(ended[0], LegEnd::Failed(_) | LegEnd::ConnectTimeout),
+        "{ended:?}"
+    );
+}
+
 /// Audio the relay hands over goes out in the same drain of `poll_output`,
 /// without waiting for a timer: str0m reports a written packet as an
 /// already-due timeout, and a round through the runtime's timer per packet

@@ -56,6 +56,9 @@ pub(crate) struct RemoteSdp {
     pub ice_lite: bool,
     /// The audio section's `a=mid`.
     pub mid: Option<String>,
+    /// The DTLS role it takes (`a=setup`, RFC 4145 §4): `active`,
+    /// `passive`, `actpass` or `holdconn`; lower-cased.
+    pub setup: Option<String>,
     /// Candidate lines removed because we cannot reach their address family.
     pub dropped_candidates: usize,
 }
@@ -132,6 +135,7 @@ pub(crate) fn prepare_remote(sdp: &str, local: IpAddr) -> Result<RemoteSdp, SdpE
     let (mut kept, mut dropped) = (0usize, 0usize);
     let mut theirs = "no";
     let mut mid = None;
+    let mut setup = None;
     for line in lines(sdp) {
         let line = line.trim_end();
         if line.starts_with("m=audio ") {
@@ -155,6 +159,10 @@ pub(crate) fn prepare_remote(sdp: &str, local: IpAddr) -> Result<RemoteSdp, SdpE
         } else if let Some(m) = line.strip_prefix("a=mid:") {
             if mid.is_none() {
                 mid = Some(m.trim().to_string());
+            }
+        } else if let Some(role) = line.strip_prefix("a=setup:") {
+            if setup.is_none() {
+                setup = Some(role.trim().to_ascii_lowercase());
             }
         } else if line == "a=ice-lite" {
             ice_lite = true;
@@ -198,6 +206,7 @@ pub(crate) fn prepare_remote(sdp: &str, local: IpAddr) -> Result<RemoteSdp, SdpE
         telephone_event: te,
         ice_lite,
         mid,
+        setup,
         dropped_candidates: dropped,
     })
 }

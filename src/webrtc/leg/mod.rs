@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::config::DtlsCert;
 use str0m::format::Codec;
 use str0m::media::{Direction, Frequency, MediaKind, Mid, Pt};
@@ -214,7 +214,8 @@ pub struct WaLeg {
     rtc: Box<Rtc>,
     cfg: LegConfig,
     mid: Option<Mid>,
-    pending: Option<SdpPendingOffer>,
+    /// Our offer is out and WhatsApp's answer not applied yet.
+    offered: bool,
     opus_pt: Pt,
     /// (payload type, clock rate) of telephone-event, when negotiated.
     te: Option<(Pt, u32)>,
@@ -272,7 +273,7 @@ impl WaLeg {
         WaLeg {
             rtc: Box::new(rtc),
             mid: None,
-            pending: None,
+            offered: false,
             opus_pt: 111.into(),
             te: None,
             ssrc: setup::our_ssrc(seed),
@@ -737,7 +738,7 @@ mod tests {
         assert_eq!(ssrc_lines(&answer).len(), 2, "{answer}");
 
         // Our offer carries our SSRC and CNAME, not str0m's.
-        let (leg, offer) = WaLeg::offer(cfg, now).unwrap();
+        let (mut leg, offer) = WaLeg::offer(cfg, now).unwrap();
         assert_eq!(leg.ssrc, ssrc);
         assert!(offer.contains("\r\na=sendrecv\r\n"), "{offer}");
         let lines = ssrc_lines(&offer);
@@ -747,5 +748,20 @@ mod tests {
             lines[1].starts_with(&format!("a=ssrc:{ssrc} msid:")),
             "{offer}"
         );
+        // WhatsApp's answer is applied without str0m declaring the stream
+        // the offer announced.
+        let peer_addr: SocketAddr = "127.0.0.1:3484".parse().unwrap();
+        let (_peer, answer) =
+            crate::demo::wa_peer::WaPeer::answer(&offer, peer_addr, now, None).unwrap();
+        leg.apply_answer(now, &answer).unwrap();
+        let mid = leg.mid.unwrap();
+        let mut api = leg.rtc.direct_api();
+        assert!(api.stream_tx_by_mid(mid, None).is_none());
+        assert!(api.stream_rx_by_mid(mid, None).is_none());
+        // Only once.
+        assert!(matches!(
+            leg.apply_answer(now, &answer),
+            Err(LegError::NoPendingOffer)
+        ));
     }
 }

@@ -170,7 +170,10 @@ impl WaLeg {
         // its hash map's room after the leg releases it); the offer carries
         // our SSRC and CNAME instead of str0m's.
         let mid = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
-        let (offer, pending) = api
+        // The pending offer is dropped, never accepted: WhatsApp's answer
+        // is applied through the direct API (`apply_answer`), since
+        // accepting it would declare the send stream the offer carries.
+        let (offer, _pending) = api
             .apply()
             .ok_or(LegError::Rtc("no offer produced".into()))?;
         let ssrc = our_ssrc(cfg.rtp_seed);
@@ -178,7 +181,7 @@ impl WaLeg {
             sdp::declare_our_stream(&offer.to_sdp_string(), ssrc, &cname_for(ssrc, cfg.rtp_seed))?;
         let text = sdp::finish_local(&text, cfg.advertised)?;
         let mut leg = WaLeg::new(rtc, peer_finished, cfg, now);
-        leg.pending = Some(pending);
+        leg.offered = true;
         leg.mid = Some(mid);
         leg.te = Some((126.into(), 8000));
         Ok((leg, text))
@@ -187,20 +190,58 @@ impl WaLeg {
     /// Applies WhatsApp's SDP answer to our offer. WhatsApp answers ICE-lite;
     /// its `a=setup` decides our DTLS role (it usually takes `active`, making us the server).
     /// The connect timeout runs from `now`: ringing may have taken a minute.
+    ///
+    /// str0m parses the answer, but it is applied through str0m's direct
+    /// API (remote ICE credentials and candidates, the fingerprint, the DTLS
+    /// role), as str0m's `accept_answer` does: accepting it would also
+    /// declare the send stream our offer announced (7.3 KiB a call kept in
+    /// str0m's stream map), for media the leg sends itself.
     pub fn apply_answer(&mut self, now: Instant, answer: &str) -> Result<(), LegError> {
-        let pending = self.pending.take().ok_or(LegError::NoPendingOffer)?;
+        if !self.offered {
+            return Err(LegError::NoPendingOffer);
+        }
+        self.offered = false;
         self.started = now;
         let remote = sdp::prepare_remote(answer, self.cfg.local.ip())?;
-        let shown = sdp::for_str0m(&remote.text, false);
-        let parsed =
-            SdpAnswer::from_sdp_string(&shown).map_err(|e| SdpError::Parse(e.to_string()))?;
-        self.rtc
-            .sdp_api()
-            .accept_answer(pending, parsed)
-            .map_err(rtc_err)?;
-        self.rtc.direct_api().set_ice_controlling(true);
         if remote.opus_pt != 111 {
             return Err(LegError::AnswerWithoutOpus);
+        }
+        let parsed =
+            SdpAnswer::from_sdp_string(&remote.text).map_err(|e| SdpError::Parse(e.to_string()))?;
+        let audio = parsed
+            .media_lines
+            .iter()
+            .find(|m| m.typ.to_string() == "audio")
+            .ok_or(SdpError::NoAudio)?;
+        let creds = parsed
+            .session
+            .ice_creds()
+            .or_else(|| audio.ice_creds())
+            .ok_or(SdpError::NoIceCredentials)?;
+        let fingerprint = parsed
+            .session
+            .fingerprint()
+            .or_else(|| audio.fingerprint())
+            .ok_or(SdpError::NoFingerprint)?;
+        let candidates: Vec<Candidate> = parsed
+            .session
+            .ice_candidates()
+            .chain(audio.ice_candidates())
+            .cloned()
+            .collect();
+        {
+            let mut d = self.rtc.direct_api();
+            d.set_remote_ice_credentials(creds);
+            d.set_remote_fingerprint(fingerprint);
+            // RFC 5763 §5: the answerer takes `active` or `passive`; one
+            // that says `actpass` or nothing is taken as active, as str0m does.
+            let we_are_client = remote.setup.as_deref() == Some("passive");
+            d.start_dtls(we_are_client).map_err(rtc_err)?;
+            // We are the full agent facing an ICE-lite peer: controlling.
+            d.set_ice_controlling(true);
+        }
+        for c in candidates {
+            self.rtc.add_remote_candidate(c);
         }
         // The answer may leave telephone-event out; WhatsApp then still uses 126 at 8 kHz.
         self.te = Some(
@@ -209,11 +250,9 @@ impl WaLeg {
                 .map(|(pt, c)| (pt.into(), c))
                 .unwrap_or((126.into(), 8000)),
         );
-        self.release_str0m_streams();
         // str0m re-reads its ICE agent's deadline only when it handles a
         // timeout: without this its connectivity checks would wait for the
-        // next deadline it did report (str0m's streams used to ask for one
-        // at once; they are released now).
+        // next deadline it did report.
         self.rtc
             .handle_input(Input::Timeout(now))
             .map_err(rtc_err)?;
