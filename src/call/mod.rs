@@ -330,7 +330,7 @@ async fn on_invite(
         .admit("outbound", max, None, None, Some(sip_call_id.clone()))
     {
         Ok((id, rx)) => {
-            tokio::spawn(outbound::run(ctx.clone(), id, inc, rx));
+            tokio::spawn(outbound::run(ctx.clone(), id, Box::new(inc), rx));
         }
         Err(refusal) => {
             tracing::warn!(%sip_call_id, ?refusal, "INVITE refused");

@@ -145,16 +145,28 @@ fn reason_header(code: u16, text: &str) -> (&'static str, String) {
     ("reason", format!("SIP;cause={code};text=\"{text}\""))
 }
 
+/// Runs a call the PBX placed. The INVITE comes boxed and is read once here
+/// (its SDP offer, the user it calls) and dropped: an `async fn` keeps its
+/// arguments twice over in its future (as passed and as moved into the
+/// body), for the call's whole life, and the message's own strings with them.
 pub(crate) async fn run(
     ctx: Arc<CallCtx>,
     live_id: u64,
-    mut inc: IncomingInvite,
+    inc: Box<IncomingInvite>,
     mut commands: mpsc::Receiver<CallCommand>,
 ) {
     let _live = ctx.registry.guard(live_id);
     let started = Instant::now();
-    let sip_call_id = inc.invite.call_id().to_string();
-    let waid = waid_from_request_uri(&inc.invite, &ctx.settings.routing.outbound_strip_prefix);
+    let IncomingInvite {
+        call,
+        invite,
+        source,
+        mut events,
+    } = *inc;
+    let sip_call_id = invite.call_id().to_string();
+    let waid = waid_from_request_uri(&invite, &ctx.settings.routing.outbound_strip_prefix);
+    let offer = pbx_offer(&invite, &ctx.settings);
+    drop(invite);
     let record = ctx
         .store
         .insert_call(NewCall {
@@ -176,7 +188,7 @@ pub(crate) async fn run(
             ctx.metrics.call_ended("outbound", "refused_store");
             ctx.sip
                 .reject(
-                    inc.call,
+                    call,
                     503,
                     "Service Unavailable",
                     vec![
@@ -194,7 +206,12 @@ pub(crate) async fn run(
     let out = run_call(
         &ctx,
         live_id,
-        &mut inc,
+        Pbx {
+            call,
+            source: source.addr,
+            events: &mut events,
+            offer,
+        },
         waid,
         &mut commands,
         &mut path,
@@ -245,6 +262,14 @@ async fn next_path_event(path: &mut Option<MediaPath>) -> PathEvent {
     }
 }
 
+/// The PBX's side of the call as [`run_call`] needs it.
+struct Pbx<'a> {
+    call: CallRef,
+    source: SocketAddr,
+    events: &'a mut mpsc::Receiver<UaEvent>,
+    offer: Result<Option<Negotiated>, SdpError>,
+}
+
 /// A Wati request in flight, and what its outcome feeds the state machine.
 type Request<'a> = Pin<Box<dyn Future<Output = Input> + Send + 'a>>;
 
@@ -264,7 +289,7 @@ async fn in_flight(request: &mut Option<Request<'_>>) -> Input {
 async fn run_call(
     ctx: &CallCtx,
     live_id: u64,
-    inc: &mut IncomingInvite,
+    pbx: Pbx<'_>,
     waid: Result<Waid, NotAWaid>,
     commands: &mut mpsc::Receiver<CallCommand>,
     path: &mut Option<MediaPath>,
@@ -273,11 +298,15 @@ async fn run_call(
     started: Instant,
 ) -> Ending {
     let s = &ctx.settings;
-    let mut call = inc.call;
+    let Pbx {
+        mut call,
+        source,
+        events: sip_events,
+        offer,
+    } = pbx;
     let mut transfer: Option<Transfer> = None;
-    let offer = pbx_offer(&inc.invite, s);
     if let (Ok(w), Ok(n)) = (&waid, &offer) {
-        tracing::info!(waid = %w, source = %inc.source.addr, codec = n.as_ref().map(|n| n.codec.name()), "call from the PBX to a WhatsApp user");
+        tracing::info!(waid = %w, %source, codec = n.as_ref().map(|n| n.codec.name()), "call from the PBX to a WhatsApp user");
     }
     let called = waid.as_ref().map(|_| ()).map_err(Clone::clone);
     let mut state = OutboundState::new(called, offer, &s.media.codecs);
@@ -413,8 +442,7 @@ async fn run_call(
                         Step::Pending(t) => transfer = Some(t),
                         Step::Moved { call: moved, events } => {
                             call = moved;
-                            inc.call = moved;
-                            inc.events = events;
+                            *sip_events = events;
                         }
                         Step::Failed => {}
                     }
@@ -444,7 +472,7 @@ async fn run_call(
                 PathEvent::LegEnded(cause) => Input::LegEnded(cause),
                 PathEvent::Timeout(t) => Input::MediaTimeout(t),
             },
-            ev = inc.events.recv(), if sip_open => match ev {
+            ev = sip_events.recv(), if sip_open => match ev {
                 None => {
                     sip_open = false;
                     Input::SipGone

@@ -65,7 +65,9 @@ impl LegSocket {
                     // socket's buffer is full.
                     let sent = match self.socket.try_send_to(&data, to) {
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            self.socket.send_to(&data, to).await.map(|_| ())
+                            // Boxed: inline, this rare wait's future (432
+                            // bytes) sat in every call task for its life.
+                            Box::pin(self.socket.send_to(&data, to)).await.map(|_| ())
                         }
                         r => r.map(|_| ()),
                     };
