@@ -734,7 +734,20 @@ async fn simulate_whatsapp_plays_both_directions_and_notices_the_end() {
         out_port,
         &["--outbound", "--ring-ms", "300"],
     )));
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The phone dials only once the tool's fake Wati listens: a fixed
+    // second was not always enough beside the rest of the suite, and the
+    // bridge then answered FreeSWITCH 502 (Wati unreachable).
+    let listening = async {
+        while tokio::net::TcpStream::connect(("127.0.0.1", out_port))
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), listening)
+        .await
+        .expect("the tool's fake Wati listens");
     let pbx: SocketAddr = format!("127.0.0.1:{}", ports.internal).parse().unwrap();
     let mut phone = support::sipp_dials(
         "uac_desk_phone_registers_and_dials.xml",
