@@ -90,7 +90,9 @@ struct ClientTx {
     kind: ClientKind,
     /// The request and its bytes, for retransmissions and the ACK of a
     /// non-2xx answer: dropped at the final response (see [`Endpoint::on_response`]).
-    request: Option<Msg>,
+    /// Boxed, as in [`ServerTx`]: a transaction map keeps the room of its
+    /// busiest moment, and a message inline made each slot ~1 KiB.
+    request: Option<Box<Msg>>,
     bytes: Vec<u8>,
     to: Peer,
     /// Match key (§17.1.3): branch and CSeq method.
@@ -138,7 +140,9 @@ enum ServerKind {
 struct ServerTx {
     kind: ServerKind,
     /// The request, until the TU's final response (see [`Endpoint::respond`]).
-    request: Option<Msg>,
+    /// Boxed: the message is 888 bytes, and the transaction map's slots
+    /// stay (as its room) after the transaction is gone.
+    request: Option<Box<Msg>>,
     last_response: Option<Vec<u8>>,
     /// Where responses go (§18.2.2).
     reply_to: Peer,
@@ -269,7 +273,7 @@ impl Endpoint {
             id,
             ClientTx {
                 kind,
-                request: Some(request),
+                request: Some(Box::new(request)),
                 bytes,
                 to,
                 key,
@@ -311,7 +315,7 @@ impl Endpoint {
 
     /// The request of a server transaction (e.g. to match a CANCEL to its INVITE).
     pub fn server_request(&self, tx: ServerTxId) -> Option<&Msg> {
-        self.server.get(&tx).and_then(|t| t.request.as_ref())
+        self.server.get(&tx).and_then(|t| t.request.as_deref())
     }
 
     /// Finds the INVITE server transaction a CANCEL refers to (RFC 3261 §9.2:
@@ -404,7 +408,7 @@ impl Endpoint {
             id,
             ServerTx {
                 kind,
-                request: Some(msg.clone()),
+                request: Some(Box::new(msg.clone())),
                 last_response: None,
                 reply_to,
                 key,

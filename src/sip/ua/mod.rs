@@ -330,7 +330,9 @@ impl Call {
 pub struct SipUa {
     cfg: UaConfig,
     ep: Endpoint,
-    calls: HashMap<CallRef, Call>,
+    /// Boxed: a `Call` is 1.6 KiB, and the map's room (up to twice its
+    /// calls, and never less than its busiest moment) held that much per slot.
+    calls: HashMap<CallRef, Box<Call>>,
     by_invite_server: HashMap<ServerTxId, CallRef>,
     /// The calls each source address started (until forgotten), for
     /// `sip.max_dialogs_per_source` without a look at every call.

@@ -53,12 +53,12 @@ impl SipUa {
         self.by_client.insert(tx, call);
         self.calls.insert(
             call,
-            Call {
+            Box::new(Call {
                 invite_client: Some(tx),
                 client_txs: vec![tx],
                 local_sdp: Some(sdp.to_string()),
                 ..Call::new(State::Calling, m, peer, tag)
-            },
+            }),
         );
         call
     }

@@ -290,7 +290,7 @@ impl SipUa {
                     .insert(call);
                 self.calls.insert(
                     call,
-                    Call {
+                    Box::new(Call {
                         invite_server: Some(tx),
                         dialog,
                         peer_allows_update: msg
@@ -298,7 +298,7 @@ impl SipUa {
                             .iter()
                             .any(|m| m.eq_ignore_ascii_case("UPDATE")),
                         ..Call::new(State::Ringing, msg.clone(), source, tag)
-                    },
+                    }),
                 );
                 if let Some(key) = self
                     .calls
