@@ -54,10 +54,10 @@ pub(crate) struct RtpSocket {
     /// RTCP, RFC 4961), else to the RTP address's port + 1 (or the RTP
     /// address itself with rtcp-mux).
     rtcp_latched: Option<SocketAddr>,
-    /// The last RTCP packet received (unprotected in place with SRTCP).
-    rtcp_in: Box<[u8; SRTP_MAX_PACKET]>,
-    /// Our report, protected in place with SRTCP.
-    rtcp_out: Box<[u8; MAX_REPORT + MAX_TRAILER]>,
+    /// The last RTCP packet received (unprotected in place with SRTCP):
+    /// as long as the longest one so far (a PBX's reports are ~100 bytes),
+    /// not a 1,500-byte buffer per call; datagrams are read on the stack.
+    rtcp_in: Vec<u8>,
 }
 
 /// What [`RtpSocket::recv`] got from the PBX.
@@ -102,8 +102,7 @@ impl RtpSocket {
             srtp: None,
             rtcp_mux: false,
             rtcp_latched: None,
-            rtcp_in: Box::new([0; SRTP_MAX_PACKET]),
-            rtcp_out: Box::new([0; MAX_REPORT + MAX_TRAILER]),
+            rtcp_in: Vec::new(),
         })
     }
 
@@ -145,12 +144,14 @@ impl RtpSocket {
         } else {
             SocketAddr::new(rtp_to.ip(), rtp_to.port().wrapping_add(1))
         });
-        let Some(n) = write(&mut self.rtcp_out[..MAX_REPORT]) else {
+        // A report every few seconds: its buffer is on the stack.
+        let mut out = [0u8; MAX_REPORT + MAX_TRAILER];
+        let Some(n) = write(&mut out[..MAX_REPORT]) else {
             return;
         };
         let len = match self.srtp.as_mut() {
             None => n,
-            Some(io) => match io.tx.protect_rtcp(&mut self.rtcp_out[..], n) {
+            Some(io) => match io.tx.protect_rtcp(&mut out[..], n) {
                 Ok(len) => len,
                 Err(_) => {
                     self.send_dropped += 1;
@@ -159,7 +160,7 @@ impl RtpSocket {
             },
         };
         let sock = if self.rtcp_mux { &self.rtp } else { &self.rtcp };
-        if sock.try_send_to(&self.rtcp_out[..len], to).is_ok() {
+        if sock.try_send_to(&out[..len], to).is_ok() {
             self.rtcp_tx += 1;
         } else {
             self.send_dropped += 1;
@@ -252,8 +253,12 @@ impl RtpSocket {
                 // RTP first: the hot path, and no random branch order to draw.
                 biased;
                 slot = self.batch.recv(&self.rtp) => slot?,
-                r = self.rtcp.recv_from(&mut self.rtcp_in[..]) => {
-                    if let Ok((n, from)) = r {
+                r = self.rtcp.readable() => {
+                    r?;
+                    let mut datagram = [0u8; SRTP_MAX_PACKET];
+                    if let Ok((n, from)) = self.rtcp.try_recv_from(&mut datagram) {
+                        self.rtcp_in.clear();
+                        self.rtcp_in.extend_from_slice(&datagram[..n]);
                         if let Some(len) = self.accept_rtcp(n, from) {
                             return Ok(Received::Rtcp(len));
                         }
@@ -273,7 +278,8 @@ impl RtpSocket {
             // take those values in an audio session).
             if data.len() >= 8 && (192..=223).contains(&data[1]) {
                 let n = data.len().min(SRTP_MAX_PACKET);
-                self.rtcp_in[..n].copy_from_slice(&data[..n]);
+                self.rtcp_in.clear();
+                self.rtcp_in.extend_from_slice(&data[..n]);
                 if let Some(len) = self.accept_rtcp(n, from) {
                     return Ok(Received::Rtcp(len));
                 }
