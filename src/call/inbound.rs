@@ -89,10 +89,13 @@ fn display_name(raw: &str) -> String {
     out
 }
 
+/// Runs a call a WhatsApp user placed. The webhook's call comes boxed (an
+/// `async fn` keeps its arguments twice over in its future, for the call's
+/// whole life), and its SDP offer is let go once answered.
 pub(crate) async fn run(
     ctx: Arc<CallCtx>,
     live_id: u64,
-    call: InboundCall,
+    mut call: Box<InboundCall>,
     mut commands: mpsc::Receiver<CallCommand>,
 ) {
     let _live = ctx.registry.guard(live_id);
@@ -107,7 +110,7 @@ pub(crate) async fn run(
     let end = run_call(
         &ctx,
         live_id,
-        &call,
+        &mut call,
         &mut commands,
         &mut path,
         record,
@@ -127,7 +130,7 @@ pub(crate) async fn run(
 async fn run_call(
     ctx: &CallCtx,
     live_id: u64,
-    call: &InboundCall,
+    call: &mut InboundCall,
     commands: &mut mpsc::Receiver<CallCommand>,
     path_slot: &mut Option<MediaPath>,
     record: Option<i64>,
@@ -146,11 +149,13 @@ async fn run_call(
         return ending(EndCause::WebrtcSocket, None, true);
     };
     let advertised = SocketAddr::new(s.webrtc.public_ip, local.port());
-    let (leg, answer) =
+    let (leg, mut answer) =
         match WaLeg::answer(&call.sdp, LegConfig::new(local, advertised), Instant::now()) {
             Ok(x) => x,
             Err(e) => return ending(EndCause::BadOffer(e), None, true),
         };
+    // Answered: WhatsApp's offer (~1 KiB) is not needed again.
+    drop(std::mem::take(&mut call.sdp));
     let leg = LegSocket::new(udp, leg, Some(lease));
 
     // The PBX leg: an RTP pair and our offer.
@@ -195,6 +200,8 @@ async fn run_call(
 
     let immediate = s.calls.answer_mode == AnswerMode::Immediate;
     if immediate {
+        // Accepted once (here or at `AcceptAtWati`): the answer goes with it.
+        let answer = std::mem::take(&mut answer);
         if let Err(e) = cold(ctx.wati.accept(&call.call_id, &answer)).await {
             ctx.sip.hangup(sip_call).await;
             return ending(EndCause::WatiAccept(e), None, true);
@@ -276,6 +283,7 @@ async fn run_call(
                 }
                 Action::MovePbxMedia(remote) => path.set_pbx_remote(remote),
                 Action::AcceptAtWati => {
+                    let answer = std::mem::take(&mut answer);
                     let accepted = cold(ctx.wati.accept(&call.call_id, &answer)).await;
                     state.handle(Input::Accepted(accepted));
                 }

@@ -419,7 +419,7 @@ async fn on_webhook(ctx: &Arc<CallCtx>, r: Received, max: usize, refusals: &mut 
             ) {
                 Ok((id, rx)) => {
                     tracing::info!(log_id, call_id = %call.call_id, "inbound call");
-                    tokio::spawn(inbound::run(ctx.clone(), id, call, rx));
+                    tokio::spawn(inbound::run(ctx.clone(), id, Box::new(call), rx));
                 }
                 Err(refusal) => {
                     tracing::warn!(log_id, call_id = %call.call_id, ?refusal, "inbound call refused: terminated at Wati");

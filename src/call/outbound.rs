@@ -339,7 +339,9 @@ async fn run_call(
                 }
                 Action::PlaceCall => {
                     if let Ok(w) = &waid {
-                        let (w, offer) = (w.clone(), webrtc_offer.clone());
+                        // Placed once (the machine asks once): the offer
+                        // is not kept for the call's life.
+                        let (w, offer) = (w.clone(), std::mem::take(&mut webrtc_offer));
                         request = Some(Box::pin(async move {
                             let placed = ctx.wati.outbound_call(&w, &offer).await;
                             Input::Placed(placed)
