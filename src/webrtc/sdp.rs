@@ -54,8 +54,6 @@ pub(crate) struct RemoteSdp {
     /// telephone-event payload type and clock rate, preferring 8000 Hz.
     pub telephone_event: Option<(u8, u32)>,
     pub ice_lite: bool,
-    /// The audio section's `a=mid`.
-    pub mid: Option<String>,
     /// The DTLS role it takes (`a=setup`, RFC 4145 §4): `active`,
     /// `passive`, `actpass` or `holdconn`; lower-cased.
     pub setup: Option<String>,
@@ -134,7 +132,6 @@ pub(crate) fn prepare_remote(sdp: &str, local: IpAddr) -> Result<RemoteSdp, SdpE
         (false, false, false, false, false);
     let (mut kept, mut dropped) = (0usize, 0usize);
     let mut theirs = "no";
-    let mut mid = None;
     let mut setup = None;
     for line in lines(sdp) {
         let line = line.trim_end();
@@ -156,10 +153,6 @@ pub(crate) fn prepare_remote(sdp: &str, local: IpAddr) -> Result<RemoteSdp, SdpE
             ufrag = true;
         } else if line.starts_with("a=ice-pwd:") {
             pwd = true;
-        } else if let Some(m) = line.strip_prefix("a=mid:") {
-            if mid.is_none() {
-                mid = Some(m.trim().to_string());
-            }
         } else if let Some(role) = line.strip_prefix("a=setup:") {
             if setup.is_none() {
                 setup = Some(role.trim().to_ascii_lowercase());
@@ -205,7 +198,6 @@ pub(crate) fn prepare_remote(sdp: &str, local: IpAddr) -> Result<RemoteSdp, SdpE
         opus_pt,
         telephone_event: te,
         ice_lite,
-        mid,
         setup,
         dropped_candidates: dropped,
     })
@@ -271,27 +263,11 @@ pub(crate) fn finish_local(sdp: &str, candidate: SocketAddr) -> Result<String, S
 /// The direction of the audio section: its own attribute, else the
 /// session's, else `sendrecv` (RFC 3264 §5.1).
 pub(crate) fn audio_direction(sdp: &str) -> &'static str {
-    const DIRECTIONS: [&str; 4] = ["sendrecv", "sendonly", "recvonly", "inactive"];
     let (mut session, mut audio) = (None, None);
-    let mut section = Section::Session;
-    for line in lines(sdp) {
-        if line.starts_with("m=") {
-            section = if line.starts_with("m=audio ") && audio.is_none() {
-                Section::Audio
-            } else {
-                Section::Other
-            };
-            continue;
-        }
-        let Some(d) = line
-            .strip_prefix("a=")
-            .and_then(|a| DIRECTIONS.iter().find(|d| **d == a.trim()))
-        else {
-            continue;
-        };
-        match section {
-            Section::Session => session = Some(*d),
-            Section::Audio if audio.is_none() => audio = Some(*d),
+    for (section, line) in sectioned(sdp) {
+        match (section, direction_of(line)) {
+            (Section::Session, Some(d)) => session = Some(d),
+            (Section::Audio, Some(d)) if audio.is_none() => audio = Some(d),
             _ => {}
         }
     }
@@ -301,8 +277,61 @@ pub(crate) fn audio_direction(sdp: &str) -> &'static str {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Section {
     Session,
+    /// The first audio section, its `m=` line included.
     Audio,
     Other,
+}
+
+/// Each line with the section it belongs to.
+fn sectioned(sdp: &str) -> impl Iterator<Item = (Section, &str)> {
+    let (mut section, mut audio_seen) = (Section::Session, false);
+    lines(sdp).map(move |line| {
+        if line.starts_with("m=") {
+            section = if line.starts_with("m=audio ") && !audio_seen {
+                audio_seen = true;
+                Section::Audio
+            } else {
+                Section::Other
+            };
+        }
+        (section, line)
+    })
+}
+
+/// The direction a line sets (`a=sendrecv` → `sendrecv`), if it is one.
+fn direction_of(line: &str) -> Option<&'static str> {
+    const DIRECTIONS: [&str; 4] = ["sendrecv", "sendonly", "recvonly", "inactive"];
+    let a = line.strip_prefix("a=")?.trim();
+    DIRECTIONS.into_iter().find(|d| *d == a)
+}
+
+fn is_ssrc(line: &str) -> bool {
+    line.starts_with("a=ssrc:") || line.starts_with("a=ssrc-group:")
+}
+
+/// What [`rewrite`] hands its closure: a line, or the end of the audio section.
+enum Part<'a> {
+    Line(Section, &'a str),
+    AudioEnd,
+}
+
+/// Passes `sdp`'s lines to `each` (which pushes what it keeps of them onto
+/// `out`), with [`Part::AudioEnd`] once where the audio section ends;
+/// returns whether there was one.
+fn rewrite(sdp: &str, out: &mut String, mut each: impl FnMut(&mut String, Part<'_>)) -> bool {
+    let (mut in_audio, mut seen) = (false, false);
+    for (section, line) in sectioned(sdp) {
+        if in_audio && section != Section::Audio {
+            each(out, Part::AudioEnd);
+        }
+        in_audio = section == Section::Audio;
+        seen |= in_audio;
+        each(out, Part::Line(section, line));
+    }
+    if in_audio {
+        each(out, Part::AudioEnd);
+    }
+    seen
 }
 
 /// The peer's SDP as str0m is shown it: without the peer's `a=ssrc` and
@@ -310,56 +339,31 @@ enum Section {
 /// and str0m would keep a receive stream per line: 2.3 KiB a call in a hash
 /// map that keeps its room after the stream is removed) and, with
 /// `we_only_receive`, with the audio direction stripped of "receives"
-/// (`sendrecv` → `sendonly`, `recvonly` → `inactive`): str0m then answers
+/// (`sendrecv` → `sendonly`, `recvonly` → `inactive`; written at the audio
+/// section's end, after `c=` as RFC 8866 §5 orders): str0m then answers
 /// without a send stream of its own either (7.3 KiB more), for a stream the
 /// leg carries itself (its own SRTP, RTCP and SSRC; see
 /// [`declare_our_stream`]).
 pub(crate) fn for_str0m(sdp: &str, we_only_receive: bool) -> String {
-    let direction = match audio_direction(sdp) {
-        _ if !we_only_receive => "",
+    let direction = we_only_receive.then(|| match audio_direction(sdp) {
         "sendrecv" | "sendonly" => "a=sendonly",
         _ => "a=inactive",
-    };
+    });
     let mut out = String::with_capacity(sdp.len());
-    let mut section = Section::Session;
-    // The audio section's own direction replaces its line, or is added at
-    // the section's end (attributes come after c=, RFC 8866 §5).
-    let mut written = false;
-    for line in lines(sdp) {
-        if line.starts_with("a=ssrc:") || line.starts_with("a=ssrc-group:") {
-            continue;
-        }
-        if line.starts_with("m=") {
-            if section == Section::Audio && !written && !direction.is_empty() {
-                out.push_str(direction);
-                out.push_str("\r\n");
-                written = true;
+    rewrite(sdp, &mut out, |out, part| match part {
+        Part::Line(section, line) => {
+            let replaced =
+                direction.is_some() && section == Section::Audio && direction_of(line).is_some();
+            if !(is_ssrc(line) || replaced) {
+                push_line(out, line);
             }
-            section = if line.starts_with("m=audio ") && !written {
-                Section::Audio
-            } else {
-                Section::Other
-            };
         }
-        let is_direction = matches!(
-            line.trim(),
-            "a=sendrecv" | "a=sendonly" | "a=recvonly" | "a=inactive"
-        );
-        if is_direction && section == Section::Audio && !direction.is_empty() {
-            if !written {
-                out.push_str(direction);
-                out.push_str("\r\n");
-                written = true;
+        Part::AudioEnd => {
+            if let Some(d) = direction {
+                push_line(out, d);
             }
-            continue;
         }
-        out.push_str(line);
-        out.push_str("\r\n");
-    }
-    if section == Section::Audio && !written && !direction.is_empty() {
-        out.push_str(direction);
-        out.push_str("\r\n");
-    }
+    });
     out
 }
 
@@ -370,69 +374,46 @@ pub(crate) fn for_str0m(sdp: &str, we_only_receive: bool) -> String {
 /// reports carry, and `a=msid` is added when missing, as str0m writes them.
 pub(crate) fn declare_our_stream(sdp: &str, ssrc: u32, cname: &str) -> Result<String, SdpError> {
     let mut out = String::with_capacity(sdp.len() + 160);
-    let mut section = Section::Session;
-    let mut wms: Option<&str> = None;
+    let mut wms: Option<String> = None;
     let mut msid: Option<String> = None;
-    let mut declared = false;
-    let finish = |out: &mut String, msid: &Option<String>, wms: Option<&str>| {
-        let msid = match msid {
-            Some(m) => m.clone(),
-            None => {
-                let m = format!("{} {cname}", wms.unwrap_or(cname));
-                out.push_str(&format!("a=msid:{m}\r\n"));
-                m
-            }
-        };
-        out.push_str(&format!("a=ssrc:{ssrc} cname:{cname}\r\n"));
-        out.push_str(&format!("a=ssrc:{ssrc} msid:{msid}\r\n"));
-    };
-    for line in lines(sdp) {
-        if line.starts_with("m=") {
-            if section == Section::Audio {
-                finish(&mut out, &msid, wms);
-                declared = true;
-            }
-            section = if line.starts_with("m=audio ") && !declared {
-                Section::Audio
-            } else {
-                Section::Other
-            };
-        }
-        if section == Section::Session {
+    let audio = rewrite(sdp, &mut out, |out, part| match part {
+        Part::Line(Section::Session, line) => {
             if let Some(w) = line.strip_prefix("a=msid-semantic:") {
-                wms = w.trim().strip_prefix("WMS ").map(str::trim);
+                wms = w.trim().strip_prefix("WMS ").map(|w| w.trim().to_string());
             }
+            push_line(out, line);
         }
-        if section == Section::Audio {
+        Part::Line(Section::Audio, line) => {
             if let Some(m) = line.strip_prefix("a=msid:") {
                 msid = Some(m.trim().to_string());
             }
-            if line.starts_with("a=ssrc:") || line.starts_with("a=ssrc-group:") {
-                continue;
-            }
-            match line.trim() {
-                "a=recvonly" => {
-                    out.push_str("a=sendrecv\r\n");
-                    continue;
-                }
-                "a=inactive" => {
-                    out.push_str("a=sendonly\r\n");
-                    continue;
-                }
-                _ => {}
+            match direction_of(line) {
+                Some("recvonly") => push_line(out, "a=sendrecv"),
+                Some("inactive") => push_line(out, "a=sendonly"),
+                _ if is_ssrc(line) => {}
+                _ => push_line(out, line),
             }
         }
-        out.push_str(line);
-        out.push_str("\r\n");
-    }
-    if section == Section::Audio {
-        finish(&mut out, &msid, wms);
-        declared = true;
-    }
-    if !declared {
+        Part::Line(Section::Other, line) => push_line(out, line),
+        Part::AudioEnd => {
+            let msid = msid.clone().unwrap_or_else(|| {
+                let m = format!("{} {cname}", wms.as_deref().unwrap_or(cname));
+                push_line(out, &format!("a=msid:{m}"));
+                m
+            });
+            push_line(out, &format!("a=ssrc:{ssrc} cname:{cname}"));
+            push_line(out, &format!("a=ssrc:{ssrc} msid:{msid}"));
+        }
+    });
+    if !audio {
         return Err(SdpError::Ours("m=audio"));
     }
     Ok(out)
+}
+
+fn push_line(out: &mut String, line: &str) {
+    out.push_str(line);
+    out.push_str("\r\n");
 }
 
 #[cfg(test)]
@@ -602,6 +583,7 @@ pub(crate) mod tests {
 
     #[test]
     fn our_sdp_declares_our_stream_in_place_of_str0ms() {
+        // Test code: the unwraps are on SDPs written here.
         let str0m_like = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=msid-semantic: WMS S\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\na=rtpmap:111 opus/48000/2\r\na=ssrc:99 cname:theirs\r\n";
         let out = declare_our_stream(str0m_like, 7, "wsb-x").unwrap();
         assert!(out.contains("\r\na=sendrecv\r\n") && !out.contains("recvonly"));

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::config::DtlsCert;
 use str0m::format::Codec;
-use str0m::media::{Direction, Frequency, MediaKind, Mid, Pt};
+use str0m::media::{Direction, Frequency, MediaKind, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 
@@ -213,7 +213,6 @@ pub struct WaLeg {
     /// outbound call's future).
     rtc: Box<Rtc>,
     cfg: LegConfig,
-    mid: Option<Mid>,
     /// Our offer is out and WhatsApp's answer not applied yet.
     offered: bool,
     opus_pt: Pt,
@@ -272,7 +271,6 @@ impl WaLeg {
         let seed = cfg.rtp_seed;
         WaLeg {
             rtc: Box::new(rtc),
-            mid: None,
             offered: false,
             opus_pt: 111.into(),
             te: None,
@@ -432,27 +430,6 @@ impl WaLeg {
             }
         }
         self.recycle(payload);
-    }
-
-    /// Stops str0m from keeping RTP streams of its own: once connected the
-    /// leg sends and receives media itself, and str0m would otherwise send
-    /// RTCP reports (its own SRTCP index, under the same keys) about streams
-    /// it never sees. Called once the SDP exchange has declared them (their
-    /// SSRC is in our SDP already).
-    pub(super) fn release_str0m_streams(&mut self) {
-        let Some(mid) = self.mid else { return };
-        let mut api = self.rtc.direct_api();
-        // Declared only where the peer's SDP left str0m a direction to send in.
-        if let Some(ssrc) = api.stream_tx_by_mid(mid, None).map(|s| s.ssrc()) {
-            api.remove_stream_tx(ssrc);
-        }
-        // Bounded: each round removes one.
-        for _ in 0..64 {
-            let Some(ssrc) = api.stream_rx_by_mid(mid, None).map(|s| s.ssrc()) else {
-                break;
-            };
-            api.remove_stream_rx(ssrc);
-        }
     }
 
     /// Advances the leg's clock: str0m's timers, silence, DTMF, deadlines.
@@ -679,6 +656,7 @@ fn is_housekeeping(reason: str0m::Reason) -> bool {
 mod tests {
     use super::setup::shared_cert;
     use super::*;
+    use str0m::media::Mid;
 
     #[test]
     fn the_process_certificate_is_replaced_before_it_expires() {
@@ -701,8 +679,18 @@ mod tests {
         sdp.lines().filter(|l| l.starts_with("a=ssrc:")).collect()
     }
 
+    /// The `a=mid` of our (single-section) SDP.
+    fn mid_of(sdp: &str) -> Mid {
+        sdp.lines()
+            .find_map(|l| l.strip_prefix("a=mid:"))
+            .expect("our SDP has a=mid")
+            .into()
+    }
+
     #[test]
     fn str0m_keeps_no_rtp_stream_and_the_sdp_declares_the_one_the_leg_sends() {
+        // Test code: every unwrap is on an SDP or address this test made;
+        // one failing is the test failing.
         let now = Instant::now();
         let addr: SocketAddr = "127.0.0.1:40002".parse().unwrap();
         let mut cfg = LegConfig::new(addr, addr);
@@ -721,7 +709,7 @@ mod tests {
                 format!("a=ssrc:{ssrc} msid:c3867497-e6f7-4408-82b7-80dbd11b94cf WhatsAppTrack1"),
             ]
         );
-        let mid = leg.mid.unwrap();
+        let mid = mid_of(&answer);
         let mut api = leg.rtc.direct_api();
         assert!(api.stream_tx_by_mid(mid, None).is_none());
         assert!(api.stream_rx_by_mid(mid, None).is_none());
@@ -754,7 +742,7 @@ mod tests {
         let (_peer, answer) =
             crate::demo::wa_peer::WaPeer::answer(&offer, peer_addr, now, None).unwrap();
         leg.apply_answer(now, &answer).unwrap();
-        let mid = leg.mid.unwrap();
+        let mid = mid_of(&offer);
         let mut api = leg.rtc.direct_api();
         assert!(api.stream_tx_by_mid(mid, None).is_none());
         assert!(api.stream_rx_by_mid(mid, None).is_none());

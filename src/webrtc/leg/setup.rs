@@ -133,9 +133,7 @@ impl WaLeg {
         let text = sdp::finish_local(&text, cfg.advertised)?;
         let mut leg = WaLeg::new(rtc, peer_finished, cfg, now);
         leg.opus_pt = remote.opus_pt.into();
-        leg.mid = remote.mid.as_deref().map(Mid::from);
         leg.te = remote.telephone_event.map(|(pt, c)| (pt.into(), c));
-        leg.release_str0m_streams();
         // As in `apply_answer`: str0m's agents re-arm on a timeout.
         leg.rtc.handle_input(Input::Timeout(now)).map_err(rtc_err)?;
         Ok((leg, text))
@@ -166,10 +164,9 @@ impl WaLeg {
         // We are the full agent facing an ICE-lite peer: always controlling.
         rtc.direct_api().set_ice_controlling(true);
         let mut api = rtc.sdp_api();
-        // str0m declares a send stream for any media it offers (and keeps
-        // its hash map's room after the leg releases it); the offer carries
-        // our SSRC and CNAME instead of str0m's.
-        let mid = api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+        // str0m announces a send stream for any media it offers; the offer
+        // carries our SSRC and CNAME instead of str0m's.
+        api.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
         // The pending offer is dropped, never accepted: WhatsApp's answer
         // is applied through the direct API (`apply_answer`), since
         // accepting it would declare the send stream the offer carries.
@@ -182,7 +179,6 @@ impl WaLeg {
         let text = sdp::finish_local(&text, cfg.advertised)?;
         let mut leg = WaLeg::new(rtc, peer_finished, cfg, now);
         leg.offered = true;
-        leg.mid = Some(mid);
         leg.te = Some((126.into(), 8000));
         Ok((leg, text))
     }
