@@ -35,7 +35,9 @@ pub struct WaPeer {
     /// telephone-event payloads received (pt 126) with their RTP time.
     pub events: Vec<(u64, Vec<u8>)>,
     /// What the bridge's RTCP reports told this peer about its stream:
-    /// (round trip, loss fraction), from str0m's egress stats.
+    /// (round trip, loss fraction), from str0m's egress stats; the last
+    /// round trip measured is kept when a later stats event has none (an
+    /// interval with no new report block carries no round trip).
     pub reported: Option<(Option<std::time::Duration>, Option<f32>)>,
     ts48: u64,
     /// Payload types in use: WhatsApp's own (111, 126) unless the offer it
@@ -201,7 +203,8 @@ impl WaPeer {
                     Event::Connected => self.connected = true,
                     Event::MediaAdded(m) => self.mid = Some(m.mid),
                     Event::MediaEgressStats(s) if s.loss.is_some() || s.rtt.is_some() => {
-                        self.reported = Some((s.rtt, s.loss));
+                        let last_rtt = self.reported.and_then(|(rtt, _)| rtt);
+                        self.reported = Some((s.rtt.or(last_rtt), s.loss));
                     }
                     Event::MediaData(d) => {
                         if *d.pt == self.opus_pt {
