@@ -76,11 +76,26 @@ fn lines(sdp: &str) -> impl Iterator<Item = &str> {
         .filter(|l| !l.trim().is_empty())
 }
 
-/// `a=rtpmap:111 opus/48000/2` → (111, "opus", 48000)
+/// Whether a payload-type attribute (`a=rtpmap`, `a=fmtp`, `a=rtcp-fb`)
+/// names a payload type RTP can carry (0–127, or `*` for `rtcp-fb`); any
+/// other line passes.
+fn payload_types_fit(line: &str) -> bool {
+    let Some(rest) = ["a=rtpmap:", "a=fmtp:", "a=rtcp-fb:"]
+        .iter()
+        .find_map(|p| line.strip_prefix(p))
+    else {
+        return true;
+    };
+    let pt = rest.split(' ').next().unwrap_or("");
+    pt == "*" || pt.parse::<u8>().is_ok_and(|pt| pt < 128)
+}
+
+/// `a=rtpmap:111 opus/48000/2` → (111, "opus", 48000); payload types
+/// 0–127 only (RFC 3550 §5.1: seven bits).
 pub(crate) fn rtpmap(line: &str) -> Option<(u8, String, u32)> {
     let rest = line.strip_prefix("a=rtpmap:")?;
     let (pt, codec) = rest.split_once(' ')?;
-    let pt: u8 = pt.trim().parse().ok()?;
+    let pt: u8 = pt.trim().parse().ok().filter(|pt| *pt < 128)?;
     let mut parts = codec.trim().split('/');
     let name = parts.next()?.to_ascii_lowercase();
     let clock: u32 = parts.next()?.parse().ok()?;
@@ -135,8 +150,23 @@ pub(crate) fn prepare_remote(sdp: &str, local: IpAddr) -> Result<RemoteSdp, SdpE
     let mut setup = None;
     for line in lines(sdp) {
         let line = line.trim_end();
-        if line.starts_with("m=audio ") {
-            audio = true;
+        if !payload_types_fit(line) {
+            continue;
+        }
+        if let Some(m) = line.strip_prefix("m=") {
+            // RTP payload types are 7 bits (RFC 3550 §5.1), and str0m
+            // indexes a table of 128 by them: larger ones (a panic inside
+            // str0m, found by fuzzing) are left out of the format list.
+            audio |= m.starts_with("audio ");
+            let kept: Vec<&str> = line
+                .split(' ')
+                .enumerate()
+                .filter(|(i, t)| *i < 3 || t.parse::<u32>().map_or(true, |pt| pt < 128))
+                .map(|(_, t)| t)
+                .collect();
+            out.push_str(&kept.join(" "));
+            out.push_str("\r\n");
+            continue;
         } else if let Some((pt, name, clock)) = rtpmap(line) {
             match name.as_str() {
                 "opus" if opus_pt.is_none() => opus_pt = Some(pt),
@@ -612,5 +642,27 @@ pub(crate) mod tests {
             declare_our_stream("v=0\r\n", 7, "x"),
             Err(SdpError::Ours("m=audio"))
         );
+    }
+
+    #[test]
+    fn payload_types_above_127_are_left_out_for_str0m() {
+        // Found by fuzzing: str0m indexes a 128-entry table by payload type.
+        let offer = WA_OFFER
+            .replace("SAVPF 111 126", "SAVPF 111 222 126")
+            .replace(
+                "a=rtpmap:126",
+                "a=rtpmap:222 PCMU/8000\r\na=fmtp:222 x=1\r\na=rtpmap:126",
+            );
+        let r = prepare_remote(&offer, v4()).unwrap();
+        assert!(
+            r.text
+                .contains("m=audio 3484 UDP/TLS/RTP/SAVPF 111 126\r\n"),
+            "{}",
+            r.text
+        );
+        assert!(!r.text.contains(":222"), "{}", r.text);
+        // Opus only above 127: no Opus.
+        let high = WA_OFFER.replace("rtpmap:111 opus", "rtpmap:222 opus");
+        assert_eq!(prepare_remote(&high, v4()), Err(SdpError::NoOpus));
     }
 }
