@@ -5,7 +5,8 @@
 //! parser cannot place (`… network-cost 50 ufrag X`: str0m accepts the optional
 //! tokens only in the order generation, network-id, ufrag, network-cost and
 //! otherwise silently drops the whole candidate), drop candidates of an address
-//! family we cannot reach, and check that the SDP is usable at all (Opus,
+//! family we cannot reach, drop payload types above 127 (str0m panics on
+//! them), and check that the SDP is usable at all (Opus,
 //! fingerprint, ICE credentials), each failure a typed error.
 //!
 //! Outgoing (our answer or offer, sent to Wati): str0m writes
